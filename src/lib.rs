@@ -1,0 +1,31 @@
+//! postern: a small SMTP relay appliance for embedded Linux.
+//!
+//! LAN devices hand it mail over SMTP; it applies policy, keeps each accepted
+//! message in a durable, flash-friendly queue and forwards it to a smarthost
+//! (or writes it to a maildir-style outbox).
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
+//! - [`smtp`]: the wire grammar shared by server and client; bytes in, values
+//!   out, no sockets.
+//! - [`policy`]: who may relay, from and to whom.
+//! - [`server`]: listeners and the inbound session state machine.
+//! - [`queue`]: the durable store, recovery and the in-memory schedule; the
+//!   only code that touches the spool directory.
+//! - [`delivery`]: routing, the SMTP client, retries and failure reports.
+//! - [`dns`]: hickory-resolver running on smol.
+//! - [`tls`]: rustls configurations.
+//! - [`daemon`]: wires the parts together for `postern serve`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod dns;
+pub mod policy;
+pub mod queue;
+pub mod server;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,14 @@
+//! The SMTP wire grammar, shared by the inbound server and the smarthost
+//! client. Bytes in, values out: nothing in here touches a socket, a file or
+//! policy, which is what makes it the place the fuzzers point at.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod header;
+pub mod reply;
+
+pub use address::{Address, AddressError};
+pub use command::{BodyType, Command, CommandError, MailParams};
+pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
+pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser};
