@@ -103,7 +103,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     if let Err(refusal) = shared.policy.check_client(ip) {
         tracing::info!(client = %ip, reason = %refusal, "refused at connect");
-        refuse(&mut stream, &refusal.reply()).await;
+        refuse(&mut stream, &refusal.reply_for(ip)).await;
         return;
     }
     let gates = Gates {
