@@ -19,7 +19,9 @@ pub struct HeaderSummary {
     pub message_id: bool,
     /// A `From:` field was present.
     pub from: bool,
-    /// Octets in the header section, up to and including its empty line.
+    /// Octets in the header section, up to and including its empty line, as
+    /// written by [`HeaderFixer`]: inserted fields (and an inserted empty
+    /// line) count. With no empty line, the whole output is header section.
     pub header_len: u64,
 }
 
@@ -292,7 +294,9 @@ pub fn format_date(unix_secs: u64) -> String {
     let weekday = usize::try_from((days + 4) % 7)
         .ok()
         .and_then(|i| WEEKDAYS.get(i));
-    let month = usize::try_from(month - 1).ok().and_then(|i| MONTHS.get(i));
+    let month = usize::try_from(month.saturating_sub(1))
+        .ok()
+        .and_then(|i| MONTHS.get(i));
     format!(
         "{}, {:02} {} {:04} {:02}:{:02}:{:02} +0000",
         weekday.unwrap_or(&"???"),

@@ -95,7 +95,7 @@ impl Reply {
         } else {
             &self.lines
         };
-        let last = lines.len() - 1;
+        let last = lines.len().saturating_sub(1);
         for (i, text) in lines.iter().enumerate() {
             push_code(out, self.code);
             let sep = if i == last { b' ' } else { b'-' };
