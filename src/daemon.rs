@@ -50,18 +50,35 @@ pub fn init_logging(level: &str) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let filter: Targets = spec.parse().unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let filter: Targets = spec
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     // Only our own crate talks at info; rustls and hickory only when asked.
-    let filter = if spec.contains('=') { filter } else { quiet_deps(filter, &spec) };
+    let filter = if spec.contains('=') {
+        filter
+    } else {
+        quiet_deps(filter, &spec)
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_target(false);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
 }
 
-fn quiet_deps(_: tracing_subscriber::filter::Targets, spec: &str) -> tracing_subscriber::filter::Targets {
+fn quiet_deps(
+    _: tracing_subscriber::filter::Targets,
+    spec: &str,
+) -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     let level: LevelFilter = spec.parse().unwrap_or(LevelFilter::INFO);
-    Targets::new().with_default(LevelFilter::WARN.min(level)).with_target("postern", level)
+    Targets::new()
+        .with_default(LevelFilter::WARN.min(level))
+        .with_target("postern", level)
 }
 
 /// Run the relay until SIGTERM or SIGINT.
@@ -74,8 +91,11 @@ pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
 /// Run the relay with an already loaded config.
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let limits = Limits::from_config(&cfg.queue);
-    let (queue, recovered) = Queue::open(&cfg.queue.dir, limits)
-        .map_err(|source| DaemonError::Queue { dir: cfg.queue.dir.display().to_string(), source })?;
+    let (queue, recovered) =
+        Queue::open(&cfg.queue.dir, limits).map_err(|source| DaemonError::Queue {
+            dir: cfg.queue.dir.display().to_string(),
+            source,
+        })?;
     tracing::info!(
         dir = %cfg.queue.dir.display(),
         messages = recovered.messages,
@@ -104,12 +124,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         loop {
             let mut a = [0u8; 16];
             let mut b = [0u8; 16];
-            let got_hup = smol::future::or(async { stop.read(&mut a).await.map(|_| false) }, async {
-                hup.read(&mut b).await.map(|_| true)
-            })
-            .await;
+            let got_hup =
+                smol::future::or(async { stop.read(&mut a).await.map(|_| false) }, async {
+                    hup.read(&mut b).await.map(|_| true)
+                })
+                .await;
             if let Ok(true) = got_hup {
-                tracing::warn!("SIGHUP: reload is not supported yet; restart postern to apply config changes");
+                tracing::warn!(
+                    "SIGHUP: reload is not supported yet; restart postern to apply config changes"
+                );
                 continue;
             }
             break;
@@ -121,15 +144,19 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let mut held = Vec::with_capacity(max);
         for _ in 0..max {
             let left = deadline.saturating_duration_since(Instant::now());
-            let permit = smol::future::or(async { Some(shared.slots.acquire_arc().await) }, async {
-                smol::Timer::after(left).await;
-                None
-            })
-            .await;
+            let permit =
+                smol::future::or(async { Some(shared.slots.acquire_arc().await) }, async {
+                    smol::Timer::after(left).await;
+                    None
+                })
+                .await;
             match permit {
                 Some(p) => held.push(p),
                 None => {
-                    tracing::warn!("sessions still open after {}s; stopping anyway", STOP_GRACE.as_secs());
+                    tracing::warn!(
+                        "sessions still open after {}s; stopping anyway",
+                        STOP_GRACE.as_secs()
+                    );
                     break;
                 }
             }
@@ -153,7 +180,9 @@ fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {
 
 fn describe_upstream(cfg: &Config) -> String {
     match &cfg.upstream {
-        config::Upstream::Smarthost(s) => format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls),
+        config::Upstream::Smarthost(s) => {
+            format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
+        }
         config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
     }
 }

@@ -87,7 +87,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -96,7 +100,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -195,7 +203,10 @@ impl Client {
             let addr = SocketAddr::new(ip, cfg.port);
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
             })
             .await;
             match attempt {
@@ -231,7 +242,10 @@ impl Client {
         };
         let greeting = c.read_reply("greeting").await?;
         if greeting.code != 220 {
-            return Err(ClientError::Unexpected { stage: "greeting", reply: greeting });
+            return Err(ClientError::Unexpected {
+                stage: "greeting",
+                reply: greeting,
+            });
         }
         c.ehlo(&sh.ehlo).await?;
         if cfg.tls == TlsMode::Starttls {
@@ -241,7 +255,10 @@ impl Client {
             c.send_line("STARTTLS").await?;
             let r = c.read_reply("STARTTLS").await?;
             if r.code != 220 {
-                return Err(ClientError::Unexpected { stage: "STARTTLS", reply: r });
+                return Err(ClientError::Unexpected {
+                    stage: "STARTTLS",
+                    reply: r,
+                });
             }
             // Anything the server sent after its 220 was sent in clear and
             // could have been injected: drop it (the NO STARTTLS attacks).
@@ -271,7 +288,10 @@ impl Client {
         self.send_line(&format!("HELO {name}")).await?;
         let r = self.read_reply("HELO").await?;
         if !r.is_positive() {
-            return Err(ClientError::Unexpected { stage: "HELO", reply: r });
+            return Err(ClientError::Unexpected {
+                stage: "HELO",
+                reply: r,
+            });
         }
         self.caps = Capabilities::default();
         Ok(())
@@ -292,12 +312,18 @@ impl Client {
             self.send_line("AUTH LOGIN").await?;
             let r = self.read_reply("AUTH").await?;
             if r.code != 334 {
-                return Err(ClientError::Unexpected { stage: "AUTH LOGIN", reply: r });
+                return Err(ClientError::Unexpected {
+                    stage: "AUTH LOGIN",
+                    reply: r,
+                });
             }
             self.send_secret(&b64.encode(user)).await?;
             let r = self.read_reply("AUTH").await?;
             if r.code != 334 {
-                return Err(ClientError::Unexpected { stage: "AUTH LOGIN", reply: r });
+                return Err(ClientError::Unexpected {
+                    stage: "AUTH LOGIN",
+                    reply: r,
+                });
             }
             self.send_secret(&b64.encode(&password)).await?;
             self.read_reply("AUTH").await?
@@ -305,7 +331,10 @@ impl Client {
             return Err(ClientError::NoAuthMechanism(self.caps.auth.join(" ")));
         };
         if r.code != 235 {
-            return Err(ClientError::Unexpected { stage: "AUTH", reply: r });
+            return Err(ClientError::Unexpected {
+                stage: "AUTH",
+                reply: r,
+            });
         }
         Ok(())
     }
@@ -337,7 +366,10 @@ impl Client {
             let r = Reply::new(
                 552,
                 crate::smtp::EnhancedStatus::new(5, 3, 4),
-                format!("message of {} octets exceeds the smarthost's limit of {limit}", msg.size),
+                format!(
+                    "message of {} octets exceeds the smarthost's limit of {limit}",
+                    msg.size
+                ),
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
@@ -372,7 +404,10 @@ impl Client {
                 out.push_str("\r\n");
             }
             self.write(out.as_bytes()).await?;
-            for stage in std::iter::once("MAIL").chain(std::iter::repeat_n("RCPT", n)).chain(["DATA"]) {
+            for stage in std::iter::once("MAIL")
+                .chain(std::iter::repeat_n("RCPT", n))
+                .chain(["DATA"])
+            {
                 replies.push(self.read_reply(stage).await?);
             }
         } else {
@@ -413,17 +448,26 @@ impl Client {
                     // end the empty transaction at once.
                     self.write(b".\r\n").await?;
                     let _ = self.read_reply("end of data").await?;
-                    return Ok(results.into_iter().map(|r| r.unwrap_or(RcptResult::Deferred("no recipient".into()))).collect());
+                    return Ok(results
+                        .into_iter()
+                        .map(|r| r.unwrap_or(RcptResult::Deferred("no recipient".into())))
+                        .collect());
                 }
             }
             Some(r) => {
                 self.rset().await?;
                 let outcome = fail_or_defer(r);
-                return Ok(results.into_iter().map(|x| x.unwrap_or_else(|| outcome.clone())).collect());
+                return Ok(results
+                    .into_iter()
+                    .map(|x| x.unwrap_or_else(|| outcome.clone()))
+                    .collect());
             }
             None => {
                 self.rset().await?;
-                return Ok(results.into_iter().map(|x| x.unwrap_or(RcptResult::Deferred("no recipient accepted".into()))).collect());
+                return Ok(results
+                    .into_iter()
+                    .map(|x| x.unwrap_or(RcptResult::Deferred("no recipient accepted".into())))
+                    .collect());
             }
         }
         // Stream the body, dot-stuffed, canonical CRLF.
@@ -442,14 +486,23 @@ impl Client {
         out.clear();
         stuffer.finish(&mut out);
         self.write(&out).await?;
-        let final_r = self.read_reply_within(DATA_END_TIMEOUT.max(self.timeout), "end of data").await?;
-        let outcome = if final_r.is_positive() { RcptResult::Sent(final_r) } else { fail_or_defer(&final_r) };
+        let final_r = self
+            .read_reply_within(DATA_END_TIMEOUT.max(self.timeout), "end of data")
+            .await?;
+        let outcome = if final_r.is_positive() {
+            RcptResult::Sent(final_r)
+        } else {
+            fail_or_defer(&final_r)
+        };
         for r in results.iter_mut() {
             if r.is_none() {
                 *r = Some(outcome.clone());
             }
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(RcptResult::Deferred("internal".into()))).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(RcptResult::Deferred("internal".into())))
+            .collect())
     }
 
     async fn rset(&mut self) -> Result<(), ClientError> {
@@ -504,7 +557,11 @@ impl Client {
         self.read_reply_within(self.timeout, stage).await
     }
 
-    async fn read_reply_within(&mut self, t: Duration, stage: &'static str) -> Result<Reply, ClientError> {
+    async fn read_reply_within(
+        &mut self,
+        t: Duration,
+        stage: &'static str,
+    ) -> Result<Reply, ClientError> {
         timeout(t, stage, self.read_reply_now()).await
     }
 
@@ -542,12 +599,18 @@ impl Client {
 }
 
 fn fail_or_defer(r: &Reply) -> RcptResult {
-    if r.is_permanent() { RcptResult::Failed(r.clone()) } else { RcptResult::Deferred(r.to_log_string()) }
+    if r.is_permanent() {
+        RcptResult::Failed(r.clone())
+    } else {
+        RcptResult::Deferred(r.to_log_string())
+    }
 }
 
 fn read_password(path: &std::path::Path) -> Result<String, ClientError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ClientError::PasswordFile { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ClientError::PasswordFile {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(text.lines().next().unwrap_or("").to_string())
 }
 
@@ -555,15 +618,30 @@ async fn handshake(
     sh: &Smarthost,
     tcp: TcpStream,
 ) -> Result<futures_rustls::client::TlsStream<TcpStream>, ClientError> {
-    let host = sh.cfg.host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let config = sh.tls.clone().ok_or_else(|| ClientError::Protocol("TLS requested without a TLS config".into()))?;
-    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ClientError::Tls {
-        host: host.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-    })?;
+    let host = sh
+        .cfg
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let config = sh
+        .tls
+        .clone()
+        .ok_or_else(|| ClientError::Protocol("TLS requested without a TLS config".into()))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ClientError::Tls {
+            host: host.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+        })?;
     let connector = futures_rustls::TlsConnector::from(config);
     let hs = async {
-        connector.connect(name, tcp).await.map_err(|source| ClientError::Tls { host: host.clone(), source })
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ClientError::Tls {
+                host: host.clone(),
+                source,
+            })
     };
     timeout(sh.cfg.connect_timeout.value, "TLS handshake", hs).await
 }

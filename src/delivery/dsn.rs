@@ -33,7 +33,9 @@ pub struct Original<'a> {
 
 /// Keep header values we generate on one line, whatever they were fed.
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The complete report message, CRLF lines.
@@ -65,13 +67,20 @@ pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u6
         id = orig.id,
     );
     if expired {
-        m.push_str("Your message could not be delivered in the time allowed; the relay gave up.\r\n");
+        m.push_str(
+            "Your message could not be delivered in the time allowed; the relay gave up.\r\n",
+        );
     } else {
         m.push_str("Your message could not be delivered to the recipients below.\r\n");
     }
     m.push_str("Other recipients, if any, are not affected by this report.\r\n\r\n");
     for f in failures {
-        let _ = write!(m, "<{}>: {}\r\n", one_line(&f.rcpt), one_line(&f.diagnostic));
+        let _ = write!(
+            m,
+            "<{}>: {}\r\n",
+            one_line(&f.rcpt),
+            one_line(&f.diagnostic)
+        );
     }
     let _ = write!(
         m,
@@ -96,7 +105,10 @@ pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u6
         }
         let _ = write!(m, "Diagnostic-Code: {}\r\n", one_line(&f.diagnostic));
     }
-    let _ = write!(m, "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n");
+    let _ = write!(
+        m,
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    );
     let mut out = m.into_bytes();
     out.extend_from_slice(orig.headers);
     if !orig.headers.ends_with(b"\r\n") && !orig.headers.is_empty() {
@@ -127,12 +139,23 @@ mod tests {
             diagnostic: "smtp; 550 5.1.1 no such user".into(),
             remote: Some("mx[192.0.2.1]:25".into()),
         }];
-        let orig = Original { id: "AB12", from: "dev@lan", arrival: 0, headers: b"Subject: hi\r\nFrom: dev@lan\r\n" };
+        let orig = Original {
+            id: "AB12",
+            from: "dev@lan",
+            arrival: 0,
+            headers: b"Subject: hi\r\nFrom: dev@lan\r\n",
+        };
         let out = String::from_utf8(render("relay.lan", &orig, &f, 86400)).unwrap();
         assert!(out.contains("To: <dev@lan>\r\n"));
-        assert!(out.contains("Final-Recipient: rfc822; bad@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(out.contains(
+            "Final-Recipient: rfc822; bad@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
         assert!(out.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
-        assert!(out.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: dev@lan\r\n"));
+        assert!(
+            out.contains(
+                "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: dev@lan\r\n"
+            )
+        );
         assert_eq!(out.matches("Final-Recipient").count(), 1);
         // Canonical CRLF only.
         let b = out.as_bytes();
@@ -151,14 +174,22 @@ mod tests {
             diagnostic: "smtp; 550 evil\r\nBcc: victim@x".into(),
             remote: None,
         }];
-        let orig = Original { id: "1", from: "x@y", arrival: 0, headers: b"" };
+        let orig = Original {
+            id: "1",
+            from: "x@y",
+            arrival: 0,
+            headers: b"",
+        };
         let out = String::from_utf8(render("h", &orig, &f, 0)).unwrap();
         assert!(!out.contains("\r\nBcc:"));
     }
 
     #[test]
     fn header_section_stops_at_the_empty_line() {
-        assert_eq!(header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"), b"A: 1\r\nB: 2\r\n");
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
         assert_eq!(header_section(b"A: 1\r\n"), b"A: 1\r\n");
     }
 }

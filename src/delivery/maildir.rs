@@ -14,10 +14,19 @@ pub fn deliver(dir: &Path, job: &Job, mut body: BodyReader) -> std::io::Result<P
     fs::create_dir_all(dir)?;
     let final_path = dir.join(format!("{}.eml", job.id));
     let tmp = dir.join(format!(".{}.tmp", job.id));
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     let res = (|| {
         let rcpts: Vec<&str> = job.rcpts.iter().map(|(_, r)| r.as_str()).collect();
-        write!(f, "Return-Path: <{}>\r\nX-Envelope-To: {}\r\n", job.from, rcpts.join(", "))?;
+        write!(
+            f,
+            "Return-Path: <{}>\r\nX-Envelope-To: {}\r\n",
+            job.from,
+            rcpts.join(", ")
+        )?;
         let mut buf = Vec::with_capacity(64 << 10);
         loop {
             body.read_chunk(&mut buf, 64 << 10)?;

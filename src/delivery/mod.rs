@@ -50,7 +50,12 @@ impl Route {
                     crate::config::TlsMode::None => None,
                     _ => Some(crate::tls::client_config(s.ca_file.as_deref())?),
                 };
-                Route::Smarthost(Smarthost { cfg: s.clone(), ehlo: cfg.hostname.clone(), tls, resolver })
+                Route::Smarthost(Smarthost {
+                    cfg: s.clone(),
+                    ehlo: cfg.hostname.clone(),
+                    tls,
+                    resolver,
+                })
             }
         })
     }
@@ -100,13 +105,20 @@ impl BodySource for QueuedBody {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Delivery {
     /// A delivery side for `queue` over `route`.
     pub fn new(queue: Queue, route: Route, hostname: String) -> Delivery {
-        Delivery { queue, route: Arc::new(route), hostname }
+        Delivery {
+            queue,
+            route: Arc::new(route),
+            hostname,
+        }
     }
 
     /// Run until the task is dropped.
@@ -135,7 +147,9 @@ impl Delivery {
             }
             if took > 0 && took == room {
                 // The workers are busy; look again when one frees a slot.
-                this.queue.wait(Some(Instant::now() + Duration::from_millis(50))).await;
+                this.queue
+                    .wait(Some(Instant::now() + Duration::from_millis(50)))
+                    .await;
             } else {
                 this.queue.wait(next).await;
             }
@@ -165,14 +179,29 @@ impl Delivery {
             Ok(path) => job
                 .rcpts
                 .iter()
-                .map(|(i, _)| (*i, Ok(Reply::plain(250, format!("written to {}", path.display())))))
+                .map(|(i, _)| {
+                    (
+                        *i,
+                        Ok(Reply::plain(250, format!("written to {}", path.display()))),
+                    )
+                })
                 .collect(),
-            Err(e) => job.rcpts.iter().map(|(i, _)| (*i, Err(Attempt::Defer(format!("cannot write: {e}"))))).collect(),
+            Err(e) => job
+                .rcpts
+                .iter()
+                .map(|(i, _)| (*i, Err(Attempt::Defer(format!("cannot write: {e}")))))
+                .collect(),
         };
         self.settle(&job, &relay, started, outcomes).await;
     }
 
-    async fn to_smarthost(&self, sh: &Smarthost, first: Job, rx: &smol::channel::Receiver<Job>, per_conn: usize) {
+    async fn to_smarthost(
+        &self,
+        sh: &Smarthost,
+        first: Job,
+        rx: &smol::channel::Receiver<Job>,
+        per_conn: usize,
+    ) {
         let started = Instant::now();
         let relay_name = format!("{}:{}", sh.cfg.host, sh.cfg.port);
         let mut client = match Client::connect(sh).await {
@@ -186,7 +215,11 @@ impl Delivery {
                     jobs.push(j);
                 }
                 for job in jobs {
-                    let outcomes = job.rcpts.iter().map(|(i, _)| (*i, Err(Attempt::Defer(why.clone())))).collect();
+                    let outcomes = job
+                        .rcpts
+                        .iter()
+                        .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
+                        .collect();
                     self.settle(&job, &relay_name, started, outcomes).await;
                 }
                 return;
@@ -213,7 +246,11 @@ impl Delivery {
             Ok(b) => b,
             Err(e) => {
                 let why = format!("cannot read queued message: {e}");
-                return job.rcpts.iter().map(|(i, _)| (*i, Err(Attempt::Defer(why.clone())))).collect();
+                return job
+                    .rcpts
+                    .iter()
+                    .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
+                    .collect();
             }
         };
         let mut src = QueuedBody { reader: Some(body) };
@@ -239,21 +276,35 @@ impl Delivery {
                 .collect(),
             Err(e) => {
                 let why = e.to_string();
-                job.rcpts.iter().map(|(i, _)| (*i, Err(Attempt::Defer(why.clone())))).collect()
+                job.rcpts
+                    .iter()
+                    .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
+                    .collect()
             }
         }
     }
 
     /// Log each recipient's outcome, turn deferrals of an expired message
     /// into failures, queue a report for the failures, and tell the queue.
-    async fn settle(&self, job: &Job, relay: &str, started: Instant, outcomes: Vec<(u16, Result<Reply, Attempt>)>) {
+    async fn settle(
+        &self,
+        job: &Job,
+        relay: &str,
+        started: Instant,
+        outcomes: Vec<(u16, Result<Reply, Attempt>)>,
+    ) {
         let expired = self.queue.expired(job);
         let mut failures = Vec::new();
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
         let took = started.elapsed().as_millis();
         for (i, o) in outcomes {
-            let to = job.rcpts.iter().find(|(j, _)| *j == i).map(|(_, r)| r.as_str()).unwrap_or("");
+            let to = job
+                .rcpts
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, r)| r.as_str())
+                .unwrap_or("");
             let outcome = match o {
                 Ok(reply) => {
                     tracing::info!(id = %job.id, to, relay, delay, ms = took, status = "sent", reply = %reply.to_log_string(), "delivery");
@@ -262,7 +313,12 @@ impl Delivery {
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
                     tracing::warn!(id = %job.id, to, relay, delay, ms = took, status = "expired", reply = %why, "delivery");
-                    failures.push(Failure { rcpt: to.into(), status: "4.4.7".into(), diagnostic: diag.clone(), remote: None });
+                    failures.push(Failure {
+                        rcpt: to.into(),
+                        status: "4.4.7".into(),
+                        diagnostic: diag.clone(),
+                        remote: None,
+                    });
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
@@ -272,7 +328,10 @@ impl Delivery {
                 Err(Attempt::Fail(reply)) => {
                     let text = reply.to_log_string();
                     tracing::warn!(id = %job.id, to, relay, delay, ms = took, status = "bounced", reply = %text, "delivery");
-                    let status = reply.status.map(|s| s.to_string()).unwrap_or_else(|| "5.0.0".into());
+                    let status = reply
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "5.0.0".into());
                     failures.push(Failure {
                         rcpt: to.into(),
                         status,
@@ -318,7 +377,12 @@ impl Delivery {
             None => Vec::new(),
         };
         let id = job.id.to_string();
-        let orig = dsn::Original { id: &id, from: &job.from, arrival: job.arrival, headers: dsn::header_section(&headers) };
+        let orig = dsn::Original {
+            id: &id,
+            from: &job.from,
+            arrival: job.arrival,
+            headers: dsn::header_section(&headers),
+        };
         let bytes = dsn::render(&self.hostname, &orig, failures, unix_now());
         let mut w = self.queue.begin_report(job.from.clone());
         match w.write(&bytes) {

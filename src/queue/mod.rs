@@ -239,7 +239,10 @@ pub struct Summary {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Queue {
@@ -307,7 +310,9 @@ impl Queue {
             limits,
             writer: Mutex::new(None),
         });
-        let q = Queue { shared: shared.clone() };
+        let q = Queue {
+            shared: shared.clone(),
+        };
         let writer_q = q.clone();
         let handle = std::thread::Builder::new()
             .name("queue-writer".into())
@@ -413,7 +418,9 @@ impl Queue {
         due.sort_by_key(|(id, t)| (*t, **id));
         let ids: Vec<u64> = due.iter().map(|(id, _)| **id).collect();
         for id in ids {
-            let Some(e) = st.entries.get_mut(&id) else { continue };
+            let Some(e) = st.entries.get_mut(&id) else {
+                continue;
+            };
             if e.next_attempt > now || jobs.len() >= max {
                 next = Some(next.map_or(e.next_attempt, |n: Instant| n.min(e.next_attempt)));
                 continue;
@@ -449,7 +456,11 @@ impl Queue {
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
         let file = std::fs::File::open(&job.path)?;
-        Ok(BodyReader { file, pos: job.body_start, end: job.body_start + job.body_len })
+        Ok(BodyReader {
+            file,
+            pos: job.body_start,
+            end: job.body_start + job.body_len,
+        })
     }
 
     /// Record the outcome of an attempt. Finished recipients are persisted;
@@ -462,12 +473,16 @@ impl Queue {
         let all_done;
         {
             let mut st = self.state();
-            let Some(e) = st.entries.get_mut(&job.id.0) else { return };
+            let Some(e) = st.entries.get_mut(&job.id.0) else {
+                return;
+            };
             e.in_flight = false;
             e.attempts += 1;
             let mut deferred = None;
             for (i, o) in outcomes {
-                let Some(slot) = e.done.get_mut(usize::from(*i)) else { continue };
+                let Some(slot) = e.done.get_mut(usize::from(*i)) else {
+                    continue;
+                };
                 match o {
                     RcptOutcome::Delivered | RcptOutcome::Failed(_) => {
                         if !*slot {
@@ -485,7 +500,12 @@ impl Queue {
             all_done = e.pending() == 0;
         }
         if !newly_done.is_empty() || report.is_some() {
-            let _ = self.send(Request::Outcome { id: job.id.0, newly_done, all_done, report });
+            let _ = self.send(Request::Outcome {
+                id: job.id.0,
+                newly_done,
+                all_done,
+                report,
+            });
         }
         // A finished message frees room; a rescheduled one changes the wake-up time.
         self.kick();
@@ -501,7 +521,14 @@ impl Queue {
     /// queue's size limits never refuse (losing a report is worse than
     /// exceeding a limit by one small message).
     pub fn begin_report(&self, to: String) -> SpoolWriter {
-        self.begin_inner(NewMessage { from: None, rcpts: vec![to], flags: FLAG_8BITMIME }, true)
+        self.begin_inner(
+            NewMessage {
+                from: None,
+                rcpts: vec![to],
+                flags: FLAG_8BITMIME,
+            },
+            true,
+        )
     }
 
     /// Make every queued message due now.

@@ -118,7 +118,12 @@ impl Header {
             return Err(RecordError::NoRecord);
         }
         let kind = Kind::from_u8(b[4]).ok_or(RecordError::UnknownKind(b[4]))?;
-        Ok(Header { kind, seq: u32_at(b, 8), len: u32_at(b, 12), crc: u32_at(b, 16) })
+        Ok(Header {
+            kind,
+            seq: u32_at(b, 8),
+            len: u32_at(b, 12),
+            crc: u32_at(b, 16),
+        })
     }
 
     /// A checksum primed with this header, for verifying a payload read in
@@ -131,7 +136,11 @@ impl Header {
     pub fn verify(&self, payload: &[u8]) -> Result<(), RecordError> {
         let mut crc = Header::start_crc(self.kind, self.seq, self.len);
         crc.update(payload);
-        if crc.finalize() == self.crc { Ok(()) } else { Err(RecordError::Checksum) }
+        if crc.finalize() == self.crc {
+            Ok(())
+        } else {
+            Err(RecordError::Checksum)
+        }
     }
 }
 
@@ -220,7 +229,17 @@ impl MessageMeta {
             }
             done.push(d);
         }
-        Ok((MessageMeta { id, arrival, flags, from, rcpts, done }, r.at))
+        Ok((
+            MessageMeta {
+                id,
+                arrival,
+                flags,
+                from,
+                rcpts,
+                done,
+            },
+            r.at,
+        ))
     }
 }
 
@@ -331,7 +350,10 @@ mod tests {
     fn done_index_out_of_range_is_malformed() {
         let mut m = meta();
         m.done = vec![7];
-        assert_eq!(MessageMeta::decode(&m.encode()), Err(RecordError::Malformed));
+        assert_eq!(
+            MessageMeta::decode(&m.encode()),
+            Err(RecordError::Malformed)
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ impl SpoolWriter {
     fn flush_to_spill(&mut self) -> std::io::Result<()> {
         if self.spill.is_none() {
             let path = self.tmp_dir.join(format!("{:X}", self.meta.id));
-            let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
             self.spill = Some(Spill { file, path });
         }
         if let Some(s) = self.spill.as_mut() {

@@ -147,7 +147,12 @@ impl Store {
         dir: &Path,
         opts: StoreOptions,
     ) -> Result<(Store, Vec<Loaded>, Recovered), QueueError> {
-        for d in [dir.to_path_buf(), dir.join("big"), tmp_dir(dir), dir.join("corrupt")] {
+        for d in [
+            dir.to_path_buf(),
+            dir.join("big"),
+            tmp_dir(dir),
+            dir.join("corrupt"),
+        ] {
             fs::create_dir_all(&d).map_err(|e| io_context(e, "cannot create", &d))?;
         }
         let lock_path = dir.join("lock");
@@ -179,7 +184,11 @@ impl Store {
         let loaded = store.recover(&mut recovered)?;
         recovered.messages = loaded.len();
         recovered.bytes = loaded.iter().map(|l| l.record_len).sum();
-        recovered.segments = store.segs.values().filter(|s| s.state != SegState::Free).count();
+        recovered.segments = store
+            .segs
+            .values()
+            .filter(|s| s.state != SegState::Free)
+            .count();
         Ok((store, loaded, recovered))
     }
 
@@ -188,7 +197,10 @@ impl Store {
     }
 
     fn set_aside(&self, path: &Path, why: &str, recovered: &mut Recovered) {
-        let name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         let to = self.dir.join("corrupt").join(name);
         tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
         if let Err(e) = fs::rename(path, &to) {
@@ -215,7 +227,11 @@ impl Store {
                     .open(&path)
                     .map_err(|e| io_context(e, "cannot open", &path))?;
                 let seq = read_segment_start(&file);
-                let state = if seq.is_some() { SegState::Sealed } else { SegState::Free };
+                let state = if seq.is_some() {
+                    SegState::Sealed
+                } else {
+                    SegState::Free
+                };
                 if let Some(seq) = seq {
                     found.push((seq, no, path.clone()));
                     self.next_seq = self.next_seq.max(seq + 1);
@@ -248,7 +264,9 @@ impl Store {
         // id -> segment holding its done record
         let mut done_at: HashMap<u64, u32> = HashMap::new();
         for (seq, no, path) in &found {
-            let Some(seg) = self.segs.get(no) else { continue };
+            let Some(seg) = self.segs.get(no) else {
+                continue;
+            };
             let mut scan = Scanner::new(&seg.file, *seq)?;
             while let Some((offset, h, payload)) = scan.next_record()? {
                 match h.kind {
@@ -268,7 +286,10 @@ impl Store {
                             Rec {
                                 loaded: Loaded {
                                     meta,
-                                    loc: Loc::Seg { file_no: *no, path: seg.path.clone() },
+                                    loc: Loc::Seg {
+                                        file_no: *no,
+                                        path: seg.path.clone(),
+                                    },
                                     body_start,
                                     body_len,
                                     record_len: (HEADER_LEN + payload.len()) as u64,
@@ -280,16 +301,21 @@ impl Store {
                         done_at.remove(&id);
                     }
                     Kind::RcptsDone => {
-                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else { continue };
+                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                            continue;
+                        };
                         self.max_id_seen = self.max_id_seen.max(id);
                         if let Some(r) = msgs.get_mut(&id) {
                             let n = r.loaded.meta.rcpts.len();
-                            r.loaded.meta.done = done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                            r.loaded.meta.done =
+                                done.into_iter().filter(|d| usize::from(*d) < n).collect();
                             r.loaded.state_seg = Some(*no);
                         }
                     }
                     Kind::Done => {
-                        let Ok(id) = record::decode_u64(&payload) else { continue };
+                        let Ok(id) = record::decode_u64(&payload) else {
+                            continue;
+                        };
                         self.max_id_seen = self.max_id_seen.max(id);
                         done_at.insert(id, *no);
                     }
@@ -301,7 +327,10 @@ impl Store {
         let big_dir = self.dir.join("big");
         for ent in fs::read_dir(&big_dir)?.flatten() {
             let path = ent.path();
-            let Some(id) = ent.file_name().to_str().and_then(|s| u64::from_str_radix(s, 16).ok())
+            let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
             else {
                 self.set_aside(&path, "not a queue file name", recovered);
                 continue;
@@ -331,13 +360,17 @@ impl Store {
         // Re-apply state records to big messages (their data was read after
         // the segments, so the loop above could not attach them).
         for (seq, no, _) in &found {
-            let Some(seg) = self.segs.get(no) else { continue };
+            let Some(seg) = self.segs.get(no) else {
+                continue;
+            };
             let mut scan = Scanner::new(&seg.file, *seq)?;
             while let Some((_, h, payload)) = scan.next_record()? {
                 if h.kind != Kind::RcptsDone {
                     continue;
                 }
-                let Ok((id, done)) = record::decode_rcpts_done(&payload) else { continue };
+                let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                    continue;
+                };
                 if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
                     let n = r.loaded.meta.rcpts.len();
                     r.loaded.meta.done = done.into_iter().filter(|d| usize::from(*d) < n).collect();
@@ -408,7 +441,9 @@ impl Store {
     fn maybe_recycle(&mut self, no: u32) -> io::Result<()> {
         let mut work = vec![no];
         while let Some(no) = work.pop() {
-            let Some(s) = self.segs.get_mut(&no) else { continue };
+            let Some(s) = self.segs.get_mut(&no) else {
+                continue;
+            };
             if s.state != SegState::Sealed || s.live > 0 || s.pins > 0 {
                 continue;
             }
@@ -427,8 +462,12 @@ impl Store {
     }
 
     fn trim_free(&mut self) -> io::Result<()> {
-        let mut free: Vec<u32> =
-            self.segs.iter().filter(|(_, s)| s.state == SegState::Free).map(|(n, _)| *n).collect();
+        let mut free: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n)
+            .collect();
         free.sort();
         while free.len() > self.opts.keep_free {
             if let Some(no) = free.pop()
@@ -456,7 +495,11 @@ impl Store {
             }
             self.maybe_recycle(no)?;
         }
-        let free = self.segs.iter().find(|(_, s)| s.state == SegState::Free).map(|(n, _)| *n);
+        let free = self
+            .segs
+            .iter()
+            .find(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n);
         let no = match free {
             Some(no) => no,
             None => {
@@ -553,8 +596,12 @@ impl Store {
     /// Write a message; returns its location and body offset. Not yet synced.
     fn write_message(&mut self, w: &mut SpoolWriter) -> Result<(Loc, u64), QueueError> {
         let record_len = w.record_len();
-        let payload_len = u32::try_from(record_len - HEADER_LEN as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large for the queue"))?;
+        let payload_len = u32::try_from(record_len - HEADER_LEN as u64).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message too large for the queue",
+            )
+        })?;
         let env_len = (record_len - HEADER_LEN as u64) - w.body_len;
         let big = record_len > self.opts.big_threshold;
         w.finish_spill(big)?;
@@ -563,7 +610,8 @@ impl Store {
         }
         let no = self.active_with_room(record_len)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
-        let head = Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);
+        let head =
+            Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);
         let offset = s.pos;
         let res = match w.spill.as_ref() {
             None => {
@@ -578,7 +626,10 @@ impl Store {
         }
         s.pos += record_len;
         s.dirty = true;
-        let loc = Loc::Seg { file_no: no, path: s.path.clone() };
+        let loc = Loc::Seg {
+            file_no: no,
+            path: s.path.clone(),
+        };
         Ok((loc, offset + HEADER_LEN as u64 + env_len))
     }
 
@@ -589,7 +640,10 @@ impl Store {
         env_len: u64,
     ) -> Result<(Loc, u64), QueueError> {
         let sp = w.spill.take().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "big message without a spill file")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "big message without a spill file",
+            )
         })?;
         // seq 0: a big file is not part of any segment's life.
         let head = Header::encode_with_payload_crc(Kind::Message, 0, payload_len, &w.crc);
@@ -656,7 +710,12 @@ impl Store {
                         let r = self.commit_one(&q, &mut w);
                         answers.push((reply, r));
                     }
-                    Request::Outcome { id, newly_done, all_done, report } => {
+                    Request::Outcome {
+                        id,
+                        newly_done,
+                        all_done,
+                        report,
+                    } => {
                         if let Some(mut rep) = report {
                             // The report must be as durable as the failure it reports.
                             must_sync = true;
@@ -677,7 +736,11 @@ impl Store {
                     Request::Shutdown => stop = true,
                 }
             }
-            let synced = if must_sync || stop { self.sync() } else { Ok(()) };
+            let synced = if must_sync || stop {
+                self.sync()
+            } else {
+                Ok(())
+            };
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "queue sync failed; new mail refused until it works again");
                 // After a failed fsync the page cache is not to be trusted:
@@ -698,7 +761,10 @@ impl Store {
             }
             for tx in syncs {
                 let _ = tx.send(
-                    synced.as_ref().map_err(|e| QueueError::Io(io::Error::new(e.kind(), e.to_string()))).copied(),
+                    synced
+                        .as_ref()
+                        .map_err(|e| QueueError::Io(io::Error::new(e.kind(), e.to_string())))
+                        .copied(),
                 );
             }
         }
@@ -724,12 +790,25 @@ impl Store {
         })
     }
 
-    fn outcome(&mut self, q: &Queue, id: u64, newly_done: &[u16], all_done: bool) -> Result<(), QueueError> {
+    fn outcome(
+        &mut self,
+        q: &Queue,
+        id: u64,
+        newly_done: &[u16],
+        all_done: bool,
+    ) -> Result<(), QueueError> {
         let (loc, old_state, done_list) = {
             let st = q.state();
-            let Some(e) = st.entries.get(&id) else { return Ok(()) };
-            let list: Vec<u16> =
-                e.done.iter().enumerate().filter(|(_, d)| **d).map(|(i, _)| i as u16).collect();
+            let Some(e) = st.entries.get(&id) else {
+                return Ok(());
+            };
+            let list: Vec<u16> = e
+                .done
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| **d)
+                .map(|(i, _)| i as u16)
+                .collect();
             (e.loc.clone(), e.state_seg, list)
         };
         let _ = newly_done;
@@ -793,7 +872,13 @@ pub(super) struct Pending {
     pub record_len: u64,
 }
 
-fn copy_spill(spill: &File, head: &[u8], record_len: u64, to: &File, offset: u64) -> io::Result<()> {
+fn copy_spill(
+    spill: &File,
+    head: &[u8],
+    record_len: u64,
+    to: &File,
+    offset: u64,
+) -> io::Result<()> {
     to.write_all_at(head, offset)?;
     let mut buf = vec![0u8; 64 << 10];
     let mut at = HEADER_LEN as u64;
@@ -832,7 +917,12 @@ struct Scanner<'a> {
 
 impl<'a> Scanner<'a> {
     fn new(file: &'a File, seq: u64) -> io::Result<Scanner<'a>> {
-        Ok(Scanner { file, seq: seq as u32, pos: 0, len: file.metadata()?.len() })
+        Ok(Scanner {
+            file,
+            seq: seq as u32,
+            pos: 0,
+            len: file.metadata()?.len(),
+        })
     }
 
     fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
@@ -850,7 +940,8 @@ impl<'a> Scanner<'a> {
             return Ok(None);
         }
         let mut payload = vec![0u8; h.len as usize];
-        self.file.read_exact_at(&mut payload, self.pos + HEADER_LEN as u64)?;
+        self.file
+            .read_exact_at(&mut payload, self.pos + HEADER_LEN as u64)?;
         if h.verify(&payload).is_err() {
             // A torn tail: what follows was never acknowledged.
             return Ok(None);
@@ -877,7 +968,8 @@ fn read_big(path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
     let mut left = u64::from(h.len);
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n]).map_err(|_| RecordError::Checksum)?;
+        f.read_exact(&mut buf[..n])
+            .map_err(|_| RecordError::Checksum)?;
         crc.update(&buf[..n]);
         if first.len() < (1 << 20) {
             first.extend_from_slice(&buf[..n]);

@@ -11,7 +11,12 @@ fn limits() -> Limits {
 }
 
 fn small() -> StoreOptions {
-    StoreOptions { segment_size: 16 << 10, big_threshold: 6 << 10, keep_free: 1, max_segments: 64 }
+    StoreOptions {
+        segment_size: 16 << 10,
+        big_threshold: 6 << 10,
+        keep_free: 1,
+        max_segments: 64,
+    }
 }
 
 fn msg(rcpts: &[&str]) -> NewMessage {
@@ -23,7 +28,9 @@ fn msg(rcpts: &[&str]) -> NewMessage {
 }
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| b'a' + ((i as u8).wrapping_add(seed) % 26)).collect()
+    (0..n)
+        .map(|i| b'a' + ((i as u8).wrapping_add(seed) % 26))
+        .collect()
 }
 
 fn put(q: &Queue, rcpts: &[&str], b: &[u8]) -> QueueId {
@@ -80,7 +87,13 @@ fn committed_messages_survive_a_restart_byte_for_byte() {
     for j in &jobs {
         assert_eq!(read_body(&q, j), bodies[&j.id], "body of {}", j.id);
         assert_eq!(j.from, "dev@lan");
-        assert_eq!(j.rcpts, vec![(0, "a@x.example".to_string()), (1, "b@y.example".to_string())]);
+        assert_eq!(
+            j.rcpts,
+            vec![
+                (0, "a@x.example".to_string()),
+                (1, "b@y.example".to_string())
+            ]
+        );
     }
     q.close();
 }
@@ -93,7 +106,15 @@ fn finished_recipients_stay_finished_after_restart() {
     let b = put(&q, &["1@x"], b"two\r\n");
     for j in due(&q) {
         if j.id == a {
-            q.finish(&j, &[(0, RcptOutcome::Delivered), (1, RcptOutcome::Deferred("4xx".into())), (2, RcptOutcome::Failed("5xx".into()))], None);
+            q.finish(
+                &j,
+                &[
+                    (0, RcptOutcome::Delivered),
+                    (1, RcptOutcome::Deferred("4xx".into())),
+                    (2, RcptOutcome::Failed("5xx".into())),
+                ],
+                None,
+            );
         } else {
             q.finish(&j, &[(0, RcptOutcome::Delivered)], None);
         }
@@ -128,7 +149,10 @@ fn a_torn_tail_loses_only_what_was_never_acknowledged() {
         .path();
     let mut data = std::fs::read(&seg).unwrap();
     let needle = b"this one will be torn\r\n";
-    let at = data.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     data[at + needle.len() - 1] ^= 0xff;
     std::fs::write(&seg, &data).unwrap();
     let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
@@ -178,7 +202,11 @@ fn a_stuck_message_keeps_its_data_and_the_rest_are_not_resurrected() {
     for round in 0..20 {
         put(&q, &["a@x"], &body(2000, round));
         for j in due(&q) {
-            let o = if j.id == stuck { RcptOutcome::Deferred("421".into()) } else { RcptOutcome::Delivered };
+            let o = if j.id == stuck {
+                RcptOutcome::Deferred("421".into())
+            } else {
+                RcptOutcome::Delivered
+            };
             q.finish(&j, &[(0, o)], None);
         }
         q.flush();
@@ -202,7 +230,14 @@ fn big_messages_get_their_own_file_and_it_goes_when_delivered() {
     assert!(big.exists());
     let j = due(&q).remove(0);
     assert_eq!(read_body(&q, &j), b);
-    q.finish(&j, &[(0, RcptOutcome::Delivered), (1, RcptOutcome::Deferred("x".into()))], None);
+    q.finish(
+        &j,
+        &[
+            (0, RcptOutcome::Delivered),
+            (1, RcptOutcome::Deferred("x".into())),
+        ],
+        None,
+    );
     q.close();
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
     let j = due(&q).remove(0);
@@ -253,7 +288,10 @@ fn full_queue_refuses_and_frees_when_delivered() {
 fn a_second_process_cannot_open_the_same_queue() {
     let tmp = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
-    assert!(matches!(Queue::open_with(tmp.path(), limits(), small()), Err(QueueError::Locked(_))));
+    assert!(matches!(
+        Queue::open_with(tmp.path(), limits(), small()),
+        Err(QueueError::Locked(_))
+    ));
     q.close();
 }
 
@@ -263,9 +301,15 @@ fn an_aborted_message_leaves_no_trace() {
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
     let mut w = q.begin(msg(&["a@x"]));
     w.write(&body(100_000, 3)).unwrap();
-    assert_eq!(std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+        1
+    );
     drop(w);
-    assert_eq!(std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+        0
+    );
     q.close();
     let (_q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
     assert_eq!(r.messages, 0);

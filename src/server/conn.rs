@@ -55,7 +55,11 @@ struct ReadBuf {
 
 impl ReadBuf {
     fn new() -> ReadBuf {
-        ReadBuf { buf: vec![0; READ_BUF].into_boxed_slice(), start: 0, end: 0 }
+        ReadBuf {
+            buf: vec![0; READ_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
     fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]
@@ -85,7 +89,10 @@ impl ReadBuf {
 }
 
 /// Run `f` unless `dur` passes first.
-async fn timeout<T>(dur: Duration, f: impl std::future::Future<Output = T>) -> Result<T, ConnError> {
+async fn timeout<T>(
+    dur: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, ConnError> {
     smol::future::or(async { Ok(f.await) }, async {
         smol::Timer::after(dur).await;
         Err(ConnError::Timeout)
@@ -273,10 +280,20 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         let q = self.gates.queue;
         let rcpt_count = msg.rcpts.len();
         let from = msg.from.clone().unwrap_or_default();
-        let single_rcpt = if rcpt_count == 1 { msg.rcpts.first().and_then(|r| Address::parse(r).ok()) } else { None };
+        let single_rcpt = if rcpt_count == 1 {
+            msg.rcpts.first().and_then(|r| Address::parse(r).ok())
+        } else {
+            None
+        };
         let mut w = Some(q.begin(msg));
-        let id = w.as_ref().map(|w| crate::queue::QueueId(w.id())).unwrap_or(crate::queue::QueueId(0));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let id = w
+            .as_ref()
+            .map(|w| crate::queue::QueueId(w.id()))
+            .unwrap_or(crate::queue::QueueId(0));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let id_text = id.to_string();
         let helo = self.core.helo.clone().unwrap_or_default();
         let received = Received {
@@ -289,7 +306,10 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             unix_secs: now,
         }
         .render();
-        let mut fixer = HeaderFixer::new(format_date(now), format!("<{id_text}.postern@{}>", self.gates.hostname));
+        let mut fixer = HeaderFixer::new(
+            format_date(now),
+            format!("<{id_text}.postern@{}>", self.gates.hostname),
+        );
         let mut decoder = DataDecoder::new(BareNewline::Normalize);
         let limit = self.gates.server.max_message_size.bytes;
         let mut io_error: Option<std::io::Error> = None;
@@ -301,7 +321,8 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         {
             io_error = Some(e);
         }
-        self.send(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>")).await?;
+        self.send(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
+            .await?;
         let mut size: u64 = 0;
         loop {
             if self.rbuf.data().is_empty() {
@@ -340,7 +361,11 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             }
         }
         let reply = if too_big {
-            Reply::new(552, S::new(5, 3, 4), format!("Message size exceeds fixed limit of {limit} octets"))
+            Reply::new(
+                552,
+                S::new(5, 3, 4),
+                format!("Message size exceeds fixed limit of {limit} octets"),
+            )
         } else if let Some(e) = io_error {
             tracing::error!(id = %id, error = %e, "cannot spool message");
             queue_error_reply(&crate::queue::QueueError::Io(e))

@@ -50,7 +50,12 @@ impl Shared {
     pub fn new(config: Config, queue: Queue) -> Shared {
         let policy = Policy::new(&config.policy);
         let slots = Arc::new(smol::lock::Semaphore::new(config.server.max_connections));
-        Shared { config, policy, queue, slots }
+        Shared {
+            config,
+            policy,
+            queue,
+            slots,
+        }
     }
 }
 
@@ -58,7 +63,9 @@ impl Shared {
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
     let mut out = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let l = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
         out.push(l);
     }
     Ok(out)
@@ -91,13 +98,20 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let started = Instant::now();
     let ip = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(peer.ip()),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(peer.ip()),
         v4 => v4,
     };
     let peer = SocketAddr::new(ip, peer.port());
     let Some(_permit) = shared.slots.try_acquire_arc() else {
         tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
-        let r = Reply::new(421, EnhancedStatus::new(4, 7, 0), "Too many connections, try again later");
+        let r = Reply::new(
+            421,
+            EnhancedStatus::new(4, 7, 0),
+            "Too many connections, try again later",
+        );
         refuse(&mut stream, &r).await;
         return;
     };
@@ -128,7 +142,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         "connection"
     );
     if let Err(ConnError::Timeout | ConnError::SessionLimit) = result {
-        let r = Reply::new(421, EnhancedStatus::new(4, 4, 2), "Timeout, closing connection");
+        let r = Reply::new(
+            421,
+            EnhancedStatus::new(4, 4, 2),
+            "Timeout, closing connection",
+        );
         let _ = conn.send(&r).await;
     }
 }

@@ -80,16 +80,28 @@ fn r(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
 /// The reply for a queue error at MAIL or after DATA.
 pub fn queue_error_reply(e: &QueueError) -> Reply {
     match e {
-        QueueError::Full => r(452, (4, 3, 1), "Insufficient system storage: queue full, try again later"),
+        QueueError::Full => r(
+            452,
+            (4, 3, 1),
+            "Insufficient system storage: queue full, try again later",
+        ),
         QueueError::Closed => r(421, (4, 3, 2), "Service shutting down, try again later"),
-        _ => r(451, (4, 3, 0), "Local error in processing: could not store the message, try again later"),
+        _ => r(
+            451,
+            (4, 3, 0),
+            "Local error in processing: could not store the message, try again later",
+        ),
     }
 }
 
 impl SessionCore {
     /// A session just greeted.
     pub fn new() -> SessionCore {
-        SessionCore { phase: Phase::Connected, helo: None, esmtp: false }
+        SessionCore {
+            phase: Phase::Connected,
+            helo: None,
+            esmtp: false,
+        }
     }
 
     /// The current phase.
@@ -138,7 +150,11 @@ impl SessionCore {
             Command::Mail { from, params } => self.mail(from, params, g),
             Command::Rcpt { to } => self.rcpt(to, g),
             Command::Data => match &self.phase {
-                Phase::Rcpt { from, params, rcpts } => {
+                Phase::Rcpt {
+                    from,
+                    params,
+                    rcpts,
+                } => {
                     let mut flags = 0;
                     if params.body == BodyType::EightBitMime {
                         flags |= FLAG_8BITMIME;
@@ -187,7 +203,9 @@ impl SessionCore {
             }
             Phase::Ready => {}
         }
-        if !self.esmtp && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit) {
+        if !self.esmtp
+            && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
+        {
             return Step::Reply(r(555, (5, 5, 4), "MAIL parameters need EHLO"));
         }
         let limit = g.server.max_message_size.bytes;
@@ -219,7 +237,11 @@ impl SessionCore {
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
-            Phase::Rcpt { from, params, rcpts } => (from, params, rcpts),
+            Phase::Rcpt {
+                from,
+                params,
+                rcpts,
+            } => (from, params, rcpts),
             other => {
                 self.phase = other;
                 return Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command"));
@@ -238,7 +260,11 @@ impl SessionCore {
         self.phase = if rcpts.is_empty() {
             Phase::Mail { from, params }
         } else {
-            Phase::Rcpt { from, params, rcpts }
+            Phase::Rcpt {
+                from,
+                params,
+                rcpts,
+            }
         };
         Step::Reply(reply)
     }

@@ -21,12 +21,19 @@ fn smarthost(port: u16, extra: &str) -> String {
 /// The message as the upstream got it must be exactly one Received header
 /// followed by what the client sent.
 fn assert_one_received_then(data: &[u8], original: &[u8]) {
-    assert!(data.ends_with(original), "body changed:\n{}", String::from_utf8_lossy(data));
+    assert!(
+        data.ends_with(original),
+        "body changed:\n{}",
+        String::from_utf8_lossy(data)
+    );
     let prefix = std::str::from_utf8(&data[..data.len() - original.len()]).unwrap();
     assert!(prefix.starts_with("Received: from "), "{prefix}");
     // Folded continuation lines only after the first line.
     for line in prefix.split_terminator("\r\n").skip(1) {
-        assert!(line.starts_with('\t') || line.starts_with(' '), "unexpected header line {line:?}");
+        assert!(
+            line.starts_with('\t') || line.starts_with(' '),
+            "unexpected header line {line:?}"
+        );
     }
 }
 
@@ -45,18 +52,33 @@ fn relays_through_a_starttls_smarthost_with_auth() {
         "tls = \"starttls\"\nca_file = \"{}\"\nusername = \"alerts@example.test\"\npassword_file = \"pass\"\n",
         ca.display()
     );
-    let p = Postern::start(dir.path(), &config(port, &smarthost(up.port, &extra), ""), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, &smarthost(up.port, &extra), ""),
+        port,
+    );
     let mut c = p.smtp();
     c.reply();
     let ehlo = c.cmd("EHLO printer.lan.test", 250);
-    for ext in ["PIPELINING", "SIZE 65536", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE 65536",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
         assert!(ehlo.contains(ext), "{ext} missing from {ehlo}");
     }
     c.send("MAIL FROM:<printer@lan.test> BODY=8BITMIME");
     assert_eq!(c.reply().0, 250);
     c.cmd("RCPT TO:<ops@example.test>", 250);
     c.cmd("DATA", 354);
-    c.raw(&MSG.iter().flat_map(|&b| if b == b'.' { vec![b] } else { vec![b] }).collect::<Vec<u8>>().replace_dot_lines());
+    c.raw(
+        &MSG.iter()
+            .flat_map(|&b| if b == b'.' { vec![b] } else { vec![b] })
+            .collect::<Vec<u8>>()
+            .replace_dot_lines(),
+    );
     c.raw(b".\r\n");
     let (code, text) = c.reply();
     assert_eq!(code, 250, "{text}");
@@ -98,19 +120,33 @@ impl DotLines for Vec<u8> {
 fn adds_date_and_message_id_only_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let p = Postern::start(dir.path(), &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
+        port,
+    );
     let mut c = p.smtp();
     c.reply();
     c.cmd("HELO cam", 250);
-    let (code, text) = c.send_mail("cam@lan.test", &["ops@example.test"], b"Subject: motion\r\n\r\nsomeone at the door");
+    let (code, text) = c.send_mail(
+        "cam@lan.test",
+        &["ops@example.test"],
+        b"Subject: motion\r\n\r\nsomeone at the door",
+    );
     assert_eq!(code, 250, "{text}");
-    let (code, _) = c.send_mail("cam@lan.test", &["ops@example.test"], MSG.strip_suffix(b"\r\n").unwrap());
+    let (code, _) = c.send_mail(
+        "cam@lan.test",
+        &["ops@example.test"],
+        MSG.strip_suffix(b"\r\n").unwrap(),
+    );
     assert_eq!(code, 250);
     p.wait_log("status=sent");
     let out = dir.path().join("outbox");
     let end = std::time::Instant::now() + DEADLINE;
     let files = loop {
-        let mut f: Vec<_> = std::fs::read_dir(&out).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let mut f: Vec<_> = std::fs::read_dir(&out)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
         f.retain(|p| p.extension().is_some_and(|e| e == "eml"));
         if f.len() == 2 || std::time::Instant::now() > end {
             break f;
@@ -118,7 +154,10 @@ fn adds_date_and_message_id_only_when_missing() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert_eq!(files.len(), 2);
-    let mut texts: Vec<String> = files.iter().map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned()).collect();
+    let mut texts: Vec<String> = files
+        .iter()
+        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+        .collect();
     texts.sort_by_key(|t| t.contains("toner"));
     let bare = &texts[0];
     assert!(bare.contains("\r\nDate: "), "{bare}");
@@ -129,28 +168,51 @@ fn adds_date_and_message_id_only_when_missing() {
     let full = &texts[1];
     assert_eq!(full.matches("\r\nDate: ").count(), 1, "{full}");
     assert_eq!(full.matches("Message-ID: ").count(), 1, "{full}");
-    assert!(full.starts_with("Return-Path: <cam@lan.test>\r\nX-Envelope-To: ops@example.test\r\nReceived: from cam"), "{full}");
+    assert!(
+        full.starts_with(
+            "Return-Path: <cam@lan.test>\r\nX-Envelope-To: ops@example.test\r\nReceived: from cam"
+        ),
+        "{full}"
+    );
 }
 
 #[test]
 fn size_limit_refuses_the_message_and_keeps_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let p = Postern::start(dir.path(), &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
+        port,
+    );
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO nas", 250);
     let text = c.cmd("MAIL FROM:<nas@lan.test> SIZE=1000000", 552);
     assert!(text.starts_with("552 5.3.4 "), "{text}");
-    let big = vec![b'x'; 1000].into_iter().chain(*b"\r\n").cycle().take(100_000).collect::<Vec<u8>>();
+    let big = vec![b'x'; 1000]
+        .into_iter()
+        .chain(*b"\r\n")
+        .cycle()
+        .take(100_000)
+        .collect::<Vec<u8>>();
     let (code, text) = c.send_mail("nas@lan.test", &["ops@example.test"], &big);
     assert_eq!(code, 552, "{text}");
     assert!(text.starts_with("552 5.3.4 "), "{text}");
-    let (code, text) = c.send_mail("nas@lan.test", &["ops@example.test"], b"Subject: small\r\n\r\nok");
+    let (code, text) = c.send_mail(
+        "nas@lan.test",
+        &["ops@example.test"],
+        b"Subject: small\r\n\r\nok",
+    );
     assert_eq!(code, 250, "{text}");
     c.cmd("QUIT", 221);
     p.wait_log("status=sent");
-    assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("outbox"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -158,9 +220,16 @@ fn policy_refuses_at_the_earliest_point() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let policy = "deny_senders = [\"spammer@bad.test\"]\ndeny_recipients = [\"blocked.test\"]";
-    let p = Postern::start(dir.path(), &config(port, "kind = \"maildir\"\ndir = \"outbox\"", policy), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, "kind = \"maildir\"\ndir = \"outbox\"", policy),
+        port,
+    );
     // A client outside allow_clients: 554 at connect, then closed.
-    let mut c = Smtp::connect(SocketAddr::from(([127, 0, 0, 1], port)), Some(IpAddr::from([127, 0, 0, 2])));
+    let mut c = Smtp::connect(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Some(IpAddr::from([127, 0, 0, 2])),
+    );
     let (code, text) = c.reply();
     assert_eq!(code, 554, "{text}");
     assert!(text.starts_with("554 5.7.1 "), "{text}");
@@ -188,7 +257,11 @@ fn queued_mail_survives_a_restart_and_goes_out_when_the_upstream_is_back() {
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO cron", 250);
-    let (code, _) = c.send_mail("root@lan.test", &["ops@example.test"], b"Subject: backup failed\r\n\r\nsee log");
+    let (code, _) = c.send_mail(
+        "root@lan.test",
+        &["ops@example.test"],
+        b"Subject: backup failed\r\n\r\nsee log",
+    );
     assert_eq!(code, 250);
     c.cmd("QUIT", 221);
     p.wait_log("status=deferred");
@@ -198,7 +271,10 @@ fn queued_mail_survives_a_restart_and_goes_out_when_the_upstream_is_back() {
     let p = Postern::start(dir.path(), &cfg, port);
     let got = up.next();
     assert_eq!(got.rcpts, vec!["ops@example.test"]);
-    assert!(got.data.ends_with(b"Subject: backup failed\r\n\r\nsee log\r\n"));
+    assert!(
+        got.data
+            .ends_with(b"Subject: backup failed\r\n\r\nsee log\r\n")
+    );
     p.wait_log("status=sent");
 }
 
@@ -207,28 +283,51 @@ fn a_dead_upstream_defers_then_delivers_when_it_answers() {
     let dir = tempfile::tempdir().unwrap();
     let up_port = free_port();
     let port = free_port();
-    let p = Postern::start(dir.path(), &config(port, &smarthost(up_port, "tls = \"none\""), ""), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, &smarthost(up_port, "tls = \"none\""), ""),
+        port,
+    );
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO ups", 250);
-    let (code, _) = c.send_mail("ups@lan.test", &["ops@example.test"], b"Subject: on battery\r\n\r\n.");
+    let (code, _) = c.send_mail(
+        "ups@lan.test",
+        &["ops@example.test"],
+        b"Subject: on battery\r\n\r\n.",
+    );
     assert_eq!(code, 250);
     p.wait_log("status=deferred");
     let up = Upstream::start_on(up_port, UpstreamOpts::default());
     let got = up.next();
-    assert!(got.data.ends_with(b"\r\n\r\n.\r\n"), "{:?}", String::from_utf8_lossy(&got.data));
+    assert!(
+        got.data.ends_with(b"\r\n\r\n.\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got.data)
+    );
 }
 
 #[test]
 fn a_permanent_failure_reports_that_recipient_only() {
     let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(UpstreamOpts { reject_rcpt: Some("nobody".into()), ..Default::default() });
+    let up = Upstream::start(UpstreamOpts {
+        reject_rcpt: Some("nobody".into()),
+        ..Default::default()
+    });
     let port = free_port();
-    let p = Postern::start(dir.path(), &config(port, &smarthost(up.port, "tls = \"none\""), ""), port);
+    let p = Postern::start(
+        dir.path(),
+        &config(port, &smarthost(up.port, "tls = \"none\""), ""),
+        port,
+    );
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO nas", 250);
-    let (code, _) = c.send_mail("nas@lan.test", &["ops@example.test", "nobody@example.test"], b"Subject: disk\r\n\r\nSMART error");
+    let (code, _) = c.send_mail(
+        "nas@lan.test",
+        &["ops@example.test", "nobody@example.test"],
+        b"Subject: disk\r\n\r\nSMART error",
+    );
     assert_eq!(code, 250);
     let first = up.next();
     assert_eq!(first.rcpts, vec!["ops@example.test"]);
@@ -236,8 +335,14 @@ fn a_permanent_failure_reports_that_recipient_only() {
     assert_eq!(report.from, "", "a report comes from the null sender");
     assert_eq!(report.rcpts, vec!["nas@lan.test"]);
     let text = String::from_utf8_lossy(&report.data);
-    assert!(text.contains("Final-Recipient: rfc822; nobody@example.test"), "{text}");
-    assert!(!text.contains("Final-Recipient: rfc822; ops@example.test"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@example.test"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Final-Recipient: rfc822; ops@example.test"),
+        "{text}"
+    );
     assert!(text.contains("550 5.1.1"), "{text}");
     assert!(text.contains("Subject: disk"), "{text}");
     p.wait_log("status=bounced");
@@ -247,17 +352,26 @@ fn a_permanent_failure_reports_that_recipient_only() {
 fn the_shipped_config_delivers_into_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/postern.toml")).unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/postern.toml"))
+            .unwrap();
     assert!(shipped.contains("\"127.0.0.1:2525\""));
     let cfg = shipped.replace("\"127.0.0.1:2525\"", &format!("\"127.0.0.1:{port}\""));
     let p = Postern::start(dir.path(), &cfg, port);
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO laptop", 250);
-    let (code, text) = c.send_mail("me@laptop.test", &["someone@example.com"], b"Subject: hi\r\n\r\nhello");
+    let (code, text) = c.send_mail(
+        "me@laptop.test",
+        &["someone@example.com"],
+        b"Subject: hi\r\n\r\nhello",
+    );
     assert_eq!(code, 250, "{text}");
     p.wait_log("status=sent");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("var/outbox")).unwrap().flatten().collect();
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("var/outbox"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(files.len(), 1);
     assert!(dir.path().join("var/queue").is_dir());
 }

@@ -20,7 +20,11 @@ pub fn bin() -> PathBuf {
 /// A free loopback port (bound then released; the kernel does not hand it
 /// out again at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running postern. Killed (SIGTERM, then SIGKILL) on drop; its stderr is
@@ -57,7 +61,13 @@ impl Postern {
                 l.push('\n');
             }
         });
-        let p = Postern { child: Some(child), port, dir: dir.to_path_buf(), log, log_thread: Some(log_thread) };
+        let p = Postern {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+            log,
+            log_thread: Some(log_thread),
+        };
         p.wait_log("postern started");
         p
     }
@@ -85,7 +95,10 @@ impl Postern {
     /// Stop with SIGTERM and wait for the process to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let end = Instant::now() + DEADLINE;
         loop {
             if let Some(st) = child.try_wait().unwrap() {
@@ -140,7 +153,10 @@ impl Smtp {
         };
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         let w = s.try_clone().unwrap();
-        Smtp { r: BufReader::new(s), w }
+        Smtp {
+            r: BufReader::new(s),
+            w,
+        }
     }
 
     /// Read one complete reply; returns (code, full text of all lines).
@@ -149,7 +165,10 @@ impl Smtp {
         loop {
             let mut line = String::new();
             let n = self.r.read_line(&mut line).unwrap();
-            assert!(n > 0, "connection closed while waiting for a reply; got so far: {all:?}");
+            assert!(
+                n > 0,
+                "connection closed while waiting for a reply; got so far: {all:?}"
+            );
             all.push_str(&line);
             let b = line.as_bytes();
             if b.len() < 4 || b[3] == b' ' || b[3] == b'\r' {
@@ -197,7 +216,11 @@ impl Smtp {
 
 fn bind_connect(ip: std::net::IpAddr, to: SocketAddr) -> TcpStream {
     use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
-    let fam = if ip.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let fam = if ip.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
     let fd = socket(fam, SocketType::STREAM, None).unwrap();
     bind(&fd, &SocketAddr::new(ip, 0)).unwrap();
     connect(&fd, &to).unwrap();
@@ -262,7 +285,9 @@ impl Upstream {
 
     /// The next message, or panic after the deadline.
     pub fn next(&self) -> Received {
-        self.rx.recv_timeout(DEADLINE).expect("upstream received nothing in time")
+        self.rx
+            .recv_timeout(DEADLINE)
+            .expect("upstream received nothing in time")
     }
 }
 
@@ -275,7 +300,11 @@ impl Drop for Upstream {
 trait Rw: Read + Write {}
 impl<T: Read + Write> Rw for T {}
 
-fn serve_upstream(s: TcpStream, opts: &UpstreamOpts, tx: &mpsc::Sender<Received>) -> std::io::Result<()> {
+fn serve_upstream(
+    s: TcpStream,
+    opts: &UpstreamOpts,
+    tx: &mpsc::Sender<Received>,
+) -> std::io::Result<()> {
     s.set_read_timeout(Some(DEADLINE))?;
     let mut conn: Box<dyn Rw> = Box::new(s.try_clone()?);
     conn.write_all(b"220 upstream.test ESMTP fake\r\n")?;
@@ -290,7 +319,9 @@ fn serve_upstream(s: TcpStream, opts: &UpstreamOpts, tx: &mpsc::Sender<Received>
         };
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            let mut r = String::from("250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 50000000\r\n");
+            let mut r = String::from(
+                "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 50000000\r\n",
+            );
             if opts.tls.is_some() && !tls {
                 r.push_str("250-STARTTLS\r\n");
             }
@@ -309,9 +340,14 @@ fn serve_upstream(s: TcpStream, opts: &UpstreamOpts, tx: &mpsc::Sender<Received>
             buf.clear();
         } else if upper.starts_with("AUTH PLAIN ") {
             use base64::Engine;
-            let dec = base64::engine::general_purpose::STANDARD.decode(line[11..].trim()).unwrap_or_default();
+            let dec = base64::engine::general_purpose::STANDARD
+                .decode(line[11..].trim())
+                .unwrap_or_default();
             let parts: Vec<&[u8]> = dec.split(|b| *b == 0).collect();
-            let (u, p) = (String::from_utf8_lossy(parts.get(1).copied().unwrap_or(b"")).to_string(), String::from_utf8_lossy(parts.get(2).copied().unwrap_or(b"")).to_string());
+            let (u, p) = (
+                String::from_utf8_lossy(parts.get(1).copied().unwrap_or(b"")).to_string(),
+                String::from_utf8_lossy(parts.get(2).copied().unwrap_or(b"")).to_string(),
+            );
             if Some((u.clone(), p)) == opts.auth {
                 auth_user = Some(u);
                 conn.write_all(b"235 2.7.0 ok\r\n")?;
@@ -323,7 +359,11 @@ fn serve_upstream(s: TcpStream, opts: &UpstreamOpts, tx: &mpsc::Sender<Received>
                 conn.write_all(b"530 5.7.0 authentication required\r\n")?;
                 continue;
             }
-            cur = Received { tls, auth_user: auth_user.clone(), ..Default::default() };
+            cur = Received {
+                tls,
+                auth_user: auth_user.clone(),
+                ..Default::default()
+            };
             cur.from = between(&line, '<', '>');
             conn.write_all(b"250 2.1.0 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
@@ -342,11 +382,17 @@ fn serve_upstream(s: TcpStream, opts: &UpstreamOpts, tx: &mpsc::Sender<Received>
             conn.write_all(b"354 go\r\n")?;
             let mut data = Vec::new();
             loop {
-                let Some(l) = read_raw_line(&mut conn, &mut buf)? else { return Ok(()) };
+                let Some(l) = read_raw_line(&mut conn, &mut buf)? else {
+                    return Ok(());
+                };
                 if l == b".\r\n" {
                     break;
                 }
-                let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                let l = if l.starts_with(b"..") {
+                    &l[1..]
+                } else {
+                    &l[..]
+                };
                 data.extend_from_slice(l);
             }
             cur.data = data;
@@ -385,7 +431,11 @@ fn read_raw_line(conn: &mut Box<dyn Rw>, buf: &mut Vec<u8>) -> std::io::Result<O
 }
 
 fn read_line(conn: &mut Box<dyn Rw>, buf: &mut Vec<u8>) -> std::io::Result<Option<String>> {
-    Ok(read_raw_line(conn, buf)?.map(|l| String::from_utf8_lossy(&l).trim_end_matches(['\r', '\n']).to_string()))
+    Ok(read_raw_line(conn, buf)?.map(|l| {
+        String::from_utf8_lossy(&l)
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    }))
 }
 
 /// A CA and a server certificate for `localhost`/127.0.0.1, written to dir;
@@ -397,7 +447,8 @@ pub fn test_tls(dir: &Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     let ca_path = dir.join("ca.pem");
