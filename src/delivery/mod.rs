@@ -145,14 +145,17 @@ impl Delivery {
                     return;
                 }
             }
-            if took > 0 && took == room {
-                // The workers are busy; look again when one frees a slot.
-                this.queue
-                    .wait(Some(Instant::now() + Duration::from_millis(50)))
-                    .await;
+            if took == room {
+                // Every worker is busy (or just got work): whatever else is
+                // due waits until one finishes, which kicks the queue. The
+                // timer is only a backstop.
+                this.queue.wait(Some(Instant::now() + Duration::from_secs(1))).await;
             } else {
                 this.queue.wait(next).await;
             }
+            // A wait that is ready at once must not starve the sessions that
+            // share this executor.
+            smol::future::yield_now().await;
         }
     }
 

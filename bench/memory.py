@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Measure postern's memory: idle RSS, and peak RSS while N concurrent SMTP
+sessions each send one message of SIZE bytes (defaults: 50 x 1 MiB).
+
+Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [--size 1048576]
+
+Runs the real binary on loopback with a maildir outbox, drives it with
+Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
+/proc/PID/status. Prints one line per figure; nothing is asserted.
+"""
+import argparse
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def wait_for(pred, what, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    sys.exit(f"timed out waiting for {what}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/postern")
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--size", type=int, default=1 << 20)
+    a = ap.parse_args()
+    binary = os.path.abspath(a.bin)
+    work = tempfile.mkdtemp(prefix="postern-mem-")
+    port = free_port()
+    with open(os.path.join(work, "postern.toml"), "w") as f:
+        f.write(f"""hostname = "bench.test"
+log_level = "info"
+[server]
+listen = ["127.0.0.1:{port}"]
+max_message_size = "{max(a.size * 2, 1 << 20)}"
+max_connections = {a.sessions + 14}
+[policy]
+allow_clients = ["127.0.0.1/32"]
+[queue]
+dir = "queue"
+max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
+[upstream]
+kind = "maildir"
+dir = "outbox"
+""")
+    log = open(os.path.join(work, "postern.log"), "w")
+    proc = subprocess.Popen([binary, "serve", "--config", "postern.toml"], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=log)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, "postern to listen")
+        # Let start-up settle (queue recovery, resolver) before calling it idle.
+        time.sleep(1.0)
+        idle = status_kib(proc.pid, "VmRSS")
+        line = b"x" * 76 + b"\r\n"
+        body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
+        barrier = threading.Barrier(a.sessions)
+        errors = []
+
+        def send(i):
+            try:
+                s = smtplib.SMTP("127.0.0.1", port, timeout=60)
+                s.ehlo("bench")
+                barrier.wait()
+                s.sendmail(f"dev{i}@lan.test", ["ops@example.test"], body)
+                s.quit()
+            except Exception as e:  # noqa: BLE001 - report, don't hide
+                errors.append(repr(e))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(a.sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        outbox = os.path.join(work, "outbox")
+        wait_for(lambda: os.path.isdir(outbox) and
+                 len([n for n in os.listdir(outbox) if n.endswith(".eml")]) == a.sessions - len(errors),
+                 "deliveries")
+        peak = status_kib(proc.pid, "VmHWM")
+        print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s")
+        print(f"idle_rss_kib={idle}")
+        print(f"peak_rss_kib={peak}")
+        for e in errors[:5]:
+            print("error:", e)
+        return 1 if errors else 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
