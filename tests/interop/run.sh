@@ -52,7 +52,8 @@ PIDS=()         # every background process started here
 declare -A POSTERN_PID=() POSTERN_PORT=()
 PASSED=0
 FAILED=()
-SHOW_LOGS=()    # log files whose tails are printed when something failed
+SHOW_LOGS=()    # logs printed if the run aborts outside a check
+CTX_LOGS=()     # logs the current check involves; their tails follow its FAIL line
 
 # ---------------------------------------------------------------------------
 # Output and bookkeeping
@@ -68,7 +69,9 @@ check() {
   local name=$1 out rc reason
   shift
   out=$WORK/check.out
-  if "$@" >"$out" 2>>"$WORK/checks.stderr"; then rc=0; else rc=$?; fi
+  CTX_LOGS=()
+  if "$@" >"$out" 2>"$WORK/check.err"; then rc=0; else rc=$?; fi
+  { printf '### %s\n' "$name"; cat "$WORK/check.err"; } >>"$WORK/checks.stderr"
   reason=$(tail -n 1 "$out")
   if [ "$rc" -eq 0 ]; then
     PASSED=$((PASSED + 1))
@@ -78,8 +81,17 @@ check() {
     printf 'FAIL %s: %s\n' "$name" "${reason:-exit status $rc}"
     # Context lines a check printed before its reason.
     head -n -1 "$out" | sed 's/^/       /' | head -n 20
+    grep -v '^$' "$WORK/check.err" | tail -n 5 | sed 's/^/       stderr: /' || true
+    local f
+    for f in $(printf '%s\n' "${CTX_LOGS[@]}" | awk '!seen[$0]++'); do
+      [ -s "$f" ] || continue
+      printf '       --- last 15 lines of %s\n' "${f#"$WORK"/}"
+      plain_log "$f" | tail -n 15 | cut -c1-300 | sed 's/^/       | /'
+    done
   fi
 }
+
+ctx() { CTX_LOGS+=("$@"); } # ctx LOG...: the current check involves these logs
 
 # wait_until SECONDS CMD...: poll CMD every 0.2 s until it succeeds or the deadline passes.
 wait_until() {
@@ -129,13 +141,16 @@ cleanup() {
       kill -KILL "$master" 2>/dev/null
     fi
   fi
-  if [ "${#FAILED[@]}" -gt 0 ] || [ "$rc" -ne 0 ]; then
+  if [ "$rc" -ne 0 ] && [ "${#FAILED[@]}" -eq 0 ]; then
+    # Aborted outside a check (set-up): show everything there is.
     for f in "${SHOW_LOGS[@]}"; do
       [ -s "$f" ] || continue
       printf '\n--- last 40 lines of %s\n' "$f"
       plain_log "$f" | tail -n 40
     done
-    [ -n "$WORK" ] && printf '\nwork directory kept: %s\n' "$WORK"
+  fi
+  if [ "${#FAILED[@]}" -gt 0 ] || [ "$rc" -ne 0 ]; then
+    [ -n "$WORK" ] && printf '\nwork directory kept (logs, configs, messages): %s\n' "$WORK"
   elif [ -n "$WORK" ] && [ "$KEEP" -eq 0 ]; then
     rm -rf "$WORK"
   elif [ -n "$WORK" ]; then
@@ -238,7 +253,7 @@ relayhost = [127.0.0.1]:$PORT_SINK
 local_header_rewrite_clients =
 always_add_missing_headers = no
 # Reject bare LF from the client (postern), as large providers do.
-smtpd_forbid_bare_newline = yes
+smtpd_forbid_bare_newline = reject
 smtpd_forbid_bare_newline_exclusions =
 # STARTTLS offered (not required), recorded in the Received header.
 smtpd_tls_security_level = may
@@ -338,6 +353,7 @@ show_transcript() { # the SMTP replies of a transcript, as context lines
 # Harness self-test: the upstreams work with swaks alone
 
 harness_postfix() {
+  ctx "$WORK/postfix/postfix.log" "$WORK/sink.log"
   local tok t
   new_token
   tok=$TOKEN
@@ -356,6 +372,7 @@ harness_postfix() {
 }
 
 harness_postfix_tls() {
+  ctx "$WORK/postfix/postfix.log" "$WORK/sink.log"
   local tok t got
   new_token
   tok=$TOKEN
@@ -373,6 +390,7 @@ harness_postfix_tls() {
 }
 
 harness_auth() {
+  ctx "$WORK/auth-upstream.log"
   local tok t got
   new_token
   tok=$TOKEN
@@ -438,6 +456,7 @@ EOF
 # start_postern NAME UPSTREAM_TOML: check the config, serve it, wait for both listeners.
 start_postern() {
   local name=$1 port dir=$WORK/postern-$1 pid
+  ctx "$dir/postern.log"
   port=$((PORT_POSTERN0 + ${#POSTERN_PORT[@]}))
   port_free "$port" || { echo "port $port is in use"; return 1; }
   write_config "$name" "$port" "$2"
@@ -461,11 +480,18 @@ start_postern() {
   echo "listening on 127.0.0.1:$port and [::1]:$port (pid $pid); postern check accepts the config"
 }
 
-running() { [ -n "${POSTERN_PID[$1]:-}" ] && alive "${POSTERN_PID[$1]}"; }
-
 need() { # need NAME: the instance is up, or say so as the reason
-  running "$1" && return 0
-  echo "skipped: postern instance '$1' is not running"
+  local pid=${POSTERN_PID[$1]:-} rc
+  ctx "$(postern_log "$1")"
+  case $1 in
+    relay | tls | untrusted) ctx "$WORK/postfix/postfix.log" ;;
+    auth | badauth) ctx "$WORK/auth-upstream.log" ;;
+  esac
+  [ -n "$pid" ] || { echo "skipped: postern instance '$1' did not start"; return 1; }
+  alive "$pid" && return 0
+  if wait "$pid"; then rc=0; else rc=$?; fi
+  plain_log "$(postern_log "$1")" | tail -n 3 | sed 's/^/log: /'
+  echo "postern instance '$1' exited unexpectedly (status $rc)"
   return 1
 }
 
@@ -484,6 +510,13 @@ stop_postern() {
   echo "exited 0 after SIGTERM"
 }
 
+# Delivery outcomes in postern's log (contract: status=sent|deferred|bounced; quotes tolerated).
+SENT_RE='status="?sent\b'
+DEFERRED_RE='status="?deferred\b'
+FINAL_RE='status="?(sent|bounced)\b'
+
+deferred_at_least() { [ "$(log_count "$1" "$2" "$DEFERRED_RE")" -ge "$3" ]; }
+
 # postern_log NAME: its log file
 postern_log() { echo "$WORK/postern-$1/postern.log"; }
 
@@ -491,8 +524,8 @@ postern_log() { echo "$WORK/postern-$1/postern.log"; }
 expect_queued_sent() {
   local log
   log=$(postern_log "$1")
-  log_has "$log" "$2" 'queued' || { echo "no log line with 'queued' and $2"; return 1; }
-  if ! wait_until "$WAIT" log_has "$log" "$2" 'status=sent'; then
+  wait_until 5 log_has "$log" "$2" 'queued' || { echo "no log line with 'queued' and $2"; return 1; }
+  if ! wait_until "$WAIT" log_has "$log" "$2" "$SENT_RE"; then
     log_lines "$log" "$2" . | tail -n 5 | sed 's/^/log: /'
     echo "no 'status=sent' line for $2 within ${WAIT}s"
     return 1
@@ -610,6 +643,7 @@ chk_smtplib_session() {
 
 # chk_smtplib_arrived NAME: one message of the smtplib session reached the sink intact.
 chk_smtplib_arrived() {
+  ctx "$(postern_log relay)" "$WORK/postfix/postfix.log"
   [ -s "$WORK/smtplib/manifest.json" ] || { echo "skipped: the smtplib session did not complete"; return 1; }
   local entry qid rcpts sent got
   entry=$("$PY" -c 'import json,sys
@@ -662,6 +696,7 @@ chk_policy_size() {
 }
 
 chk_after552_arrived() {
+  ctx "$(postern_log relay)" "$WORK/postfix/postfix.log"
   [ -s "$WORK/after552.sent" ] || { echo "skipped: the SIZE session did not complete"; return 1; }
   local got
   got=$(arrived_at_sink "smtplib-after552 $SIZE_TOKEN") || { echo "$got"; return 1; }
@@ -683,14 +718,14 @@ chk_untrusted_ca() { # the smarthost's cert is not signed by ca_file: deferred, 
   send_swaks untrusted swaks-untrusted -f dev@lan.example -t ops@example.net || return 1
   local log
   log=$(postern_log untrusted)
-  if ! wait_until "$WAIT" log_has "$log" "$QID" 'status=deferred'; then
+  if ! wait_until "$WAIT" log_has "$log" "$QID" "$DEFERRED_RE"; then
     log_lines "$log" "$QID" . | tail -n 5 | sed 's/^/log: /'
-    echo "no 'status=deferred' line for $QID"
+    echo "no status=deferred line for $QID"
     return 1
   fi
-  log_has "$log" "$QID" 'status=(sent|bounced)' && { echo "$QID was $(log_lines "$log" "$QID" 'status=(sent|bounced)' | grep -oE 'status=[a-z]+' | head -n 1) with an untrusted certificate"; return 1; }
+  log_has "$log" "$QID" "$FINAL_RE" && { echo "$QID was $(log_lines "$log" "$QID" "$FINAL_RE" | grep -oE 'status="?[a-z]+' | head -n 1) with an untrusted certificate"; return 1; }
   grep -qF "$TOKEN" -r "$WORK/sink" && { echo "message reached the sink despite the untrusted certificate"; return 1; }
-  echo "$QID deferred: $(log_lines "$log" "$QID" 'status=deferred' | head -n 1 | grep -oE 'status=deferred.*' | cut -c1-120)"
+  echo "$QID deferred: $(log_lines "$log" "$QID" "$DEFERRED_RE" | head -n 1 | grep -oE 'status="?deferred.*' | cut -c1-120)"
 }
 
 chk_auth() {
@@ -717,13 +752,13 @@ chk_auth_wrong_password() {
   local log n
   log=$(postern_log badauth)
   # Two attempts (retry_intervals = ["1s"]) show it is retried, not given up.
-  if ! wait_until "$WAIT" eval "[ \$(log_count '$log' '$QID' 'status=deferred') -ge 2 ]"; then
+  if ! wait_until "$WAIT" deferred_at_least "$log" "$QID" 2; then
     log_lines "$log" "$QID" . | tail -n 5 | sed 's/^/log: /'
-    echo "fewer than 2 'status=deferred' lines for $QID within ${WAIT}s"
+    echo "fewer than 2 status=deferred lines for $QID within ${WAIT}s"
     return 1
   fi
-  n=$(log_count "$log" "$QID" 'status=deferred')
-  log_has "$log" "$QID" 'status=(sent|bounced)' && { echo "$QID: $(log_lines "$log" "$QID" 'status=(sent|bounced)' | head -n 1)"; return 1; }
+  n=$(log_count "$log" "$QID" "$DEFERRED_RE")
+  log_has "$log" "$QID" "$FINAL_RE" && { echo "$QID: $(log_lines "$log" "$QID" "$FINAL_RE" | head -n 1)"; return 1; }
   grep -q "\"login\": \"$AUTH_USER\", \"success\": false" "$WORK/auth-out/auth.log" 2>/dev/null ||
     { echo "aiosmtpd never saw a failed AUTH for $AUTH_USER"; return 1; }
   grep -qF "$TOKEN" -r "$WORK/auth-out" --include='*.eml' && { echo "the message was delivered with a wrong password"; return 1; }
@@ -742,6 +777,69 @@ chk_maildir() {
   local crlf="LF line endings"
   grep -q $'\r$' "$got" && crlf="CRLF line endings"
   echo "$(basename "$got") in the outbox, body intact ($crlf)"
+}
+
+chk_config_print() { # check --print: valid TOML with our values, and itself accepted by check
+  local cfg=$WORK/postern-relay/postern.toml out=$WORK/config-print
+  [ -f "$cfg" ] || { echo "skipped: no relay config"; return 1; }
+  if ! "$POSTERN" check --config "$cfg" --print >"$out.toml" 2>"$out.err"; then
+    sed 's/^/stderr: /' "$out.err" | head -n 5
+    echo "postern check --print exited non-zero"
+    return 1
+  fi
+  "$PY" - "$out.toml" "$PORT_POSTFIX" <<'EOF' || return 1
+import os, sys, tomllib
+if os.path.getsize(sys.argv[1]) == 0:
+    print("--print printed nothing"); sys.exit(1)
+try:
+    c = tomllib.load(open(sys.argv[1], "rb"))
+except Exception as e:
+    print("--print output is not TOML: %s" % e); sys.exit(1)
+want = {("hostname",): "relay.test", ("server", "max_recipients"): 100,
+        ("policy", "deny_senders"): ["spammer@bad.example"], ("queue", "retry_intervals"): ["1s"],
+        ("upstream", "kind"): "smarthost", ("upstream", "port"): int(sys.argv[2]), ("upstream", "tls"): "none"}
+for path, v in want.items():
+    x = c
+    for k in path:
+        x = x.get(k) if isinstance(x, dict) else None
+    if x != v:
+        print("--print shows %s = %r, the config says %r" % (".".join(path), x, v)); sys.exit(1)
+size = c.get("server", {}).get("max_message_size")
+if size not in ("1MiB", 1048576):
+    print("--print shows server.max_message_size = %r" % size); sys.exit(1)
+EOF
+  if ! "$POSTERN" check --config "$out.toml" >"$out.recheck" 2>&1; then
+    head -n 5 "$out.recheck" | sed 's/^/check: /'
+    echo "postern check rejects its own --print output"
+    return 1
+  fi
+  echo "effective config ($(grep -c . "$out.toml") lines) is TOML, shows the values set, and passes check itself"
+}
+
+chk_config_errors() { # two bad values: non-zero exit, one FILE:LINE:COL line for each
+  local cfg=$WORK/bad.toml out=$WORK/bad.out rc=0 line
+  cat >"$cfg" <<EOF
+hostname = "relay.test"
+[server]
+listen = ["127.0.0.1:$((PORT_POSTERN0 + 99))"]
+max_message_size = "lots"
+[queue]
+dir = "$WORK/bad-queue"
+retry_intervals = ["soon"]
+[upstream]
+kind = "maildir"
+dir = "$WORK/bad-outbox"
+EOF
+  "$POSTERN" check --config "$cfg" >"$out" 2>&1 || rc=$?
+  [ "$rc" -ne 0 ] || { echo "postern check accepted max_message_size = \"lots\" (exit 0)"; return 1; }
+  for line in 4 7; do
+    grep -qE "^$cfg:$line:[0-9]+: " "$out" || {
+      head -n 5 "$out" | sed 's/^/output: /'
+      echo "exit $rc, but no '$cfg:$line:COL: message' line for the bad value on line $line"
+      return 1
+    }
+  done
+  echo "exit $rc; $(grep -E "^$cfg:4:" "$out" | head -n 1 | sed "s|^$WORK/||")"
 }
 
 # ---------------------------------------------------------------------------
@@ -776,6 +874,10 @@ if [ "$HARNESS_ONLY" -eq 0 ]; then
     "ca_file = \"$WORK/pki/ca.pem\"" "username = \"$AUTH_USER\"" "password_file = \"$WORK/auth-password\"")"
   mkdir -p "$WORK/outbox"
   check "postern up: maildir" start_postern maildir "$(printf '%s\n' 'kind = "maildir"' "dir = \"$WORK/outbox\"")"
+
+  banner "postern check"
+  check "check --print: effective config" chk_config_print
+  check "check: errors as FILE:LINE:COL" chk_config_errors
 
   banner "clients -> postern -> Postfix -> smtp-sink"
   check "swaks -> postern -> Postfix: arrives, headers and body intact" chk_swaks_postfix

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import os
 import signal
 import ssl
@@ -95,6 +96,9 @@ def main():
     p.add_argument("--outdir", required=True)
     p.add_argument("--ready-file", required=True)
     a = p.parse_args()
+
+    # aiosmtpd warns about its own use of a deprecated attribute on every AUTH.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
 
     with open(a.password_file) as f:
         password = f.readline().rstrip("\r\n")
