@@ -1,1 +1,626 @@
-//! Durable message queue.
+//! The durable message queue: the only code that touches the spool directory.
+//!
+//! Accepted messages are appended to preallocated segment files (or, when
+//! big, kept as a file of their own); one writer thread owns every write, so
+//! sessions that finish DATA together share one `fdatasync` (group commit)
+//! and each gets its `250` only after it. Retry bookkeeping (attempts, next
+//! attempt) lives in memory and is derived again at start; only what must
+//! survive a crash — a recipient finished, a message finished — is appended
+//! as a small record. See `docs/queue.md` for the format and its reasons.
+//!
+//! Scheduling uses the monotonic clock; a message's age is its age when
+//! loaded (by the wall clock, if that looks sane) plus monotonic time since.
+
+mod record;
+mod spool;
+mod store;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
+pub use spool::SpoolWriter;
+pub use store::StoreOptions;
+
+use record::MessageMeta;
+use store::Request;
+
+/// A queue id, shown to clients (`queued as …`) and in every log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u64);
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}", self.0)
+    }
+}
+
+/// Why the queue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Over `max_size` or `max_messages`: the client should retry later (452 4.3.1).
+    #[error("queue full")]
+    Full,
+    /// Reading or writing the spool failed (disk full, I/O error): 451 4.3.0.
+    #[error("queue I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Another process holds the spool directory.
+    #[error(
+        "{}: queue directory is in use by another postern process (only one may write it)",
+        .0.display()
+    )]
+    Locked(PathBuf),
+    /// The queue is shutting down.
+    #[error("queue is shutting down")]
+    Closed,
+}
+
+/// Limits and retry policy, from `[queue]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Total record bytes of queued messages.
+    pub max_bytes: u64,
+    /// Number of queued messages.
+    pub max_messages: usize,
+    /// Then the message fails with a report.
+    pub max_age: Duration,
+    /// Waits between attempts; the last one repeats.
+    pub retry_intervals: Vec<Duration>,
+}
+
+impl Limits {
+    /// From the config section.
+    pub fn from_config(q: &crate::config::QueueConfig) -> Limits {
+        Limits {
+            max_bytes: q.max_size.bytes,
+            max_messages: q.max_messages,
+            max_age: q.max_age.value,
+            retry_intervals: q.retry_intervals.iter().map(|d| d.value).collect(),
+        }
+    }
+
+    fn retry_after(&self, attempts: u32) -> Duration {
+        let i = (attempts.max(1) - 1) as usize;
+        self.retry_intervals
+            .get(i)
+            .or(self.retry_intervals.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+/// Where a message's record is.
+#[derive(Debug, Clone)]
+pub(crate) enum Loc {
+    /// In a segment file.
+    Seg { file_no: u32, path: Arc<PathBuf> },
+    /// A file of its own.
+    Big { path: PathBuf },
+}
+
+/// One queued message, in memory.
+#[derive(Debug)]
+struct Entry {
+    meta: Arc<MessageMeta>,
+    done: Vec<bool>,
+    loc: Loc,
+    /// Absolute offset of the body in the file at `loc`, and its length.
+    body_start: u64,
+    body_len: u64,
+    record_len: u64,
+    /// Segment holding the latest recipients-done record, when it pins one.
+    state_seg: Option<u32>,
+    attempts: u32,
+    next_attempt: Instant,
+    in_flight: bool,
+    last_error: Option<String>,
+    /// Age when loaded (wall clock, if it looked sane) and when that was.
+    age_base: Duration,
+    loaded: Instant,
+}
+
+impl Entry {
+    fn age(&self, now: Instant) -> Duration {
+        self.age_base + now.saturating_duration_since(self.loaded)
+    }
+    fn pending(&self) -> usize {
+        self.done.iter().filter(|d| !**d).count()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<u64, Entry>,
+    bytes: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    kick_tx: smol::channel::Sender<()>,
+    kick_rx: smol::channel::Receiver<()>,
+    next_id: AtomicU64,
+    limits: Limits,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// A handle on the queue; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+/// What recovery found at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Messages still to deliver.
+    pub messages: usize,
+    /// Their total record bytes.
+    pub bytes: u64,
+    /// Segment files in use.
+    pub segments: usize,
+    /// Files set aside as corrupt.
+    pub set_aside: usize,
+}
+
+/// The envelope of a new message.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Envelope sender; `None` for `<>`.
+    pub from: Option<String>,
+    /// Envelope recipients (at least one).
+    pub rcpts: Vec<String>,
+    /// FLAG_8BITMIME / FLAG_SMTPUTF8.
+    pub flags: u8,
+}
+
+/// A message handed to delivery: the recipients still pending, and where to
+/// read the body.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Queue id.
+    pub id: QueueId,
+    /// Envelope sender; empty for `<>`.
+    pub from: String,
+    /// (index, address) of each pending recipient.
+    pub rcpts: Vec<(u16, String)>,
+    /// FLAG_* bits.
+    pub flags: u8,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// How long the message has been queued.
+    pub age: Duration,
+    /// Arrival time, seconds since the epoch (for reports).
+    pub arrival: u64,
+    /// Body length in octets.
+    pub body_len: u64,
+    path: PathBuf,
+    body_start: u64,
+}
+
+/// What happened to one recipient in an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// Accepted by the next hop.
+    Delivered,
+    /// Try again later; the reason is kept for `queue list` and logs.
+    Deferred(String),
+    /// Will never work; a report goes to the sender.
+    Failed(String),
+}
+
+/// One queued message, for listings.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Queue id.
+    pub id: QueueId,
+    /// Envelope sender; empty for `<>`.
+    pub from: String,
+    /// Recipients still pending.
+    pub pending: Vec<String>,
+    /// Body octets.
+    pub size: u64,
+    /// Time queued.
+    pub age: Duration,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Time until the next attempt (zero if due or in progress).
+    pub next_in: Duration,
+    /// The last temporary error.
+    pub last_error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Queue {
+    /// Open (creating if needed) the spool directory, recover what is in
+    /// it and start the writer thread.
+    pub fn open(dir: &Path, limits: Limits) -> Result<(Queue, Recovered), QueueError> {
+        Queue::open_with(dir, limits, StoreOptions::default())
+    }
+
+    /// [`Queue::open`] with explicit store options (segment size; tests).
+    pub fn open_with(
+        dir: &Path,
+        limits: Limits,
+        opts: StoreOptions,
+    ) -> Result<(Queue, Recovered), QueueError> {
+        let (store, loaded, recovered) = store::Store::open(dir, opts)?;
+        let now = Instant::now();
+        let wall = unix_now();
+        let mut state = State::default();
+        let mut max_id = 0;
+        for l in loaded {
+            max_id = max_id.max(l.meta.id);
+            state.bytes += l.record_len;
+            let mut done = vec![false; l.meta.rcpts.len()];
+            for &d in &l.meta.done {
+                if let Some(x) = done.get_mut(usize::from(d)) {
+                    *x = true;
+                }
+            }
+            // A clock that reads earlier than the arrival (a board that
+            // booted in 1970) says nothing about age: count from now.
+            let age_base = Duration::from_secs(wall.saturating_sub(l.meta.arrival));
+            state.entries.insert(
+                l.meta.id,
+                Entry {
+                    meta: Arc::new(l.meta),
+                    done,
+                    loc: l.loc,
+                    body_start: l.body_start,
+                    body_len: l.body_len,
+                    record_len: l.record_len,
+                    state_seg: l.state_seg,
+                    attempts: 0,
+                    next_attempt: now,
+                    in_flight: false,
+                    last_error: None,
+                    age_base,
+                    loaded: now,
+                },
+            );
+        }
+        max_id = max_id.max(store.max_id_seen());
+        // Ids grow with time so that they stay unique across restarts even
+        // when the queue was empty; never below what the store has seen.
+        let next_id = (max_id + 1).max(wall << 20);
+        let (tx, rx) = mpsc::channel();
+        let (kick_tx, kick_rx) = smol::channel::bounded(1);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+            tx: Mutex::new(Some(tx)),
+            kick_tx,
+            kick_rx,
+            next_id: AtomicU64::new(next_id),
+            limits,
+            writer: Mutex::new(None),
+        });
+        let q = Queue {
+            shared: shared.clone(),
+        };
+        let writer_q = q.clone();
+        let handle = std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || store.run(rx, writer_q))?;
+        *lock(&shared.writer) = Some(handle);
+        if recovered.messages > 0 {
+            q.kick();
+        }
+        Ok((q, recovered))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    fn send(&self, req: Request) -> Result<(), QueueError> {
+        match lock(&self.shared.tx).as_ref() {
+            Some(tx) => tx.send(req).map_err(|_| QueueError::Closed),
+            None => Err(QueueError::Closed),
+        }
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Is there room for a message of about `size` octets? Called at MAIL
+    /// (with SIZE=) and again at commit.
+    pub fn check_room(&self, size: u64) -> Result<(), QueueError> {
+        let st = self.state();
+        if st.closed {
+            return Err(QueueError::Closed);
+        }
+        let l = &self.shared.limits;
+        if st.entries.len() >= l.max_messages || st.bytes.saturating_add(size) > l.max_bytes {
+            return Err(QueueError::Full);
+        }
+        Ok(())
+    }
+
+    /// Start receiving a message; the id is assigned now (it goes into the
+    /// Received header before the body).
+    pub fn begin(&self, msg: NewMessage) -> SpoolWriter {
+        self.begin_inner(msg, false)
+    }
+
+    fn begin_inner(&self, msg: NewMessage, internal: bool) -> SpoolWriter {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let meta = MessageMeta {
+            id,
+            arrival: unix_now(),
+            flags: msg.flags,
+            from: msg.from.unwrap_or_default(),
+            rcpts: msg.rcpts,
+            done: Vec::new(),
+        };
+        SpoolWriter::new(meta, store::tmp_dir(&self.shared.dir), internal)
+    }
+
+    /// Make the message durable. Returns once it is on stable storage (the
+    /// moment a server may say 250), or with the reason it is not.
+    pub async fn commit(&self, w: SpoolWriter) -> Result<QueueId, QueueError> {
+        let (reply, rx) = smol::channel::bounded(1);
+        self.send(Request::Commit { w, reply })?;
+        match rx.recv().await {
+            Ok(r) => r.map(QueueId),
+            Err(_) => Err(QueueError::Closed),
+        }
+    }
+
+    fn kick(&self) {
+        let _ = self.shared.kick_tx.try_send(());
+    }
+
+    /// Wait until a message may have become due (new mail, a flush), or
+    /// `until`, whichever is first.
+    pub async fn wait(&self, until: Option<Instant>) {
+        let kicked = self.shared.kick_rx.recv();
+        match until {
+            Some(t) => {
+                let timer = async {
+                    smol::Timer::at(t).await;
+                };
+                smol::future::or(async { kicked.await.unwrap_or(()) }, timer).await
+            }
+            None => kicked.await.unwrap_or(()),
+        }
+    }
+
+    /// Take up to `max` due messages (marking them in flight) and say when
+    /// the next one not taken is due.
+    pub fn take_due(&self, now: Instant, max: usize) -> (Vec<Job>, Option<Instant>) {
+        let mut st = self.state();
+        let mut jobs = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut due: Vec<(&u64, Instant)> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.in_flight && e.pending() > 0)
+            .map(|(id, e)| (id, e.next_attempt))
+            .collect();
+        due.sort_by_key(|(id, t)| (*t, **id));
+        let ids: Vec<u64> = due.iter().map(|(id, _)| **id).collect();
+        for id in ids {
+            let Some(e) = st.entries.get_mut(&id) else {
+                continue;
+            };
+            if e.next_attempt > now || jobs.len() >= max {
+                next = Some(next.map_or(e.next_attempt, |n: Instant| n.min(e.next_attempt)));
+                continue;
+            }
+            e.in_flight = true;
+            let path = match &e.loc {
+                Loc::Seg { path, .. } => path.as_ref().clone(),
+                Loc::Big { path } => path.clone(),
+            };
+            jobs.push(Job {
+                id: QueueId(id),
+                from: e.meta.from.clone(),
+                rcpts: e
+                    .meta
+                    .rcpts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !e.done[*i])
+                    .map(|(i, r)| (i as u16, r.clone()))
+                    .collect(),
+                flags: e.meta.flags,
+                attempts: e.attempts,
+                age: e.age(now),
+                arrival: e.meta.arrival,
+                body_len: e.body_len,
+                path,
+                body_start: e.body_start,
+            });
+        }
+        (jobs, next)
+    }
+
+    /// Open a message body for reading.
+    pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
+        let file = std::fs::File::open(&job.path)?;
+        Ok(BodyReader {
+            file,
+            pos: job.body_start,
+            end: job.body_start + job.body_len,
+        })
+    }
+
+    /// Record the outcome of an attempt. Finished recipients are persisted;
+    /// the others are rescheduled, or failed if the message is too old.
+    /// `report` is a failure report to queue in the same durable step as the
+    /// failure it reports (see [`Queue::begin_report`]).
+    pub fn finish(&self, job: &Job, outcomes: &[(u16, RcptOutcome)], report: Option<SpoolWriter>) {
+        let now = Instant::now();
+        let mut newly_done = Vec::new();
+        let all_done;
+        {
+            let mut st = self.state();
+            let Some(e) = st.entries.get_mut(&job.id.0) else {
+                return;
+            };
+            e.in_flight = false;
+            e.attempts += 1;
+            let mut deferred = None;
+            for (i, o) in outcomes {
+                let Some(slot) = e.done.get_mut(usize::from(*i)) else {
+                    continue;
+                };
+                match o {
+                    RcptOutcome::Delivered | RcptOutcome::Failed(_) => {
+                        if !*slot {
+                            *slot = true;
+                            newly_done.push(*i);
+                        }
+                    }
+                    RcptOutcome::Deferred(why) => deferred = Some(why.clone()),
+                }
+            }
+            if let Some(why) = deferred {
+                e.last_error = Some(why);
+            }
+            e.next_attempt = now + self.shared.limits.retry_after(e.attempts);
+            all_done = e.pending() == 0;
+        }
+        if !newly_done.is_empty() || report.is_some() {
+            let _ = self.send(Request::Outcome {
+                id: job.id.0,
+                newly_done,
+                all_done,
+                report,
+            });
+        }
+        // A finished message frees room; a rescheduled one changes the wake-up time.
+        self.kick();
+    }
+
+    /// Has this job outlived `max_age`? (Delivery then fails what is still
+    /// pending instead of deferring it.)
+    pub fn expired(&self, job: &Job) -> bool {
+        job.age >= self.shared.limits.max_age
+    }
+
+    /// Start a failure report: an internal message from `<>` that the
+    /// queue's size limits never refuse (losing a report is worse than
+    /// exceeding a limit by one small message).
+    pub fn begin_report(&self, to: String) -> SpoolWriter {
+        self.begin_inner(
+            NewMessage {
+                from: None,
+                rcpts: vec![to],
+                flags: FLAG_8BITMIME,
+            },
+            true,
+        )
+    }
+
+    /// Make every queued message due now.
+    pub fn flush(&self) {
+        let now = Instant::now();
+        for e in self.state().entries.values_mut() {
+            e.next_attempt = now;
+        }
+        self.kick();
+    }
+
+    /// Number of messages and their total bytes.
+    pub fn usage(&self) -> (usize, u64) {
+        let st = self.state();
+        (st.entries.len(), st.bytes)
+    }
+
+    /// Every queued message, oldest first.
+    pub fn list(&self) -> Vec<Summary> {
+        let now = Instant::now();
+        let st = self.state();
+        let mut v: Vec<Summary> = st
+            .entries
+            .iter()
+            .map(|(id, e)| Summary {
+                id: QueueId(*id),
+                from: e.meta.from.clone(),
+                pending: e
+                    .meta
+                    .rcpts
+                    .iter()
+                    .zip(&e.done)
+                    .filter(|(_, d)| !**d)
+                    .map(|(r, _)| r.clone())
+                    .collect(),
+                size: e.body_len,
+                age: e.age(now),
+                attempts: e.attempts,
+                next_in: e.next_attempt.saturating_duration_since(now),
+                last_error: e.last_error.clone(),
+            })
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.age));
+        v
+    }
+
+    /// Stop accepting, sync what is pending and stop the writer thread.
+    pub fn close(&self) {
+        self.state().closed = true;
+        if let Some(tx) = lock(&self.shared.tx).take() {
+            let _ = tx.send(Request::Shutdown);
+        }
+        if let Some(h) = lock(&self.shared.writer).take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Wait until every record written so far is on stable storage (tests,
+    /// shutdown).
+    pub fn sync(&self) -> Result<(), QueueError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Request::Sync(tx))?;
+        rx.recv().map_err(|_| QueueError::Closed)?
+    }
+}
+
+/// Reads a message body in chunks (blocking; call from a blocking thread).
+#[derive(Debug)]
+pub struct BodyReader {
+    file: std::fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl BodyReader {
+    /// Fill `buf` with up to `max` more body bytes; an empty `buf` means the end.
+    pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        buf.clear();
+        let n = (self.end - self.pos).min(max as u64) as usize;
+        buf.resize(n, 0);
+        self.file.read_exact_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(())
+    }
+}
+
+/// Lock a mutex, shrugging off poisoning: every critical section here leaves
+/// the state consistent at each step, so a panic elsewhere must not wedge it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

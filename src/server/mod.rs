@@ -1,1 +1,168 @@
-//! Inbound SMTP.
+//! Inbound SMTP: the listeners, the connection cap, the connect-time policy
+//! check, and one task per session.
+
+pub mod conn;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use smol::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::queue::Queue;
+use crate::smtp::Reply;
+use crate::smtp::reply::EnhancedStatus;
+use conn::{Conn, ConnError};
+use session::Gates;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another mail server using that port?)")]
+    Bind {
+        /// The address from `[server] listen`.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What every session of this server shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The config in force.
+    pub config: Config,
+    /// Relay policy built from it.
+    pub policy: Policy,
+    /// The queue.
+    pub queue: Queue,
+    /// One permit per open connection.
+    pub slots: Arc<smol::lock::Semaphore>,
+}
+
+impl Shared {
+    /// Build from a config and an open queue.
+    pub fn new(config: Config, queue: Queue) -> Shared {
+        let policy = Policy::new(&config.policy);
+        let slots = Arc::new(smol::lock::Semaphore::new(config.server.max_connections));
+        Shared {
+            config,
+            policy,
+            queue,
+            slots,
+        }
+    }
+}
+
+/// Bind every `[server] listen` address.
+pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Accept connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, "listening");
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => {
+                backoff = std::time::Duration::from_millis(10);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, don't spin.
+                tracing::warn!(error = %e, "accept failed");
+                smol::Timer::after(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        smol::spawn(async move { handle(stream, peer, shared).await }).detach();
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let started = Instant::now();
+    let ip = match peer.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(peer.ip()),
+        v4 => v4,
+    };
+    let peer = SocketAddr::new(ip, peer.port());
+    let Some(_permit) = shared.slots.try_acquire_arc() else {
+        tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
+        let r = Reply::new(
+            421,
+            EnhancedStatus::new(4, 7, 0),
+            "Too many connections, try again later",
+        );
+        refuse(&mut stream, &r).await;
+        return;
+    };
+    if let Err(refusal) = shared.policy.check_client(ip) {
+        tracing::info!(client = %ip, reason = %refusal, "refused at connect");
+        refuse(&mut stream, &refusal.reply_for(ip)).await;
+        return;
+    }
+    let gates = Gates {
+        hostname: &shared.config.hostname,
+        server: &shared.config.server,
+        policy: &shared.policy,
+        queue: &shared.queue,
+    };
+    let mut conn = Conn::new(stream, peer, gates);
+    let result = conn.run().await;
+    let outcome = match &result {
+        Ok(()) | Err(ConnError::Eof) => "closed".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(
+        client = %ip,
+        helo = conn.stats.helo.as_deref().unwrap_or(""),
+        accepted = conn.stats.accepted,
+        refused = conn.stats.refused,
+        secs = started.elapsed().as_secs(),
+        end = %outcome,
+        "connection"
+    );
+    if let Err(ConnError::Timeout | ConnError::SessionLimit) = result {
+        let r = Reply::new(
+            421,
+            EnhancedStatus::new(4, 4, 2),
+            "Timeout, closing connection",
+        );
+        let _ = conn.send(&r).await;
+    }
+}
+
+/// Say why and hang up, without waiting long on a client that won't read.
+async fn refuse(stream: &mut TcpStream, r: &Reply) {
+    use smol::io::AsyncWriteExt;
+    let mut out = Vec::new();
+    r.write_to(&mut out);
+    let _ = smol::future::or(
+        async {
+            let _ = stream.write_all(&out).await;
+        },
+        async {
+            smol::Timer::after(std::time::Duration::from_secs(5)).await;
+        },
+    )
+    .await;
+}

@@ -1,0 +1,195 @@
+//! Failure reports (RFC 3464 delivery status notifications), sent from `<>`
+//! to the envelope sender, naming only the recipients that failed.
+
+use std::fmt::Write as _;
+
+use crate::smtp::header::format_date;
+
+/// One failed recipient.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The recipient address.
+    pub rcpt: String,
+    /// RFC 3463 status, e.g. `5.1.1`, or `4.4.7` for an expired message.
+    pub status: String,
+    /// `smtp; 550 5.1.1 …` or a local explanation, one line.
+    pub diagnostic: String,
+    /// The host that said so, if any (`host[ip]:port`).
+    pub remote: Option<String>,
+}
+
+/// What the report needs to know about the original message.
+#[derive(Debug)]
+pub struct Original<'a> {
+    /// Our queue id.
+    pub id: &'a str,
+    /// Envelope sender (the report's recipient).
+    pub from: &'a str,
+    /// Arrival time, unix seconds.
+    pub arrival: u64,
+    /// The original header section (CRLF lines), possibly truncated.
+    pub headers: &'a [u8],
+}
+
+/// Keep header values we generate on one line, whatever they were fed.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The complete report message, CRLF lines.
+pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u64) -> Vec<u8> {
+    let boundary = format!("{}.report/{}", orig.id, hostname);
+    let mut m = String::with_capacity(2048);
+    let expired = failures.iter().all(|f| f.status == "4.4.7");
+    let _ = write!(
+        m,
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
+         To: <{to}>\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Date: {date}\r\n\
+         Message-ID: <{id}.report@{hostname}>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         This is a MIME-encapsulated message.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         This is the mail relay at {hostname}.\r\n\
+         \r\n",
+        to = one_line(orig.from),
+        date = format_date(now),
+        id = orig.id,
+    );
+    if expired {
+        m.push_str(
+            "Your message could not be delivered in the time allowed; the relay gave up.\r\n",
+        );
+    } else {
+        m.push_str("Your message could not be delivered to the recipients below.\r\n");
+    }
+    m.push_str("Other recipients, if any, are not affected by this report.\r\n\r\n");
+    for f in failures {
+        let _ = write!(
+            m,
+            "<{}>: {}\r\n",
+            one_line(&f.rcpt),
+            one_line(&f.diagnostic)
+        );
+    }
+    let _ = write!(
+        m,
+        "\r\n--{boundary}\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; {hostname}\r\n\
+         X-Postern-Queue-ID: {id}\r\n\
+         Arrival-Date: {arr}\r\n",
+        id = orig.id,
+        arr = format_date(orig.arrival),
+    );
+    for f in failures {
+        let _ = write!(
+            m,
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            one_line(&f.rcpt),
+            one_line(&f.status),
+        );
+        if let Some(r) = &f.remote {
+            let _ = write!(m, "Remote-MTA: dns; {}\r\n", one_line(r));
+        }
+        let _ = write!(m, "Diagnostic-Code: {}\r\n", one_line(&f.diagnostic));
+    }
+    let _ = write!(
+        m,
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    );
+    let mut out = m.into_bytes();
+    out.extend_from_slice(orig.headers);
+    if !orig.headers.ends_with(b"\r\n") && !orig.headers.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// The header section at the start of `body` (up to and including the
+/// empty line), or all of `body` if it has no end within it.
+pub fn header_section(body: &[u8]) -> &[u8] {
+    match body.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &body[..i + 2],
+        None => body,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_only_the_failed_recipients_and_carries_the_headers() {
+        let f = vec![Failure {
+            rcpt: "bad@x.example".into(),
+            status: "5.1.1".into(),
+            diagnostic: "smtp; 550 5.1.1 no such user".into(),
+            remote: Some("mx[192.0.2.1]:25".into()),
+        }];
+        let orig = Original {
+            id: "AB12",
+            from: "dev@lan",
+            arrival: 0,
+            headers: b"Subject: hi\r\nFrom: dev@lan\r\n",
+        };
+        let out = String::from_utf8(render("relay.lan", &orig, &f, 86400)).unwrap();
+        assert!(out.contains("To: <dev@lan>\r\n"));
+        assert!(out.contains(
+            "Final-Recipient: rfc822; bad@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
+        assert!(out.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
+        assert!(
+            out.contains(
+                "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: dev@lan\r\n"
+            )
+        );
+        assert_eq!(out.matches("Final-Recipient").count(), 1);
+        // Canonical CRLF only.
+        let b = out.as_bytes();
+        for (i, &c) in b.iter().enumerate() {
+            if c == b'\n' {
+                assert_eq!(b[i - 1], b'\r', "bare LF at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_text_cannot_break_a_header_line() {
+        let f = vec![Failure {
+            rcpt: "a@b".into(),
+            status: "5.0.0".into(),
+            diagnostic: "smtp; 550 evil\r\nBcc: victim@x".into(),
+            remote: None,
+        }];
+        let orig = Original {
+            id: "1",
+            from: "x@y",
+            arrival: 0,
+            headers: b"",
+        };
+        let out = String::from_utf8(render("h", &orig, &f, 0)).unwrap();
+        assert!(!out.contains("\r\nBcc:"));
+    }
+
+    #[test]
+    fn header_section_stops_at_the_empty_line() {
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
+        assert_eq!(header_section(b"A: 1\r\n"), b"A: 1\r\n");
+    }
+}

@@ -1,0 +1,46 @@
+//! `kind = "maildir"`: each delivered message becomes one `.eml` file in a
+//! directory, written whole and synced under a temporary name, then renamed,
+//! so a reader never sees half a message.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::queue::{BodyReader, Job};
+
+/// Write `job` as `<dir>/<id>.eml`, with `Return-Path` and `X-Envelope-To`
+/// prepended so the envelope is not lost. Blocking.
+pub fn deliver(dir: &Path, job: &Job, mut body: BodyReader) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let final_path = dir.join(format!("{}.eml", job.id));
+    let tmp = dir.join(format!(".{}.tmp", job.id));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let res = (|| {
+        let rcpts: Vec<&str> = job.rcpts.iter().map(|(_, r)| r.as_str()).collect();
+        write!(
+            f,
+            "Return-Path: <{}>\r\nX-Envelope-To: {}\r\n",
+            job.from,
+            rcpts.join(", ")
+        )?;
+        let mut buf = Vec::with_capacity(64 << 10);
+        loop {
+            body.read_chunk(&mut buf, 64 << 10)?;
+            if buf.is_empty() {
+                break;
+            }
+            f.write_all(&buf)?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, &final_path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map(|_| final_path)
+}

@@ -1,0 +1,128 @@
+//! Assembling one message while it arrives: envelope first, then the body
+//! as the session decodes it. Small messages stay in memory; past
+//! [`MEM_LIMIT`] the bytes spill to a private file under `tmp/`, so a 50 MiB
+//! message never sits in RAM. The payload checksum is computed on the way in.
+//!
+//! Spill files are written through the page cache and either copied into a
+//! segment and removed within a second (most never reach the device), or
+//! become a message file of their own when they are big.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::record::{HEADER_LEN, MessageMeta};
+
+/// Bytes of a message held in memory before it spills to a file. Bounded so
+/// that 64 concurrent sessions cost at most a couple of MiB.
+pub const MEM_LIMIT: usize = 32 * 1024;
+
+/// A message being received. Dropping it (client gone, size exceeded)
+/// removes any spill file: nothing half-written is left behind.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    pub(super) meta: MessageMeta,
+    /// Header room (zeroes, filled in at commit) + payload so far, or, once
+    /// spilled, the not-yet-written tail of the payload.
+    pub(super) buf: Vec<u8>,
+    pub(super) spill: Option<Spill>,
+    /// Payload octets so far (envelope + body).
+    pub(super) payload_len: u64,
+    pub(super) crc: crc32fast::Hasher,
+    /// Body octets so far.
+    pub(super) body_len: u64,
+    /// Skip the queue's size limits (failure reports must never be refused).
+    pub(super) internal: bool,
+    tmp_dir: PathBuf,
+}
+
+/// The spill file: header room + payload, at `path`.
+#[derive(Debug)]
+pub(super) struct Spill {
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+}
+
+impl SpoolWriter {
+    pub(super) fn new(meta: MessageMeta, tmp_dir: PathBuf, internal: bool) -> SpoolWriter {
+        let env = meta.encode();
+        let mut buf = Vec::with_capacity(HEADER_LEN + env.len() + 4096);
+        buf.resize(HEADER_LEN, 0);
+        buf.extend_from_slice(&env);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&env);
+        SpoolWriter {
+            meta,
+            buf,
+            spill: None,
+            payload_len: env.len() as u64,
+            crc,
+            body_len: 0,
+            internal,
+            tmp_dir,
+        }
+    }
+
+    /// The queue id this message will have.
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    /// Body octets written so far.
+    pub fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
+    /// Append body bytes.
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.crc.update(data);
+        self.payload_len += data.len() as u64;
+        self.body_len += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= MEM_LIMIT {
+            self.flush_to_spill()?;
+        }
+        Ok(())
+    }
+
+    fn flush_to_spill(&mut self) -> std::io::Result<()> {
+        if self.spill.is_none() {
+            let path = self.tmp_dir.join(format!("{:X}", self.meta.id));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            self.spill = Some(Spill { file, path });
+        }
+        if let Some(s) = self.spill.as_mut() {
+            s.file.write_all(&self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Make the spill file complete on its own (everything flushed), so the
+    /// store can read or keep it; with `to_file`, an in-memory message gets
+    /// a spill file too (it is about to become a file of its own).
+    pub(super) fn finish_spill(&mut self, to_file: bool) -> std::io::Result<()> {
+        if (self.spill.is_some() || to_file) && !self.buf.is_empty() {
+            self.flush_to_spill()?;
+        }
+        Ok(())
+    }
+
+    /// Record length on disk: header + payload.
+    pub(super) fn record_len(&self) -> u64 {
+        HEADER_LEN as u64 + self.payload_len
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        if let Some(s) = self.spill.take() {
+            // Best effort: a leftover is removed at the next start anyway.
+            let _ = std::fs::remove_file(&s.path);
+        }
+    }
+}

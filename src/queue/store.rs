@@ -1,0 +1,1026 @@
+//! Segment files, the writer thread, and recovery.
+//!
+//! Layout of the spool directory:
+//! - `seg-NNNNNN.log`: preallocated segment files (written full of zeroes
+//!   once, so appending never changes file metadata and `fdatasync` costs
+//!   only the data blocks). Each starts with a segment-start record holding
+//!   its sequence number; records follow back to back.
+//! - `big/ID`: a message too big for a segment, one record per file.
+//! - `tmp/`: spill files of messages being received; emptied at start.
+//! - `corrupt/`: files set aside by recovery.
+//! - `lock`: held (flock) by the one process that may write here.
+//!
+//! A segment is recycled once nothing in it matters any more: no message
+//! whose data is in it is still queued, and no state record in it is still
+//! needed (a "done" record matters as long as the data it finishes still
+//! exists; a "recipients done" record until a newer one supersedes it).
+//! State records only ever refer to data in the same or older segments, so
+//! these dependencies cannot form a cycle.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
+use super::spool::SpoolWriter;
+use super::{Loc, Queue, QueueError, Recovered};
+
+/// How long a finished-recipient record may wait for a sync that a commit
+/// would have done anyway. Losing it in a crash means a duplicate delivery,
+/// never a lost message, so it is worth batching.
+const LAZY_SYNC: Duration = Duration::from_secs(1);
+/// Most requests handled in one group commit.
+const MAX_BATCH: usize = 256;
+
+/// Tunables of the on-disk layout.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of each segment file.
+    pub segment_size: u64,
+    /// Records larger than this get a file of their own.
+    pub big_threshold: u64,
+    /// Free segments kept for reuse (the rest are deleted).
+    pub keep_free: usize,
+    /// Most segment files at once; past it, new mail is refused (452).
+    pub max_segments: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            segment_size: 4 << 20,
+            big_threshold: 512 << 10,
+            keep_free: 2,
+            max_segments: 64,
+        }
+    }
+}
+
+/// Requests to the writer thread.
+#[derive(Debug)]
+pub(super) enum Request {
+    Commit {
+        w: SpoolWriter,
+        reply: smol::channel::Sender<Result<u64, QueueError>>,
+    },
+    Outcome {
+        id: u64,
+        newly_done: Vec<u16>,
+        all_done: bool,
+        report: Option<SpoolWriter>,
+    },
+    Sync(mpsc::Sender<Result<(), QueueError>>),
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegState {
+    Active,
+    Sealed,
+    Free,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: Arc<PathBuf>,
+    file: File,
+    seq: u64,
+    /// Append position (the active segment's).
+    pos: u64,
+    /// Queued messages whose data is here.
+    live: u32,
+    /// State records here that still matter.
+    pins: u32,
+    /// Segments holding "done" records for messages whose data is here;
+    /// each holds a pin that is released when this segment is recycled.
+    dependents: Vec<u32>,
+    state: SegState,
+    /// Written since the last sync.
+    dirty: bool,
+}
+
+/// A message found by recovery.
+#[derive(Debug)]
+pub(super) struct Loaded {
+    pub meta: MessageMeta,
+    pub loc: Loc,
+    pub body_start: u64,
+    pub body_len: u64,
+    pub record_len: u64,
+    pub state_seg: Option<u32>,
+}
+
+/// The writer's view of the spool; owned by the writer thread after `open`.
+#[derive(Debug)]
+pub(super) struct Store {
+    dir: PathBuf,
+    opts: StoreOptions,
+    segs: HashMap<u32, Segment>,
+    active: Option<u32>,
+    next_seq: u64,
+    next_file_no: u32,
+    max_id_seen: u64,
+    /// Directories whose entries changed since the last sync.
+    dirty_dirs: Vec<PathBuf>,
+    _lock: File,
+}
+
+pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
+    dir.join("tmp")
+}
+
+fn seg_name(file_no: u32) -> String {
+    format!("seg-{file_no:06}.log")
+}
+
+fn io_context(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+impl Store {
+    /// Lock the directory, recover its contents.
+    pub(super) fn open(
+        dir: &Path,
+        opts: StoreOptions,
+    ) -> Result<(Store, Vec<Loaded>, Recovered), QueueError> {
+        for d in [
+            dir.to_path_buf(),
+            dir.join("big"),
+            tmp_dir(dir),
+            dir.join("corrupt"),
+        ] {
+            fs::create_dir_all(&d).map_err(|e| io_context(e, "cannot create", &d))?;
+        }
+        let lock_path = dir.join("lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_context(e, "cannot open", &lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(QueueError::Locked(dir.to_path_buf()));
+        }
+        // Spill files of sessions cut off by a stop: never acknowledged.
+        for f in fs::read_dir(tmp_dir(dir))?.flatten() {
+            let _ = fs::remove_file(f.path());
+        }
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            opts,
+            segs: HashMap::new(),
+            active: None,
+            next_seq: 1,
+            next_file_no: 1,
+            max_id_seen: 0,
+            dirty_dirs: Vec::new(),
+            _lock: lock_file,
+        };
+        let mut recovered = Recovered::default();
+        let loaded = store.recover(&mut recovered)?;
+        recovered.messages = loaded.len();
+        recovered.bytes = loaded.iter().map(|l| l.record_len).sum();
+        recovered.segments = store
+            .segs
+            .values()
+            .filter(|s| s.state != SegState::Free)
+            .count();
+        Ok((store, loaded, recovered))
+    }
+
+    pub(super) fn max_id_seen(&self) -> u64 {
+        self.max_id_seen
+    }
+
+    fn set_aside(&self, path: &Path, why: &str, recovered: &mut Recovered) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let to = self.dir.join("corrupt").join(name);
+        tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
+        if let Err(e) = fs::rename(path, &to) {
+            tracing::error!(file = %path.display(), error = %e, "cannot set queue file aside");
+        }
+        recovered.set_aside += 1;
+    }
+
+    fn recover(&mut self, recovered: &mut Recovered) -> Result<Vec<Loaded>, QueueError> {
+        // 1. Segments, by sequence number.
+        let mut found: Vec<(u64, u32, PathBuf)> = Vec::new();
+        for ent in fs::read_dir(&self.dir)?.flatten() {
+            let path = ent.path();
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if let Some(no) = name
+                .strip_prefix("seg-")
+                .and_then(|s| s.strip_suffix(".log"))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                self.next_file_no = self.next_file_no.max(no + 1);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_context(e, "cannot open", &path))?;
+                let seq = read_segment_start(&file);
+                let state = if seq.is_some() {
+                    SegState::Sealed
+                } else {
+                    SegState::Free
+                };
+                if let Some(seq) = seq {
+                    found.push((seq, no, path.clone()));
+                    self.next_seq = self.next_seq.max(seq + 1);
+                }
+                self.segs.insert(
+                    no,
+                    Segment {
+                        path: Arc::new(path),
+                        file,
+                        seq: seq.unwrap_or(0),
+                        pos: 0,
+                        live: 0,
+                        pins: 0,
+                        dependents: Vec::new(),
+                        state,
+                        dirty: false,
+                    },
+                );
+            } else if !matches!(name.as_str(), "lock" | "big" | "tmp" | "corrupt") {
+                tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
+            }
+        }
+        found.sort();
+
+        struct Rec {
+            loaded: Loaded,
+            data_seg: Option<u32>,
+        }
+        let mut msgs: HashMap<u64, Rec> = HashMap::new();
+        // id -> segment holding its done record
+        let mut done_at: HashMap<u64, u32> = HashMap::new();
+        for (seq, no, path) in &found {
+            let Some(seg) = self.segs.get(no) else {
+                continue;
+            };
+            let mut scan = Scanner::new(&seg.file, *seq)?;
+            while let Some((offset, h, payload)) = scan.next_record()? {
+                match h.kind {
+                    Kind::SegmentStart => {}
+                    Kind::Message => {
+                        let Ok((meta, body_off)) = MessageMeta::decode(&payload) else {
+                            tracing::warn!(segment = %path.display(), offset, "undecodable message record skipped");
+                            continue;
+                        };
+                        self.max_id_seen = self.max_id_seen.max(meta.id);
+                        let id = meta.id;
+                        let body_start = offset + (HEADER_LEN + body_off) as u64;
+                        let body_len = (payload.len() - body_off) as u64;
+                        // A copy carried forward supersedes the older one.
+                        msgs.insert(
+                            id,
+                            Rec {
+                                loaded: Loaded {
+                                    meta,
+                                    loc: Loc::Seg {
+                                        file_no: *no,
+                                        path: seg.path.clone(),
+                                    },
+                                    body_start,
+                                    body_len,
+                                    record_len: (HEADER_LEN + payload.len()) as u64,
+                                    state_seg: None,
+                                },
+                                data_seg: Some(*no),
+                            },
+                        );
+                        done_at.remove(&id);
+                    }
+                    Kind::RcptsDone => {
+                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                            continue;
+                        };
+                        self.max_id_seen = self.max_id_seen.max(id);
+                        if let Some(r) = msgs.get_mut(&id) {
+                            let n = r.loaded.meta.rcpts.len();
+                            r.loaded.meta.done =
+                                done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                            r.loaded.state_seg = Some(*no);
+                        }
+                    }
+                    Kind::Done => {
+                        let Ok(id) = record::decode_u64(&payload) else {
+                            continue;
+                        };
+                        self.max_id_seen = self.max_id_seen.max(id);
+                        done_at.insert(id, *no);
+                    }
+                }
+            }
+        }
+
+        // 2. Big messages.
+        let big_dir = self.dir.join("big");
+        for ent in fs::read_dir(&big_dir)?.flatten() {
+            let path = ent.path();
+            let Some(id) = ent
+                .file_name()
+                .to_str()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+            else {
+                self.set_aside(&path, "not a queue file name", recovered);
+                continue;
+            };
+            match read_big(&path) {
+                Ok((meta, body_off, total)) if meta.id == id => {
+                    self.max_id_seen = self.max_id_seen.max(id);
+                    msgs.insert(
+                        id,
+                        Rec {
+                            loaded: Loaded {
+                                meta,
+                                loc: Loc::Big { path: path.clone() },
+                                body_start: (HEADER_LEN + body_off) as u64,
+                                body_len: total - (HEADER_LEN + body_off) as u64,
+                                record_len: total,
+                                state_seg: None,
+                            },
+                            data_seg: None,
+                        },
+                    );
+                }
+                Ok(_) => self.set_aside(&path, "id does not match file name", recovered),
+                Err(e) => self.set_aside(&path, &e.to_string(), recovered),
+            }
+        }
+        // Re-apply state records to big messages (their data was read after
+        // the segments, so the loop above could not attach them).
+        for (seq, no, _) in &found {
+            let Some(seg) = self.segs.get(no) else {
+                continue;
+            };
+            let mut scan = Scanner::new(&seg.file, *seq)?;
+            while let Some((_, h, payload)) = scan.next_record()? {
+                if h.kind != Kind::RcptsDone {
+                    continue;
+                }
+                let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                    continue;
+                };
+                if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
+                    let n = r.loaded.meta.rcpts.len();
+                    r.loaded.meta.done = done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                    r.loaded.state_seg = Some(*no);
+                }
+            }
+        }
+
+        // 3. Finished messages leave; their done records pin as at run time.
+        let mut out = Vec::new();
+        for (id, r) in msgs {
+            let finished = done_at.get(&id).copied();
+            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.rcpts.len();
+            if finished.is_some() || all_rcpts_done {
+                match (&r.loaded.loc, finished) {
+                    (Loc::Big { path }, _) => {
+                        let _ = fs::remove_file(path);
+                    }
+                    (Loc::Seg { file_no, .. }, Some(z)) if z != *file_no => {
+                        self.pin(z);
+                        if let Some(x) = self.segs.get_mut(file_no) {
+                            x.dependents.push(z);
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if let Some(x) = r.data_seg.and_then(|no| self.segs.get_mut(&no)) {
+                x.live += 1;
+            }
+            if let Some(s) = r.loaded.state_seg {
+                if Some(s) != r.data_seg {
+                    self.pin(s);
+                } else {
+                    // A state record beside its own data pins nothing.
+                }
+            }
+            let mut loaded = r.loaded;
+            if loaded.state_seg.is_some() && loaded.state_seg == r.data_seg {
+                loaded.state_seg = None;
+            }
+            out.push(loaded);
+        }
+        // 4. Whatever no longer matters is recycled.
+        let nos: Vec<u32> = self.segs.keys().copied().collect();
+        for no in nos {
+            self.maybe_recycle(no)?;
+        }
+        Ok(out)
+    }
+
+    fn pin(&mut self, no: u32) {
+        if let Some(s) = self.segs.get_mut(&no) {
+            s.pins += 1;
+        }
+    }
+
+    fn unpin(&mut self, no: u32) {
+        if let Some(s) = self.segs.get_mut(&no) {
+            s.pins = s.pins.saturating_sub(1);
+        }
+    }
+
+    /// Recycle a sealed segment nothing depends on: erase its start record
+    /// (synced, so its old records can never come back), release the pins
+    /// it held on others, and keep or delete the file.
+    fn maybe_recycle(&mut self, no: u32) -> io::Result<()> {
+        let mut work = vec![no];
+        while let Some(no) = work.pop() {
+            let Some(s) = self.segs.get_mut(&no) else {
+                continue;
+            };
+            if s.state != SegState::Sealed || s.live > 0 || s.pins > 0 {
+                continue;
+            }
+            s.file.write_all_at(&[0u8; HEADER_LEN], 0)?;
+            s.file.sync_data()?;
+            s.state = SegState::Free;
+            s.seq = 0;
+            s.dirty = false;
+            let deps = std::mem::take(&mut s.dependents);
+            for d in deps {
+                self.unpin(d);
+                work.push(d);
+            }
+        }
+        self.trim_free()
+    }
+
+    fn trim_free(&mut self) -> io::Result<()> {
+        let mut free: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n)
+            .collect();
+        free.sort();
+        while free.len() > self.opts.keep_free {
+            if let Some(no) = free.pop()
+                && let Some(s) = self.segs.remove(&no)
+            {
+                fs::remove_file(s.path.as_ref())?;
+                self.dirty_dirs.push(self.dir.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// The active segment, with room for `len` more bytes; switching to a
+    /// free or new segment when needed.
+    fn active_with_room(&mut self, len: u64) -> Result<u32, QueueError> {
+        if let Some(no) = self.active
+            && let Some(s) = self.segs.get(&no)
+            && s.pos + len <= self.opts.segment_size
+        {
+            return Ok(no);
+        }
+        if let Some(no) = self.active.take() {
+            if let Some(s) = self.segs.get_mut(&no) {
+                s.state = SegState::Sealed;
+            }
+            self.maybe_recycle(no)?;
+        }
+        let free = self
+            .segs
+            .iter()
+            .find(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n);
+        let no = match free {
+            Some(no) => no,
+            None => {
+                if self.segs.len() >= self.opts.max_segments {
+                    return Err(QueueError::Full);
+                }
+                self.create_segment()?
+            }
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let payload = record::encode_u64(seq);
+        let head = Header::encode(Kind::SegmentStart, seq as u32, &payload);
+        let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
+        s.file.write_all_at(&head, 0)?;
+        s.file.write_all_at(&payload, HEADER_LEN as u64)?;
+        s.seq = seq;
+        s.pos = (HEADER_LEN + payload.len()) as u64;
+        s.state = SegState::Active;
+        s.dirty = true;
+        s.live = 0;
+        s.pins = 0;
+        self.active = Some(no);
+        Ok(no)
+    }
+
+    /// A new segment file, written full of zeroes once so that later appends
+    /// are overwrites of allocated blocks: fdatasync then has no metadata to
+    /// journal, which is most of what a small sync costs on ext4.
+    fn create_segment(&mut self) -> io::Result<u32> {
+        let no = self.next_file_no;
+        self.next_file_no += 1;
+        let path = self.dir.join(seg_name(no));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_context(e, "cannot create", &path))?;
+        let zeroes = vec![0u8; 64 << 10];
+        let mut at = 0;
+        while at < self.opts.segment_size {
+            let n = (self.opts.segment_size - at).min(zeroes.len() as u64) as usize;
+            file.write_all_at(&zeroes[..n], at)
+                .map_err(|e| io_context(e, "cannot preallocate", &path))?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        self.dirty_dirs.push(self.dir.clone());
+        self.segs.insert(
+            no,
+            Segment {
+                path: Arc::new(path),
+                file,
+                seq: 0,
+                pos: 0,
+                live: 0,
+                pins: 0,
+                dependents: Vec::new(),
+                state: SegState::Free,
+                dirty: false,
+            },
+        );
+        Ok(no)
+    }
+
+    /// Append one small record to the active segment.
+    fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<u32, QueueError> {
+        let len = (HEADER_LEN + payload.len()) as u64;
+        let no = self.active_with_room(len)?;
+        let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
+        let mut buf = Vec::with_capacity(len as usize);
+        buf.extend_from_slice(&Header::encode(kind, s.seq as u32, payload));
+        buf.extend_from_slice(payload);
+        if let Err(e) = s.file.write_all_at(&buf, s.pos) {
+            self.abandon_active();
+            return Err(e.into());
+        }
+        s.pos += len;
+        s.dirty = true;
+        Ok(no)
+    }
+
+    /// After a failed write the active segment's tail is unknown: never
+    /// append after it again.
+    fn abandon_active(&mut self) {
+        if let Some(no) = self.active.take()
+            && let Some(s) = self.segs.get_mut(&no)
+        {
+            s.state = SegState::Sealed;
+        }
+    }
+
+    /// Write a message; returns its location and body offset. Not yet synced.
+    fn write_message(&mut self, w: &mut SpoolWriter) -> Result<(Loc, u64), QueueError> {
+        let record_len = w.record_len();
+        let payload_len = u32::try_from(record_len - HEADER_LEN as u64).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message too large for the queue",
+            )
+        })?;
+        let env_len = (record_len - HEADER_LEN as u64) - w.body_len;
+        let big = record_len > self.opts.big_threshold;
+        w.finish_spill(big)?;
+        if big {
+            return self.write_big(w, payload_len, env_len);
+        }
+        let no = self.active_with_room(record_len)?;
+        let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
+        let head =
+            Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);
+        let offset = s.pos;
+        let res = match w.spill.as_ref() {
+            None => {
+                w.buf[..HEADER_LEN].copy_from_slice(&head);
+                s.file.write_all_at(&w.buf, offset)
+            }
+            Some(sp) => copy_spill(&sp.file, &head, record_len, &s.file, offset),
+        };
+        if let Err(e) = res {
+            self.abandon_active();
+            return Err(e.into());
+        }
+        s.pos += record_len;
+        s.dirty = true;
+        let loc = Loc::Seg {
+            file_no: no,
+            path: s.path.clone(),
+        };
+        Ok((loc, offset + HEADER_LEN as u64 + env_len))
+    }
+
+    fn write_big(
+        &mut self,
+        w: &mut SpoolWriter,
+        payload_len: u32,
+        env_len: u64,
+    ) -> Result<(Loc, u64), QueueError> {
+        let sp = w.spill.take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "big message without a spill file",
+            )
+        })?;
+        // seq 0: a big file is not part of any segment's life.
+        let head = Header::encode_with_payload_crc(Kind::Message, 0, payload_len, &w.crc);
+        let to = self.dir.join("big").join(format!("{:X}", w.meta.id));
+        let res = sp
+            .file
+            .write_all_at(&head, 0)
+            .and_then(|_| sp.file.sync_data())
+            .and_then(|_| fs::rename(&sp.path, &to));
+        if let Err(e) = res {
+            let _ = fs::remove_file(&sp.path);
+            return Err(e.into());
+        }
+        self.dirty_dirs.push(self.dir.join("big"));
+        Ok((Loc::Big { path: to }, HEADER_LEN as u64 + env_len))
+    }
+
+    /// Make everything written so far durable.
+    fn sync(&mut self) -> io::Result<()> {
+        for s in self.segs.values_mut().filter(|s| s.dirty) {
+            s.file.sync_data()?;
+            s.dirty = false;
+        }
+        self.dirty_dirs.sort();
+        self.dirty_dirs.dedup();
+        for d in std::mem::take(&mut self.dirty_dirs) {
+            File::open(&d)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn is_dirty(&self) -> bool {
+        !self.dirty_dirs.is_empty() || self.segs.values().any(|s| s.dirty)
+    }
+
+    /// The writer thread: take every request that is waiting, write them,
+    /// sync once, then answer.
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Request>, q: Queue) {
+        let mut stop = false;
+        while !stop {
+            let first = if self.is_dirty() {
+                match rx.recv_timeout(LAZY_SYNC) {
+                    Ok(r) => Some(r),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
+                }
+            } else {
+                Some(rx.recv().unwrap_or(Request::Shutdown))
+            };
+            let mut batch: Vec<Request> = first.into_iter().collect();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut answers = Vec::new();
+            let mut syncs = Vec::new();
+            let mut must_sync = batch.is_empty();
+            for req in batch {
+                match req {
+                    Request::Commit { mut w, reply } => {
+                        must_sync = true;
+                        let r = self.commit_one(&q, &mut w);
+                        answers.push((reply, r));
+                    }
+                    Request::Outcome {
+                        id,
+                        newly_done,
+                        all_done,
+                        report,
+                    } => {
+                        if let Some(mut rep) = report {
+                            // The report must be as durable as the failure it reports.
+                            must_sync = true;
+                            if let Err(e) = self.commit_one(&q, &mut rep) {
+                                tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
+                                // Keep the recipients pending: the failure is found again.
+                                continue;
+                            }
+                        }
+                        if let Err(e) = self.outcome(&q, id, &newly_done, all_done) {
+                            tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
+                        }
+                    }
+                    Request::Sync(tx) => {
+                        must_sync = true;
+                        syncs.push(tx);
+                    }
+                    Request::Shutdown => stop = true,
+                }
+            }
+            let synced = if must_sync || stop {
+                self.sync()
+            } else {
+                Ok(())
+            };
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, "queue sync failed; new mail refused until it works again");
+                // After a failed fsync the page cache is not to be trusted:
+                // never append to this segment again.
+                self.abandon_active();
+            }
+            for (reply, r) in answers {
+                let r = match (r, &synced) {
+                    (Ok(pending), Ok(())) => {
+                        let id = pending.id;
+                        q.insert(pending);
+                        Ok(id)
+                    }
+                    (Ok(_), Err(e)) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = reply.try_send(r);
+            }
+            for tx in syncs {
+                let _ = tx.send(
+                    synced
+                        .as_ref()
+                        .map_err(|e| QueueError::Io(io::Error::new(e.kind(), e.to_string())))
+                        .copied(),
+                );
+            }
+        }
+    }
+
+    fn commit_one(&mut self, q: &Queue, w: &mut SpoolWriter) -> Result<Pending, QueueError> {
+        if !w.internal {
+            q.check_room(w.record_len())?;
+        }
+        let (loc, body_start) = self.write_message(w)?;
+        if let Loc::Seg { file_no, .. } = &loc
+            && let Some(s) = self.segs.get_mut(file_no)
+        {
+            s.live += 1;
+        }
+        Ok(Pending {
+            id: w.meta.id,
+            meta: w.meta.clone(),
+            loc,
+            body_start,
+            body_len: w.body_len,
+            record_len: w.record_len(),
+        })
+    }
+
+    fn outcome(
+        &mut self,
+        q: &Queue,
+        id: u64,
+        newly_done: &[u16],
+        all_done: bool,
+    ) -> Result<(), QueueError> {
+        let (loc, old_state, done_list) = {
+            let st = q.state();
+            let Some(e) = st.entries.get(&id) else {
+                return Ok(());
+            };
+            let list: Vec<u16> = e
+                .done
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| **d)
+                .map(|(i, _)| i as u16)
+                .collect();
+            (e.loc.clone(), e.state_seg, list)
+        };
+        let _ = newly_done;
+        let data_seg = match &loc {
+            Loc::Seg { file_no, .. } => Some(*file_no),
+            Loc::Big { .. } => None,
+        };
+        if all_done {
+            let z = self.append(Kind::Done, &record::encode_u64(id))?;
+            if let Some(s) = old_state {
+                self.unpin(s);
+                self.maybe_recycle(s)?;
+            }
+            match (&loc, data_seg) {
+                (Loc::Big { path }, _) => {
+                    if let Err(e) = fs::remove_file(path) {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
+                    }
+                }
+                (_, Some(x)) => {
+                    if x != z {
+                        self.pin(z);
+                        if let Some(xs) = self.segs.get_mut(&x) {
+                            xs.dependents.push(z);
+                        }
+                    }
+                    if let Some(xs) = self.segs.get_mut(&x) {
+                        xs.live = xs.live.saturating_sub(1);
+                    }
+                    self.maybe_recycle(x)?;
+                }
+                _ => {}
+            }
+            q.remove(id);
+        } else {
+            let a = self.append(Kind::RcptsDone, &record::encode_rcpts_done(id, &done_list))?;
+            if let Some(s) = old_state {
+                self.unpin(s);
+                self.maybe_recycle(s)?;
+            }
+            let new_state = if Some(a) != data_seg {
+                self.pin(a);
+                Some(a)
+            } else {
+                None
+            };
+            q.set_state_seg(id, new_state);
+        }
+        Ok(())
+    }
+}
+
+/// A committed message waiting for its sync before it joins the schedule.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub id: u64,
+    pub meta: MessageMeta,
+    pub loc: Loc,
+    pub body_start: u64,
+    pub body_len: u64,
+    pub record_len: u64,
+}
+
+fn copy_spill(
+    spill: &File,
+    head: &[u8],
+    record_len: u64,
+    to: &File,
+    offset: u64,
+) -> io::Result<()> {
+    to.write_all_at(head, offset)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = HEADER_LEN as u64;
+    while at < record_len {
+        let n = (record_len - at).min(buf.len() as u64) as usize;
+        spill.read_exact_at(&mut buf[..n], at)?;
+        to.write_all_at(&buf[..n], offset + at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The sequence number in a segment's start record, if it has a valid one.
+fn read_segment_start(file: &File) -> Option<u64> {
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let h = Header::decode(&head).ok()?;
+    if h.kind != Kind::SegmentStart || h.len != 8 {
+        return None;
+    }
+    let mut p = [0u8; 8];
+    file.read_exact_at(&mut p, HEADER_LEN as u64).ok()?;
+    h.verify(&p).ok()?;
+    let seq = record::decode_u64(&p).ok()?;
+    (seq as u32 == h.seq).then_some(seq)
+}
+
+/// Reads a segment's records in order until the first one that is not
+/// whole, not of this segment's life, or not there.
+struct Scanner<'a> {
+    file: &'a File,
+    seq: u32,
+    pos: u64,
+    len: u64,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(file: &'a File, seq: u64) -> io::Result<Scanner<'a>> {
+        Ok(Scanner {
+            file,
+            seq: seq as u32,
+            pos: 0,
+            len: file.metadata()?.len(),
+        })
+    }
+
+    fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
+        if self.pos + HEADER_LEN as u64 > self.len {
+            return Ok(None);
+        }
+        let mut head = [0u8; HEADER_LEN];
+        self.file.read_exact_at(&mut head, self.pos)?;
+        let h = match Header::decode(&head) {
+            Ok(h) if h.seq == self.seq => h,
+            _ => return Ok(None),
+        };
+        let end = self.pos + HEADER_LEN as u64 + u64::from(h.len);
+        if end > self.len {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; h.len as usize];
+        self.file
+            .read_exact_at(&mut payload, self.pos + HEADER_LEN as u64)?;
+        if h.verify(&payload).is_err() {
+            // A torn tail: what follows was never acknowledged.
+            return Ok(None);
+        }
+        let at = self.pos;
+        self.pos = end;
+        Ok(Some((at, h, payload)))
+    }
+}
+
+/// Check a big message file whole; returns its meta, the body's offset in
+/// the payload, and the file's length.
+fn read_big(path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
+    let mut f = File::open(path).map_err(|_| RecordError::NoRecord)?;
+    let mut head = [0u8; HEADER_LEN];
+    f.read_exact(&mut head).map_err(|_| RecordError::NoRecord)?;
+    let h = Header::decode(&head)?;
+    if h.kind != Kind::Message {
+        return Err(RecordError::Malformed);
+    }
+    let mut crc = h.verifier();
+    let mut first: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = u64::from(h.len);
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.read_exact(&mut buf[..n])
+            .map_err(|_| RecordError::Checksum)?;
+        crc.update(&buf[..n]);
+        if first.len() < (1 << 20) {
+            first.extend_from_slice(&buf[..n]);
+        }
+        left -= n as u64;
+    }
+    if crc.finalize() != h.crc {
+        return Err(RecordError::Checksum);
+    }
+    let (meta, body_off) = MessageMeta::decode(&first)?;
+    Ok((meta, body_off, HEADER_LEN as u64 + u64::from(h.len)))
+}
+
+impl Queue {
+    fn insert(&self, p: Pending) {
+        let now = std::time::Instant::now();
+        let mut st = self.state();
+        st.bytes += p.record_len;
+        let n = p.meta.rcpts.len();
+        st.entries.insert(
+            p.id,
+            super::Entry {
+                meta: Arc::new(p.meta),
+                done: vec![false; n],
+                loc: p.loc,
+                body_start: p.body_start,
+                body_len: p.body_len,
+                record_len: p.record_len,
+                state_seg: None,
+                attempts: 0,
+                next_attempt: now,
+                in_flight: false,
+                last_error: None,
+                age_base: Duration::ZERO,
+                loaded: now,
+            },
+        );
+        drop(st);
+        self.kick();
+    }
+
+    fn remove(&self, id: u64) {
+        let mut st = self.state();
+        if let Some(e) = st.entries.remove(&id) {
+            st.bytes = st.bytes.saturating_sub(e.record_len);
+        }
+    }
+
+    fn set_state_seg(&self, id: u64, seg: Option<u32>) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.state_seg = seg;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The command line: help, version, check.
+
+use std::process::Command;
+
+use crate::util::bin;
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("postern {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [&["--help"][..], &["serve", "--help"], &["check", "--help"]] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: postern"),
+            "{args:?}"
+        );
+    }
+    let out = Command::new(bin()).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command 'frobnicate'"));
+}
+
+#[test]
+fn check_accepts_the_shipped_config_and_prints_the_effective_one() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/postern.toml");
+    let out = Command::new(bin())
+        .args(["check", "--config", cfg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin())
+        .args(["check", "--print", "--config", cfg])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max_message_size = \"10MiB\""), "{text}");
+    assert!(text.contains("kind = \"maildir\""), "{text}");
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "hostname = \"relay.lan\"\n\
+         [server]\n\
+         listen = [\"127.0.0.1:2525\"]\n\
+         max_recipient = 5\n\
+         max_message_size = \"ten megs\"\n\
+         [policy]\n\
+         allow_clients = [\"10.0.0.0/33\"]\n\
+         [queue]\n\
+         dir = \"q\"\n\
+         [upstream]\n\
+         kind = \"maildir\"\n\
+         dir = \"out\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert!(
+        err.contains(&format!("{p}:4:1: ")) && err.contains("did you mean 'max_recipients'"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{p}:5:20: ")), "{err}");
+    assert!(err.contains(&format!("{p}:7:18: ")), "{err}");
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn serve_with_a_missing_config_says_so() {
+    let out = Command::new(bin())
+        .args(["serve", "--config", "/nonexistent/postern.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/postern.toml: cannot read config file")
+    );
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `postern` binary over loopback sockets.
+//! One test binary (modules below) so the crate links once.
+
+mod cli;
+mod relay;
+mod util;
