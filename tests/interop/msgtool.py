@@ -244,6 +244,18 @@ def cmd_compare(a):
     if s_body is None:
         s_body = b""
 
+    # 0. A final delivery (maildir) may record the envelope above the trace
+    #    headers (RFC 5321 4.4 Return-Path); they must then match it.
+    delivery = []
+    if a.envelope_from is not None:
+        want = {"return-path": "<%s>" % a.envelope_from, "x-envelope-to": a.envelope_to}
+        while g_fields and field_name(g_fields[0]) in want:
+            f = g_fields.pop(0)
+            if field_value(f) != want[field_name(f)]:
+                print("%s is %r, the envelope says %r" % (f.split(b":")[0].decode(), field_value(f), want[field_name(f)]))
+                return 1
+            delivery.append(f.split(b":")[0].decode())
+
     # 1. The trace headers the hops prepend.
     added_rcvd = g_fields[:a.received]
     if len(added_rcvd) < a.received or any(field_name(f) != "received" for f in added_rcvd):
@@ -305,6 +317,8 @@ def cmd_compare(a):
         return 1
 
     what = "%d Received prepended" % a.received
+    if delivery:
+        what = "%s matching the envelope, %s" % ("+".join(delivery), what)
     if allowed:
         what += ", added " + "+".join(n.title() for n in allowed)
     else:
@@ -484,6 +498,124 @@ def cmd_smtplib_size(a):
 
 
 # --------------------------------------------------------------------------
+# SMTP smuggling (CVE-2023-51764 family)
+
+SMUGGLE_ENDINGS = {"LF.LF": b"\n.\n", "LF.CRLF": b"\n.\r\n", "CRLF.LF": b"\r\n.\n", "CR.CRLF": b"\r.\r\n"}
+
+
+def read_replies(sock, until, deadline):
+    """Read reply lines until one matches the regex `until` (bytes) or the deadline."""
+    buf = b""
+    while time.monotonic() < deadline:
+        if re.search(until, buf):
+            break
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def cmd_smuggle(a):
+    """Hide a second transaction behind a non-standard end-of-data in one
+    message. Per session the client may see at most one 'queued as'; the
+    manifest lists carrier tokens (which may arrive) and smuggled tokens
+    (which must never arrive as messages of their own)."""
+    import socket
+    manifest = []
+    for name, ending in SMUGGLE_ENDINGS.items():
+        carrier = "%s-%s-carrier" % (a.token, name)
+        hidden = "%s-%s-hidden" % (a.token, name)
+        data = ("From: dev@lan.example\r\nTo: ops@example.net\r\nSubject: smuggle %s\r\n"
+                "Message-ID: <%s@lan.example>\r\n\r\ncarrier body\r\n" % (carrier, carrier)).encode()
+        data += b"ends here?" + ending
+        data += ("MAIL FROM:<evil@lan.example>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
+                 "From: ceo@lan.example\r\nSubject: smuggle %s\r\n\r\nsmuggled body\r\n" % hidden).encode()
+        data += b".\r\n"  # the standard end: closes the carrier if the server did not stop early
+        with socket.create_connection((a.host, a.port), timeout=10) as s:
+            deadline = time.monotonic() + 20
+            greet = read_replies(s, rb"^220 .*\r\n", deadline)
+            if not greet.startswith(b"220"):
+                print("%s: no 220 greeting: %r" % (name, greet[:100]))
+                return 1
+            s.sendall(b"EHLO smuggler.lan.example\r\n")
+            read_replies(s, rb"(?m)^250 .*\r\n", deadline)
+            for cmd in (b"MAIL FROM:<dev@lan.example>\r\n", b"RCPT TO:<ops@example.net>\r\n", b"DATA\r\n"):
+                s.sendall(cmd)
+                r = read_replies(s, rb"(?m)^\d{3} .*\r\n", deadline)
+                if not re.match(rb"^(250|354)", r):
+                    print("%s: %r answered %r" % (name, cmd.strip(), r.strip()[:120]))
+                    return 1
+            s.sendall(data)
+            # One reply for the whole message; anything a smuggled transaction
+            # caused would follow it. QUIT flushes them all out.
+            first = read_replies(s, rb"(?m)^\d{3} .*\r\n", deadline)
+            s.sendall(b"QUIT\r\n")
+            rest = read_replies(s, rb"(?m)^221 .*\r\n", deadline)
+        replies = (first + rest).decode("utf-8", "replace")
+        queued = re.findall(r"queued as (\S+)", replies)
+        if len(queued) > 1:
+            print("%s: the server accepted %d messages in one DATA: %s" % (name, len(queued), replies.replace("\r\n", " | ")[:300]))
+            return 1
+        outcome = ("queued as %s" % queued[0]) if queued else ("refused: %s" % first.decode("utf-8", "replace").strip()[:60])
+        manifest.append({"ending": name, "carrier": carrier, "hidden": hidden,
+                         "id": queued[0] if queued else None, "outcome": outcome})
+        print("%s: %s" % (name, outcome), file=sys.stderr)
+    with open(a.manifest, "w") as f:
+        json.dump(manifest, f, indent=1)
+    print("; ".join("%s %s" % (m["ending"], m["outcome"]) for m in manifest))
+    return 0
+
+
+def cmd_smuggle_check(a):
+    """After smuggle: every carrier that was queued arrived as one message
+    holding the hidden text as body; no message of its own carries a hidden
+    token. Absence has no signal, so the hidden tokens are polled for a
+    grace period after the carriers arrived."""
+    with open(a.manifest) as f:
+        manifest = json.load(f)
+    deadline = time.monotonic() + a.timeout
+    want = [m for m in manifest if m["id"]]
+    while True:
+        arrived = {}
+        for m in want:
+            c = candidates(a.dir, a.format, m["carrier"].encode(), a.postfix_log)
+            if c:
+                arrived[m["carrier"]] = c
+        if len(arrived) == len(want) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    missing = [m["ending"] for m in want if m["carrier"] not in arrived]
+    if missing:
+        print("queued carrier(s) %s did not arrive within %gs" % (",".join(missing), a.timeout))
+        return 1
+    grace = time.monotonic() + a.grace
+    while True:
+        for m in manifest:
+            for path, data, _ in candidates(a.dir, a.format, m["hidden"].encode(), None):
+                if m["carrier"].encode() not in data:
+                    print("%s: smuggled message arrived on its own: %s" % (m["ending"], path))
+                    return 1
+        if time.monotonic() >= grace:
+            break
+        time.sleep(0.2)
+    for m in want:
+        if len(arrived[m["carrier"]]) != 1:
+            print("%s: carrier arrived %d times" % (m["ending"], len(arrived[m["carrier"]])))
+            return 1
+        if m["hidden"].encode() not in arrived[m["carrier"]][0][1]:
+            print("%s: carrier arrived without the text after the bogus end (truncated)" % m["ending"])
+            return 1
+    print("%d carriers arrived whole with the hidden text as body, %d refused; no smuggled message after %gs"
+          % (len(want), len(manifest) - len(want), a.grace))
+    return 0
+
+
+# --------------------------------------------------------------------------
 
 
 def main():
@@ -513,6 +645,8 @@ def main():
     q.add_argument("--tls", choices=("yes", "no"), help="outermost Received must (not) say 'using TLS'")
     q.add_argument("--by", help="innermost added Received must say 'by BY'")
     q.add_argument("--crlf", action="store_true", help="arrived bytes must use CRLF only (raw/maildir)")
+    q.add_argument("--envelope-from", help="allow leading Return-Path/X-Envelope-To; they must match this sender")
+    q.add_argument("--envelope-to", help="... and this recipient (comma-separated as written)")
     q.set_defaults(fn=cmd_compare)
 
     q = sub.add_parser("fixture", help=cmd_fixture.__doc__)
@@ -536,6 +670,22 @@ def main():
     q.add_argument("--limit", type=int, required=True)
     q.add_argument("--sent-out", required=True)
     q.set_defaults(fn=cmd_smtplib_size)
+
+    q = sub.add_parser("smuggle", help=cmd_smuggle.__doc__)
+    q.add_argument("--host", default="127.0.0.1")
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--token", required=True)
+    q.add_argument("--manifest", required=True)
+    q.set_defaults(fn=cmd_smuggle)
+
+    q = sub.add_parser("smuggle-check", help=cmd_smuggle_check.__doc__)
+    q.add_argument("--manifest", required=True)
+    q.add_argument("--dir", required=True)
+    q.add_argument("--format", choices=("sink", "raw", "maildir"), required=True)
+    q.add_argument("--postfix-log")
+    q.add_argument("--timeout", type=float, default=20)
+    q.add_argument("--grace", type=float, default=3)
+    q.set_defaults(fn=cmd_smuggle_check)
 
     a = p.parse_args()
     try:

@@ -419,6 +419,19 @@ EOF
   echo "STARTTLS + AUTH PLAIN recorded with the user; wrong password (LOGIN) refused with 535 5.7.8"
 }
 
+harness_curl_bare_lf() { # the curl fixture really puts bare LF on the wire: Postfix refuses it
+  ctx "$WORK/postfix/postfix.log"
+  local t=$WORK/harness-curl rc=0
+  new_token
+  "${MSGTOOL[@]}" fixture --token "$TOKEN" --out "$t.eml" --expected "$t.expected" >/dev/null || return 1
+  curl --silent --show-error --max-time 60 "smtp://127.0.0.1:$PORT_POSTFIX/device.lan.example" \
+    --mail-from curl-harness@lan.example --mail-rcpt ops@example.net --upload-file "$t.eml" >"$t.curl" 2>&1 || rc=$?
+  [ "$rc" -ne 0 ] || { echo "Postfix accepted the fixture from curl: no bare LF reached it"; return 1; }
+  wait_until 10 grep -q 'bare <LF> received; from=<curl-harness@lan.example>' "$WORK/postfix/postfix.log" ||
+    { echo "curl failed ($rc) but Postfix did not log 'bare <LF> received': $(tail -n 1 "$t.curl")"; return 1; }
+  echo "curl sends the fixture's bare LF as is; Postfix refuses it ($(tail -n 1 "$t.curl" | cut -c1-60))"
+}
+
 # ---------------------------------------------------------------------------
 # postern instances
 
@@ -632,6 +645,16 @@ chk_curl_auth_crlf() { # the same fixture to the recording upstream: arrives wit
   "${MSGTOOL[@]}" compare --sent "$EXPECTED" --got "$got" --format raw --received 1 --crlf --by "$HOSTNAME_POSTERN"
 }
 
+chk_smuggling() { # bogus end-of-data variants: never a second message, here or at Postfix
+  need relay || return 1
+  new_token
+  local m=$WORK/smuggle.json out
+  "${MSGTOOL[@]}" smuggle --port "${POSTERN_PORT[relay]}" --token "$TOKEN" --manifest "$m" || return 1
+  out=$("${MSGTOOL[@]}" smuggle-check --manifest "$m" --dir "$WORK/sink" --format sink \
+    --postfix-log "$WORK/postfix/postfix.log" --timeout "$WAIT") || { echo "$out"; return 1; }
+  echo "$out; $("$PY" -c 'import json,sys; print(", ".join("%s: %s" % (m["ending"], m["outcome"].split(":")[0]) for m in json.load(open(sys.argv[1]))))' "$m")"
+}
+
 chk_smtplib_session() {
   need relay || return 1
   new_token
@@ -773,10 +796,11 @@ chk_maildir() {
   local got
   got=$("${MSGTOOL[@]}" wait --dir "$WORK/outbox" --format maildir --token "$TOKEN" --timeout "$WAIT") || { echo "$got"; return 1; }
   [ "$(basename "$got")" = "$QID.eml" ] || { echo "file is $(basename "$got"), expected $QID.eml"; return 1; }
-  "${MSGTOOL[@]}" compare --sent "$SENT" --got "$got" --format maildir --received 1 --by "$HOSTNAME_POSTERN" || return 1
-  local crlf="LF line endings"
+  local how crlf="LF line endings"
+  how=$("${MSGTOOL[@]}" compare --sent "$SENT" --got "$got" --format maildir --received 1 --by "$HOSTNAME_POSTERN" \
+    --envelope-from dev@lan.example --envelope-to ops@example.net) || { echo "$how"; return 1; }
   grep -q $'\r$' "$got" && crlf="CRLF line endings"
-  echo "$(basename "$got") in the outbox, body intact ($crlf)"
+  echo "$(basename "$got") in the outbox ($crlf): $how"
 }
 
 chk_config_print() { # check --print: valid TOML with our values, and itself accepted by check
@@ -856,6 +880,7 @@ banner "harness self-test (swaks straight to the upstreams)"
 check "harness: swaks -> Postfix -> smtp-sink" harness_postfix
 check "harness: swaks STARTTLS -> Postfix shows TLS in Received" harness_postfix_tls
 check "harness: swaks STARTTLS+AUTH -> aiosmtpd" harness_auth
+check "harness: curl fixture has bare LF (Postfix rejects it directly)" harness_curl_bare_lf
 
 if [ "$HARNESS_ONLY" -eq 0 ]; then
   banner "start postern instances ($POSTERN)"
@@ -883,6 +908,7 @@ if [ "$HARNESS_ONLY" -eq 0 ]; then
   check "swaks -> postern -> Postfix: arrives, headers and body intact" chk_swaks_postfix
   check "swaks over IPv6 [::1]" chk_swaks_ipv6
   check "curl (8-bit, dots, bare LF, 150 KB) -> Postfix" chk_curl_postfix
+  check "SMTP smuggling: bare LF/CR end-of-data variants" chk_smuggling
   check "smtplib: 3 messages in one session" chk_smtplib_session
   check "smtplib: plain message arrives" chk_smtplib_arrived smtplib-one
   check "smtplib: 3 recipients all arrive" chk_smtplib_arrived smtplib-multi
