@@ -52,24 +52,22 @@ fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
 fn main() -> ExitCode {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
-    let sub = loop {
-        match parser.next() {
-            Ok(Some(Short('h') | Long("help"))) => {
-                print!("{HELP}");
-                return ExitCode::SUCCESS;
-            }
-            Ok(Some(Short('V') | Long("version"))) => {
-                println!("postern {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            Ok(Some(Value(v))) => break v.to_string_lossy().into_owned(),
-            Ok(Some(other)) => return usage_error(other.unexpected(), ""),
-            Ok(None) => {
-                eprint!("{HELP}");
-                return ExitCode::from(2);
-            }
-            Err(e) => return usage_error(e, ""),
+    let sub = match parser.next() {
+        Ok(Some(Short('h') | Long("help"))) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
         }
+        Ok(Some(Short('V') | Long("version"))) => {
+            println!("postern {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Some(Value(v))) => v.to_string_lossy().into_owned(),
+        Ok(Some(other)) => return usage_error(other.unexpected(), ""),
+        Ok(None) => {
+            eprint!("{HELP}");
+            return ExitCode::from(2);
+        }
+        Err(e) => return usage_error(e, ""),
     };
     let mut config = PathBuf::from(config::DEFAULT_PATH);
     let mut print = false;

@@ -507,11 +507,8 @@ mod tests {
         );
     }
 
-    // Through the real `Address` type. Ignored until `smtp::Address::parse`
-    // (another module, still a stub on this branch) is implemented; run with
-    // `cargo test --lib policy -- --include-ignored` after merging it.
+    // Through the real `Address` type, as the server calls it.
     #[test]
-    #[ignore = "needs smtp::Address::parse"]
     fn through_the_address_type() {
         let a = |s: &str| Address::parse(s).unwrap();
         let p = Policy::new(&PolicyConfig {

@@ -35,7 +35,7 @@ pub enum SetupError {
 #[derive(Debug)]
 pub enum Route {
     /// An SMTP smarthost.
-    Smarthost(Smarthost),
+    Smarthost(Box<Smarthost>),
     /// Files in a directory.
     Maildir(PathBuf),
 }
@@ -50,12 +50,12 @@ impl Route {
                     crate::config::TlsMode::None => None,
                     _ => Some(crate::tls::client_config(s.ca_file.as_deref())?),
                 };
-                Route::Smarthost(Smarthost {
+                Route::Smarthost(Box::new(Smarthost {
                     cfg: s.clone(),
                     ehlo: cfg.hostname.clone(),
                     tls,
                     resolver,
-                })
+                }))
             }
         })
     }
@@ -307,12 +307,12 @@ impl Delivery {
                 .unwrap_or("");
             let outcome = match o {
                 Ok(reply) => {
-                    tracing::info!(id = %job.id, to, relay, delay, ms = took, status = "sent", reply = %reply.to_log_string(), "delivery");
+                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %reply.to_log_string(), "delivery");
                     RcptOutcome::Delivered
                 }
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
-                    tracing::warn!(id = %job.id, to, relay, delay, ms = took, status = "expired", reply = %why, "delivery");
+                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
                     failures.push(Failure {
                         rcpt: to.into(),
                         status: "4.4.7".into(),
@@ -322,12 +322,12 @@ impl Delivery {
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to, relay, delay, ms = took, status = "deferred", reply = %why, attempts = job.attempts + 1, "delivery");
+                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts + 1, "delivery");
                     RcptOutcome::Deferred(why)
                 }
                 Err(Attempt::Fail(reply)) => {
                     let text = reply.to_log_string();
-                    tracing::warn!(id = %job.id, to, relay, delay, ms = took, status = "bounced", reply = %text, "delivery");
+                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery");
                     let status = reply
                         .status
                         .map(|s| s.to_string())

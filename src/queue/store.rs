@@ -708,7 +708,7 @@ impl Store {
                     Request::Commit { mut w, reply } => {
                         must_sync = true;
                         let r = self.commit_one(&q, &mut w);
-                        answers.push((reply, r));
+                        answers.push((Some(reply), r));
                     }
                     Request::Outcome {
                         id,
@@ -719,10 +719,13 @@ impl Store {
                         if let Some(mut rep) = report {
                             // The report must be as durable as the failure it reports.
                             must_sync = true;
-                            if let Err(e) = self.commit_one(&q, &mut rep) {
-                                tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
-                                // Keep the recipients pending: the failure is found again.
-                                continue;
+                            match self.commit_one(&q, &mut rep) {
+                                Ok(p) => answers.push((None, Ok(p))),
+                                Err(e) => {
+                                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
+                                    // Keep the recipients pending: the failure is found again.
+                                    continue;
+                                }
                             }
                         }
                         if let Err(e) = self.outcome(&q, id, &newly_done, all_done) {
@@ -757,7 +760,9 @@ impl Store {
                     (Ok(_), Err(e)) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
                     (Err(e), _) => Err(e),
                 };
-                let _ = reply.try_send(r);
+                if let Some(reply) = reply {
+                    let _ = reply.try_send(r);
+                }
             }
             for tx in syncs {
                 let _ = tx.send(

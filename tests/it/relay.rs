@@ -52,7 +52,7 @@ fn relays_through_a_starttls_smarthost_with_auth() {
         "tls = \"starttls\"\nca_file = \"{}\"\nusername = \"alerts@example.test\"\npassword_file = \"pass\"\n",
         ca.display()
     );
-    let p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &config(port, &smarthost(up.port, &extra), ""),
         port,
@@ -73,12 +73,7 @@ fn relays_through_a_starttls_smarthost_with_auth() {
     assert_eq!(c.reply().0, 250);
     c.cmd("RCPT TO:<ops@example.test>", 250);
     c.cmd("DATA", 354);
-    c.raw(
-        &MSG.iter()
-            .flat_map(|&b| if b == b'.' { vec![b] } else { vec![b] })
-            .collect::<Vec<u8>>()
-            .replace_dot_lines(),
-    );
+    c.raw(&MSG.to_vec().replace_dot_lines());
     c.raw(b".\r\n");
     let (code, text) = c.reply();
     assert_eq!(code, 250, "{text}");
@@ -120,7 +115,7 @@ impl DotLines for Vec<u8> {
 fn adds_date_and_message_id_only_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
         port,
@@ -180,7 +175,7 @@ fn adds_date_and_message_id_only_when_missing() {
 fn size_limit_refuses_the_message_and_keeps_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
         port,
@@ -268,13 +263,12 @@ fn queued_mail_survives_a_restart_and_goes_out_when_the_upstream_is_back() {
     assert!(p.stop().success());
     // Upstream comes back while postern is down; postern restarts and sends.
     let up = Upstream::start_on(up_port, UpstreamOpts::default());
-    let p = Postern::start(dir.path(), &cfg, port);
+    let mut p = Postern::start(dir.path(), &cfg, port);
     let got = up.next();
     assert_eq!(got.rcpts, vec!["ops@example.test"]);
-    assert!(
-        got.data
-            .ends_with(b"Subject: backup failed\r\n\r\nsee log\r\n")
-    );
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(text.contains("\r\nSubject: backup failed\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nsee log\r\n"), "{text}");
     p.wait_log("status=sent");
 }
 
@@ -283,7 +277,7 @@ fn a_dead_upstream_defers_then_delivers_when_it_answers() {
     let dir = tempfile::tempdir().unwrap();
     let up_port = free_port();
     let port = free_port();
-    let p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &config(port, &smarthost(up_port, "tls = \"none\""), ""),
         port,
@@ -294,14 +288,14 @@ fn a_dead_upstream_defers_then_delivers_when_it_answers() {
     let (code, _) = c.send_mail(
         "ups@lan.test",
         &["ops@example.test"],
-        b"Subject: on battery\r\n\r\n.",
+        b"Subject: on battery\r\n\r\n..a stuffed dot line",
     );
     assert_eq!(code, 250);
     p.wait_log("status=deferred");
     let up = Upstream::start_on(up_port, UpstreamOpts::default());
     let got = up.next();
     assert!(
-        got.data.ends_with(b"\r\n\r\n.\r\n"),
+        got.data.ends_with(b"\r\n\r\n.a stuffed dot line\r\n"),
         "{:?}",
         String::from_utf8_lossy(&got.data)
     );
@@ -315,7 +309,7 @@ fn a_permanent_failure_reports_that_recipient_only() {
         ..Default::default()
     });
     let port = free_port();
-    let p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &config(port, &smarthost(up.port, "tls = \"none\""), ""),
         port,
@@ -357,7 +351,7 @@ fn the_shipped_config_delivers_into_the_outbox() {
             .unwrap();
     assert!(shipped.contains("\"127.0.0.1:2525\""));
     let cfg = shipped.replace("\"127.0.0.1:2525\"", &format!("\"127.0.0.1:{port}\""));
-    let p = Postern::start(dir.path(), &cfg, port);
+    let mut p = Postern::start(dir.path(), &cfg, port);
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO laptop", 250);

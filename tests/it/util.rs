@@ -32,7 +32,6 @@ pub fn free_port() -> u16 {
 pub struct Postern {
     pub child: Option<Child>,
     pub port: u16,
-    pub dir: PathBuf,
     log: Arc<Mutex<String>>,
     log_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -61,10 +60,9 @@ impl Postern {
                 l.push('\n');
             }
         });
-        let p = Postern {
+        let mut p = Postern {
             child: Some(child),
             port,
-            dir: dir.to_path_buf(),
             log,
             log_thread: Some(log_thread),
         };
@@ -78,14 +76,21 @@ impl Postern {
 
     /// Wait until the log contains `needle` (the daemon says what it did;
     /// no sleeping and hoping).
-    pub fn wait_log(&self, needle: &str) {
+    pub fn wait_log(&mut self, needle: &str) {
         let end = Instant::now() + DEADLINE;
         while Instant::now() < end {
             if self.log().contains(needle) {
                 return;
             }
-            if let Some(Some(status)) = self.child.as_ref().map(|_| None::<()>) {
-                let _ = status;
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "postern exited ({st}) before saying {needle:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
