@@ -132,6 +132,8 @@ cleanup() {
   local rc=$? pid master
   trap - EXIT INT TERM
   set +e
+  exec 1>&3 2>&4 # a signal may land while a check's output is redirected
+  [ "$rc" -ge 128 ] && printf '\nrun.sh: interrupted (status %d), cleaning up\n' "$rc"
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   if [ -n "$WORK" ] && [ -f "$WORK/postfix/conf/main.cf" ]; then
     master=$(tr -dc 0-9 <"$WORK/postfix/queue/pid/master.pid" 2>/dev/null)
@@ -158,6 +160,7 @@ cleanup() {
   fi
   exit "$rc"
 }
+exec 3>&1 4>&2 # the run's own stdout/stderr, for cleanup; not passed to daemons
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -293,10 +296,10 @@ EOF
   local runner=()
   command -v script >/dev/null && runner=(script -qec)
   if [ ${#runner[@]} -gt 0 ]; then
-    "${runner[@]}" "postfix -c '$pf/conf' check && postfix -c '$pf/conf' start" /dev/null >"$pf/start.out" 2>&1 ||
+    "${runner[@]}" "postfix -c '$pf/conf' check && postfix -c '$pf/conf' start" /dev/null >"$pf/start.out" 2>&1 3>&- 4>&- ||
       die "Postfix did not start: $(tr -d '\r' <"$pf/start.out" | tail -n 5)"
   else
-    { postfix -c "$pf/conf" check && postfix -c "$pf/conf" start; } >"$pf/start.out" 2>&1 ||
+    { postfix -c "$pf/conf" check && postfix -c "$pf/conf" start; } >"$pf/start.out" 2>&1 3>&- 4>&- ||
       die "Postfix did not start (see $pf/postfix.log)"
   fi
   wait_until 20 listening 127.0.0.1 "$PORT_POSTFIX" || die "Postfix does not listen on 127.0.0.1:$PORT_POSTFIX"
@@ -307,7 +310,7 @@ start_sink() {
   local user=()
   [ "$(id -u)" -eq 0 ] && user=(-u postfix)
   smtp-sink "${user[@]}" -h sink.test -d "$WORK/sink/%Y%m%d%H%M%S." \
-    "127.0.0.1:$PORT_SINK" 64 >"$WORK/sink.log" 2>&1 &
+    "127.0.0.1:$PORT_SINK" 64 >"$WORK/sink.log" 2>&1 3>&- 4>&- &
   PIDS+=($!)
   SHOW_LOGS+=("$WORK/sink.log")
   wait_until 10 listening 127.0.0.1 "$PORT_SINK" || die "smtp-sink does not listen on $PORT_SINK"
@@ -320,7 +323,7 @@ start_auth_upstream() {
   "$PY" "$HERE/upstream_auth.py" --port "$PORT_AUTH" \
     --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" \
     --user "$AUTH_USER" --password-file "$WORK/auth-password" \
-    --outdir "$WORK/auth-out" --ready-file "$WORK/auth.ready" >"$WORK/auth-upstream.log" 2>&1 &
+    --outdir "$WORK/auth-out" --ready-file "$WORK/auth.ready" >"$WORK/auth-upstream.log" 2>&1 3>&- 4>&- &
   PIDS+=($!)
   SHOW_LOGS+=("$WORK/auth-upstream.log")
   local pid=$!
@@ -478,7 +481,7 @@ start_postern() {
     echo "postern check rejects the generated config $dir/postern.toml"
     return 1
   fi
-  NO_COLOR=1 "$POSTERN" serve --config "$dir/postern.toml" >"$dir/stdout.log" 2>"$dir/postern.log" &
+  NO_COLOR=1 "$POSTERN" serve --config "$dir/postern.toml" >"$dir/stdout.log" 2>"$dir/postern.log" 3>&- 4>&- &
   pid=$!
   PIDS+=("$pid")
   SHOW_LOGS+=("$dir/postern.log")
