@@ -173,6 +173,8 @@ for tool in swaks postfix smtp-sink curl openssl ss; do
   command -v "$tool" >/dev/null || die "$tool not found (.ci/run installs it)"
 done
 "$PY" -c 'import aiosmtpd' 2>/dev/null || die "$PY cannot import aiosmtpd (apt-get install python3-aiosmtpd)"
+swaks --support 2>&1 | grep -q '=== TLS supported' || die "swaks lacks TLS support (apt-get install libnet-ssleay-perl)"
+swaks --support 2>&1 | grep -q '=== IPv6 supported' || die "swaks lacks IPv6 support (apt-get install libio-socket-inet6-perl)"
 for port in "$PORT_POSTFIX" "$PORT_SINK" "$PORT_AUTH"; do
   port_free "$port" || die "port $port is in use (an earlier run still alive? INTEROP_PORT_BASE moves the ports)"
 done
