@@ -80,7 +80,7 @@ check() {
     FAILED+=("$name")
     printf 'FAIL %s: %s\n' "$name" "${reason:-exit status $rc}"
     # Context lines a check printed before its reason.
-    head -n -1 "$out" | sed 's/^/       /' | head -n 20
+    head -n -1 "$out" | sed 's/^/       /' | head -n 20 || true
     grep -v '^$' "$WORK/check.err" | tail -n 5 | sed 's/^/       stderr: /' || true
     local f
     for f in $(printf '%s\n' "${CTX_LOGS[@]}" | awk '!seen[$0]++'); do
@@ -173,8 +173,9 @@ for tool in swaks postfix smtp-sink curl openssl ss; do
   command -v "$tool" >/dev/null || die "$tool not found (.ci/run installs it)"
 done
 "$PY" -c 'import aiosmtpd' 2>/dev/null || die "$PY cannot import aiosmtpd (apt-get install python3-aiosmtpd)"
-swaks --support 2>&1 | grep -q '=== TLS supported' || die "swaks lacks TLS support (apt-get install libnet-ssleay-perl)"
-swaks --support 2>&1 | grep -q '=== IPv6 supported' || die "swaks lacks IPv6 support (apt-get install libio-socket-inet6-perl)"
+SWAKS_SUPPORT=$(swaks --support 2>&1 || true)
+grep -q '=== TLS supported' <<<"$SWAKS_SUPPORT" || die "swaks lacks TLS support (apt-get install libnet-ssleay-perl)"
+grep -q '=== IPv6 supported' <<<"$SWAKS_SUPPORT" || die "swaks lacks IPv6 support (apt-get install libio-socket-inet6-perl)"
 for port in "$PORT_POSTFIX" "$PORT_SINK" "$PORT_AUTH"; do
   port_free "$port" || die "port $port is in use (an earlier run still alive? INTEROP_PORT_BASE moves the ports)"
 done
