@@ -369,3 +369,73 @@ fn the_shipped_config_delivers_into_the_outbox() {
     assert_eq!(files.len(), 1);
     assert!(dir.path().join("var/queue").is_dir());
 }
+
+#[test]
+fn implicit_tls_with_auth_login_and_a_wrong_password_defers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = test_tls(dir.path());
+    std::fs::write(dir.path().join("pass"), "wrong\n").unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        tls: Some(tls),
+        implicit_tls: true,
+        login_only: true,
+        auth: Some(("alerts@example.test".into(), "c0rrect-h0rse".into())),
+        ..Default::default()
+    });
+    let port = free_port();
+    let extra = format!(
+        "tls = \"implicit\"\nca_file = \"{}\"\nusername = \"alerts@example.test\"\npassword_file = \"pass\"\n",
+        ca.display()
+    );
+    let mut p = Postern::start(
+        dir.path(),
+        &config(port, &smarthost(up.port, &extra), ""),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO cron", 250);
+    let (code, _) = c.send_mail(
+        "cron@lan.test",
+        &["ops@example.test"],
+        b"Subject: x\r\n\r\ny",
+    );
+    assert_eq!(code, 250);
+    // A wrong password is the admin's to fix: the message waits, no report.
+    p.wait_log("status=deferred");
+    assert!(p.log().contains("535 5.7.8"), "{}", p.log());
+    assert!(!p.log().contains("status=bounced"));
+    assert!(up.rx.try_recv().is_err());
+    std::fs::write(dir.path().join("pass"), "c0rrect-h0rse\n").unwrap();
+    let got = up.next();
+    assert!(got.tls);
+    assert_eq!(got.auth_user.as_deref(), Some("alerts@example.test"));
+    assert!(!p.log().contains("c0rrect-h0rse"), "password in the log");
+}
+
+#[test]
+fn bare_lf_from_a_legacy_device_arrives_as_crlf() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &config(port, &smarthost(up.port, "tls = \"none\""), ""),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("HELO old-printer", 250);
+    c.cmd("MAIL FROM:<mfp@lan.test>", 250);
+    c.cmd("RCPT TO:<ops@example.test>", 250);
+    c.cmd("DATA", 354);
+    c.raw(b"Subject: scan\n\nline one\nline two\r\n.\r\n");
+    assert_eq!(c.reply().0, 250);
+    let got = up.next();
+    assert!(
+        got.data.ends_with(b"\r\n\r\nline one\r\nline two\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got.data)
+    );
+    p.wait_log("status=sent");
+}

@@ -251,6 +251,10 @@ pub struct UpstreamOpts {
     pub auth: Option<(String, String)>,
     /// Recipients containing this substring get 550 5.1.1.
     pub reject_rcpt: Option<String>,
+    /// Speak TLS from the first byte (port 465 style) instead of STARTTLS.
+    pub implicit_tls: bool,
+    /// Offer only AUTH LOGIN (old servers), not PLAIN.
+    pub login_only: bool,
 }
 
 pub struct Upstream {
@@ -312,8 +316,13 @@ fn serve_upstream(
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(DEADLINE))?;
     let mut conn: Box<dyn Rw> = Box::new(s.try_clone()?);
-    conn.write_all(b"220 upstream.test ESMTP fake\r\n")?;
     let mut tls = false;
+    if opts.implicit_tls {
+        let sc = rustls::ServerConnection::new(opts.tls.clone().unwrap()).unwrap();
+        conn = Box::new(rustls::StreamOwned::new(sc, s.try_clone()?));
+        tls = true;
+    }
+    conn.write_all(b"220 upstream.test ESMTP fake\r\n")?;
     let mut auth_user = None;
     let mut cur = Received::default();
     let mut buf = Vec::new();
@@ -327,11 +336,15 @@ fn serve_upstream(
             let mut r = String::from(
                 "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 50000000\r\n",
             );
-            if opts.tls.is_some() && !tls {
+            if opts.tls.is_some() && !tls && !opts.implicit_tls {
                 r.push_str("250-STARTTLS\r\n");
             }
             if opts.auth.is_some() && (tls || opts.tls.is_none()) {
-                r.push_str("250-AUTH PLAIN LOGIN\r\n");
+                r.push_str(if opts.login_only {
+                    "250-AUTH LOGIN\r\n"
+                } else {
+                    "250-AUTH PLAIN LOGIN\r\n"
+                });
             }
             r.push_str("250 ENHANCEDSTATUSCODES\r\n");
             conn.write_all(r.as_bytes())?;
@@ -343,6 +356,21 @@ fn serve_upstream(
             conn = Box::new(rustls::StreamOwned::new(sc, raw));
             tls = true;
             buf.clear();
+        } else if upper == "AUTH LOGIN" {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            conn.write_all(b"334 VXNlcm5hbWU6\r\n")?;
+            let u = read_line(&mut conn, &mut buf)?.unwrap_or_default();
+            conn.write_all(b"334 UGFzc3dvcmQ6\r\n")?;
+            let p = read_line(&mut conn, &mut buf)?.unwrap_or_default();
+            let u = String::from_utf8_lossy(&b64.decode(u.trim()).unwrap_or_default()).to_string();
+            let p = String::from_utf8_lossy(&b64.decode(p.trim()).unwrap_or_default()).to_string();
+            if Some((u.clone(), p)) == opts.auth {
+                auth_user = Some(u);
+                conn.write_all(b"235 2.7.0 ok\r\n")?;
+            } else {
+                conn.write_all(b"535 5.7.8 bad credentials\r\n")?;
+            }
         } else if upper.starts_with("AUTH PLAIN ") {
             use base64::Engine;
             let dec = base64::engine::general_purpose::STANDARD
