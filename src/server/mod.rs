@@ -73,8 +73,10 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError>
 
 /// Accept connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, "listening");
+    match listener.local_addr() {
+        Ok(a) => tracing::info!(listen = %a, "listening"),
+        Err(e) => tracing::warn!(error = %e, "listening on an address that cannot be named"),
+    }
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -134,7 +136,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     tracing::info!(
         client = %ip,
-        helo = conn.stats.helo.as_deref().unwrap_or(""),
+        helo = %conn.stats.helo.as_deref().unwrap_or("-"),
         accepted = conn.stats.accepted,
         refused = conn.stats.refused,
         secs = started.elapsed().as_secs(),
