@@ -149,7 +149,9 @@ impl Delivery {
                 // Every worker is busy (or just got work): whatever else is
                 // due waits until one finishes, which kicks the queue. The
                 // timer is only a backstop.
-                this.queue.wait(Some(Instant::now() + Duration::from_secs(1))).await;
+                this.queue
+                    .wait(Some(Instant::now() + Duration::from_secs(1)))
+                    .await;
             } else {
                 this.queue.wait(next).await;
             }
