@@ -33,8 +33,10 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[queue]`
     pub queue: QueueConfig,
-    /// `[upstream]`
+    /// `[upstream]`, or the first `[[route]]` when the file has routes.
     pub upstream: Upstream,
+    /// Outbound (issue 3): routes, aliases, rewriting, failure reports.
+    pub outbound: OutboundConfig,
 }
 
 /// `[server]`: the listener and its bounds.
@@ -110,6 +112,9 @@ pub enum Upstream {
     Smarthost(SmarthostConfig),
     /// `kind = "maildir"`
     Maildir(MaildirConfig),
+    /// `kind = "mx"`: straight to the recipient domain's MX hosts. `host`
+    /// and `hosts` are empty; `port` is the port spoken on every MX (25).
+    Mx(SmarthostConfig),
 }
 
 /// `[upstream] kind = "smarthost"`
@@ -136,6 +141,168 @@ pub struct SmarthostConfig {
     /// Default 5m: each reply (RFC 5321 §4.5.3.2); the reply to the final
     /// dot gets 10m whatever this says.
     pub command_timeout: Dur,
+    /// Every host to try, in order (`hosts`, or `host`/`port` alone); the
+    /// first is `host`/`port`/`tls` above. Empty for `kind = "mx"`.
+    pub hosts: Vec<HostSpec>,
+    /// Default any: which address family to connect over.
+    pub ip_family: IpFamily,
+    /// TLS client certificate chain (PEM), for certificate-authenticated connectors.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub client_key: Option<PathBuf>,
+    /// AUTH with a password (PLAIN/LOGIN) or an OAuth2 token (XOAUTH2).
+    pub auth: AuthMethod,
+    /// `auth = "xoauth2"`: where and how to get tokens.
+    pub oauth: Option<OAuthConfig>,
+    /// The envelope sender becomes this address (the global one otherwise).
+    pub rewrite_sender: Option<String>,
+    /// With `rewrite_sender`: rewrite the From header too (display name
+    /// kept, the original address goes to Reply-To unless one exists).
+    pub rewrite_from: Option<bool>,
+    /// Messages per minute sent over this route; more wait in the queue.
+    pub max_messages_per_minute: Option<u32>,
+    /// Recipients per 24 hours over this route; more wait in the queue.
+    pub max_recipients_per_day: Option<u32>,
+    /// The upstream's message size limit when known in advance (the
+    /// upstream's EHLO SIZE is learned and used too).
+    pub max_message_size: Option<Size>,
+}
+
+/// One host of a smarthost route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSpec {
+    /// Name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS spoken with it.
+    pub tls: TlsMode,
+}
+
+/// Address family for outbound connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    /// Both; when one fails, the other is tried.
+    Any,
+    /// IPv4 only (IPv6 routes that do not work, Gmail's IPv6 PTR policy).
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+}
+
+/// How to log in upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// `username` + `password_file` (AUTH PLAIN or LOGIN), or no AUTH.
+    Password,
+    /// `username` + an OAuth2 access token (AUTH XOAUTH2).
+    Xoauth2,
+}
+
+/// Which OAuth2 grant gets the access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthFlow {
+    /// A refresh token (Gmail, Microsoft 365 delegated).
+    RefreshToken,
+    /// Microsoft's client credentials (an app registration with SMTP.SendAsApp).
+    ClientCredentials,
+}
+
+/// `auth = "xoauth2"` settings. Secrets live in their own files.
+#[derive(Debug, Clone, Serialize)]
+pub struct OAuthConfig {
+    /// The token endpoint (https).
+    pub token_url: String,
+    /// Default refresh_token.
+    pub flow: OAuthFlow,
+    /// The app's client id.
+    pub client_id: String,
+    /// File holding the client secret (first line); optional for public clients.
+    pub client_secret_file: Option<PathBuf>,
+    /// File holding the refresh token (first line); required for refresh_token.
+    pub refresh_token_file: Option<PathBuf>,
+    /// Scope asked for; defaults per provider.
+    pub scope: Option<String>,
+    /// Extra trust anchors for the token endpoint (tests, private IdPs).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The outbound side beyond `[upstream]`: routes, aliases, rewriting and
+/// failure reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboundConfig {
+    /// Every route in order; `[upstream]` is one route for every domain.
+    pub routes: Vec<RouteConfig>,
+    /// Whether the file used `[[route]]` tables (for printing).
+    pub explicit_routes: bool,
+    /// `[aliases]`, in file order.
+    pub aliases: Vec<(String, String)>,
+    /// Where failure reports go instead of the original sender.
+    pub postmaster: Option<String>,
+    /// Global envelope sender rewrite (a route's own wins).
+    pub rewrite_sender: Option<String>,
+    /// Global From rewrite (a route's own wins). Default false.
+    pub rewrite_from: bool,
+    /// Default 20: failure reports queued per hour; more are logged only.
+    pub max_reports_per_hour: u32,
+    /// DNS servers to ask instead of /etc/resolv.conf's.
+    pub dns_servers: Vec<SocketAddr>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    /// Recipient domains this route takes.
+    pub domains: Vec<DomainPattern>,
+    /// Where the mail goes.
+    pub upstream: Upstream,
+}
+
+/// A recipient domain selector of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    /// `*`: every domain (and addresses without one).
+    Any,
+    /// `example.com`: exactly that domain.
+    Exact(String),
+    /// `.example.com`: any subdomain of it (not the domain itself).
+    Subdomains(String),
+}
+
+impl DomainPattern {
+    /// Does a recipient domain (any case; `None` for a bare local part) match?
+    pub fn matches(&self, domain: Option<&str>) -> bool {
+        match (self, domain) {
+            (DomainPattern::Any, _) => true,
+            (_, None) => false,
+            (DomainPattern::Exact(d), Some(x)) => x.eq_ignore_ascii_case(d),
+            (DomainPattern::Subdomains(d), Some(x)) => {
+                x.len() > d.len() + 1
+                    && x.is_char_boundary(x.len() - d.len() - 1)
+                    && x[x.len() - d.len()..].eq_ignore_ascii_case(d)
+                    && x.as_bytes()[x.len() - d.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Any => f.write_str("*"),
+            DomainPattern::Exact(d) => f.write_str(d),
+            DomainPattern::Subdomains(d) => write!(f, ".{d}"),
+        }
+    }
+}
+
+impl Serialize for DomainPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// How to speak TLS to the smarthost.
@@ -144,6 +311,9 @@ pub struct SmarthostConfig {
 pub enum TlsMode {
     /// Plain SMTP; credentials are sent in clear only because the admin said so.
     None,
+    /// STARTTLS when offered (certificate not verified), plain otherwise;
+    /// the default for `kind = "mx"`. Never sends credentials in clear.
+    Opportunistic,
     /// STARTTLS, required (refuse to continue without it).
     Starttls,
     /// TLS from the first byte (RFC 8314, port 465).
@@ -341,36 +511,11 @@ impl Config {
             array(q.retry_intervals.iter().map(|d| &d.text)),
         );
 
-        out.push_str("\n[upstream]\n");
-        match &self.upstream {
-            Upstream::Smarthost(h) => {
-                line(&mut out, "kind", quote("smarthost"));
-                line(&mut out, "host", quote(&h.host));
-                line(&mut out, "port", h.port.to_string());
-                line(&mut out, "tls", quote(h.tls.as_str()));
-                if let Some(ca) = &h.ca_file {
-                    line(&mut out, "ca_file", quote(&ca.display().to_string()));
-                }
-                if let Some(user) = &h.username {
-                    line(&mut out, "username", quote(user));
-                }
-                if let Some(pw) = &h.password_file {
-                    line(&mut out, "password_file", quote(&pw.display().to_string()));
-                }
-                line(&mut out, "max_connections", h.max_connections.to_string());
-                line(
-                    &mut out,
-                    "messages_per_connection",
-                    h.messages_per_connection.to_string(),
-                );
-                line(&mut out, "connect_timeout", quote(&h.connect_timeout.text));
-                line(&mut out, "command_timeout", quote(&h.command_timeout.text));
-            }
-            Upstream::Maildir(m) => {
-                line(&mut out, "kind", quote("maildir"));
-                line(&mut out, "dir", quote(&m.dir.display().to_string()));
-            }
+        if !self.outbound.explicit_routes {
+            out.push_str("\n[upstream]\n");
+            upstream_to_toml(&mut out, &self.upstream);
         }
+        outbound_to_toml(&mut out, &self.outbound);
         out
     }
 }
@@ -380,6 +525,7 @@ impl TlsMode {
     pub fn as_str(self) -> &'static str {
         match self {
             TlsMode::None => "none",
+            TlsMode::Opportunistic => "opportunistic",
             TlsMode::Starttls => "starttls",
             TlsMode::Implicit => "implicit",
         }
@@ -387,7 +533,7 @@ impl TlsMode {
     /// The port this mode is normally spoken on: 25, 587 or 465.
     pub fn default_port(self) -> u16 {
         match self {
-            TlsMode::None => 25,
+            TlsMode::None | TlsMode::Opportunistic => 25,
             TlsMode::Starttls => 587,
             TlsMode::Implicit => 465,
         }
@@ -430,7 +576,16 @@ impl AddressPattern {
 // The schema: which keys exist where. Unknown-key suggestions and the
 // "belongs in [x]" hints are computed from these lists.
 
-const TOP_KEYS: &[&str] = &["hostname", "log_level"];
+const TOP_KEYS: &[&str] = &[
+    "hostname",
+    "log_level",
+    // Outbound (issue 3).
+    "postmaster",
+    "rewrite_sender",
+    "rewrite_from",
+    "max_reports_per_hour",
+    "dns_servers",
+];
 const SERVER_KEYS: &[&str] = &[
     "listen",
     "max_message_size",
@@ -466,8 +621,32 @@ const SMARTHOST_KEYS: &[&str] = &[
     "messages_per_connection",
     "connect_timeout",
     "command_timeout",
+    // Outbound (issue 3).
+    "hosts",
+    "ip_family",
+    "client_cert",
+    "client_key",
+    "auth",
+    "oauth_provider",
+    "oauth_tenant",
+    "oauth_flow",
+    "oauth_token_url",
+    "oauth_client_id",
+    "oauth_client_secret_file",
+    "oauth_refresh_token_file",
+    "oauth_scope",
+    "oauth_ca_file",
+    "rewrite_sender",
+    "rewrite_from",
+    "max_messages_per_minute",
+    "max_recipients_per_day",
+    "max_message_size",
 ];
 const MAILDIR_KEYS: &[&str] = &["dir"];
+/// `[[route]]` holds the `[upstream]` keys and these.
+const ROUTE_KEYS: &[&str] = &["domains"];
+/// Smarthost keys that mean nothing for `kind = "mx"`.
+const MX_FORBIDDEN: &[&str] = &["host", "hosts"];
 
 /// Every table and the keys it may hold.
 const TABLES: &[(&str, &[&[&str]])] = &[
@@ -475,6 +654,12 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     ("policy", &[POLICY_KEYS]),
     ("queue", &[QUEUE_KEYS]),
     ("upstream", &[UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS]),
+    // Outbound (issue 3): [[route]] tables and [aliases] (any key).
+    (
+        "route",
+        &[ROUTE_KEYS, UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS],
+    ),
+    ("aliases", &[]),
 ];
 
 // Bounds. Each is a sanity range: wide enough for any real site, narrow
@@ -751,11 +936,33 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         .as_ref()
         .map_err(|r| *r)
         .and_then(|sec| read_queue(ctx, sec));
-    let upstream_sec = section(ctx, root, "upstream", true, &empty);
+    // Outbound (issue 3): `[upstream]` is the one-route shorthand of `[[route]]`s.
+    let has_routes = root.get("route").is_some();
+    if has_routes && let Some((k, _)) = root.get_key_value("upstream") {
+        ctx.error(
+            k.span().start,
+            "this file has both [upstream] and [[route]] tables; use one: [upstream] is the \
+             same as a single [[route]] with domains = [\"*\"]",
+        );
+    }
+    let upstream_sec = if has_routes {
+        Err(Reported)
+    } else {
+        section(ctx, root, "upstream", true, &empty)
+    };
     let upstream = upstream_sec
         .as_ref()
         .map_err(|r| *r)
         .and_then(|sec| read_upstream(ctx, sec));
+    let outbound = read_outbound_top(ctx, root, &upstream);
+    let upstream = if has_routes {
+        outbound
+            .as_ref()
+            .map_err(|r| *r)
+            .and_then(|o| o.routes.first().map(|r| r.upstream.clone()).ok_or(Reported))
+    } else {
+        upstream
+    };
 
     // Cross-section checks, only between values that are themselves valid.
     if let (Ok(server), Ok(queue), Ok(server_sec), Ok(queue_sec)) =
@@ -797,6 +1004,7 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         policy: policy?,
         queue: queue?,
         upstream: upstream?,
+        outbound: outbound?,
     })
 }
 
@@ -849,7 +1057,8 @@ fn missing_table_message(name: &str) -> String {
         "server" => "it needs at least listen = [\"127.0.0.1:2525\"]",
         "queue" => "it needs at least dir = \"/var/spool/postern\"",
         "upstream" => {
-            "it needs at least kind = \"smarthost\" (with host) or kind = \"maildir\" (with dir)"
+            "it needs at least kind = \"smarthost\" (with host) or kind = \"maildir\" (with dir); \
+             or write [[route]] tables instead"
         }
         _ => "it is required",
     };
@@ -869,7 +1078,9 @@ fn check_top_level(ctx: &mut Ctx, root: &DeTable) {
             if let Some(s) = nearest(name, &names) {
                 message.push_str(&format!("; did you mean [{s}]?"));
             } else {
-                message.push_str("; the tables are [server], [policy], [queue] and [upstream]");
+                message.push_str(
+                    "; the tables are [server], [policy], [queue], [upstream] (or [[route]]) and [aliases]",
+                );
             }
         } else {
             message = format!("unknown key '{name}' at the top level");
@@ -1181,6 +1392,7 @@ fn read_queue(ctx: &mut Ctx, sec: &Section) -> Result<QueueConfig, Reported> {
 enum Kind {
     Smarthost,
     Maildir,
+    Mx,
 }
 
 impl Kind {
@@ -1188,11 +1400,12 @@ impl Kind {
         match self {
             Kind::Smarthost => "smarthost",
             Kind::Maildir => "maildir",
+            Kind::Mx => "mx",
         }
     }
     fn keys(self) -> &'static [&'static str] {
         match self {
-            Kind::Smarthost => SMARTHOST_KEYS,
+            Kind::Smarthost | Kind::Mx => SMARTHOST_KEYS,
             Kind::Maildir => MAILDIR_KEYS,
         }
     }
@@ -1213,7 +1426,7 @@ fn read_upstream(ctx: &mut Ctx, sec: &Section) -> Result<Upstream, Reported> {
         return Err(Reported);
     };
     let other = match kind {
-        Kind::Smarthost => Kind::Maildir,
+        Kind::Smarthost | Kind::Mx => Kind::Maildir,
         Kind::Maildir => Kind::Smarthost,
     };
     for (key, _) in sec.table.iter() {
@@ -1229,9 +1442,32 @@ fn read_upstream(ctx: &mut Ctx, sec: &Section) -> Result<Upstream, Reported> {
             );
         }
     }
-    unknown_keys(ctx, sec, &[UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS]);
+    if sec.name == "route" {
+        unknown_keys(
+            ctx,
+            sec,
+            &[ROUTE_KEYS, UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS],
+        );
+    } else {
+        unknown_keys(ctx, sec, &[UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS]);
+    }
     match kind {
-        Kind::Smarthost => read_smarthost(ctx, sec).map(Upstream::Smarthost),
+        Kind::Smarthost => read_smarthost(ctx, sec, false).map(Upstream::Smarthost),
+        Kind::Mx => {
+            for (key, _) in sec.table.iter() {
+                let name: &str = key.get_ref();
+                if MX_FORBIDDEN.contains(&name) {
+                    ctx.error(
+                        key.span().start,
+                        format!(
+                            "'{name}' has no meaning with kind = \"mx\": each recipient domain's \
+                             MX hosts are looked up in DNS"
+                        ),
+                    );
+                }
+            }
+            read_smarthost(ctx, sec, true).map(Upstream::Mx)
+        }
         Kind::Maildir => {
             let dir = get_req(
                 ctx,
@@ -1245,9 +1481,27 @@ fn read_upstream(ctx: &mut Ctx, sec: &Section) -> Result<Upstream, Reported> {
     }
 }
 
-fn read_smarthost(ctx: &mut Ctx, sec: &Section) -> Result<SmarthostConfig, Reported> {
-    let host = get_req(ctx, sec, "host", "\"smtp.example.com\"", scalar(conv_host));
-    let tls = get_or(ctx, sec, "tls", TlsMode::Starttls, scalar(conv_tls));
+fn read_smarthost(ctx: &mut Ctx, sec: &Section, mx: bool) -> Result<SmarthostConfig, Reported> {
+    let extra = read_outbound_keys(ctx, sec, mx);
+    let host = if mx {
+        Ok(String::new())
+    } else if sec.get("hosts").is_some() {
+        if let Some(at) = sec.key_offset("host") {
+            ctx.error(
+                at,
+                "give either host (one server) or hosts (several, tried in order), not both",
+            );
+        }
+        Ok(String::new())
+    } else {
+        get_req(ctx, sec, "host", "\"smtp.example.com\"", scalar(conv_host))
+    };
+    let default_tls = if mx {
+        TlsMode::Opportunistic
+    } else {
+        TlsMode::Starttls
+    };
+    let tls = get_or(ctx, sec, "tls", default_tls, scalar(conv_tls));
     let port = get_opt(ctx, sec, "port", scalar(conv_port));
     let ca_file = get_opt(ctx, sec, "ca_file", scalar(conv_path));
     let username = get_opt(ctx, sec, "username", scalar(conv_username));
@@ -1279,6 +1533,17 @@ fn read_smarthost(ctx: &mut Ctx, sec: &Section) -> Result<SmarthostConfig, Repor
     // text; a mismatch hangs or fails at the first read, with an error that
     // does not point at the config. Caught here instead (field: dma#141).
     let port = match (port, tls) {
+        (Ok(Some(p)), Ok(t)) if mx || sec.get("hosts").is_some() => {
+            if !mx && let Some(at) = sec.key_offset("port") {
+                ctx.error(
+                    at,
+                    "with hosts, give each port in the list (\"smtp.example.com:587\")",
+                );
+            }
+            let _ = t;
+            Ok(p)
+        }
+        (Ok(None), Ok(_)) if mx => Ok(25),
         (Ok(Some(p)), Ok(t)) => {
             let mismatch = match (p, t) {
                 (465, TlsMode::Starttls | TlsMode::None) => Some(
@@ -1309,7 +1574,12 @@ fn read_smarthost(ctx: &mut Ctx, sec: &Section) -> Result<SmarthostConfig, Repor
     };
 
     // AUTH needs both halves; one without the other is a half-edited config.
-    if let (Ok(user), Ok(pw)) = (&username, &password_file) {
+    let xoauth2 = sec.get("auth").is_some_and(
+        |v| matches!(v.get_ref(), DeValue::String(s) if s.eq_ignore_ascii_case("xoauth2")),
+    );
+    if let (Ok(user), Ok(pw)) = (&username, &password_file)
+        && !xoauth2
+    {
         match (user, pw) {
             (Some(_), None) => {
                 let at = sec.key_offset("username").unwrap_or(sec.at);
@@ -1338,7 +1608,52 @@ fn read_smarthost(ctx: &mut Ctx, sec: &Section) -> Result<SmarthostConfig, Repor
         }
     }
 
+    let tls_explicit = sec.get("tls").is_some();
+    let hosts = match (&host, &port, &tls) {
+        _ if mx => Ok(Vec::new()),
+        (Ok(h), Ok(p), Ok(t)) if !h.is_empty() => Ok(vec![HostSpec {
+            host: h.clone(),
+            port: *p,
+            tls: *t,
+        }]),
+        (Ok(_), _, Ok(t)) if sec.get("hosts").is_some() => read_hosts(ctx, sec, *t, tls_explicit),
+        _ => Err(Reported),
+    };
+    let hosts = hosts?;
+    let (host, port, tls) = match hosts.first() {
+        Some(h) => (Ok(h.host.clone()), Ok(h.port), Ok(h.tls)),
+        None => (host, port, tls),
+    };
+    let extra = extra?;
+    if extra.auth == AuthMethod::Xoauth2 && !matches!(&username, Ok(Some(_))) {
+        let at = sec.key_offset("auth").unwrap_or(sec.at);
+        ctx.error(
+            at,
+            "auth = \"xoauth2\" needs username = \"the mailbox\" (the account the token is for)",
+        );
+    }
+    if let (Ok(TlsMode::Opportunistic), Ok(Some(_))) = (&tls, &username)
+        && !mx
+    {
+        let at = sec.key_offset("tls").unwrap_or(sec.at);
+        ctx.error(
+            at,
+            "tls = \"opportunistic\" may end up in clear text, where credentials are never sent; \
+             use tls = \"starttls\" or \"implicit\" with a username",
+        );
+    }
     Ok(SmarthostConfig {
+        hosts,
+        ip_family: extra.ip_family,
+        client_cert: extra.client_cert,
+        client_key: extra.client_key,
+        auth: extra.auth,
+        oauth: extra.oauth,
+        rewrite_sender: extra.rewrite_sender,
+        rewrite_from: extra.rewrite_from,
+        max_messages_per_minute: extra.max_messages_per_minute,
+        max_recipients_per_day: extra.max_recipients_per_day,
+        max_message_size: extra.max_message_size,
         host: host?,
         port: port?,
         tls: tls?,
@@ -1795,8 +2110,10 @@ fn conv_kind(v: &DeValue) -> Result<Kind, String> {
     match s.to_ascii_lowercase().as_str() {
         "smarthost" => Ok(Kind::Smarthost),
         "maildir" => Ok(Kind::Maildir),
+        "mx" => Ok(Kind::Mx),
         _ => Err(format!(
-            "\"{s}\" is not an upstream kind; expected \"smarthost\" (forward to a mail server) \
+            "\"{s}\" is not an upstream kind; expected \"smarthost\" (forward to a mail server), \
+             \"mx\" (straight to each recipient domain's mail servers) \
              or \"maildir\" (write each message into a directory)"
         )),
     }
@@ -1811,6 +2128,7 @@ fn conv_tls(v: &DeValue) -> Result<TlsMode, String> {
     };
     match s.to_ascii_lowercase().as_str() {
         "none" => Ok(TlsMode::None),
+        "opportunistic" => Ok(TlsMode::Opportunistic),
         "starttls" => Ok(TlsMode::Starttls),
         "implicit" => Ok(TlsMode::Implicit),
         "ssl" | "tls" | "smtps" => Err(format!(
@@ -1993,6 +2311,758 @@ fn parse_pattern(s: &str) -> Result<AddressPattern, String> {
     match domain_problem(s, false) {
         None => Ok(AddressPattern::Domain(s.to_lowercase())),
         Some(p) => bad(&format!("is not a domain: {p}")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Outbound (issue 3): routes, hosts, XOAUTH2, rewriting, rate limits,
+// aliases, failure reports. Kept in their own readers.
+
+/// The route keys beyond the spine's smarthost keys.
+struct OutboundKeys {
+    ip_family: IpFamily,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    auth: AuthMethod,
+    oauth: Option<OAuthConfig>,
+    rewrite_sender: Option<String>,
+    rewrite_from: Option<bool>,
+    max_messages_per_minute: Option<u32>,
+    max_recipients_per_day: Option<u32>,
+    max_message_size: Option<Size>,
+}
+
+const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+fn read_outbound_keys(ctx: &mut Ctx, sec: &Section, mx: bool) -> Result<OutboundKeys, Reported> {
+    let ip_family = get_or(ctx, sec, "ip_family", IpFamily::Any, scalar(conv_ip_family));
+    let client_cert = get_opt(ctx, sec, "client_cert", scalar(conv_path));
+    let client_key = get_opt(ctx, sec, "client_key", scalar(conv_path));
+    if let (Ok(c), Ok(k)) = (&client_cert, &client_key)
+        && c.is_some() != k.is_some()
+    {
+        let at = sec
+            .key_offset("client_cert")
+            .or(sec.key_offset("client_key"))
+            .unwrap_or(sec.at);
+        ctx.error(
+            at,
+            "client_cert and client_key go together: the certificate chain (PEM) and its private key",
+        );
+    }
+    if !ctx.opts.skip_file_checks {
+        for key in ["client_cert", "client_key"] {
+            if let (Some(item), Some(at)) = (sec.get(key), sec.offset(key))
+                && let DeValue::String(p) = item.get_ref()
+            {
+                check_file(ctx, at, key, Path::new(p.as_ref()), key == "client_cert");
+            }
+        }
+    }
+    let auth = get_or(ctx, sec, "auth", AuthMethod::Password, scalar(conv_auth));
+    let oauth = match &auth {
+        Ok(AuthMethod::Xoauth2) => read_oauth(ctx, sec).map(Some),
+        Ok(AuthMethod::Password) => {
+            for (key, _) in sec.table.iter() {
+                let name: &str = key.get_ref();
+                if name.starts_with("oauth_") {
+                    ctx.error(
+                        key.span().start,
+                        format!("'{name}' is used only with auth = \"xoauth2\""),
+                    );
+                }
+            }
+            Ok(None)
+        }
+        Err(_) => Err(Reported),
+    };
+    let rewrite_sender = get_opt(ctx, sec, "rewrite_sender", scalar(conv_mailbox));
+    let rewrite_from = get_opt(ctx, sec, "rewrite_from", scalar(conv_bool));
+    let max_messages_per_minute = get_opt(
+        ctx,
+        sec,
+        "max_messages_per_minute",
+        scalar(|v| count_in(1, 100_000)(v).map(|n| n as u32)),
+    );
+    let max_recipients_per_day = get_opt(
+        ctx,
+        sec,
+        "max_recipients_per_day",
+        scalar(|v| count_in(1, 10_000_000)(v).map(|n| n as u32)),
+    );
+    let max_message_size = get_opt(
+        ctx,
+        sec,
+        "max_message_size",
+        scalar(size_in(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE)),
+    );
+    let _ = mx;
+    Ok(OutboundKeys {
+        ip_family: ip_family?,
+        client_cert: client_cert?,
+        client_key: client_key?,
+        auth: auth?,
+        oauth: oauth?,
+        rewrite_sender: rewrite_sender?,
+        rewrite_from: rewrite_from?,
+        max_messages_per_minute: max_messages_per_minute?,
+        max_recipients_per_day: max_recipients_per_day?,
+        max_message_size: max_message_size?,
+    })
+}
+
+fn read_oauth(ctx: &mut Ctx, sec: &Section) -> Result<OAuthConfig, Reported> {
+    let provider = get_opt(ctx, sec, "oauth_provider", scalar(conv_provider))?;
+    let tenant = get_opt(ctx, sec, "oauth_tenant", scalar(conv_tenant))?;
+    let flow = get_or(
+        ctx,
+        sec,
+        "oauth_flow",
+        OAuthFlow::RefreshToken,
+        scalar(conv_flow),
+    )?;
+    let url = get_opt(ctx, sec, "oauth_token_url", scalar(conv_https_url))?;
+    let token_url = match (url, provider) {
+        (Some(u), _) => u,
+        (None, Some("google")) => GOOGLE_TOKEN_URL.to_string(),
+        (None, Some(_)) => match &tenant {
+            Some(t) => format!("https://login.microsoftonline.com/{t}/oauth2/v2.0/token"),
+            None => {
+                return Err(ctx.error(
+                    sec.key_offset("oauth_provider").unwrap_or(sec.at),
+                    "oauth_provider = \"microsoft\" needs oauth_tenant = \"your tenant id or \
+                     domain\" (e.g. \"contoso.onmicrosoft.com\")",
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(ctx.error(
+                sec.key_offset("auth").unwrap_or(sec.at),
+                "auth = \"xoauth2\" needs oauth_provider = \"google\" or \"microsoft\", or \
+                 oauth_token_url = \"https://…\"",
+            ));
+        }
+    };
+    let client_id = get_req(
+        ctx,
+        sec,
+        "oauth_client_id",
+        "\"the app's client id\"",
+        scalar(|v| conv_secret_free_text(v, "\"0123-client-id\"")),
+    );
+    let client_secret_file = get_opt(ctx, sec, "oauth_client_secret_file", scalar(conv_path));
+    let refresh_token_file = get_opt(ctx, sec, "oauth_refresh_token_file", scalar(conv_path));
+    let scope = get_opt(
+        ctx,
+        sec,
+        "oauth_scope",
+        scalar(|v| conv_secret_free_text(v, "\"https://mail.google.com/\"")),
+    );
+    let ca_file = get_opt(ctx, sec, "oauth_ca_file", scalar(conv_path));
+    match flow {
+        OAuthFlow::RefreshToken => {
+            if matches!(refresh_token_file, Ok(None)) {
+                ctx.error(
+                    sec.key_offset("auth").unwrap_or(sec.at),
+                    "oauth_flow = \"refresh_token\" (the default) needs oauth_refresh_token_file = \
+                     \"/etc/postern/oauth-refresh-token\"",
+                );
+            }
+        }
+        OAuthFlow::ClientCredentials => {
+            if matches!(client_secret_file, Ok(None)) {
+                ctx.error(
+                    sec.key_offset("oauth_flow").unwrap_or(sec.at),
+                    "oauth_flow = \"client_credentials\" needs oauth_client_secret_file",
+                );
+            }
+        }
+    }
+    if !ctx.opts.skip_file_checks {
+        for key in [
+            "oauth_client_secret_file",
+            "oauth_refresh_token_file",
+            "oauth_ca_file",
+        ] {
+            if let (Some(item), Some(at)) = (sec.get(key), sec.offset(key))
+                && let DeValue::String(p) = item.get_ref()
+            {
+                check_file(ctx, at, key, Path::new(p.as_ref()), key == "oauth_ca_file");
+            }
+        }
+    }
+    let scope = scope?.or_else(|| default_scope(provider, flow).map(str::to_string));
+    Ok(OAuthConfig {
+        token_url,
+        flow,
+        client_id: client_id?,
+        client_secret_file: client_secret_file?,
+        refresh_token_file: refresh_token_file?,
+        scope,
+        ca_file: ca_file?,
+    })
+}
+
+fn default_scope(provider: Option<&str>, flow: OAuthFlow) -> Option<&'static str> {
+    match (provider, flow) {
+        (Some("microsoft"), OAuthFlow::ClientCredentials) => {
+            Some("https://outlook.office365.com/.default")
+        }
+        (Some("microsoft"), OAuthFlow::RefreshToken) => {
+            Some("https://outlook.office.com/SMTP.Send offline_access")
+        }
+        _ => None,
+    }
+}
+
+/// `hosts = ["a.example:587", "b.example:465"]`: without an explicit `tls`,
+/// each port says how it is spoken (465 implicit TLS, others STARTTLS).
+fn read_hosts(
+    ctx: &mut Ctx,
+    sec: &Section,
+    tls: TlsMode,
+    tls_explicit: bool,
+) -> Result<Vec<HostSpec>, Reported> {
+    let entries = get_req(
+        ctx,
+        sec,
+        "hosts",
+        "[\"smtp1.example.com:587\", \"smtp2.example.com:465\"]",
+        list_at(conv_host_port),
+    )?;
+    if entries.is_empty() {
+        return Err(ctx.error(
+            sec.offset("hosts").unwrap_or(sec.at),
+            "hosts: the list is empty; give at least one \"host:port\"",
+        ));
+    }
+    let mut out = Vec::new();
+    let mut bad = false;
+    for ((host, port), at) in entries {
+        let port_tls = match port {
+            Some(465) => TlsMode::Implicit,
+            _ => TlsMode::Starttls,
+        };
+        let t = if tls_explicit { tls } else { port_tls };
+        let port = port.unwrap_or(t.default_port());
+        let mismatch = matches!(
+            (port, t),
+            (
+                465,
+                TlsMode::Starttls | TlsMode::None | TlsMode::Opportunistic
+            ) | (25 | 587, TlsMode::Implicit)
+        );
+        if mismatch {
+            ctx.error(
+                at,
+                format!(
+                    "hosts: port {port} does not fit tls = \"{}\" (465 speaks TLS from the first \
+                     byte, 25 and 587 start in plain text); remove tls to pick per port",
+                    t.as_str()
+                ),
+            );
+            bad = true;
+        }
+        out.push(HostSpec { host, port, tls: t });
+    }
+    if bad { Err(Reported) } else { Ok(out) }
+}
+
+fn conv_host_port(v: &DeValue) -> Result<(String, Option<u16>), String> {
+    let s = text(v, "\"smtp.example.com:587\"")?;
+    // "[2001:db8::1]:25", "host:587", "host", "192.0.2.1:25".
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("\"{s}\" is not \"host:port\"")),
+            },
+            None => return Err(format!("\"{s}\": the '[' is never closed")),
+        }
+    } else if s.matches(':').count() > 1 {
+        return Err(format!(
+            "\"{s}\": write IPv6 addresses in brackets, e.g. \"[2001:db8::1]:25\""
+        ));
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("\"{s}\": \"{p}\" is not a port; expected 1 to 65535"))?,
+        ),
+    };
+    if host.parse::<IpAddr>().is_err()
+        && let Some(p) = domain_problem(host, true)
+    {
+        return Err(format!("\"{s}\": \"{host}\" is not a host name: {p}"));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn conv_ip_family(v: &DeValue) -> Result<IpFamily, String> {
+    let s = text(v, "\"ipv4\"")?;
+    match s.to_ascii_lowercase().as_str() {
+        "any" => Ok(IpFamily::Any),
+        "ipv4" | "inet4" | "4" => Ok(IpFamily::Ipv4),
+        "ipv6" | "inet6" | "6" => Ok(IpFamily::Ipv6),
+        _ => Err(format!(
+            "\"{s}\" is not an address family; expected \"any\", \"ipv4\" or \"ipv6\""
+        )),
+    }
+}
+
+fn conv_auth(v: &DeValue) -> Result<AuthMethod, String> {
+    let s = text(v, "\"xoauth2\"")?;
+    match s.to_ascii_lowercase().as_str() {
+        "password" | "plain" | "login" => Ok(AuthMethod::Password),
+        "xoauth2" | "oauth2" | "oauth" => Ok(AuthMethod::Xoauth2),
+        _ => Err(format!(
+            "\"{s}\" is not an AUTH method; expected \"password\" (PLAIN/LOGIN with \
+             password_file) or \"xoauth2\" (OAuth2 tokens)"
+        )),
+    }
+}
+
+fn conv_provider(v: &DeValue) -> Result<&'static str, String> {
+    let s = text(v, "\"google\"")?;
+    match s.to_ascii_lowercase().as_str() {
+        "google" | "gmail" => Ok("google"),
+        "microsoft" | "microsoft365" | "office365" | "m365" => Ok("microsoft"),
+        _ => Err(format!(
+            "\"{s}\" is not a known provider; expected \"google\" or \"microsoft\" (or set \
+             oauth_token_url instead)"
+        )),
+    }
+}
+
+fn conv_tenant(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"contoso.onmicrosoft.com\"")?;
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    {
+        return Err(format!(
+            "\"{s}\" is not a tenant; expected the tenant id (a GUID) or its domain"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn conv_flow(v: &DeValue) -> Result<OAuthFlow, String> {
+    let s = text(v, "\"refresh_token\"")?;
+    match s.to_ascii_lowercase().replace('-', "_").as_str() {
+        "refresh_token" => Ok(OAuthFlow::RefreshToken),
+        "client_credentials" => Ok(OAuthFlow::ClientCredentials),
+        _ => Err(format!(
+            "\"{s}\" is not an OAuth2 flow; expected \"refresh_token\" or \"client_credentials\""
+        )),
+    }
+}
+
+fn conv_https_url(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"https://oauth2.googleapis.com/token\"")?;
+    let rest = s
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("\"{s}\": the token endpoint must be an https:// URL"))?;
+    if rest.is_empty() || s.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("\"{s}\" is not a URL"));
+    }
+    Ok(s.to_string())
+}
+
+/// Identifiers and scopes: one line of visible text.
+fn conv_secret_free_text(v: &DeValue, example: &str) -> Result<String, String> {
+    let s = text(v, example)?;
+    if s.is_empty() || s.chars().any(char::is_control) {
+        return Err(format!("\"{s}\" must be one line of text, not empty"));
+    }
+    Ok(s.to_string())
+}
+
+fn conv_bool(v: &DeValue) -> Result<bool, String> {
+    match v {
+        DeValue::Boolean(b) => Ok(*b),
+        DeValue::String(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+            Err(format!(
+                "expected true or false without quotes, found \"{s}\""
+            ))
+        }
+        other => Err(format!("expected true or false, found {}", describe(other))),
+    }
+}
+
+/// A full mailbox, `user@example.com`: what a rewritten sender, a
+/// postmaster or an alias target must be.
+fn conv_mailbox(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"alerts@example.com\"")?;
+    let s = s.trim();
+    let s = s
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(s);
+    match crate::smtp::Address::parse(s) {
+        Ok(a) if a.domain().is_some() && !a.is_utf8() => Ok(s.to_string()),
+        Ok(a) if a.domain().is_some() => Err(format!(
+            "\"{s}\" has non-ASCII characters; use an ASCII address here"
+        )),
+        Ok(_) => Err(format!(
+            "\"{s}\" has no domain; expected a full address like \"ops@example.com\""
+        )),
+        Err(e) => Err(format!(
+            "\"{s}\" is not a mail address ({e}); expected e.g. \"ops@example.com\""
+        )),
+    }
+}
+
+/// Top-level outbound keys, `[[route]]`s or `[upstream]`, and `[aliases]`.
+fn read_outbound_top(
+    ctx: &mut Ctx,
+    root: &DeTable,
+    upstream: &Result<Upstream, Reported>,
+) -> Result<OutboundConfig, Reported> {
+    let top = Section {
+        name: "",
+        table: root,
+        at: 0,
+    };
+    let postmaster = get_opt(ctx, &top, "postmaster", scalar(conv_mailbox));
+    let rewrite_sender = get_opt(ctx, &top, "rewrite_sender", scalar(conv_mailbox));
+    let rewrite_from = get_or(ctx, &top, "rewrite_from", false, scalar(conv_bool));
+    let max_reports_per_hour = get_or(
+        ctx,
+        &top,
+        "max_reports_per_hour",
+        20,
+        scalar(|v| count_in(1, 100_000)(v).map(|n| n as u32)),
+    );
+    let dns_servers = get_or(ctx, &top, "dns_servers", Vec::new(), list(conv_dns_server));
+    if let (Ok(true), Ok(None)) = (&rewrite_from, &rewrite_sender) {
+        // A route may still set its own rewrite_sender; only warn when none does.
+        let any_route_sender = matches!(upstream, Ok(Upstream::Smarthost(h) | Upstream::Mx(h)) if h.rewrite_sender.is_some());
+        if !any_route_sender && root.get("route").is_none() {
+            ctx.error(
+                top.key_offset("rewrite_from").unwrap_or(0),
+                "rewrite_from = true needs rewrite_sender = \"alerts@example.com\": the address \
+                 to put in From",
+            );
+        }
+    }
+    let routes = match root.get_key_value("route") {
+        None => upstream.as_ref().map_err(|r| *r).map(|u| {
+            vec![RouteConfig {
+                domains: vec![DomainPattern::Any],
+                upstream: u.clone(),
+            }]
+        }),
+        Some((key, item)) => read_routes(ctx, key.span().start, item),
+    };
+    let aliases = read_aliases(ctx, root);
+    Ok(OutboundConfig {
+        explicit_routes: root.get("route").is_some(),
+        routes: routes?,
+        aliases: aliases?,
+        postmaster: postmaster?,
+        rewrite_sender: rewrite_sender?,
+        rewrite_from: rewrite_from?,
+        max_reports_per_hour: max_reports_per_hour?,
+        dns_servers: dns_servers?,
+    })
+}
+
+fn conv_dns_server(v: &DeValue) -> Result<SocketAddr, String> {
+    let s = text(v, "\"192.168.1.1\"")?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("\"{s}\" is not a name server address; expected e.g. \"192.168.1.1\" or \"127.0.0.1:5353\"")
+    })
+}
+
+fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>, Reported> {
+    let DeValue::Array(tables) = item.get_ref() else {
+        return Err(ctx.error(
+            at,
+            "'route' must be written [[route]] (double brackets), once per route",
+        ));
+    };
+    let mut out = Vec::new();
+    let mut bad = false;
+    let mut saw_any = None::<usize>;
+    for (n, t) in tables.iter().enumerate() {
+        let DeValue::Table(table) = t.get_ref() else {
+            ctx.error(t.span().start, "each route is a [[route]] table");
+            bad = true;
+            continue;
+        };
+        let sec = Section {
+            name: "route",
+            table,
+            at: t.span().start,
+        };
+        if let Some(first) = saw_any {
+            ctx.error(
+                sec.at,
+                format!(
+                    "route #{} can never be used: route #{} before it has domains = [\"*\"] and \
+                     takes every recipient; put the catch-all route last",
+                    n + 1,
+                    first + 1
+                ),
+            );
+            bad = true;
+        }
+        let domains = get_req(
+            ctx,
+            &sec,
+            "domains",
+            "[\"example.com\", \".example.org\", \"*\"]",
+            list(conv_domain_pattern),
+        )
+        .and_then(|d| {
+            if d.is_empty() {
+                Err(ctx.error(
+                    sec.offset("domains").unwrap_or(sec.at),
+                    "domains: the list is empty; give \"*\" for every domain",
+                ))
+            } else {
+                Ok(d)
+            }
+        });
+        if let Ok(d) = &domains
+            && d.contains(&DomainPattern::Any)
+        {
+            saw_any = Some(n);
+        }
+        let upstream = read_upstream(ctx, &sec);
+        match (domains, upstream) {
+            (Ok(domains), Ok(upstream)) => out.push(RouteConfig { domains, upstream }),
+            _ => bad = true,
+        }
+    }
+    if out.is_empty() && !bad {
+        return Err(ctx.error(at, "no [[route]] tables"));
+    }
+    if bad { Err(Reported) } else { Ok(out) }
+}
+
+fn conv_domain_pattern(v: &DeValue) -> Result<DomainPattern, String> {
+    let s = text(v, "\"example.com\"")?;
+    if s == "*" {
+        return Ok(DomainPattern::Any);
+    }
+    let (sub, d) = match s.strip_prefix('.') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    if let Some(p) = domain_problem(d, false) {
+        return Err(format!(
+            "\"{s}\" is not a domain ({p}); expected \"example.com\", \".example.com\" (its \
+             subdomains) or \"*\" (every domain)"
+        ));
+    }
+    let d = d.to_lowercase();
+    Ok(if sub {
+        DomainPattern::Subdomains(d)
+    } else {
+        DomainPattern::Exact(d)
+    })
+}
+
+/// `[aliases]`: `root = "ops@example.com"`, `"*@lan" = "…"`, `"a@b" = "…"`.
+fn read_aliases(ctx: &mut Ctx, root: &DeTable) -> Result<Vec<(String, String)>, Reported> {
+    let Some((key, item)) = root.get_key_value("aliases") else {
+        return Ok(Vec::new());
+    };
+    let DeValue::Table(t) = item.get_ref() else {
+        return Err(ctx.error(
+            key.span().start,
+            "'aliases' must be a table: [aliases] on its own line, then root = \"ops@example.com\"",
+        ));
+    };
+    let mut out = Vec::new();
+    let mut bad = false;
+    for (k, v) in t.iter() {
+        let name: &str = k.get_ref();
+        let key_ok = match name.split_once('@') {
+            None => crate::smtp::Address::parse(name).is_ok() && name != "*",
+            Some(("*", d)) => domain_problem(d, false).is_none(),
+            Some(_) => crate::smtp::Address::parse(name).is_ok(),
+        };
+        if !key_ok {
+            ctx.error(
+                k.span().start,
+                format!(
+                    "aliases: \"{name}\" is not something to map; expected a local part (root), an \
+                     address (\"admin@lan\") or every address of a domain (\"*@lan\")"
+                ),
+            );
+            bad = true;
+            continue;
+        }
+        match conv_mailbox(v.get_ref()) {
+            Ok(target) => out.push((name.to_lowercase(), target)),
+            Err(m) => {
+                ctx.error(v.span().start, format!("aliases: {name}: {m}"));
+                bad = true;
+            }
+        }
+    }
+    if bad { Err(Reported) } else { Ok(out) }
+}
+
+/// The outbound part of the effective config.
+fn outbound_to_toml(out: &mut String, o: &OutboundConfig) {
+    let mut top = String::new();
+    if let Some(p) = &o.postmaster {
+        line(&mut top, "postmaster", quote(p));
+    }
+    if let Some(r) = &o.rewrite_sender {
+        line(&mut top, "rewrite_sender", quote(r));
+    }
+    line(&mut top, "rewrite_from", o.rewrite_from.to_string());
+    line(
+        &mut top,
+        "max_reports_per_hour",
+        o.max_reports_per_hour.to_string(),
+    );
+    line(&mut top, "dns_servers", array(o.dns_servers.iter()));
+    // Top-level keys must come before the first table.
+    let at = out.find("\n\n[").map_or(out.len(), |i| i + 1);
+    out.insert_str(at, &top);
+    if o.explicit_routes {
+        for r in &o.routes {
+            out.push_str("\n[[route]]\n");
+            line(out, "domains", array(r.domains.iter()));
+            upstream_to_toml(out, &r.upstream);
+        }
+    }
+    if !o.aliases.is_empty() {
+        out.push_str("\n[aliases]\n");
+        for (k, v) in &o.aliases {
+            line(out, &quote(k), quote(v));
+        }
+    }
+}
+
+fn upstream_to_toml(out: &mut String, u: &Upstream) {
+    match u {
+        Upstream::Smarthost(h) | Upstream::Mx(h) => {
+            let mx = matches!(u, Upstream::Mx(_));
+            line(out, "kind", quote(if mx { "mx" } else { "smarthost" }));
+            if mx {
+                line(out, "port", h.port.to_string());
+                line(out, "tls", quote(h.tls.as_str()));
+            } else if h.hosts.len() > 1 {
+                let hs: Vec<String> = h
+                    .hosts
+                    .iter()
+                    .map(|x| {
+                        if x.host.contains(':') {
+                            format!("[{}]:{}", x.host, x.port)
+                        } else {
+                            format!("{}:{}", x.host, x.port)
+                        }
+                    })
+                    .collect();
+                line(out, "hosts", array(hs.iter()));
+                if h.hosts.iter().all(|x| x.tls == h.tls) {
+                    line(out, "tls", quote(h.tls.as_str()));
+                }
+            } else {
+                line(out, "host", quote(&h.host));
+                line(out, "port", h.port.to_string());
+                line(out, "tls", quote(h.tls.as_str()));
+            }
+            if let Some(ca) = &h.ca_file {
+                line(out, "ca_file", quote(&ca.display().to_string()));
+            }
+            if let Some(user) = &h.username {
+                line(out, "username", quote(user));
+            }
+            if let Some(pw) = &h.password_file {
+                line(out, "password_file", quote(&pw.display().to_string()));
+            }
+            line(out, "max_connections", h.max_connections.to_string());
+            line(
+                out,
+                "messages_per_connection",
+                h.messages_per_connection.to_string(),
+            );
+            line(out, "connect_timeout", quote(&h.connect_timeout.text));
+            line(out, "command_timeout", quote(&h.command_timeout.text));
+            let fam = match h.ip_family {
+                IpFamily::Any => "any",
+                IpFamily::Ipv4 => "ipv4",
+                IpFamily::Ipv6 => "ipv6",
+            };
+            line(out, "ip_family", quote(fam));
+            if let (Some(c), Some(k)) = (&h.client_cert, &h.client_key) {
+                line(out, "client_cert", quote(&c.display().to_string()));
+                line(out, "client_key", quote(&k.display().to_string()));
+            }
+            match &h.oauth {
+                Some(o) => {
+                    line(out, "auth", quote("xoauth2"));
+                    line(out, "oauth_token_url", quote(&o.token_url));
+                    let flow = match o.flow {
+                        OAuthFlow::RefreshToken => "refresh_token",
+                        OAuthFlow::ClientCredentials => "client_credentials",
+                    };
+                    line(out, "oauth_flow", quote(flow));
+                    line(out, "oauth_client_id", quote(&o.client_id));
+                    if let Some(p) = &o.client_secret_file {
+                        line(
+                            out,
+                            "oauth_client_secret_file",
+                            quote(&p.display().to_string()),
+                        );
+                    }
+                    if let Some(p) = &o.refresh_token_file {
+                        line(
+                            out,
+                            "oauth_refresh_token_file",
+                            quote(&p.display().to_string()),
+                        );
+                    }
+                    if let Some(s) = &o.scope {
+                        line(out, "oauth_scope", quote(s));
+                    }
+                    if let Some(p) = &o.ca_file {
+                        line(out, "oauth_ca_file", quote(&p.display().to_string()));
+                    }
+                }
+                None => line(out, "auth", quote("password")),
+            }
+            if let Some(r) = &h.rewrite_sender {
+                line(out, "rewrite_sender", quote(r));
+            }
+            if let Some(r) = h.rewrite_from {
+                line(out, "rewrite_from", r.to_string());
+            }
+            if let Some(n) = h.max_messages_per_minute {
+                line(out, "max_messages_per_minute", n.to_string());
+            }
+            if let Some(n) = h.max_recipients_per_day {
+                line(out, "max_recipients_per_day", n.to_string());
+            }
+            if let Some(s) = &h.max_message_size {
+                line(out, "max_message_size", quote(&s.text));
+            }
+        }
+        Upstream::Maildir(m) => {
+            line(out, "kind", quote("maildir"));
+            line(out, "dir", quote(&m.dir.display().to_string()));
+        }
     }
 }
 
@@ -2289,7 +3359,7 @@ dir = \"out\"
         let m = one_error(&text, 8, 2);
         assert_eq!(
             m,
-            "unknown table [tls]; the tables are [server], [policy], [queue] and [upstream]"
+            "unknown table [tls]; the tables are [server], [policy], [queue], [upstream] (or [[route]]) and [aliases]"
         );
         let text = BASE.replace("[queue]", "[server.tls]\ncert = \"x\"\n[queue]");
         let m = one_error(&text, 3, 9);
@@ -2354,15 +3424,15 @@ dir = \"out\"
             m.starts_with("missing required key 'kind' in [upstream]"),
             "{m}"
         );
-        let text = BASE.replace("\"maildir\"", "\"mx\"");
+        let text = BASE.replace("\"maildir\"", "\"mxx\"");
         let m = one_error(&text, 6, 8);
         assert!(
-            m.starts_with("kind: \"mx\" is not an upstream kind; expected \"smarthost\""),
+            m.starts_with("kind: \"mxx\" is not an upstream kind; expected \"smarthost\""),
             "{m}"
         );
         // With an unknown kind, keys that exist for no kind are still found.
         let text = BASE
-            .replace("\"maildir\"", "\"mx\"")
+            .replace("\"maildir\"", "\"mxx\"")
             .replace("dir = \"out\"", "dri = \"out\"");
         let e = errs(&text);
         assert_eq!(e.len(), 2, "{e:?}");
@@ -2954,15 +4024,34 @@ kind = \"smarthost\"
         let printed = ok(&full_smarthost()).to_toml();
         let doc = DeTable::parse(&printed).unwrap();
         let root = doc.get_ref();
+        // Printed only when set (they have no default value to show).
+        const WHEN_SET: &[&str] = &[
+            "postmaster",
+            "rewrite_sender",
+            "rewrite_from",
+            "hosts",
+            "client_cert",
+            "client_key",
+            "max_messages_per_minute",
+            "max_recipients_per_day",
+            "max_message_size",
+        ];
         for key in TOP_KEYS {
-            assert!(root.get(*key).is_some(), "{key}");
+            assert!(root.get(*key).is_some() || WHEN_SET.contains(key), "{key}");
         }
         for (table, lists) in TABLES {
+            if matches!(*table, "route" | "aliases") {
+                continue;
+            }
             let Some(DeValue::Table(t)) = root.get(*table).map(|v| v.get_ref()) else {
                 panic!("{table}")
             };
             for key in lists.iter().flat_map(|l| l.iter()) {
-                if *table == "upstream" && MAILDIR_KEYS.contains(key) {
+                if *table == "upstream"
+                    && (MAILDIR_KEYS.contains(key)
+                        || WHEN_SET.contains(key)
+                        || key.starts_with("oauth_"))
+                {
                     continue;
                 }
                 assert!(

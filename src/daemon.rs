@@ -10,7 +10,7 @@ use smol::Async;
 use smol::io::AsyncReadExt;
 
 use crate::config::{self, Config};
-use crate::delivery::{Delivery, Route};
+use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Shared};
@@ -103,7 +103,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         set_aside = recovered.set_aside,
         "queue opened"
     );
-    let route = Route::from_config(&cfg, Resolver::from_system())?;
+    // Outbound (issue 3): every route built in one place; the listener
+    // shares them for aliases and the size limit. A reload builds new
+    // Routes::from_config and calls routes.replace(..).
+    let routes = SharedRoutes::new(Routes::from_config(&cfg, Resolver::from_system())?);
     // Signals arrive as bytes on a pipe, read in the event loop like any
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -112,12 +115,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let listeners = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
-        let shared = Arc::new(Shared::new(cfg, queue.clone()));
+        let mut shared = Shared::new(cfg, queue.clone());
+        shared.routes = Some(routes.clone());
+        let shared = Arc::new(shared);
         let mut tasks = Vec::new();
         for l in listeners {
             tasks.push(smol::spawn(server::serve(l, shared.clone())));
         }
-        let delivery = smol::spawn(Delivery::new(queue.clone(), route, hostname).run());
+        let delivery = smol::spawn(Delivery::new(queue.clone(), routes, hostname).run());
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         let mut stop = Async::new(stop_pipe).map_err(DaemonError::Signals)?;
         let mut hup = Async::new(hup_pipe).map_err(DaemonError::Signals)?;
@@ -179,7 +184,11 @@ fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {
 }
 
 fn describe_upstream(cfg: &Config) -> String {
+    if cfg.outbound.routes.len() > 1 {
+        return format!("{} routes", cfg.outbound.routes.len());
+    }
     match &cfg.upstream {
+        config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
         config::Upstream::Smarthost(s) => {
             format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
         }

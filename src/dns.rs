@@ -56,6 +56,37 @@ pub struct Resolver {
     /// lookup, because the one warning at startup scrolls away long before
     /// someone reads a deferred delivery's reason.
     degraded: Option<Arc<str>>,
+    /// For resolvers built from a resolv.conf: the file, watched so that a
+    /// change (DHCP, a late dnsmasq at boot) takes effect without a restart.
+    watch: Option<Arc<Watch>>,
+}
+
+/// A watched resolv.conf and the resolver last built from it.
+#[derive(Debug)]
+struct Watch {
+    path: std::path::PathBuf,
+    state: std::sync::Mutex<WatchState>,
+}
+
+#[derive(Debug)]
+struct WatchState {
+    /// (modification time, length) when last read; `None` if unreadable.
+    stamp: Option<(std::time::SystemTime, u64)>,
+    /// When the file was last looked at: at most once per [`WATCH_EVERY`].
+    checked: std::time::Instant,
+    /// The resolver built from the file as it was at `stamp`.
+    current: (
+        Option<hickory_resolver::Resolver<SmolRuntime>>,
+        Option<Arc<str>>,
+    ),
+}
+
+/// How often a lookup may stat resolv.conf to see whether it changed.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl Resolver {
@@ -63,10 +94,58 @@ impl Resolver {
     /// configuration (every lookup fails, with a warning logged) if those
     /// cannot be read.
     ///
-    /// resolv.conf is read once: a change (say, DHCP writing it after
-    /// postern started) takes effect when a new resolver is built.
+    /// resolv.conf is watched: a change (say, DHCP writing it after postern
+    /// started) takes effect at the next lookup.
     pub fn from_system() -> Resolver {
-        Self::from_system_conf(hickory_resolver::system_conf::read_system_conf())
+        Self::from_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
+    }
+
+    /// From a resolv.conf file (plus /etc/hosts), re-read whenever it
+    /// changes: each lookup checks its modification time (at most once a
+    /// second) and builds a new resolver when it moved.
+    pub fn from_resolv_conf(path: &std::path::Path) -> Resolver {
+        let stamp = file_stamp(path);
+        let mut r = Self::from_system_conf(Self::read_conf(path));
+        let current = (r.inner.clone(), r.degraded.clone());
+        r.watch = Some(Arc::new(Watch {
+            path: path.to_owned(),
+            state: std::sync::Mutex::new(WatchState {
+                stamp,
+                checked: std::time::Instant::now(),
+                current,
+            }),
+        }));
+        r
+    }
+
+    fn read_conf(path: &std::path::Path) -> Result<(ResolverConfig, ResolverOpts), NetError> {
+        let data = std::fs::read(path).map_err(NetError::from)?;
+        hickory_resolver::system_conf::parse_resolv_conf(data)
+    }
+
+    /// The hickory resolver to use now, rebuilt if a watched resolv.conf
+    /// changed since it was last read.
+    fn live(
+        &self,
+    ) -> (
+        Option<hickory_resolver::Resolver<SmolRuntime>>,
+        Option<Arc<str>>,
+    ) {
+        let Some(w) = &self.watch else {
+            return (self.inner.clone(), self.degraded.clone());
+        };
+        let mut st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.checked.elapsed() >= WATCH_EVERY {
+            st.checked = std::time::Instant::now();
+            let stamp = file_stamp(&w.path);
+            if stamp != st.stamp {
+                tracing::info!(file = %w.path.display(), "resolv.conf changed; using its name servers now");
+                let fresh = Self::from_system_conf(Self::read_conf(&w.path));
+                st.stamp = stamp;
+                st.current = (fresh.inner, fresh.degraded);
+            }
+        }
+        st.current.clone()
     }
 
     /// The decision behind [`Resolver::from_system`], separate so the
@@ -134,6 +213,7 @@ impl Resolver {
             Ok(inner) => Resolver {
                 inner: Some(inner),
                 degraded: degraded.map(Arc::from),
+                watch: None,
             },
             // Without TLS features hickory has no reason to fail here, but
             // if it ever does, startup must go on and lookups say why.
@@ -146,6 +226,7 @@ impl Resolver {
                 Resolver {
                     inner: None,
                     degraded: Some(Arc::from(reason)),
+                    watch: None,
                 }
             }
         }
@@ -161,7 +242,8 @@ impl Resolver {
         if let Some(ip) = ip_literal(host) {
             return Ok(vec![ip]);
         }
-        let inner = self.hickory(host)?;
+        let (inner, degraded) = self.live();
+        let inner = Self::hickory(&inner, &degraded, host)?;
         match inner.lookup_ip(host).await {
             Ok(found) => {
                 let ips: Vec<IpAddr> = found.iter().collect();
@@ -174,7 +256,7 @@ impl Resolver {
                 }
             }
             Err(err) if err.is_no_records_found() => Err(DnsError::NoSuchHost(host.to_owned())),
-            Err(err) => Err(self.failed(host, &err)),
+            Err(err) => Err(Self::failed(&degraded, host, &err)),
         }
     }
 
@@ -188,7 +270,8 @@ impl Resolver {
     /// `domain` is always taken as absolute: mail domains are fully
     /// qualified (RFC 5321 §2.3.5), so resolv.conf's `search` never applies.
     pub async fn lookup_mx(&self, domain: &str) -> Result<Vec<(u16, String)>, DnsError> {
-        let inner = self.hickory(domain)?;
+        let (inner, degraded) = self.live();
+        let inner = Self::hickory(&inner, &degraded, domain)?;
         let absolute = if domain.ends_with('.') {
             domain.to_owned()
         } else {
@@ -217,19 +300,23 @@ impl Resolver {
             }
             Err(err) if err.is_nx_domain() => Err(DnsError::NoSuchHost(domain.to_owned())),
             Err(err) if err.is_no_records_found() => Ok(Vec::new()),
-            Err(err) => Err(self.failed(domain, &err)),
+            Err(err) => Err(Self::failed(&degraded, domain, &err)),
         }
     }
 
-    fn hickory(&self, name: &str) -> Result<&hickory_resolver::Resolver<SmolRuntime>, DnsError> {
-        self.inner.as_ref().ok_or_else(|| DnsError::Failed {
+    fn hickory<'r>(
+        inner: &'r Option<hickory_resolver::Resolver<SmolRuntime>>,
+        degraded: &Option<Arc<str>>,
+        name: &str,
+    ) -> Result<&'r hickory_resolver::Resolver<SmolRuntime>, DnsError> {
+        inner.as_ref().ok_or_else(|| DnsError::Failed {
             name: name.to_owned(),
-            reason: self.degraded.as_deref().unwrap_or("no resolver").to_owned(),
+            reason: degraded.as_deref().unwrap_or("no resolver").to_owned(),
         })
     }
 
     /// A readable reason for a failure that is not "no such name".
-    fn failed(&self, name: &str, err: &NetError) -> DnsError {
+    fn failed(degraded: &Option<Arc<str>>, name: &str, err: &NetError) -> DnsError {
         let what = match err {
             NetError::Timeout => "timed out waiting for the name servers".to_owned(),
             NetError::NoConnections => "no name server reachable".to_owned(),
@@ -239,7 +326,7 @@ impl Resolver {
             NetError::Io(io) => format!("network error: {io}"),
             other => other.to_string(),
         };
-        let reason = match &self.degraded {
+        let reason = match degraded {
             Some(why) => format!("{what}; {why}"),
             None => what,
         };

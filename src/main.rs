@@ -13,6 +13,8 @@ Usage: postern <COMMAND> [OPTIONS]
 Commands:
   serve    Run the relay in the foreground (logs to stderr)
   check    Validate a config file; print every problem as FILE:LINE:COL: message
+           (--connect: also connect to every route, TLS, AUTH, no mail sent)
+  send-test  Send a test message through the routes and follow it
 
 Options:
   -h, --help       Print help (also: postern <COMMAND> --help)
@@ -35,12 +37,35 @@ const CHECK_HELP: &str = "\
 Validate a config file. Exits 0 when it is valid; otherwise prints every
 problem as FILE:LINE:COL: message and exits 1.
 
-Usage: postern check [--config FILE] [--print]
+Usage: postern check [--config FILE] [--print] [--connect [--domain DOMAIN]]
 
 Options:
   -c, --config FILE   Config file [default: /etc/postern/postern.toml]
   -p, --print         Also print the effective config (every default filled in)
+      --connect       For every route: resolve, connect, TLS (certificate
+                      details), AUTH, QUIT; print the conversation with secrets
+                      masked and OK or what failed (DNS, connect, certificate,
+                      auth). No mail is sent. Exits 1 if a route fails.
+      --domain DOMAIN For MX routes that take every domain: the domain to check
   -h, --help          Print help
+";
+
+const SEND_TEST_HELP: &str = "\
+Send a short test message through the configured routes and follow it until
+it is delivered or fails, printing each attempt. Runs the normal path (queue,
+aliases, routes, rewriting, retries) in this process with a throwaway queue:
+it needs no running daemon and never touches the daemon's queue.
+
+Usage: postern send-test [--config FILE] --to ADDR [--from ADDR] [--wait DURATION]
+
+Options:
+  -c, --config FILE   Config file [default: /etc/postern/postern.toml]
+      --to ADDR       Recipient (aliases apply)
+      --from ADDR     Envelope sender [default: postmaster, else postern@HOSTNAME]
+      --wait DURATION How long to follow retries, e.g. \"2m\" [default: 2m]
+  -h, --help          Print help
+
+Exit status: 0 delivered, 1 failed or still queued, 2 usage.
 ";
 
 /// A command-line mistake: say it, and where to look.
@@ -71,9 +96,16 @@ fn main() -> ExitCode {
     };
     let mut config = PathBuf::from(config::DEFAULT_PATH);
     let mut print = false;
+    // Issue 3: check --connect, send-test.
+    let mut connect = false;
+    let mut domain: Option<String> = None;
+    let mut to: Option<String> = None;
+    let mut from: Option<String> = None;
+    let mut wait = std::time::Duration::from_secs(120);
     let help = match sub.as_str() {
         "serve" => SERVE_HELP,
         "check" => CHECK_HELP,
+        "send-test" => SEND_TEST_HELP,
         _ => return usage_error(format!("unknown command '{sub}'"), ""),
     };
     let for_help = format!("{sub} ");
@@ -88,6 +120,25 @@ fn main() -> ExitCode {
                 Err(e) => return usage_error(e, &for_help),
             },
             Ok(Some(Short('p') | Long("print"))) if sub == "check" => print = true,
+            Ok(Some(Long("connect"))) if sub == "check" => connect = true,
+            Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait"))))
+                if (sub == "check" && k == "domain") || (sub == "send-test" && k != "domain") =>
+            {
+                let k = k.to_string();
+                let v = match parser.value() {
+                    Ok(v) => v.to_string_lossy().into_owned(),
+                    Err(e) => return usage_error(e, &for_help),
+                };
+                match k.as_str() {
+                    "domain" => domain = Some(v),
+                    "to" => to = Some(v),
+                    "from" => from = Some(v),
+                    _ => match config::Dur::parse(&v) {
+                        Ok(d) => wait = d.value,
+                        Err(e) => return usage_error(format!("--wait: {e}"), &for_help),
+                    },
+                }
+            }
             Ok(Some(other)) => return usage_error(other.unexpected(), &for_help),
             Ok(None) => break,
             Err(e) => return usage_error(e, &for_help),
@@ -101,7 +152,55 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "send-test" => {
+            let Some(to) = to else {
+                return usage_error("send-test needs --to ADDR", &for_help);
+            };
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            postern::daemon::init_logging(&cfg.log_level);
+            match postern::delivery::sendtest::run(&cfg, &to, from.as_deref(), wait) {
+                Ok(postern::delivery::sendtest::Outcome::Delivered) => {
+                    println!("delivered");
+                    ExitCode::SUCCESS
+                }
+                Ok(o) => {
+                    println!("not delivered: {o:?}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("postern: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => match config::load(&config) {
+            Ok(cfg) if connect => {
+                let routes = match postern::delivery::Routes::from_config(
+                    &cfg,
+                    postern::dns::Resolver::from_system(),
+                ) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("postern: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let results = smol::block_on(postern::delivery::probe::check_routes(
+                    &routes,
+                    domain.as_deref(),
+                ));
+                if postern::delivery::probe::print(&results) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
             Ok(cfg) => {
                 if print {
                     print!("{}", cfg.to_toml());

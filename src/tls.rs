@@ -70,6 +70,89 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
     Ok(Arc::new(config))
 }
 
+/// Client config with an optional TLS client certificate (`client_cert`,
+/// `client_key`: certificate-authenticated connectors such as Microsoft
+/// 365's), verifying servers against the system roots plus `extra_ca`.
+pub fn client_config_with(
+    extra_ca: Option<&Path>,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = trust_anchors(rustls_native_certs::load_native_certs(), extra_ca)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(cert_and_key(cert, key)?)),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Client config for opportunistic TLS (`tls = "opportunistic"`, the MX
+/// default): encrypts without verifying the server, because most MX hosts'
+/// certificates would not verify and plain text is the alternative. Never
+/// used where credentials are sent.
+pub fn client_config_unverified(
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())));
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(cert_and_key(cert, key)?)),
+    };
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate but still checks the handshake
+/// signatures (so the session is encrypted to whoever holds that key).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Server config from a PEM certificate chain and a PEM private key.
 ///
 /// The chain starts with the server's own certificate; intermediates may

@@ -1,6 +1,9 @@
-//! The SMTP client towards a smarthost: connect, TLS (implicit or
-//! STARTTLS), EHLO, AUTH, then any number of messages over the connection,
-//! each with a per-recipient outcome. Timeouts follow RFC 5321 §4.5.3.2.
+//! The SMTP client towards a smarthost or an MX host: find the hosts
+//! (failover list, or MX records by preference), connect (address family
+//! as configured, falling back to the other), TLS (implicit, required
+//! STARTTLS, or opportunistic), EHLO, AUTH (PLAIN, LOGIN or XOAUTH2), then
+//! any number of messages over the connection, each with a per-recipient
+//! outcome. Timeouts follow RFC 5321 §4.5.3.2.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -12,7 +15,7 @@ use base64::Engine;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpStream;
 
-use crate::config::{SmarthostConfig, TlsMode};
+use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
 use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 use crate::smtp::reply::MAX_REPLY_LINE;
@@ -78,6 +81,46 @@ pub enum ClientError {
     /// The connection failed mid-way.
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
+    /// RFC 7505 null MX: the domain accepts no mail. Permanent.
+    #[error("{0} accepts no mail (null MX record, RFC 7505)")]
+    NullMx(String),
+    /// The server's certificate is not valid yet: with a board that booted
+    /// without a real-time clock, our clock is what is wrong.
+    #[error(
+        "TLS with {host}: certificate not valid yet; clock not synchronised? (system time {now})"
+    )]
+    ClockNotSynced {
+        /// The server.
+        host: String,
+        /// Our clock, as it reads.
+        now: String,
+    },
+    /// Credentials would go out without verified TLS.
+    #[error(
+        "not sending credentials: the connection is not TLS with a verified certificate (tls = \"starttls\" or \"implicit\" for AUTH)"
+    )]
+    InsecureAuth,
+    /// The server refused the login.
+    #[error("AUTH {mechanism} refused: {}{}", reply.to_log_string(), super::hints::hint(reply).map(|h| format!("; hint: {h}")).unwrap_or_default())]
+    AuthRefused {
+        /// PLAIN, LOGIN or XOAUTH2.
+        mechanism: &'static str,
+        /// The reply.
+        reply: Reply,
+    },
+    /// No OAuth2 access token.
+    #[error("XOAUTH2: {0}")]
+    OAuth(#[from] super::oauth::OAuthError),
+    /// Every host of the route failed; each reason in order.
+    #[error("every host failed: {0}")]
+    AllFailed(String),
+}
+
+impl ClientError {
+    /// Permanent failures (report now) as opposed to deferrals.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::NullMx(_))
+    }
 }
 
 /// Plain TCP or TLS over TCP.
@@ -124,17 +167,44 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Everything needed to reach one smarthost; built once per config.
+/// Everything needed to reach one smarthost route (or MX route); built
+/// once per config.
 #[derive(Debug)]
 pub struct Smarthost {
-    /// `[upstream]`.
+    /// `[upstream]` or the route's table.
     pub cfg: SmarthostConfig,
     /// Our EHLO name.
     pub ehlo: String,
-    /// rustls config (trust anchors); `None` when tls = none.
+    /// rustls config (trust anchors, client certificate); `None` when tls = none.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// For tls = "opportunistic": encrypts without verifying.
+    pub tls_any: Option<Arc<rustls::ClientConfig>>,
     /// Name resolution.
     pub resolver: Resolver,
+    /// XOAUTH2 tokens, when auth = "xoauth2".
+    pub oauth: Option<Arc<super::oauth::TokenSource>>,
+    /// kind = "mx": hosts come from the recipient domain's MX records.
+    pub mx: bool,
+}
+
+/// One host to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Name or IP address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS spoken with it.
+    pub tls: TlsMode,
+}
+
+/// A conversation record for `postern check --connect`; secrets masked.
+pub type Transcript = Arc<std::sync::Mutex<Vec<String>>>;
+
+fn note(t: &Option<Transcript>, line: String) {
+    if let Some(t) = t {
+        t.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+    }
 }
 
 /// The envelope and body source of one message to send.
@@ -172,6 +242,9 @@ pub struct Client {
     timeout: Duration,
     /// Set when the connection must not be used again.
     pub broken: bool,
+    /// TLS with a verified certificate (credentials may be sent).
+    pub verified_tls: bool,
+    transcript: Option<Transcript>,
 }
 
 impl std::fmt::Debug for Client {
@@ -192,15 +265,158 @@ async fn timeout<T>(
     .await
 }
 
+/// The hosts to try for `domain` (MX routes) or the configured list.
+pub async fn candidates(
+    sh: &Smarthost,
+    domain: Option<&str>,
+) -> Result<Vec<Candidate>, ClientError> {
+    if !sh.mx {
+        return Ok(sh
+            .cfg
+            .hosts
+            .iter()
+            .map(|h| Candidate {
+                host: h.host.clone(),
+                port: h.port,
+                tls: h.tls,
+            })
+            .collect());
+    }
+    let domain = domain.unwrap_or("");
+    let mk = |host: String| Candidate {
+        host,
+        port: sh.cfg.port,
+        tls: sh.cfg.tls,
+    };
+    // An address literal (`user@[192.0.2.1]`) names the host itself.
+    if domain.starts_with('[') {
+        return Ok(vec![mk(domain.to_string())]);
+    }
+    let mxs = sh.resolver.lookup_mx(domain).await?;
+    if mxs.is_empty() {
+        // RFC 5321 §5.1: no MX, the domain's own address records.
+        return Ok(vec![mk(domain.to_string())]);
+    }
+    if mxs.iter().any(|(_, name)| name.is_empty()) {
+        return Err(ClientError::NullMx(domain.to_string()));
+    }
+    Ok(order_mx(mxs).into_iter().map(mk).collect())
+}
+
+/// Preference order, shuffled among equal preferences (RFC 5321 §5.1).
+pub fn order_mx(mut mxs: Vec<(u16, String)>) -> Vec<String> {
+    mxs.sort_by_key(|(p, _)| *p);
+    let mut out = Vec::with_capacity(mxs.len());
+    let mut i = 0;
+    while i < mxs.len() {
+        let j = mxs[i..]
+            .iter()
+            .position(|(p, _)| *p != mxs[i].0)
+            .map_or(mxs.len(), |k| i + k);
+        let mut group: Vec<String> = mxs[i..j].iter().map(|(_, n)| n.clone()).collect();
+        fastrand::shuffle(&mut group);
+        out.extend(group);
+        i = j;
+    }
+    out
+}
+
+/// The addresses to try, in order: only the configured family, or with
+/// `any` both families interleaved (first as the resolver returned it), so
+/// a broken family costs one failed attempt before the other is tried.
+pub fn order_addrs(ips: Vec<std::net::IpAddr>, family: IpFamily) -> Vec<std::net::IpAddr> {
+    let (v6, v4): (Vec<_>, Vec<_>) = ips.iter().copied().partition(|ip| ip.is_ipv6());
+    match family {
+        IpFamily::Ipv4 => v4,
+        IpFamily::Ipv6 => v6,
+        IpFamily::Any => {
+            let v6_first = ips.first().is_some_and(|ip| ip.is_ipv6());
+            let (a, b) = if v6_first { (v6, v4) } else { (v4, v6) };
+            let mut out = Vec::with_capacity(ips.len());
+            let mut a = a.into_iter();
+            let mut b = b.into_iter();
+            loop {
+                match (a.next(), b.next()) {
+                    (None, None) => break,
+                    (x, y) => out.extend(x.into_iter().chain(y)),
+                }
+            }
+            out
+        }
+    }
+}
+
 impl Client {
-    /// Connect, greet, secure and authenticate.
-    pub async fn connect(sh: &Smarthost) -> Result<Client, ClientError> {
+    /// Connect to the first host of the route that works (failover on
+    /// connect failure, timeout, TLS failure, a 4xx greeting, AUTH trouble),
+    /// greet, secure and authenticate. `domain`: the recipient domain, for
+    /// MX routes.
+    pub async fn connect(
+        sh: &Smarthost,
+        domain: Option<&str>,
+        transcript: Option<Transcript>,
+    ) -> Result<Client, ClientError> {
+        let cands = candidates(sh, domain).await?;
+        note(
+            &transcript,
+            format!(
+                "-- hosts to try: {}",
+                cands
+                    .iter()
+                    .map(|c| format!("{}:{} ({})", c.host, c.port, c.tls.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        let mut errors = Vec::new();
+        let mut last = None;
+        for (n, c) in cands.iter().enumerate() {
+            match Self::connect_host(sh, c, transcript.clone(), true).await {
+                Ok(client) => return Ok(client),
+                Err(e) => {
+                    note(&transcript, format!("-- {}:{} failed: {e}", c.host, c.port));
+                    if n + 1 < cands.len() {
+                        tracing::info!(host = %c.host, port = c.port, error = %e, "host failed; trying the next one");
+                    }
+                    errors.push(format!("{}:{}: {e}", c.host, c.port));
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            Some(e) if errors.len() == 1 => Err(e),
+            Some(_) => Err(ClientError::AllFailed(errors.join("; "))),
+            None => Err(ClientError::Dns(DnsError::NoSuchHost(
+                domain.unwrap_or("(no hosts)").to_string(),
+            ))),
+        }
+    }
+
+    /// One host: every address of it in order until one accepts TCP.
+    async fn connect_host(
+        sh: &Smarthost,
+        cand: &Candidate,
+        transcript: Option<Transcript>,
+        try_tls: bool,
+    ) -> Result<Client, ClientError> {
         let cfg = &sh.cfg;
-        let addrs = sh.resolver.lookup_ip(&cfg.host).await?;
+        let all = sh.resolver.lookup_ip(&cand.host).await?;
+        let addrs = order_addrs(all.clone(), cfg.ip_family);
+        if addrs.is_empty() {
+            let fam = if cfg.ip_family == IpFamily::Ipv4 {
+                "IPv4"
+            } else {
+                "IPv6"
+            };
+            return Err(ClientError::Dns(DnsError::Failed {
+                name: cand.host.clone(),
+                reason: format!("no {fam} address (ip_family); it has {all:?}"),
+            }));
+        }
         let mut last: Option<(SocketAddr, std::io::Error)> = None;
         let mut tcp = None;
         for ip in addrs {
-            let addr = SocketAddr::new(ip, cfg.port);
+            let addr = SocketAddr::new(ip, cand.port);
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
                 Err(std::io::Error::new(
@@ -211,25 +427,37 @@ impl Client {
             .await;
             match attempt {
                 Ok(s) => {
+                    if let Some((failed, e)) = &last {
+                        tracing::info!(host = %cand.host, failed = %failed, error = %e, used = %addr, "connected after falling back to another address");
+                    }
                     tcp = Some((s, addr));
                     break;
                 }
-                Err(e) => last = Some((addr, e)),
+                Err(e) => {
+                    tracing::debug!(host = %cand.host, addr = %addr, error = %e, "connect failed");
+                    note(&transcript, format!("-- connect {addr}: {e}"));
+                    last = Some((addr, e));
+                }
             }
         }
         let (tcp, addr) = match (tcp, last) {
             (Some(t), _) => t,
             (None, Some((addr, source))) => return Err(ClientError::Connect { addr, source }),
             (None, None) => {
-                return Err(ClientError::Dns(DnsError::NoSuchHost(cfg.host.clone())));
+                return Err(ClientError::Dns(DnsError::NoSuchHost(cand.host.clone())));
             }
         };
+        note(
+            &transcript,
+            format!("-- connected to {} ({addr})", cand.host),
+        );
         let _ = tcp.set_nodelay(true);
-        let relay = format!("{}[{}]:{}", cfg.host, addr.ip(), addr.port());
-        let stream = if cfg.tls == TlsMode::Implicit {
-            Stream::Tls(Box::new(handshake(sh, tcp).await?))
+        let relay = format!("{}[{}]:{}", cand.host, addr.ip(), addr.port());
+        let (stream, verified_tls) = if cand.tls == TlsMode::Implicit {
+            let s = handshake(sh, &cand.host, tcp, sh.tls.clone(), &transcript).await?;
+            (Stream::Tls(Box::new(s)), true)
         } else {
-            Stream::Plain(tcp)
+            (Stream::Plain(tcp), false)
         };
         let mut c = Client {
             stream,
@@ -239,6 +467,8 @@ impl Client {
             relay,
             timeout: cfg.command_timeout.value,
             broken: false,
+            verified_tls,
+            transcript: transcript.clone(),
         };
         let greeting = c.read_reply("greeting").await?;
         if greeting.code != 220 {
@@ -248,7 +478,12 @@ impl Client {
             });
         }
         c.ehlo(&sh.ehlo).await?;
-        if cfg.tls == TlsMode::Starttls {
+        let want_tls = match cand.tls {
+            TlsMode::Starttls => true,
+            TlsMode::Opportunistic => try_tls && c.caps.starttls,
+            _ => false,
+        };
+        if want_tls {
             if !c.caps.starttls {
                 return Err(ClientError::NoStartTls);
             }
@@ -267,14 +502,46 @@ impl Client {
             let Stream::Plain(tcp) = c.stream else {
                 return Err(ClientError::Protocol("STARTTLS on a TLS stream".into()));
             };
-            c.stream = Stream::Tls(Box::new(handshake(sh, tcp).await?));
+            let opportunistic = cand.tls == TlsMode::Opportunistic;
+            let config = if opportunistic {
+                sh.tls_any.clone()
+            } else {
+                sh.tls.clone()
+            };
+            match handshake(sh, &cand.host, tcp, config, &transcript).await {
+                Ok(s) => c.stream = Stream::Tls(Box::new(s)),
+                Err(e) if opportunistic => {
+                    // Opportunistic: a failed handshake means plain text,
+                    // on a fresh connection (RFC 7435 §4).
+                    tracing::info!(host = %cand.host, error = %e, "opportunistic TLS failed; retrying in plain text");
+                    return Box::pin(Self::connect_host(sh, cand, transcript, false)).await;
+                }
+                Err(e) => return Err(e),
+            }
+            c.verified_tls = !opportunistic;
             // RFC 3207 §4.2: forget everything learnt before TLS.
             c.ehlo(&sh.ehlo).await?;
         }
         if let Some(user) = &cfg.username {
-            c.auth(user, cfg).await?;
+            if !c.verified_tls && cand.tls != TlsMode::None {
+                return Err(ClientError::InsecureAuth);
+            }
+            c.auth(user, sh).await?;
         }
         Ok(c)
+    }
+
+    /// The server's EHLO capabilities.
+    pub fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Is a pooled connection still usable? (RSET, one round trip.)
+    pub async fn probe(&mut self) -> bool {
+        if self.send_line("RSET").await.is_err() {
+            return false;
+        }
+        matches!(self.read_reply("RSET").await, Ok(r) if r.is_positive())
     }
 
     async fn ehlo(&mut self, name: &str) -> Result<(), ClientError> {
@@ -297,42 +564,73 @@ impl Client {
         Ok(())
     }
 
-    async fn auth(&mut self, user: &str, cfg: &SmarthostConfig) -> Result<(), ClientError> {
+    async fn auth(&mut self, user: &str, sh: &Smarthost) -> Result<(), ClientError> {
+        let cfg: &SmarthostConfig = &sh.cfg;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let offered = |m: &str| self.caps.auth.iter().any(|a| a.eq_ignore_ascii_case(m));
+        if let Some(tokens) = &sh.oauth {
+            if !offered("XOAUTH2") {
+                return Err(ClientError::NoAuthMechanism(format!(
+                    "{} (XOAUTH2 needed for auth = \"xoauth2\")",
+                    self.caps.auth.join(" ")
+                )));
+            }
+            let token = tokens.token().await?;
+            let resp = super::oauth::xoauth2_response(user, &token);
+            self.send_secret(&format!("AUTH XOAUTH2 {resp}"), "AUTH XOAUTH2 ********")
+                .await?;
+            let mut r = self.read_reply("AUTH").await?;
+            if r.code == 334 {
+                // The error details come as a base64 JSON challenge; an
+                // empty line ends the exchange with the final reply.
+                self.send_line("").await?;
+                r = self.read_reply("AUTH").await?;
+            }
+            if r.code != 235 {
+                tokens.invalidate().await;
+                return Err(ClientError::AuthRefused {
+                    mechanism: "XOAUTH2",
+                    reply: r,
+                });
+            }
+            return Ok(());
+        }
         let password = match &cfg.password_file {
             Some(p) => read_password(p)?,
             None => String::new(),
         };
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let offered = |m: &str| self.caps.auth.iter().any(|a| a == m);
-        let r = if offered("PLAIN") {
+        let (mechanism, r) = if offered("PLAIN") {
             let token = b64.encode(format!("\0{user}\0{password}"));
-            self.send_secret(&format!("AUTH PLAIN {token}")).await?;
-            self.read_reply("AUTH").await?
+            self.send_secret(&format!("AUTH PLAIN {token}"), "AUTH PLAIN ********")
+                .await?;
+            ("PLAIN", self.read_reply("AUTH").await?)
         } else if offered("LOGIN") {
             self.send_line("AUTH LOGIN").await?;
             let r = self.read_reply("AUTH").await?;
             if r.code != 334 {
-                return Err(ClientError::Unexpected {
-                    stage: "AUTH LOGIN",
+                return Err(ClientError::AuthRefused {
+                    mechanism: "LOGIN",
                     reply: r,
                 });
             }
-            self.send_secret(&b64.encode(user)).await?;
+            self.send_secret(&b64.encode(user), "******** (user name)")
+                .await?;
             let r = self.read_reply("AUTH").await?;
             if r.code != 334 {
-                return Err(ClientError::Unexpected {
-                    stage: "AUTH LOGIN",
+                return Err(ClientError::AuthRefused {
+                    mechanism: "LOGIN",
                     reply: r,
                 });
             }
-            self.send_secret(&b64.encode(&password)).await?;
-            self.read_reply("AUTH").await?
+            self.send_secret(&b64.encode(&password), "******** (password)")
+                .await?;
+            ("LOGIN", self.read_reply("AUTH").await?)
         } else {
             return Err(ClientError::NoAuthMechanism(self.caps.auth.join(" ")));
         };
         if r.code != 235 {
-            return Err(ClientError::Unexpected {
-                stage: "AUTH",
+            return Err(ClientError::AuthRefused {
+                mechanism,
                 reply: r,
             });
         }
@@ -538,15 +836,18 @@ impl Client {
 
     async fn send_line(&mut self, line: &str) -> Result<(), ClientError> {
         tracing::trace!(relay = %self.relay, "> {line}");
+        note(&self.transcript, format!("C: {line}"));
         let mut b = Vec::with_capacity(line.len() + 2);
         b.extend_from_slice(line.as_bytes());
         b.extend_from_slice(b"\r\n");
         self.write(&b).await
     }
 
-    /// Like send_line, but never logged.
-    async fn send_secret(&mut self, line: &str) -> Result<(), ClientError> {
-        tracing::trace!(relay = %self.relay, "> (credentials)");
+    /// Like send_line, but only `shown` is logged. No length limit: an
+    /// XOAUTH2 line with a Microsoft token is several KB.
+    async fn send_secret(&mut self, line: &str, shown: &str) -> Result<(), ClientError> {
+        tracing::trace!(relay = %self.relay, "> {shown}");
+        note(&self.transcript, format!("C: {shown}"));
         let mut b = Vec::with_capacity(line.len() + 2);
         b.extend_from_slice(line.as_bytes());
         b.extend_from_slice(b"\r\n");
@@ -577,6 +878,13 @@ impl Client {
                 match self.parser.push_line(&line) {
                     Ok(Some(r)) => {
                         tracing::trace!(relay = %self.relay, "< {}", r.to_log_string());
+                        if self.transcript.is_some() {
+                            let mut out = Vec::new();
+                            r.write_to(&mut out);
+                            for l in String::from_utf8_lossy(&out).lines() {
+                                note(&self.transcript, format!("S: {l}"));
+                            }
+                        }
                         return Ok(r);
                     }
                     Ok(None) => {}
@@ -599,7 +907,13 @@ impl Client {
 }
 
 fn fail_or_defer(r: &Reply) -> RcptResult {
-    if r.is_permanent() {
+    if r.is_permanent() && super::hints::is_quota(r) {
+        // Quotas and rate limits clear by themselves: wait, do not bounce.
+        RcptResult::Deferred(format!(
+            "{} (quota or rate limit: deferred)",
+            r.to_log_string()
+        ))
+    } else if r.is_permanent() {
         RcptResult::Failed(r.clone())
     } else {
         RcptResult::Deferred(r.to_log_string())
@@ -616,18 +930,17 @@ fn read_password(path: &std::path::Path) -> Result<String, ClientError> {
 
 async fn handshake(
     sh: &Smarthost,
+    host: &str,
     tcp: TcpStream,
+    config: Option<Arc<rustls::ClientConfig>>,
+    transcript: &Option<Transcript>,
 ) -> Result<futures_rustls::client::TlsStream<TcpStream>, ClientError> {
-    let host = sh
-        .cfg
-        .host
+    let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let config = sh
-        .tls
-        .clone()
-        .ok_or_else(|| ClientError::Protocol("TLS requested without a TLS config".into()))?;
+    let config =
+        config.ok_or_else(|| ClientError::Protocol("TLS requested without a TLS config".into()))?;
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ClientError::Tls {
             host: host.clone(),
@@ -635,15 +948,61 @@ async fn handshake(
         })?;
     let connector = futures_rustls::TlsConnector::from(config);
     let hs = async {
-        connector
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ClientError::Tls {
-                host: host.clone(),
-                source,
-            })
+        connector.connect(name, tcp).await.map_err(|source| {
+            let not_yet = source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::NotValidYet
+                                | rustls::CertificateError::NotValidYetContext { .. }
+                        )
+                    )
+                });
+            if not_yet {
+                let now = crate::smtp::format_date(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                );
+                tracing::warn!(host = %host, system_time = %now, "clock not synchronised: the server's certificate is not valid yet by our clock; deferring");
+                ClientError::ClockNotSynced {
+                    host: host.clone(),
+                    now,
+                }
+            } else {
+                ClientError::Tls {
+                    host: host.clone(),
+                    source,
+                }
+            }
+        })
     };
-    timeout(sh.cfg.connect_timeout.value, "TLS handshake", hs).await
+    let s = timeout(sh.cfg.connect_timeout.value, "TLS handshake", hs).await?;
+    if transcript.is_some() {
+        let conn = s.get_ref().1;
+        let version = conn
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        note(transcript, format!("-- TLS {version} {suite}"));
+        if let Some(certs) = conn.peer_certificates() {
+            for (i, c) in certs.iter().enumerate() {
+                note(
+                    transcript,
+                    format!("-- certificate #{i}: {}", super::probe::describe_cert(c)),
+                );
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// Where the body comes from, chunk by chunk.

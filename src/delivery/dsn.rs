@@ -40,6 +40,18 @@ fn one_line(s: &str) -> String {
 
 /// The complete report message, CRLF lines.
 pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u64) -> Vec<u8> {
+    render_to(hostname, orig, failures, now, orig.from)
+}
+
+/// [`render`] addressed to `to` (the `postmaster`, when set) instead of the
+/// original sender.
+pub fn render_to(
+    hostname: &str,
+    orig: &Original<'_>,
+    failures: &[Failure],
+    now: u64,
+    to: &str,
+) -> Vec<u8> {
     let boundary = format!("{}.report/{}", orig.id, hostname);
     let mut m = String::with_capacity(2048);
     let expired = failures.iter().all(|f| f.status == "4.4.7");
@@ -62,7 +74,7 @@ pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u6
          \r\n\
          This is the mail relay at {hostname}.\r\n\
          \r\n",
-        to = one_line(orig.from),
+        to = one_line(to),
         date = format_date(now),
         id = orig.id,
     );

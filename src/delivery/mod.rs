@@ -3,77 +3,84 @@
 //! each recipient: delivered, deferred with backoff, or failed with a report
 //! to the sender. A message past `max_age` fails instead of deferring.
 
+//! Outbound delivery: takes due messages from the queue, splits each by
+//! route (first route whose `domains` take the recipient's domain; MX routes
+//! further by domain), hands each part to its route (smarthosts with
+//! failover, MX, or a maildir-style outbox), and settles each recipient:
+//! delivered, deferred with backoff, held by rate shaping (not an attempt),
+//! or failed with a report to the sender (or `postmaster`). A message past
+//! `max_age` fails instead of deferring.
+
 pub mod client;
 pub mod dsn;
+pub mod hints;
+pub mod https;
 pub mod maildir;
+pub mod oauth;
+pub mod probe;
+pub mod rate;
+pub mod rewrite;
+pub mod routes;
+pub mod sendtest;
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, Upstream};
-use crate::dns::Resolver;
-use crate::queue::{BodyReader, Job, Queue, RcptOutcome};
-use crate::smtp::Reply;
+use crate::queue::{BodyReader, FLAG_8BITMIME, Job, Queue, QueueId, RcptOutcome};
+use crate::smtp::{EnhancedStatus, Reply};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::Failure;
+pub use routes::{Route, Routes, SharedRoutes, Target};
 
 /// How much of the original message a failure report quotes (its headers).
 const REPORT_HEADERS_MAX: usize = 16 * 1024;
+/// An idle connection is kept this long for the next message, then closed.
+const POOL_IDLE: Duration = Duration::from_secs(15);
+/// How often idle connections are looked at.
+const POOL_SWEEP: Duration = Duration::from_secs(5);
+/// The window of `max_reports_per_hour`.
+const REPORT_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Why the delivery side could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
     /// The TLS client configuration could not be built.
-    #[error("[upstream] TLS: {0}")]
+    #[error("route TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The XOAUTH2 token source could not be built.
+    #[error("route XOAUTH2: {0}")]
+    OAuth(String),
 }
 
-/// Where mail goes.
-#[derive(Debug)]
-pub enum Route {
-    /// An SMTP smarthost.
-    Smarthost(Box<Smarthost>),
-    /// Files in a directory.
-    Maildir(PathBuf),
-}
-
-impl Route {
-    /// Build from the config.
-    pub fn from_config(cfg: &Config, resolver: Resolver) -> Result<Route, SetupError> {
-        Ok(match &cfg.upstream {
-            Upstream::Maildir(m) => Route::Maildir(m.dir.clone()),
-            Upstream::Smarthost(s) => {
-                let tls = match s.tls {
-                    crate::config::TlsMode::None => None,
-                    _ => Some(crate::tls::client_config(s.ca_file.as_deref())?),
-                };
-                Route::Smarthost(Box::new(Smarthost {
-                    cfg: s.clone(),
-                    ehlo: cfg.hostname.clone(),
-                    tls,
-                    resolver,
-                }))
-            }
-        })
-    }
-
-    fn parallel(&self) -> usize {
-        match self {
-            Route::Smarthost(s) => s.cfg.max_connections.max(1),
-            Route::Maildir(_) => 1,
-        }
-    }
+/// What happened to one recipient in one attempt, for watchers
+/// (`postern send-test`).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The message.
+    pub id: QueueId,
+    /// The recipient.
+    pub rcpt: String,
+    /// `sent`, `deferred`, `held`, `bounced` or `expired`.
+    pub status: &'static str,
+    /// Where it went (`host[ip]:port`, `maildir:…`).
+    pub relay: String,
+    /// The reply or reason.
+    pub reply: String,
 }
 
 /// The delivery side: a scheduler and a few workers.
 #[derive(Debug)]
 pub struct Delivery {
     queue: Queue,
-    route: Arc<Route>,
+    routes: SharedRoutes,
     hostname: String,
+    events: Option<smol::channel::Sender<Event>>,
+    reports: bool,
+    report_times: Mutex<VecDeque<Instant>>,
 }
 
 /// The body of a queued message, read on a blocking thread chunk by chunk.
@@ -111,31 +118,63 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The recipients of a job that take one route: (route index, MX domain, recipients).
+type Part = (usize, Option<String>, Vec<(u16, String)>);
+
+/// One recipient's result of an attempt: (index, relay, outcome).
+type Outcome = (u16, String, Result<Reply, Attempt>);
+
+fn reply(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
+    Reply::new(code, EnhancedStatus::new(st.0, st.1, st.2), text)
+}
+
 impl Delivery {
-    /// A delivery side for `queue` over `route`.
-    pub fn new(queue: Queue, route: Route, hostname: String) -> Delivery {
+    /// A delivery side for `queue` over `routes`.
+    pub fn new(queue: Queue, routes: SharedRoutes, hostname: String) -> Delivery {
         Delivery {
             queue,
-            route: Arc::new(route),
+            routes,
             hostname,
+            events: None,
+            reports: true,
+            report_times: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Also send every recipient outcome to `tx`.
+    pub fn with_events(mut self, tx: smol::channel::Sender<Event>) -> Delivery {
+        self.events = Some(tx);
+        self
+    }
+
+    /// Queue no failure reports (send-test: the report would go out).
+    pub fn without_reports(mut self) -> Delivery {
+        self.reports = false;
+        self
     }
 
     /// Run until the task is dropped.
     pub async fn run(self) {
-        let workers = self.route.parallel();
-        let per_conn = match &*self.route {
-            Route::Smarthost(s) => s.cfg.messages_per_connection.max(1),
-            Route::Maildir(_) => 1,
-        };
+        let workers = self.routes.current().parallel();
         let (tx, rx) = smol::channel::bounded::<Job>(workers * 2);
         let this = Arc::new(self);
         let mut tasks = Vec::new();
         for _ in 0..workers {
             let rx = rx.clone();
             let me = this.clone();
-            tasks.push(smol::spawn(async move { me.worker(rx, per_conn).await }));
+            tasks.push(smol::spawn(async move {
+                while let Ok(job) = rx.recv().await {
+                    me.deliver(job).await;
+                }
+            }));
         }
+        let sweeper = this.routes.clone();
+        tasks.push(smol::spawn(async move {
+            loop {
+                smol::Timer::after(POOL_SWEEP).await;
+                sweep_idle(&sweeper.current()).await;
+            }
+        }));
         loop {
             let room = tx.capacity().unwrap_or(1).saturating_sub(tx.len());
             let (jobs, next) = this.queue.take_due(Instant::now(), room);
@@ -161,18 +200,72 @@ impl Delivery {
         }
     }
 
-    async fn worker(&self, rx: smol::channel::Receiver<Job>, per_conn: usize) {
-        while let Ok(job) = rx.recv().await {
-            match &*self.route {
-                Route::Maildir(dir) => self.to_maildir(dir, job).await,
-                Route::Smarthost(sh) => self.to_smarthost(sh, job, &rx, per_conn).await,
+    /// One job: split by route, deliver each part, settle everything.
+    async fn deliver(&self, job: Job) {
+        let routes = self.routes.current();
+        let started = Instant::now();
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut parts: Vec<Part> = Vec::new();
+        for (i, rcpt) in &job.rcpts {
+            match routes.route_for(rcpt) {
+                None => outcomes.push((
+                    *i,
+                    "none".into(),
+                    Err(Attempt::Fail(reply(
+                        550,
+                        (5, 1, 2),
+                        "no route for this recipient's domain (no [[route]] domains entry takes it)",
+                    ))),
+                )),
+                Some((ri, route)) => {
+                    let key = route
+                        .is_mx()
+                        .then(|| rcpt.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+                        .flatten();
+                    match parts.iter_mut().find(|(r, k, _)| *r == ri && *k == key) {
+                        Some(p) => p.2.push((*i, rcpt.clone())),
+                        None => parts.push((ri, key, vec![(*i, rcpt.clone())])),
+                    }
+                }
             }
         }
+        let mut held: Option<Instant> = None;
+        for (ri, key, rcpts) in parts {
+            let route = routes.routes[ri].clone();
+            let n = u32::try_from(rcpts.len()).unwrap_or(u32::MAX);
+            let reserved = route
+                .limiter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reserve(n, Instant::now());
+            if let Err(until) = reserved {
+                let wait = until.saturating_duration_since(Instant::now()).as_secs();
+                for (_, r) in &rcpts {
+                    tracing::info!(id = %job.id, to = %r, route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
+                    self.event(
+                        &job,
+                        r,
+                        "held",
+                        &route.name,
+                        &format!("rate limit: waits {wait}s"),
+                    );
+                }
+                held = Some(held.map_or(until, |h| h.min(until)));
+                continue;
+            }
+            let mut part = job.clone();
+            part.rcpts = rcpts;
+            let got = match &route.target {
+                Target::Maildir(dir) => self.to_maildir(dir, &part).await,
+                Target::Smtp(sh) => self.to_smtp(&route, sh, &part, key).await,
+            };
+            outcomes.extend(got);
+        }
+        self.settle(&job, started, outcomes, held).await;
     }
 
-    async fn to_maildir(&self, dir: &std::path::Path, job: Job) {
-        let started = Instant::now();
-        let res = match self.queue.open_body(&job) {
+    async fn to_maildir(&self, dir: &std::path::Path, job: &Job) -> Vec<Outcome> {
+        let res = match self.queue.open_body(job) {
             Ok(body) => {
                 let (dir, job2) = (dir.to_path_buf(), job.clone());
                 smol::unblock(move || maildir::deliver(&dir, &job2, body)).await
@@ -180,92 +273,150 @@ impl Delivery {
             Err(e) => Err(e),
         };
         let relay = format!("maildir:{}", dir.display());
-        let outcomes: Vec<(u16, Result<Reply, Attempt>)> = match &res {
-            Ok(path) => job
-                .rcpts
-                .iter()
-                .map(|(i, _)| {
-                    (
-                        *i,
-                        Ok(Reply::plain(250, format!("written to {}", path.display()))),
-                    )
-                })
-                .collect(),
-            Err(e) => job
-                .rcpts
-                .iter()
-                .map(|(i, _)| (*i, Err(Attempt::Defer(format!("cannot write: {e}")))))
-                .collect(),
-        };
-        self.settle(&job, &relay, started, outcomes).await;
+        job.rcpts
+            .iter()
+            .map(|(i, _)| {
+                let o = match &res {
+                    Ok(path) => Ok(Reply::plain(250, format!("written to {}", path.display()))),
+                    Err(e) => Err(Attempt::Defer(format!("cannot write: {e}"))),
+                };
+                (*i, relay.clone(), o)
+            })
+            .collect()
     }
 
-    async fn to_smarthost(
+    /// Take an idle connection for `key` from the route's pool, if a live one is there.
+    async fn pooled(&self, route: &Route, key: &Option<String>) -> Option<(Client, usize)> {
+        loop {
+            let found = {
+                let mut pool = route.pool.lock().unwrap_or_else(|p| p.into_inner());
+                let i = pool.iter().position(|p| &p.key == key)?;
+                pool.swap_remove(i)
+            };
+            if found.since.elapsed() >= POOL_IDLE {
+                found.client.quit().await;
+                continue;
+            }
+            let mut c = found.client;
+            if c.probe().await {
+                return Some((c, found.sent));
+            }
+        }
+    }
+
+    async fn to_smtp(
         &self,
+        route: &Route,
         sh: &Smarthost,
-        first: Job,
-        rx: &smol::channel::Receiver<Job>,
-        per_conn: usize,
-    ) {
-        let started = Instant::now();
-        let relay_name = format!("{}:{}", sh.cfg.host, sh.cfg.port);
-        let mut client = match Client::connect(sh).await {
-            Ok(c) => c,
-            Err(e) => {
-                // Whatever else is waiting would meet the same closed door:
-                // defer it now rather than knock once per message.
-                let why = e.to_string();
-                let mut jobs = vec![first];
-                while let Ok(j) = rx.try_recv() {
-                    jobs.push(j);
+        job: &Job,
+        key: Option<String>,
+    ) -> Vec<Outcome> {
+        let _slot = route.slots.acquire_arc().await;
+        let name_for_mx = key.clone().or_else(|| {
+            job.rcpts
+                .first()
+                .and_then(|(_, r)| r.rsplit_once('@'))
+                .map(|(_, d)| d.to_string())
+        });
+        let (mut client, sent_before) = match self.pooled(route, &key).await {
+            Some(c) => c,
+            None => match Client::connect(sh, name_for_mx.as_deref(), None).await {
+                Ok(c) => {
+                    route.learn_size(c.caps().size);
+                    (c, 0)
                 }
-                for job in jobs {
-                    let outcomes = job
+                Err(e) => {
+                    let relay = if sh.mx {
+                        format!("mx:{}", name_for_mx.unwrap_or_default())
+                    } else {
+                        route.name.clone()
+                    };
+                    let o = if e.is_permanent() {
+                        Attempt::Fail(reply(556, (5, 1, 10), e.to_string()))
+                    } else {
+                        Attempt::Defer(e.to_string())
+                    };
+                    return job
                         .rcpts
                         .iter()
-                        .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
+                        .map(|(i, _)| (*i, relay.clone(), Err(o.clone())))
                         .collect();
-                    self.settle(&job, &relay_name, started, outcomes).await;
                 }
-                return;
-            }
+            },
         };
-        let mut next = Some(first);
-        let mut sent = 0;
-        while let Some(job) = next.take() {
-            let started = Instant::now();
-            let outcomes = self.send_one(&mut client, &job).await;
-            let relay = client.relay.clone();
-            self.settle(&job, &relay, started, outcomes).await;
-            sent += 1;
-            if client.broken || sent >= per_conn {
-                break;
-            }
-            next = rx.try_recv().ok();
+        let outcomes = self.send_one(route, &mut client, job).await;
+        let relay = client.relay.clone();
+        let sent = sent_before + 1;
+        if !client.broken && sent < route.per_conn {
+            route
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(routes::Pooled {
+                    key,
+                    client,
+                    sent,
+                    since: Instant::now(),
+                });
+        } else {
+            client.quit().await;
         }
-        client.quit().await;
+        outcomes
+            .into_iter()
+            .map(|(i, o)| (i, relay.clone(), o))
+            .collect()
     }
 
-    async fn send_one(&self, client: &mut Client, job: &Job) -> Vec<(u16, Result<Reply, Attempt>)> {
+    async fn send_one(
+        &self,
+        route: &Route,
+        client: &mut Client,
+        job: &Job,
+    ) -> Vec<(u16, Result<Reply, Attempt>)> {
+        let all = |o: Attempt| -> Vec<(u16, Result<Reply, Attempt>)> {
+            job.rcpts
+                .iter()
+                .map(|(i, _)| (*i, Err(o.clone())))
+                .collect()
+        };
+        // RFC 6152: never 8-bit to a hop without 8BITMIME. Only a message
+        // that really has 8-bit octets is refused; a 7-bit one goes as is.
+        if job.flags & FLAG_8BITMIME != 0 && !client.caps().eightbitmime {
+            match self.has_8bit(job).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    return all(Attempt::Fail(reply(
+                        554,
+                        (5, 6, 3),
+                        "the message has 8-bit content and the next hop does not support 8BITMIME (RFC 6152); it cannot be sent unchanged",
+                    )));
+                }
+                Err(e) => return all(Attempt::Defer(format!("cannot read queued message: {e}"))),
+            }
+        }
         let body = match self.queue.open_body(job) {
             Ok(b) => b,
-            Err(e) => {
-                let why = format!("cannot read queued message: {e}");
-                return job
-                    .rcpts
-                    .iter()
-                    .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
-                    .collect();
-            }
+            Err(e) => return all(Attempt::Defer(format!("cannot read queued message: {e}"))),
         };
         let mut src = QueuedBody { reader: Some(body) };
+        let from = match &route.rewrite_sender {
+            Some(s) => s.as_str(),
+            None => job.from.as_str(),
+        };
         let msg = Outgoing {
-            from: &job.from,
+            from,
             rcpts: job.rcpts.iter().map(|(_, r)| r.as_str()).collect(),
             flags: job.flags,
             size: job.body_len,
         };
-        match client.send(&msg, &mut src).await {
+        let res = match (&route.rewrite_sender, route.rewrite_from) {
+            (Some(addr), true) => {
+                let mut rw = rewrite::RewritingBody::new(&mut src, addr);
+                client.send(&msg, &mut rw).await
+            }
+            _ => client.send(&msg, &mut src).await,
+        };
+        match res {
             Ok(results) => job
                 .rcpts
                 .iter()
@@ -279,14 +430,56 @@ impl Delivery {
                     (*i, o)
                 })
                 .collect(),
-            Err(e) => {
-                let why = e.to_string();
-                job.rcpts
-                    .iter()
-                    .map(|(i, _)| (*i, Err(Attempt::Defer(why.clone()))))
-                    .collect()
-            }
+            Err(e) => all(Attempt::Defer(e.to_string())),
         }
+    }
+
+    /// Does the queued body hold any octet above 127? (A read of the body,
+    /// only when a hop lacks 8BITMIME.)
+    async fn has_8bit(&self, job: &Job) -> std::io::Result<bool> {
+        let mut r = self.queue.open_body(job)?;
+        smol::unblock(move || {
+            let mut buf = Vec::with_capacity(64 << 10);
+            loop {
+                r.read_chunk(&mut buf, 64 << 10)?;
+                if buf.is_empty() {
+                    return Ok(false);
+                }
+                if buf.iter().any(|b| *b >= 0x80) {
+                    return Ok(true);
+                }
+            }
+        })
+        .await
+    }
+
+    fn event(&self, job: &Job, rcpt: &str, status: &'static str, relay: &str, reply: &str) {
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(Event {
+                id: job.id,
+                rcpt: rcpt.to_string(),
+                status,
+                relay: relay.to_string(),
+                reply: reply.to_string(),
+            });
+        }
+    }
+
+    /// May another failure report go out this hour?
+    fn report_allowed(&self, max: u32) -> bool {
+        let now = Instant::now();
+        let mut t = self.report_times.lock().unwrap_or_else(|p| p.into_inner());
+        while t
+            .front()
+            .is_some_and(|x| now.saturating_duration_since(*x) >= REPORT_WINDOW)
+        {
+            t.pop_front();
+        }
+        if t.len() >= max as usize {
+            return false;
+        }
+        t.push_back(now);
+        true
     }
 
     /// Log each recipient's outcome, turn deferrals of an expired message
@@ -294,16 +487,17 @@ impl Delivery {
     async fn settle(
         &self,
         job: &Job,
-        relay: &str,
         started: Instant,
-        outcomes: Vec<(u16, Result<Reply, Attempt>)>,
+        outcomes: Vec<Outcome>,
+        held: Option<Instant>,
     ) {
         let expired = self.queue.expired(job);
         let mut failures = Vec::new();
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
         let took = started.elapsed().as_millis();
-        for (i, o) in outcomes {
+        for (i, relay, o) in outcomes {
+            let relay = relay.as_str();
             let to = job
                 .rcpts
                 .iter()
@@ -312,12 +506,15 @@ impl Delivery {
                 .unwrap_or("");
             let outcome = match o {
                 Ok(reply) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %reply.to_log_string(), "delivery");
+                    let text = reply.to_log_string();
+                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %text, "delivery");
+                    self.event(job, to, "sent", relay, &text);
                     RcptOutcome::Delivered
                 }
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
                     tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
+                    self.event(job, to, "expired", relay, &why);
                     failures.push(Failure {
                         rcpt: to.into(),
                         status: "4.4.7".into(),
@@ -328,11 +525,20 @@ impl Delivery {
                 }
                 Err(Attempt::Defer(why)) => {
                     tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts + 1, "delivery");
+                    self.event(job, to, "deferred", relay, &why);
                     RcptOutcome::Deferred(why)
                 }
                 Err(Attempt::Fail(reply)) => {
                     let text = reply.to_log_string();
-                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery");
+                    match hints::hint(&reply) {
+                        Some(h) => {
+                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, hint = %h, "delivery")
+                        }
+                        None => {
+                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery")
+                        }
+                    }
+                    self.event(job, to, "bounced", relay, &text);
                     let status = reply
                         .status
                         .map(|s| s.to_string())
@@ -348,29 +554,51 @@ impl Delivery {
             };
             result.push((i, outcome));
         }
-        let report = if failures.is_empty() || job.from.is_empty() {
-            // RFC 5321 §6.1 / §4.5.5: never report on a report.
+        let routes = self.routes.current();
+        // RFC 5321 §6.1 / §4.5.5: never report on a report (mail from <>).
+        let report_to = if job.from.is_empty() {
             None
         } else {
-            self.report(job, &failures).await
+            Some(
+                routes
+                    .postmaster
+                    .clone()
+                    .unwrap_or_else(|| job.from.clone()),
+            )
         };
-        if !failures.is_empty() && !job.from.is_empty() && report.is_none() {
-            // The report could not be built: keep the recipients pending
-            // rather than fail them silently.
-            let result: Vec<_> = result
-                .into_iter()
-                .map(|(i, o)| match o {
-                    RcptOutcome::Failed(w) => (i, RcptOutcome::Deferred(w)),
-                    other => (i, other),
-                })
-                .collect();
-            self.queue.finish(job, &result, None);
-            return;
+        let mut report = None;
+        if let (false, Some(to)) = (failures.is_empty(), report_to) {
+            if !self.reports {
+                // send-test: the failure is printed, not mailed.
+            } else if !self.report_allowed(routes.max_reports_per_hour) {
+                tracing::warn!(id = %job.id, to = %to, failed = failures.len(), max = routes.max_reports_per_hour, "failure report not sent: max_reports_per_hour reached (the failures are in the log)");
+            } else {
+                report = self.report(job, &failures, to).await;
+                if report.is_none() {
+                    // The report could not be built: keep the recipients
+                    // pending rather than fail them silently.
+                    result = result
+                        .into_iter()
+                        .map(|(i, o)| match o {
+                            RcptOutcome::Failed(w) => (i, RcptOutcome::Deferred(w)),
+                            other => (i, other),
+                        })
+                        .collect();
+                }
+            }
         }
-        self.queue.finish(job, &result, report);
+        match held {
+            Some(t) => self.queue.finish_held(job, &result, report, t),
+            None => self.queue.finish(job, &result, report),
+        }
     }
 
-    async fn report(&self, job: &Job, failures: &[Failure]) -> Option<crate::queue::SpoolWriter> {
+    async fn report(
+        &self,
+        job: &Job,
+        failures: &[Failure],
+        to: String,
+    ) -> Option<crate::queue::SpoolWriter> {
         let body = self.queue.open_body(job).ok();
         let headers = match body {
             Some(mut b) => smol::unblock(move || {
@@ -388,11 +616,11 @@ impl Delivery {
             arrival: job.arrival,
             headers: dsn::header_section(&headers),
         };
-        let bytes = dsn::render(&self.hostname, &orig, failures, unix_now());
-        let mut w = self.queue.begin_report(job.from.clone());
+        let bytes = dsn::render_to(&self.hostname, &orig, failures, unix_now(), &to);
+        let mut w = self.queue.begin_report(to.clone());
         match w.write(&bytes) {
             Ok(()) => {
-                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %job.from, failed = failures.len(), "failure report queued");
+                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %to, failed = failures.len(), "failure report queued");
                 Some(w)
             }
             Err(e) => {
@@ -422,5 +650,21 @@ fn human(d: Duration) -> String {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
+    }
+}
+
+/// Close idle connections that have waited long enough.
+async fn sweep_idle(routes: &Routes) {
+    for r in &routes.routes {
+        let stale: Vec<routes::Pooled> = {
+            let mut pool = r.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let (old, keep): (Vec<_>, Vec<_>) =
+                pool.drain(..).partition(|p| p.since.elapsed() >= POOL_IDLE);
+            *pool = keep;
+            old
+        };
+        for p in stale {
+            p.client.quit().await;
+        }
     }
 }

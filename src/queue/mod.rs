@@ -468,6 +468,30 @@ impl Queue {
     /// `report` is a failure report to queue in the same durable step as the
     /// failure it reports (see [`Queue::begin_report`]).
     pub fn finish(&self, job: &Job, outcomes: &[(u16, RcptOutcome)], report: Option<SpoolWriter>) {
+        self.finish_inner(job, outcomes, report, None)
+    }
+
+    /// Like [`Queue::finish`], for a job some of whose recipients were not
+    /// attempted at all (outbound rate shaping held them back): those are
+    /// simply absent from `outcomes` and become due again at `held_until`.
+    /// The attempt counts only if `outcomes` is not empty. (Issue 3.)
+    pub fn finish_held(
+        &self,
+        job: &Job,
+        outcomes: &[(u16, RcptOutcome)],
+        report: Option<SpoolWriter>,
+        held_until: Instant,
+    ) {
+        self.finish_inner(job, outcomes, report, Some(held_until))
+    }
+
+    fn finish_inner(
+        &self,
+        job: &Job,
+        outcomes: &[(u16, RcptOutcome)],
+        report: Option<SpoolWriter>,
+        held_until: Option<Instant>,
+    ) {
         let now = Instant::now();
         let mut newly_done = Vec::new();
         let all_done;
@@ -477,7 +501,9 @@ impl Queue {
                 return;
             };
             e.in_flight = false;
-            e.attempts += 1;
+            if held_until.is_none() || !outcomes.is_empty() {
+                e.attempts += 1;
+            }
             let mut deferred = None;
             for (i, o) in outcomes {
                 let Some(slot) = e.done.get_mut(usize::from(*i)) else {
@@ -493,10 +519,15 @@ impl Queue {
                     RcptOutcome::Deferred(why) => deferred = Some(why.clone()),
                 }
             }
+            let backoff = now + self.shared.limits.retry_after(e.attempts);
+            e.next_attempt = match held_until {
+                None => backoff,
+                Some(t) if deferred.is_some() => t.min(backoff),
+                Some(t) => t,
+            };
             if let Some(why) = deferred {
                 e.last_error = Some(why);
             }
-            e.next_attempt = now + self.shared.limits.retry_after(e.attempts);
             all_done = e.pending() == 0;
         }
         if !newly_done.is_empty() || report.is_some() {

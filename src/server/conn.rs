@@ -311,7 +311,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             format!("<{id_text}.postern@{}>", self.gates.hostname),
         );
         let mut decoder = DataDecoder::new(BareNewline::Normalize);
-        let limit = self.gates.server.max_message_size.bytes;
+        let limit = self.gates.max_message_size();
         let mut io_error: Option<std::io::Error> = None;
         let mut too_big = false;
         let mut decoded = Vec::with_capacity(READ_BUF);

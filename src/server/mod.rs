@@ -43,6 +43,8 @@ pub struct Shared {
     pub queue: Queue,
     /// One permit per open connection.
     pub slots: Arc<smol::lock::Semaphore>,
+    /// Outbound routes (issue 3): aliases at RCPT, the upstream size limit.
+    pub routes: Option<crate::delivery::SharedRoutes>,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             policy,
             queue,
             slots,
+            routes: None,
         }
     }
 }
@@ -127,6 +130,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         server: &shared.config.server,
         policy: &shared.policy,
         queue: &shared.queue,
+        routes: shared.routes.as_ref(),
     };
     let mut conn = Conn::new(stream, peer, gates);
     let result = conn.run().await;

@@ -55,6 +55,20 @@ pub struct Gates<'a> {
     pub policy: &'a Policy,
     /// The queue, for room checks.
     pub queue: &'a Queue,
+    /// Outbound routes (issue 3): aliases, upstream size limit.
+    pub routes: Option<&'a crate::delivery::SharedRoutes>,
+}
+
+impl Gates<'_> {
+    /// The size limit to advertise and enforce: `[server] max_message_size`,
+    /// or the smallest upstream limit of the routes when that is smaller
+    /// (devices get 552 at MAIL instead of a bounce later). (Issue 3.)
+    pub fn max_message_size(&self) -> u64 {
+        let own = self.server.max_message_size.bytes;
+        self.routes
+            .and_then(|r| r.max_message_size())
+            .map_or(own, |up| up.min(own))
+    }
 }
 
 /// A session's protocol state.
@@ -124,7 +138,7 @@ impl SessionCore {
             lines: vec![
                 g.hostname.to_string(),
                 "PIPELINING".into(),
-                format!("SIZE {}", g.server.max_message_size.bytes),
+                format!("SIZE {}", g.max_message_size()),
                 "8BITMIME".into(),
                 "SMTPUTF8".into(),
                 "ENHANCEDSTATUSCODES".into(),
@@ -208,7 +222,7 @@ impl SessionCore {
         {
             return Step::Reply(r(555, (5, 5, 4), "MAIL parameters need EHLO"));
         }
-        let limit = g.server.max_message_size.bytes;
+        let limit = g.max_message_size();
         if let Some(size) = params.size
             && size > limit
         {
@@ -235,6 +249,12 @@ impl SessionCore {
     }
 
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
+        // Issue 3: [aliases] map root, admin, *@lan… to real addresses,
+        // before policy sees the recipient.
+        let to = match g.routes.and_then(|r| r.alias(to.as_str())) {
+            Some(target) => Address::parse(&target).unwrap_or(to),
+            None => to,
+        };
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
             Phase::Rcpt {
