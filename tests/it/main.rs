@@ -2,5 +2,6 @@
 //! One test binary (modules below) so the crate links once.
 
 mod cli;
+mod outbound;
 mod relay;
 mod util;

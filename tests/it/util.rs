@@ -240,6 +240,8 @@ pub struct Received {
     pub data: Vec<u8>,
     pub tls: bool,
     pub auth_user: Option<String>,
+    /// The XOAUTH2 bearer token used, if any (outbound tests).
+    pub auth_token: Option<String>,
 }
 
 /// How the fake upstream behaves.
@@ -255,6 +257,17 @@ pub struct UpstreamOpts {
     pub implicit_tls: bool,
     /// Offer only AUTH LOGIN (old servers), not PLAIN.
     pub login_only: bool,
+    // Outbound tests (issue 3); all off by default.
+    /// Greet with this line instead of 220 (e.g. "421 4.3.2 busy").
+    pub greeting: Option<String>,
+    /// Recipients containing .0 get the reply line .1 (e.g. a quota 550).
+    pub rcpt_reply: Option<(String, String)>,
+    /// While above zero, the reply to the final dot is 451 (and it counts down).
+    pub data_fail: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    /// Offer and accept AUTH XOAUTH2 for `auth`'s user with tokens starting "tok-".
+    pub xoauth2: bool,
+    /// Advertise this SIZE instead of 50000000.
+    pub size: Option<u64>,
 }
 
 pub struct Upstream {
@@ -269,7 +282,11 @@ impl Upstream {
     }
 
     pub fn start_on(port: u16, opts: UpstreamOpts) -> Upstream {
-        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        Upstream::start_on_ip("127.0.0.1".parse().unwrap(), port, opts)
+    }
+
+    pub fn start_on_ip(ip: std::net::IpAddr, port: u16, opts: UpstreamOpts) -> Upstream {
+        let l = TcpListener::bind((ip, port)).unwrap();
         let port = l.local_addr().unwrap().port();
         l.set_nonblocking(true).unwrap();
         let (tx, rx) = mpsc::channel();
@@ -322,7 +339,17 @@ fn serve_upstream(
         conn = Box::new(rustls::StreamOwned::new(sc, s.try_clone()?));
         tls = true;
     }
-    conn.write_all(b"220 upstream.test ESMTP fake\r\n")?;
+    match &opts.greeting {
+        Some(g) => {
+            conn.write_all(format!("{g}\r\n").as_bytes())?;
+            if !g.starts_with("220") {
+                conn.flush()?;
+                return Ok(());
+            }
+        }
+        None => conn.write_all(b"220 upstream.test ESMTP fake\r\n")?,
+    }
+    let mut auth_token = None;
     let mut auth_user = None;
     let mut cur = Received::default();
     let mut buf = Vec::new();
@@ -333,14 +360,17 @@ fn serve_upstream(
         };
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            let mut r = String::from(
-                "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 50000000\r\n",
+            let mut r = format!(
+                "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE {}\r\n",
+                opts.size.unwrap_or(50_000_000)
             );
             if opts.tls.is_some() && !tls && !opts.implicit_tls {
                 r.push_str("250-STARTTLS\r\n");
             }
             if opts.auth.is_some() && (tls || opts.tls.is_none()) {
-                r.push_str(if opts.login_only {
+                r.push_str(if opts.xoauth2 {
+                    "250-AUTH LOGIN XOAUTH2\r\n"
+                } else if opts.login_only {
                     "250-AUTH LOGIN\r\n"
                 } else {
                     "250-AUTH PLAIN LOGIN\r\n"
@@ -371,6 +401,34 @@ fn serve_upstream(
             } else {
                 conn.write_all(b"535 5.7.8 bad credentials\r\n")?;
             }
+        } else if upper.starts_with("AUTH XOAUTH2 ") && opts.xoauth2 {
+            use base64::Engine;
+            let dec = base64::engine::general_purpose::STANDARD
+                .decode(line[13..].trim())
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&dec).to_string();
+            let user = text
+                .strip_prefix("user=")
+                .and_then(|r| r.split('\x01').next())
+                .unwrap_or("")
+                .to_string();
+            let token = text
+                .split("auth=Bearer ")
+                .nth(1)
+                .and_then(|r| r.split('\x01').next())
+                .unwrap_or("")
+                .to_string();
+            let want = opts.auth.as_ref().map(|(u, _)| u.clone());
+            if Some(user.clone()) == want && token.starts_with("tok-") {
+                auth_user = Some(user);
+                auth_token = Some(token);
+                conn.write_all(b"235 2.7.0 ok\r\n")?;
+            } else {
+                // As Gmail does: a JSON challenge, then 535 after the empty line.
+                conn.write_all(b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")?;
+                let _ = read_line(&mut conn, &mut buf)?;
+                conn.write_all(b"535 5.7.8 Username and Password not accepted\r\n")?;
+            }
         } else if upper.starts_with("AUTH PLAIN ") {
             use base64::Engine;
             let dec = base64::engine::general_purpose::STANDARD
@@ -395,13 +453,20 @@ fn serve_upstream(
             cur = Received {
                 tls,
                 auth_user: auth_user.clone(),
+                auth_token: auth_token.clone(),
                 ..Default::default()
             };
             cur.from = between(&line, '<', '>');
             conn.write_all(b"250 2.1.0 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             let r = between(&line, '<', '>');
-            if opts.reject_rcpt.as_deref().is_some_and(|x| r.contains(x)) {
+            if let Some((_, reply)) = opts
+                .rcpt_reply
+                .as_ref()
+                .filter(|(x, _)| r.contains(x.as_str()))
+            {
+                conn.write_all(format!("{reply}\r\n").as_bytes())?;
+            } else if opts.reject_rcpt.as_deref().is_some_and(|x| r.contains(x)) {
                 conn.write_all(b"550 5.1.1 no such user here\r\n")?;
             } else {
                 cur.rcpts.push(r);
@@ -429,6 +494,14 @@ fn serve_upstream(
                 data.extend_from_slice(l);
             }
             cur.data = data;
+            if let Some(n) = &opts.data_fail
+                && n.load(std::sync::atomic::Ordering::SeqCst) > 0
+            {
+                n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                conn.write_all(b"451 4.3.0 try again later\r\n")?;
+                conn.flush()?;
+                continue;
+            }
             conn.write_all(b"250 2.0.0 accepted\r\n")?;
             let _ = tx.send(std::mem::take(&mut cur));
         } else if upper == "RSET" || upper == "NOOP" {

@@ -1,0 +1,776 @@
+//! Outbound (issue 3): routes, failover, MX, XOAUTH2, rewriting, aliases,
+//! rate shaping, quota replies, TLS requirements, `check --connect` and
+//! `send-test`; the real binary against fake upstreams, a fake DNS server
+//! and a TLS token endpoint, all on loopback.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const MSG: &[u8] = b"From: Printer <printer@lan.test>\r\nTo: ops@example.test\r\n\
+Subject: toner low\r\nMessage-ID: <1@printer.lan.test>\r\n\r\nBlack toner at 5%.\r\n";
+
+/// A config with top-level keys `top` and the tables in `tail`
+/// (`[upstream]`, `[[route]]`s, `[aliases]`).
+fn conf(port: u16, top: &str, tail: &str) -> String {
+    format!(
+        r#"hostname = "relay.test"
+log_level = "debug"
+{top}
+
+[server]
+listen = ["127.0.0.1:{port}"]
+max_message_size = "10MiB"
+
+[policy]
+allow_clients = ["127.0.0.1/32"]
+
+[queue]
+dir = "queue"
+retry_intervals = ["1s"]
+
+{tail}
+"#
+    )
+}
+
+fn smarthost(up: u16, extra: &str) -> String {
+    format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\"\n{extra}\n"
+    )
+}
+
+/// Send one message; panics unless it is queued.
+fn submit(p: &Postern, from: &str, to: &[&str], data: &[u8]) {
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev.lan.test", 250);
+    let (code, text) = c.send_mail(from, to, data);
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+}
+
+fn wait_log_count(p: &mut Postern, needle: &str, n: usize, bound: Duration) {
+    let end = Instant::now() + bound;
+    while Instant::now() < end {
+        if p.log().matches(needle).count() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("log never said {needle:?} {n} times; log:\n{}", p.log());
+}
+
+#[test]
+fn failover_to_the_second_host_when_the_first_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let dead = free_port();
+    let busy = Upstream::start(UpstreamOpts {
+        greeting: Some("421 4.3.2 busy, try later".into()),
+        ..Default::default()
+    });
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhosts = [\"127.0.0.1:{dead}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\ntls = \"none\"\n",
+        busy.port, up.port
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    p.wait_log("status=sent");
+    let log = p.log();
+    assert!(log.contains("trying the next one"), "{log}");
+    assert!(
+        log.contains(&format!("relay=127.0.0.1[127.0.0.1]:{}", up.port)),
+        "{log}"
+    );
+    assert!(busy.rx.try_recv().is_err());
+}
+
+#[test]
+fn a_4xx_defers_then_the_next_attempt_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        data_fail: Some(Arc::new(AtomicUsize::new(1))),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(dir.path(), &conf(port, "", &smarthost(up.port, "")), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    p.wait_log("status=deferred");
+    p.wait_log("status=sent");
+    let log = p.log();
+    assert!(log.contains("451 4.3.0 try again later"), "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+}
+
+#[test]
+fn a_5xx_for_one_of_three_recipients_reports_only_that_one_to_the_postmaster() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        reject_rcpt: Some("nobody".into()),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "postmaster = \"pm@example.test\"",
+            &smarthost(up.port, ""),
+        ),
+        port,
+    );
+    submit(
+        &p,
+        "root@localhost",
+        &["a@example.test", "nobody@example.test", "b@example.test"],
+        MSG,
+    );
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["a@example.test", "b@example.test"]);
+    // The report, to the postmaster (not to root@localhost), from <>.
+    let report = up.next();
+    assert_eq!(report.from, "");
+    assert_eq!(report.rcpts, vec!["pm@example.test"]);
+    let text = String::from_utf8_lossy(&report.data);
+    assert_eq!(text.matches("Final-Recipient:").count(), 1, "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; nobody@example.test"),
+        "{text}"
+    );
+    p.wait_log("failure report queued");
+}
+
+#[test]
+fn a_message_split_across_two_routes_goes_to_each_upstream_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Upstream::start(UpstreamOpts::default());
+    let b = Upstream::start(UpstreamOpts {
+        reject_rcpt: Some("bad".into()),
+        ..Default::default()
+    });
+    let port = free_port();
+    let tail = format!(
+        "[[route]]\ndomains = [\"a.test\", \".sub.a.test\"]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\n\
+         [[route]]\ndomains = [\"*\"]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        a.port, b.port
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(
+        &p,
+        "dev@lan.test",
+        &["x@a.test", "y@b.test", "z@deep.sub.a.test", "bad@b.test"],
+        MSG,
+    );
+    let got_a = a.next();
+    let got_b = b.next();
+    assert_eq!(got_a.rcpts, vec!["x@a.test", "z@deep.sub.a.test"]);
+    assert_eq!(got_b.rcpts, vec!["y@b.test"]);
+    p.wait_log("failure report queued");
+    // Each part keeps its own outcome: three sent, one bounced.
+    wait_log_count(&mut p, "status=sent", 3, DEADLINE);
+    assert_eq!(p.log().matches("status=bounced").count(), 1);
+}
+
+#[test]
+fn envelope_and_from_rewriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "",
+            &smarthost(
+                up.port,
+                "rewrite_sender = \"alerts@example.test\"\nrewrite_from = true",
+            ),
+        ),
+        port,
+    );
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    let got = up.next();
+    assert_eq!(got.from, "alerts@example.test");
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(
+        text.contains(
+            "\r\nFrom: Printer <alerts@example.test>\r\nReply-To: <printer@lan.test>\r\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("From: Printer <printer@lan.test>"), "{text}");
+    assert!(text.contains("\r\n\r\nBlack toner at 5%.\r\n"), "{text}");
+    p.wait_log("status=sent");
+}
+
+#[test]
+fn aliases_apply_at_rcpt_before_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let text = conf(
+        port,
+        "",
+        &format!(
+            "{}\n[aliases]\nroot = \"ops@example.test\"\n\"*@cams.lan\" = \"video@example.test\"\n",
+            smarthost(up.port, "")
+        ),
+    )
+    .replace(
+        "allow_clients = [\"127.0.0.1/32\"]",
+        "allow_clients = [\"127.0.0.1/32\"]\nallow_recipients = [\"example.test\"]",
+    );
+    let mut p = Postern::start(dir.path(), &text, port);
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO nas", 250);
+    c.cmd("MAIL FROM:<root@localhost>", 250);
+    c.cmd("RCPT TO:<root>", 250);
+    c.cmd("RCPT TO:<cam1@cams.lan>", 250);
+    // Not aliased and not allowed: policy still refuses.
+    c.send("RCPT TO:<someone@elsewhere.test>");
+    assert_eq!(c.reply().0 / 100, 5);
+    c.cmd("DATA", 354);
+    c.raw(MSG);
+    c.raw(b".\r\n");
+    assert_eq!(c.reply().0, 250);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test", "video@example.test"]);
+    p.wait_log("status=sent");
+}
+
+#[test]
+fn starttls_required_but_not_offered_defers_and_sends_nothing_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\n",
+        up.port
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    p.wait_log("status=deferred");
+    assert!(p.log().contains("does not offer STARTTLS"), "{}", p.log());
+    assert!(up.rx.recv_timeout(Duration::from_millis(500)).is_err());
+}
+
+#[test]
+fn certificate_for_the_wrong_name_defers_with_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = test_tls(dir.path());
+    // The certificate names localhost and 127.0.0.1; we call it 127.0.0.2.
+    let up = Upstream::start_on_ip(
+        "127.0.0.2".parse().unwrap(),
+        0,
+        UpstreamOpts {
+            tls: Some(tls),
+            ..Default::default()
+        },
+    );
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"127.0.0.2\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n",
+        up.port,
+        ca.display()
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    p.wait_log("status=deferred");
+    let log = p.log();
+    assert!(log.contains("TLS with 127.0.0.2 failed"), "{log}");
+    assert!(log.contains("certificate not valid for name"), "{log}");
+    assert!(up.rx.try_recv().is_err());
+}
+
+#[test]
+fn quota_reply_is_a_deferral_not_a_bounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        rcpt_reply: Some((
+            "ops".into(),
+            "550 5.4.5 Daily user sending limit exceeded".into(),
+        )),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(dir.path(), &conf(port, "", &smarthost(up.port, "")), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    wait_log_count(&mut p, "status=deferred", 2, DEADLINE);
+    let log = p.log();
+    assert!(log.contains("quota or rate limit: deferred"), "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(!log.contains("failure report"), "{log}");
+}
+
+#[test]
+fn rate_shaping_holds_mail_and_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(port, "", &smarthost(up.port, "max_messages_per_minute = 1")),
+        port,
+    );
+    submit(&p, "a@lan.test", &["ops@example.test"], MSG);
+    submit(&p, "b@lan.test", &["ops@example.test"], MSG);
+    let first = up.next();
+    p.wait_log("status=held");
+    // Held is not an attempt: nothing deferred, nothing else sent yet.
+    assert!(!p.log().contains("status=deferred"), "{}", p.log());
+    assert!(up.rx.recv_timeout(Duration::from_secs(5)).is_err());
+    // The minute's window frees up and the second goes.
+    let second = up
+        .rx
+        .recv_timeout(Duration::from_secs(75))
+        .expect("the held message was not released");
+    let mut froms = vec![first.from, second.from];
+    froms.sort();
+    assert_eq!(froms, vec!["a@lan.test", "b@lan.test"]);
+}
+
+#[test]
+fn route_size_limit_is_advertised_and_enforced_at_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        size: Some(90_000),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "",
+            &smarthost(up.port, "max_message_size = \"100KiB\""),
+        ),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    let ehlo = c.cmd("EHLO dev", 250);
+    assert!(ehlo.contains("SIZE 102400"), "{ehlo}");
+    c.send("MAIL FROM:<a@lan.test> SIZE=200000");
+    let (code, text) = c.reply();
+    assert_eq!(code, 552, "{text}");
+    c.cmd("QUIT", 221);
+    // After a delivery the upstream's own, smaller SIZE is known and used.
+    submit(&p, "a@lan.test", &["ops@example.test"], MSG);
+    up.next();
+    p.wait_log("status=sent");
+    let mut c = p.smtp();
+    c.reply();
+    let ehlo = c.cmd("EHLO dev", 250);
+    assert!(ehlo.contains("SIZE 90000"), "{ehlo}");
+}
+
+// ---------------------------------------------------------------------------
+// MX delivery against a DNS server the test controls.
+
+/// A fake DNS server: mx.test MX 10 mail.mx.test (A 127.0.0.1); nomx.test
+/// A 127.0.0.1 and no MX; nullmx.test MX 0 "."; servfail.test SERVFAIL;
+/// dual.test AAAA ::1 and A 127.0.0.1.
+fn fake_dns() -> SocketAddr {
+    use hickory_resolver::proto::op::{Message, ResponseCode};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+    use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::response(q.metadata.id, q.metadata.op_code);
+            r.metadata.recursion_desired = q.metadata.recursion_desired;
+            r.metadata.recursion_available = true;
+            r.add_queries(q.queries.clone());
+            let Some(question) = q.queries.first() else {
+                continue;
+            };
+            let owner = question.name.clone();
+            let rec = |d: RData| Record::from_rdata(owner.clone(), 60, d);
+            let name = question.name.to_ascii().to_ascii_lowercase();
+            let lo = A("127.0.0.1".parse().unwrap());
+            match (name.as_str(), question.query_type) {
+                ("mx.test.", RecordType::MX) => {
+                    r.add_answer(rec(RData::MX(MX::new(
+                        10,
+                        Name::from_ascii("mail.mx.test.").unwrap(),
+                    ))));
+                }
+                ("mail.mx.test." | "nomx.test." | "dual.test.", RecordType::A) => {
+                    r.add_answer(rec(RData::A(lo)));
+                }
+                ("dual.test.", RecordType::AAAA) => {
+                    r.add_answer(rec(RData::AAAA(AAAA("::1".parse().unwrap()))));
+                }
+                ("nullmx.test.", RecordType::MX) => {
+                    r.add_answer(rec(RData::MX(MX::new(0, Name::root()))));
+                }
+                ("servfail.test.", _) => r.metadata.response_code = ResponseCode::ServFail,
+                (
+                    "mx.test." | "mail.mx.test." | "nomx.test." | "nullmx.test." | "dual.test.",
+                    _,
+                ) => {}
+                _ => r.metadata.response_code = ResponseCode::NXDomain,
+            }
+            let _ = sock.send_to(&r.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
+#[test]
+fn mx_delivery_null_mx_no_mx_and_servfail() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let dns = fake_dns();
+    let port = free_port();
+    let tail = format!("[upstream]\nkind = \"mx\"\nport = {}\n", up.port);
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(port, &format!("dns_servers = [\"{dns}\"]"), &tail),
+        port,
+    );
+    submit(
+        &p,
+        "dev@lan.test",
+        &[
+            "u@mx.test",
+            "u@nomx.test",
+            "u@nullmx.test",
+            "u@servfail.test",
+        ],
+        MSG,
+    );
+    // One connection per domain: two messages arrive.
+    let mut got: Vec<String> = vec![up.next(), up.next()]
+        .into_iter()
+        .flat_map(|r| r.rcpts)
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["u@mx.test", "u@nomx.test"]);
+    p.wait_log("status=bounced");
+    p.wait_log("status=deferred");
+    let log = p.log();
+    assert!(
+        log.contains("nullmx.test accepts no mail (null MX record, RFC 7505)"),
+        "{log}"
+    );
+    assert!(log.contains("relay=mail.mx.test[127.0.0.1]"), "{log}");
+    let deferred = log.lines().find(|l| l.contains("status=deferred")).unwrap();
+    assert!(deferred.contains("u@servfail.test"), "{deferred}");
+    assert!(
+        deferred.contains("SERVFAIL")
+            || deferred.contains("Server Failure")
+            || deferred.contains("DNS"),
+        "{deferred}"
+    );
+}
+
+#[test]
+fn ip_family_any_falls_back_and_ipv6_only_defers() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let dns = fake_dns();
+    let port = free_port();
+    // dual.test has ::1 (nothing listens there) and 127.0.0.1.
+    let tail = format!(
+        "[[route]]\ndomains = [\"v6.test\"]\nkind = \"smarthost\"\nhost = \"dual.test\"\nport = {p}\ntls = \"none\"\nip_family = \"ipv6\"\n\n\
+         [[route]]\ndomains = [\"*\"]\nkind = \"smarthost\"\nhost = \"dual.test\"\nport = {p}\ntls = \"none\"\n",
+        p = up.port
+    );
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(port, &format!("dns_servers = [\"{dns}\"]"), &tail),
+        port,
+    );
+    submit(&p, "dev@lan.test", &["ops@example.test", "x@v6.test"], MSG);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    p.wait_log("status=sent");
+    p.wait_log("status=deferred");
+    let log = p.log();
+    assert!(
+        log.contains(&format!("relay=dual.test[127.0.0.1]:{}", up.port)),
+        "{log}"
+    );
+    assert!(
+        log.contains("connected after falling back to another address"),
+        "{log}"
+    );
+    let deferred = log.lines().find(|l| l.contains("status=deferred")).unwrap();
+    assert!(
+        deferred.contains("x@v6.test") && deferred.contains("[::1]"),
+        "{deferred}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// XOAUTH2 with a token endpoint over TLS.
+
+struct TokenEndpoint {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+fn token_endpoint(tls: Arc<rustls::ServerConfig>, lifetime: u64) -> TokenEndpoint {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let reqs = requests.clone();
+    std::thread::spawn(move || {
+        for (n, s) in l.incoming().enumerate() {
+            let Ok(s) = s else { return };
+            let conn = rustls::ServerConnection::new(tls.clone()).unwrap();
+            let mut t = rustls::StreamOwned::new(conn, s);
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            let body = loop {
+                let Ok(k) = t.read(&mut tmp) else { break None };
+                if k == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&tmp[..k]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if text.len() >= i + 4 + len {
+                        break Some(text);
+                    }
+                }
+            };
+            let Some(req) = body else { continue };
+            reqs.lock().unwrap().push(req);
+            // A long token, as Microsoft's are: no line-length limit may cut it.
+            let token = format!("tok-{}-{}", n + 1, "x".repeat(3000));
+            let json = format!(
+                "{{\"access_token\":\"{token}\",\"expires_in\":{lifetime},\"token_type\":\"Bearer\"}}"
+            );
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+            let _ = t.write_all(resp.as_bytes());
+            let _ = t.flush();
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+    });
+    TokenEndpoint { port, requests }
+}
+
+#[test]
+fn xoauth2_with_a_refresh_token_and_refresh_before_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = test_tls(dir.path());
+    let ep = token_endpoint(tls.clone(), 4);
+    std::fs::write(dir.path().join("refresh"), "rt-secret-1\n").unwrap();
+    std::fs::write(dir.path().join("client-secret"), "cs-secret-1\n").unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        tls: Some(tls),
+        auth: Some(("alerts@example.test".into(), String::new())),
+        xoauth2: true,
+        ..Default::default()
+    });
+    let port = free_port();
+    let extra = format!(
+        "tls = \"starttls\"\nca_file = \"{ca}\"\nusername = \"alerts@example.test\"\nauth = \"xoauth2\"\n\
+         oauth_token_url = \"https://127.0.0.1:{ep}/token\"\noauth_client_id = \"client-1\"\n\
+         oauth_client_secret_file = \"client-secret\"\noauth_refresh_token_file = \"refresh\"\n\
+         oauth_scope = \"https://mail.google.com/\"\noauth_ca_file = \"{ca}\"\nmessages_per_connection = 1\n",
+        ca = ca.display(),
+        ep = ep.port
+    );
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\n{extra}",
+        up.port
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(&p, "a@lan.test", &["ops@example.test"], MSG);
+    let first = up.next();
+    let t1 = Instant::now();
+    assert!(first.tls);
+    let tok1 = first.auth_token.unwrap();
+    assert!(
+        tok1.starts_with("tok-1-") && tok1.len() > 3000,
+        "{}",
+        tok1.len()
+    );
+    // The token lives 4 s and is refreshed at half its life: after 2 s the
+    // next message must bring a new one, before the old one expires.
+    std::thread::sleep(Duration::from_millis(2200).saturating_sub(t1.elapsed()));
+    submit(&p, "b@lan.test", &["ops@example.test"], MSG);
+    let second = up.next();
+    assert!(second.auth_token.unwrap().starts_with("tok-2-"));
+    let reqs = ep.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    for r in &reqs {
+        assert!(r.starts_with("POST /token HTTP/1.1\r\n"), "{r}");
+        assert!(r.contains("grant_type=refresh_token"), "{r}");
+        assert!(r.contains("refresh_token=rt-secret-1"), "{r}");
+        assert!(
+            r.contains("client_id=client-1") && r.contains("client_secret=cs-secret-1"),
+            "{r}"
+        );
+    }
+    p.wait_log("status=sent");
+    let log = p.log();
+    for secret in ["rt-secret-1", "cs-secret-1", "tok-1-", "tok-2-"] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The operator's tools.
+
+fn run_postern(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn check_connect_shows_the_conversation_masked_and_says_what_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = test_tls(dir.path());
+    std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        tls: Some(tls),
+        auth: Some(("alerts@example.test".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n\
+         username = \"alerts@example.test\"\npassword_file = \"pass\"\n",
+        up.port,
+        ca.display()
+    );
+    std::fs::write(dir.path().join("c.toml"), conf(free_port(), "", &tail)).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "c.toml", "--connect"]);
+    assert!(ok, "{out}");
+    for want in [
+        "S: 220 upstream.test",
+        "C: STARTTLS",
+        "-- TLS TLSv1_3",
+        "-- certificate #0: subject CN=",
+        "C: AUTH PLAIN ********",
+        "S: 235",
+        "   OK",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("s3cret"), "{out}");
+    assert!(up.rx.try_recv().is_err(), "check --connect sent mail");
+    // A wrong password: exit 1, and it says the login failed.
+    std::fs::write(dir.path().join("pass"), "wrong\n").unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "c.toml", "--connect"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAILED: auth: AUTH PLAIN refused: 535 5.7.8"),
+        "{out}"
+    );
+    assert!(out.contains("hint: bad credentials"), "{out}");
+    // Nothing listening: a connect failure.
+    let dead = free_port();
+    std::fs::write(
+        dir.path().join("d.toml"),
+        conf(free_port(), "", &smarthost(dead, "")),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "d.toml", "--connect"]);
+    assert!(!ok && out.contains("FAILED: connect:"), "{out}");
+}
+
+#[test]
+fn send_test_delivers_through_the_route_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    std::fs::write(
+        dir.path().join("c.toml"),
+        conf(
+            free_port(),
+            "",
+            &format!(
+                "{}\n[aliases]\nroot = \"ops@example.test\"\n",
+                smarthost(up.port, "")
+            ),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(
+        dir.path(),
+        &[
+            "send-test",
+            "--config",
+            "c.toml",
+            "--to",
+            "root",
+            "--wait",
+            "20s",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("attempt: to=<ops@example.test> status=sent"),
+        "{out}"
+    );
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    assert!(String::from_utf8_lossy(&got.data).contains("Subject: postern test message"));
+    // Nothing listening: it says so and exits 1 once the wait is over.
+    let dead = free_port();
+    std::fs::write(
+        dir.path().join("d.toml"),
+        conf(free_port(), "", &smarthost(dead, "")),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(
+        dir.path(),
+        &[
+            "send-test",
+            "--config",
+            "d.toml",
+            "--to",
+            "x@example.test",
+            "--wait",
+            "2s",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("status=deferred") && out.contains("still queued"),
+        "{out}"
+    );
+}
