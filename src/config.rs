@@ -4169,8 +4169,10 @@ kind = \"smarthost\"
                             || e.message.starts_with("ca_file: \"/etc/postern/")
                             || e.message.starts_with("client_cert: \"/etc/postern/")
                             || e.message.starts_with("client_key: \"/etc/postern/")
-                            || e.message.starts_with("oauth_client_secret_file: \"/etc/postern/")
-                            || e.message.starts_with("oauth_refresh_token_file: \"/etc/postern/"))
+                            || e.message
+                                .starts_with("oauth_client_secret_file: \"/etc/postern/")
+                            || e.message
+                                .starts_with("oauth_refresh_token_file: \"/etc/postern/"))
                             && e.message.contains("does not exist"),
                         "{name}: {e}"
                     );

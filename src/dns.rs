@@ -871,6 +871,27 @@ mod tests {
     }
 
     #[test]
+    fn resolv_conf_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        // Missing at start (DNS not up at boot): lookups fail and say why.
+        let resolver = Resolver::from_resolv_conf(&path);
+        let err = run(resolver.lookup_ip("mail.postern.test")).unwrap_err();
+        assert!(err.to_string().contains("resolv.conf"), "{err}");
+        // DHCP writes it: after the check interval the next lookup uses it.
+        std::fs::write(
+            &path,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        std::thread::sleep(WATCH_EVERY + Duration::from_millis(100));
+        let again = run(resolver.lookup_ip("mail.postern.test"));
+        if let Err(e) = &again {
+            assert!(!e.to_string().contains("resolv.conf unusable"), "{e}");
+        }
+    }
+
+    #[test]
     fn from_system_builds() {
         // Whatever this machine's resolv.conf holds, building must not panic
         // or block; no lookup is made (tests stay off the real network).
