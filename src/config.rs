@@ -1357,7 +1357,7 @@ fn read_queue(ctx: &mut Ctx, sec: &Section) -> Result<QueueConfig, Reported> {
         sec,
         "max_age",
         dur(5 * DAY, "5d"),
-        scalar(dur_in(MINUTE, 365 * DAY)),
+        scalar(dur_in(Duration::from_secs(1), 365 * DAY)),
     );
     let default_retries = vec![
         dur(MINUTE, "1m"),
@@ -3554,8 +3554,8 @@ dir = \"out\"
         assert!(err("\"0s\"").contains("out of range; expected between 1s and 1d"));
         assert!(err("\"99999999999999999d\"").contains("is too large"));
         // max_age has its own range.
-        let text = BASE.replace("dir = \"q\"", "dir = \"q\"\nmax_age = \"30s\"");
-        assert!(one_error(&text, 5, 11).contains("expected between 1m and 365d"));
+        let text = BASE.replace("dir = \"q\"", "dir = \"q\"\nmax_age = \"400d\"");
+        assert!(one_error(&text, 5, 11).contains("expected between 1s and 365d"));
     }
 
     #[test]

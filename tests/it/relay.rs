@@ -439,3 +439,37 @@ fn bare_lf_from_a_legacy_device_arrives_as_crlf() {
     );
     p.wait_log("status=sent");
 }
+
+#[test]
+fn a_message_past_max_age_fails_with_a_report_instead_of_waiting_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = free_port();
+    let port = free_port();
+    // The upstream never answers; max_age is two seconds.
+    let cfg = config(port, &smarthost(up_port, "tls = \"none\""), "").replace(
+        "retry_intervals = [\"1s\"]",
+        "retry_intervals = [\"1s\"]\nmax_age = \"2s\"",
+    );
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO ups", 250);
+    let (code, _) = c.send_mail(
+        "ups@lan.test",
+        &["ops@example.test"],
+        b"Subject: x\r\n\r\ny",
+    );
+    assert_eq!(code, 250);
+    p.wait_log("status=expired");
+    p.wait_log("failure report queued");
+    let log = p.log();
+    let expired = log.lines().find(|l| l.contains("status=expired")).unwrap();
+    assert!(expired.contains("to=ops@example.test"), "{expired}");
+    // The report itself is addressed to the sender; it is a message from <>,
+    // so when it expires in turn nobody gets a report about it.
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("failure report queued"))
+        .count();
+    assert_eq!(reports, 1, "{log}");
+}
