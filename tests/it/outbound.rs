@@ -69,7 +69,7 @@ fn wait_log_count(p: &mut Postern, needle: &str, n: usize, bound: Duration) {
 fn failover_to_the_second_host_when_the_first_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts::default());
-    let dead = free_port();
+    let (_dead_socket, dead) = refusing_port();
     let busy = Upstream::start(UpstreamOpts {
         greeting: Some("421 4.3.2 busy, try later".into()),
         ..Default::default()

@@ -27,6 +27,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound but never listening, so no other test can take it
+/// (a port from `free_port` is released and may be handed out again).
+pub fn refusing_port() -> (rustix::fd::OwnedFd, u16) {
+    use rustix::net::{AddressFamily, SocketType, bind, getsockname, socket};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = SocketAddr::try_from(getsockname(&fd).unwrap())
+        .unwrap()
+        .port();
+    (fd, port)
+}
+
 /// A running postern. Killed (SIGTERM, then SIGKILL) on drop; its stderr is
 /// kept and printed if the test fails.
 pub struct Postern {
