@@ -560,14 +560,24 @@ fn read_line(conn: &mut Box<dyn Rw>, buf: &mut Vec<u8>) -> std::io::Result<Optio
 /// A CA and a server certificate for `localhost`/127.0.0.1, written to dir;
 /// returns (ca.pem path, server config).
 pub fn test_tls(dir: &Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
+    test_tls_with(dir, |_| {})
+}
+
+/// Like [`test_tls`], with the server certificate's parameters adjusted
+/// (validity dates, names) before it is signed.
+pub fn test_tls_with(
+    dir: &Path,
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (PathBuf, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    adjust(&mut params);
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     let ca_path = dir.join("ca.pem");
