@@ -281,6 +281,8 @@ pub struct UpstreamOpts {
     pub xoauth2: bool,
     /// Advertise this SIZE instead of 50000000.
     pub size: Option<u64>,
+    /// An old hop: no 8BITMIME in the EHLO reply.
+    pub no_8bitmime: bool,
 }
 
 pub struct Upstream {
@@ -374,7 +376,12 @@ fn serve_upstream(
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
             let mut r = format!(
-                "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE {}\r\n",
+                "250-upstream.test\r\n250-PIPELINING\r\n{}250-SIZE {}\r\n",
+                if opts.no_8bitmime {
+                    ""
+                } else {
+                    "250-8BITMIME\r\n"
+                },
                 opts.size.unwrap_or(50_000_000)
             );
             if opts.tls.is_some() && !tls && !opts.implicit_tls {
