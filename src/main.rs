@@ -74,8 +74,29 @@ fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `postern ... | head` closes our stdout early. Rust ignores SIGPIPE, so
+/// every `print!` would then panic ("failed printing to stdout: Broken
+/// pipe"); a reader that has seen enough is not an error, so end quietly
+/// (as ripgrep does). Covers every command's output, present and future.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     use lexopt::prelude::*;
+    quiet_on_broken_pipe();
     let mut parser = lexopt::Parser::from_env();
     let sub = match parser.next() {
         Ok(Some(Short('h') | Long("help"))) => {

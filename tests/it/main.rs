@@ -1,6 +1,7 @@
 //! Integration tests: the real `postern` binary over loopback sockets.
 //! One test binary (modules below) so the crate links once.
 
+mod board;
 mod cli;
 mod outbound;
 mod relay;
