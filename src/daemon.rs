@@ -111,6 +111,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let hup_pipe = signal_pipe(&[signal_hook::consts::SIGHUP])?;
+    let cfg_queue_dir = cfg.queue.dir.display().to_string();
     let result = smol::block_on(async {
         let listeners = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
@@ -123,6 +124,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             tasks.push(smol::spawn(server::serve(l, shared.clone())));
         }
         let delivery = smol::spawn(Delivery::new(queue.clone(), routes, hostname).run());
+        // `postern queue …` (issue 4): the daemon is the queue's only writer.
+        let control = crate::control::bind(queue.dir()).map_err(|source| DaemonError::Queue {
+            dir: cfg_queue_dir.clone(),
+            source: crate::queue::QueueError::Io(source),
+        })?;
+        let control = smol::spawn(crate::control::serve(control, queue.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         let mut stop = Async::new(stop_pipe).map_err(DaemonError::Signals)?;
         let mut hup = Async::new(hup_pipe).map_err(DaemonError::Signals)?;
@@ -167,6 +174,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             }
         }
         delivery.cancel().await;
+        control.cancel().await;
+        let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
         Ok::<(), DaemonError>(())
     });
     queue.close();

@@ -3,5 +3,6 @@
 
 mod cli;
 mod outbound;
+mod queue;
 mod relay;
 mod util;
