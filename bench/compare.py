@@ -412,12 +412,15 @@ def main():
     ap.add_argument("--bin", default="target/release/postern")
     ap.add_argument("--short", action="store_true")
     ap.add_argument("--markdown")
+    ap.add_argument("--only", choices=("postern", "Postfix"),
+                    help="measure one relay only (for profiling); no table")
+    ap.add_argument("--big", type=int, help="1 MiB messages to send (default 200, short 20)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (loop devices, Postfix)")
     binary = os.path.abspath(a.bin)
     n_small = 200 if a.short else 5000
-    n_big = 20 if a.short else 200
+    n_big = a.big or (20 if a.short else 200)
     n_lat = 100 if a.short else 1000
     n_io = 100 if a.short else 1000
     work = tempfile.mkdtemp(prefix="postern-bench-")
@@ -434,7 +437,7 @@ def main():
             (4096, 10): throughput(sink_port, sink, 10, n_small, 4096),
             (1 << 20, 10): throughput(sink_port, sink, 10, n_big, 1 << 20),
         }
-        for kind in ("postern", "Postfix"):
+        for kind in (a.only,) if a.only else ("postern", "Postfix"):
             loop = Loop(work, f"fs-{kind.lower()}")
             loops.append(loop)
             qdir = os.path.join(loop.mnt, "queue")
@@ -467,6 +470,9 @@ def main():
             r.stop()
             relays.remove(r)
         sink.stop()
+        if a.only:
+            print({str(k): v for k, v in results[a.only].items()}, ceil)
+            return 0
     finally:
         for r in relays:
             r.stop()

@@ -127,6 +127,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let hup_pipe = signal_pipe(&[signal_hook::consts::SIGHUP])?;
+    let cfg_queue_dir = cfg.queue.dir.display().to_string();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
@@ -151,6 +152,12 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
                 }
             })
         });
+        // `postern queue …` (issue 4): the daemon is the queue's only writer.
+        let control = crate::control::bind(queue.dir()).map_err(|source| DaemonError::Queue {
+            dir: cfg_queue_dir.clone(),
+            source: crate::queue::QueueError::Io(source),
+        })?;
+        let control = smol::spawn(crate::control::serve(control, queue.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         notifier.ready();
         notifier.status("accepting mail");
@@ -210,6 +217,8 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         }
         // A delivery cut short stays queued and is tried again at start.
         delivery.cancel().await;
+        control.cancel().await;
+        let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
         Ok::<(), DaemonError>(())
     });
     queue.close();

@@ -22,6 +22,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dns;

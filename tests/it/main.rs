@@ -4,5 +4,6 @@
 mod board;
 mod cli;
 mod outbound;
+mod queue;
 mod relay;
 mod util;
