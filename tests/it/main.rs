@@ -1,7 +1,9 @@
 //! Integration tests: the real `postern` binary over loopback sockets.
 //! One test binary (modules below) so the crate links once.
 
+mod board;
 mod cli;
 mod outbound;
+mod queue;
 mod relay;
 mod util;
