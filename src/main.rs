@@ -17,6 +17,8 @@ Commands:
   send-test  Send a test message through the routes and follow it
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
+  sendmail Hand a message on stdin to the running daemon, with sendmail's
+           flags (-t -f -F -i -oi -C); also run as 'sendmail' via a symlink
 
 Options:
   -h, --help       Print help (also: postern <COMMAND> --help)
@@ -119,6 +121,21 @@ fn quiet_on_broken_pipe() {
 fn main() -> ExitCode {
     use lexopt::prelude::*;
     quiet_on_broken_pipe();
+    // Issue 6: installed as /usr/sbin/sendmail (a symlink), or `postern
+    // sendmail`: sendmail's own flags (-t -f -oi ...), not ours.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = argv.first().map(String::as_str).unwrap_or_default();
+    if std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == "sendmail")
+    {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(1)));
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(2)));
+    }
     let mut parser = lexopt::Parser::from_env();
     let sub = match parser.next() {
         Ok(Some(Short('h') | Long("help"))) => {

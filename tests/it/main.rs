@@ -6,4 +6,5 @@ mod cli;
 mod outbound;
 mod queue;
 mod relay;
+mod sendmail;
 mod util;
