@@ -52,7 +52,7 @@ def rollup_kib(pid):
     return out
 
 
-def threads(pid):
+def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
@@ -107,7 +107,7 @@ dir = "outbox"
         time.sleep(1.0)
         idle = status_kib(proc.pid, "VmRSS")
         idle_roll = rollup_kib(proc.pid)
-        idle_threads = threads(proc.pid)
+        idle_threads = thread_count(proc.pid)
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         barrier = threading.Barrier(a.sessions)
