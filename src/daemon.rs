@@ -115,12 +115,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let listeners = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
-        let mut shared = Shared::new(cfg, queue.clone());
+        let mut shared = Shared::new(cfg, queue.clone())?;
         shared.routes = Some(routes.clone());
         let shared = Arc::new(shared);
         let mut tasks = Vec::new();
         for l in listeners {
             tasks.push(smol::spawn(server::serve(l, shared.clone())));
+        }
+        // Issue 5: implicit-TLS listeners (RFC 8314).
+        for l in server::bind(&shared.config.server.listen_tls).await? {
+            tasks.push(smol::spawn(server::serve_tls(l, shared.clone())));
         }
         let delivery = smol::spawn(Delivery::new(queue.clone(), routes, hostname).run());
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");

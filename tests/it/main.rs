@@ -2,6 +2,7 @@
 //! One test binary (modules below) so the crate links once.
 
 mod cli;
+mod inbound;
 mod outbound;
 mod relay;
 mod util;
