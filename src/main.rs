@@ -16,6 +16,10 @@ Commands:
            (--connect: also connect to every route, TLS, AUTH, no mail sent)
   send-test  Send a test message through the routes and follow it
   passwd   Print an Argon2id hash for a [[user]] password_hash (reads the password)
+  queue    List or manage the running daemon's queue (list, show, flush,
+           delete, hold, release)
+  sendmail Hand a message on stdin to the running daemon, with sendmail's
+           flags (-t -f -F -i -oi -C); also run as 'sendmail' via a symlink
 
 Options:
   -h, --help       Print help (also: postern <COMMAND> --help)
@@ -80,14 +84,70 @@ Usage: postern passwd
 Example: postern passwd < /run/secrets/scanner-password
 ";
 
+const QUEUE_HELP: &str = "\
+Ask the running daemon about its queue, or change it. The daemon is the only
+writer of the queue: these commands talk to it over <queue dir>/control.sock
+and fail with a clear message when it is not running.
+
+Usage: postern queue <list|show ID|flush|delete ID|hold ID|release ID> [--config FILE]
+
+  list          Every message: id, age, size, attempts, next attempt, sender,
+                pending recipients, last error
+  show ID       One message in full
+  flush         Make every message due now
+  delete ID     Drop a message: no delivery, no report
+  hold ID       Keep a message from delivery until released (or a restart)
+  release ID    Undo hold; the message is due now
+
+Options:
+  -c, --config FILE   Config file (for [queue] dir) [default: /etc/postern/postern.toml]
+  -h, --help          Print help
+";
+
 /// A command-line mistake: say it, and where to look.
 fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     eprintln!("postern: {msg}\nTry 'postern {help_for}--help' for more information.");
     ExitCode::from(2)
 }
 
+/// `postern ... | head` closes our stdout early. Rust ignores SIGPIPE, so
+/// every `print!` would then panic ("failed printing to stdout: Broken
+/// pipe"); a reader that has seen enough is not an error, so end quietly
+/// (as ripgrep does). Covers every command's output, present and future.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     use lexopt::prelude::*;
+    quiet_on_broken_pipe();
+    // Issue 6: installed as /usr/sbin/sendmail (a symlink), or `postern
+    // sendmail`: sendmail's own flags (-t -f -oi ...), not ours.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = argv.first().map(String::as_str).unwrap_or_default();
+    if std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == "sendmail")
+    {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(1)));
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(2)));
+    }
     let mut parser = lexopt::Parser::from_env();
     let sub = match parser.next() {
         Ok(Some(Short('h') | Long("help"))) => {
@@ -114,11 +174,14 @@ fn main() -> ExitCode {
     let mut to: Option<String> = None;
     let mut from: Option<String> = None;
     let mut wait = std::time::Duration::from_secs(120);
+    // Issue 4: postern queue ACTION [ID].
+    let mut queue_args: Vec<String> = Vec::new();
     let help = match sub.as_str() {
         "serve" => SERVE_HELP,
         "check" => CHECK_HELP,
         "send-test" => SEND_TEST_HELP,
         "passwd" => PASSWD_HELP,
+        "queue" => QUEUE_HELP,
         _ => return usage_error(format!("unknown command '{sub}'"), ""),
     };
     let for_help = format!("{sub} ");
@@ -152,6 +215,9 @@ fn main() -> ExitCode {
                     },
                 }
             }
+            Ok(Some(Value(v))) if sub == "queue" && queue_args.len() < 2 => {
+                queue_args.push(v.to_string_lossy().into_owned())
+            }
             Ok(Some(other)) => return usage_error(other.unexpected(), &for_help),
             Ok(None) => break,
             Err(e) => return usage_error(e, &for_help),
@@ -168,6 +234,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        "queue" => queue_command(&config, &queue_args, &for_help),
         "serve" => match postern::daemon::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -237,5 +304,46 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `postern queue ACTION [ID]`: one request to the daemon's control socket.
+fn queue_command(config_path: &std::path::Path, args: &[String], for_help: &str) -> ExitCode {
+    let (action, id) = match args {
+        [a] if matches!(a.as_str(), "list" | "flush") => (a.as_str(), None),
+        [a, id] if matches!(a.as_str(), "show" | "delete" | "hold" | "release") => {
+            (a.as_str(), Some(id.as_str()))
+        }
+        [a] if matches!(a.as_str(), "show" | "delete" | "hold" | "release") => {
+            return usage_error(format!("queue {a} needs a queue id"), for_help);
+        }
+        [] => return usage_error("queue needs an action", for_help),
+        _ => {
+            return usage_error(
+                format!("unknown queue action '{}'", args.join(" ")),
+                for_help,
+            );
+        }
+    };
+    let cfg = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let req = match id {
+        Some(id) => format!("{} {id}", action.to_ascii_uppercase()),
+        None => action.to_ascii_uppercase(),
+    };
+    match postern::control::request(&cfg.queue.dir, &req) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -26,6 +26,14 @@ pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 pub use spool::SpoolWriter;
 pub use store::StoreOptions;
 
+/// Parse a queue id as shown (hexadecimal).
+impl std::str::FromStr for QueueId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<QueueId, Self::Err> {
+        u64::from_str_radix(s.trim(), 16).map(QueueId)
+    }
+}
+
 use record::MessageMeta;
 use store::Request;
 
@@ -118,6 +126,9 @@ struct Entry {
     attempts: u32,
     next_attempt: Instant,
     in_flight: bool,
+    /// Held by the operator (`postern queue hold`): never taken for delivery
+    /// until released. In memory only: a restart releases it.
+    held: bool,
     last_error: Option<String>,
     /// Age when loaded (wall clock, if it looked sane) and when that was.
     age_base: Duration,
@@ -236,6 +247,29 @@ pub struct Summary {
     pub next_in: Duration,
     /// The last temporary error.
     pub last_error: Option<String>,
+    /// Every recipient, with whether it is finished.
+    pub rcpts: Vec<(String, bool)>,
+    /// Arrival, seconds since the epoch by the wall clock then.
+    pub arrival: u64,
+    /// Held by the operator.
+    pub held: bool,
+    /// An attempt is in progress.
+    pub in_flight: bool,
+}
+
+/// Why an operator command on one message did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpError {
+    /// No queued message has this id (delivered, deleted, or mistyped).
+    #[error("no queued message {0}")]
+    NotFound(QueueId),
+    /// A delivery attempt is running; the outcome decides what happens.
+    #[error("message {0} is being delivered right now; try again in a moment")]
+    InFlight(QueueId),
+    /// The queue is shutting down.
+    #[error("queue is shutting down")]
+    Closed,
 }
 
 fn unix_now() -> u64 {
@@ -288,6 +322,7 @@ impl Queue {
                     attempts: 0,
                     next_attempt: now,
                     in_flight: false,
+                    held: false,
                     last_error: None,
                     age_base,
                     loaded: now,
@@ -412,7 +447,7 @@ impl Queue {
         let mut due: Vec<(&u64, Instant)> = st
             .entries
             .iter()
-            .filter(|(_, e)| !e.in_flight && e.pending() > 0)
+            .filter(|(_, e)| !e.in_flight && !e.held && e.pending() > 0)
             .map(|(id, e)| (id, e.next_attempt))
             .collect();
         due.sort_by_key(|(id, t)| (*t, **id));
@@ -455,7 +490,9 @@ impl Queue {
 
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
-        let file = std::fs::File::open(&job.path)?;
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&job.path)?;
+        file.seek(SeekFrom::Start(job.body_start))?;
         Ok(BodyReader {
             file,
             pos: job.body_start,
@@ -584,26 +621,81 @@ impl Queue {
         let mut v: Vec<Summary> = st
             .entries
             .iter()
-            .map(|(id, e)| Summary {
-                id: QueueId(*id),
-                from: e.meta.from.clone(),
-                pending: e
-                    .meta
-                    .rcpts
-                    .iter()
-                    .zip(&e.done)
-                    .filter(|(_, d)| !**d)
-                    .map(|(r, _)| r.clone())
-                    .collect(),
-                size: e.body_len,
-                age: e.age(now),
-                attempts: e.attempts,
-                next_in: e.next_attempt.saturating_duration_since(now),
-                last_error: e.last_error.clone(),
-            })
+            .map(|(id, e)| summarize(*id, e, now))
             .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.age));
+        v.sort_by_key(|s| (std::cmp::Reverse(s.age), s.id));
         v
+    }
+
+    /// One queued message.
+    pub fn show(&self, id: QueueId) -> Result<Summary, OpError> {
+        let st = self.state();
+        let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
+        Ok(summarize(id.0, e, Instant::now()))
+    }
+
+    /// Keep a message out of delivery until [`Queue::release`] (or a restart).
+    pub fn hold(&self, id: QueueId) -> Result<(), OpError> {
+        let mut st = self.state();
+        let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
+        e.held = true;
+        Ok(())
+    }
+
+    /// Undo [`Queue::hold`]; the message is due at once.
+    pub fn release(&self, id: QueueId) -> Result<(), OpError> {
+        {
+            let mut st = self.state();
+            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
+            e.held = false;
+            e.next_attempt = Instant::now();
+        }
+        self.kick();
+        Ok(())
+    }
+
+    /// Drop a message without delivering it and without a report. Durable
+    /// like a delivery: a "done" record, synced before this returns.
+    pub fn delete(&self, id: QueueId) -> Result<(), OpError> {
+        let newly_done = {
+            let mut st = self.state();
+            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
+            if e.in_flight {
+                return Err(OpError::InFlight(id));
+            }
+            let mut v = Vec::new();
+            for (i, d) in e.done.iter_mut().enumerate() {
+                if !*d {
+                    *d = true;
+                    v.push(i as u16);
+                }
+            }
+            v
+        };
+        self.send(Request::Outcome {
+            id: id.0,
+            newly_done,
+            all_done: true,
+            report: None,
+        })
+        .map_err(|_| OpError::Closed)?;
+        self.sync().map_err(|_| OpError::Closed)?;
+        self.kick();
+        Ok(())
+    }
+
+    /// A report could not be made durable: the recipients it covered are
+    /// pending again (found failed again at the next attempt, reported then).
+    fn undo_done(&self, id: u64, idx: &[u16]) {
+        let mut st = self.state();
+        if let Some(e) = st.entries.get_mut(&id) {
+            for i in idx {
+                if let Some(d) = e.done.get_mut(usize::from(*i)) {
+                    *d = false;
+                }
+            }
+            e.next_attempt = Instant::now() + self.shared.limits.retry_after(e.attempts);
+        }
     }
 
     /// Stop accepting, sync what is pending and stop the writer thread.
@@ -626,6 +718,36 @@ impl Queue {
     }
 }
 
+fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
+    Summary {
+        id: QueueId(id),
+        from: e.meta.from.clone(),
+        pending: e
+            .meta
+            .rcpts
+            .iter()
+            .zip(&e.done)
+            .filter(|(_, d)| !**d)
+            .map(|(r, _)| r.clone())
+            .collect(),
+        size: e.body_len,
+        age: e.age(now),
+        attempts: e.attempts,
+        next_in: e.next_attempt.saturating_duration_since(now),
+        last_error: e.last_error.clone(),
+        rcpts: e
+            .meta
+            .rcpts
+            .iter()
+            .cloned()
+            .zip(e.done.iter().copied())
+            .collect(),
+        arrival: e.meta.arrival,
+        held: e.held,
+        in_flight: e.in_flight,
+    }
+}
+
 /// Reads a message body in chunks (blocking; call from a blocking thread).
 #[derive(Debug)]
 pub struct BodyReader {
@@ -637,12 +759,20 @@ pub struct BodyReader {
 impl BodyReader {
     /// Fill `buf` with up to `max` more body bytes; an empty `buf` means the end.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        use std::io::Read;
         buf.clear();
-        let n = (self.end - self.pos).min(max as u64) as usize;
-        buf.resize(n, 0);
-        self.file.read_exact_at(buf, self.pos)?;
-        self.pos += n as u64;
+        let n = (self.end - self.pos).min(max as u64);
+        // read_to_end fills spare capacity without zeroing it first (a
+        // resize would write every byte twice: 1 MiB messages notice).
+        buf.reserve(n as usize);
+        let got = (&mut self.file).take(n).read_to_end(buf)?;
+        if (got as u64) < n {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "queued message shorter than its record says",
+            ));
+        }
+        self.pos += n;
         Ok(())
     }
 }

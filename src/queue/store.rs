@@ -701,6 +701,7 @@ impl Store {
                 }
             }
             let mut answers = Vec::new();
+            let mut after_sync = Vec::new();
             let mut syncs = Vec::new();
             let mut must_sync = batch.is_empty();
             for req in batch {
@@ -717,18 +718,23 @@ impl Store {
                         report,
                     } => {
                         if let Some(mut rep) = report {
-                            // The report must be as durable as the failure it reports.
+                            // The report must be durable before the failure
+                            // it reports is: the outcome waits for the sync.
                             must_sync = true;
                             match self.commit_one(&q, &mut rep) {
-                                Ok(p) => answers.push((None, Ok(p))),
+                                Ok(p) => {
+                                    answers.push((None, Ok(p)));
+                                    after_sync.push((id, newly_done, all_done));
+                                }
                                 Err(e) => {
                                     tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
                                     // Keep the recipients pending: the failure is found again.
-                                    continue;
+                                    q.undo_done(id, &newly_done);
                                 }
                             }
+                            continue;
                         }
-                        if let Err(e) = self.outcome(&q, id, &newly_done, all_done) {
+                        if let Err(e) = self.outcome(&q, id, all_done) {
                             tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
                         }
                     }
@@ -764,6 +770,13 @@ impl Store {
                     let _ = reply.try_send(r);
                 }
             }
+            for (id, newly_done, all_done) in after_sync {
+                if synced.is_err() {
+                    q.undo_done(id, &newly_done);
+                } else if let Err(e) = self.outcome(&q, id, all_done) {
+                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
+                }
+            }
             for tx in syncs {
                 let _ = tx.send(
                     synced
@@ -795,13 +808,7 @@ impl Store {
         })
     }
 
-    fn outcome(
-        &mut self,
-        q: &Queue,
-        id: u64,
-        newly_done: &[u16],
-        all_done: bool,
-    ) -> Result<(), QueueError> {
+    fn outcome(&mut self, q: &Queue, id: u64, all_done: bool) -> Result<(), QueueError> {
         let (loc, old_state, done_list) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
@@ -816,7 +823,6 @@ impl Store {
                 .collect();
             (e.loc.clone(), e.state_seg, list)
         };
-        let _ = newly_done;
         let data_seg = match &loc {
             Loc::Seg { file_no, .. } => Some(*file_no),
             Loc::Big { .. } => None,
@@ -1007,6 +1013,7 @@ impl Queue {
                 attempts: 0,
                 next_attempt: now,
                 in_flight: false,
+                held: false,
                 last_error: None,
                 age_base: Duration::ZERO,
                 loaded: now,

@@ -197,6 +197,9 @@ pub struct Conn<'a, T> {
     errors: u32,
     junk: u32,
     auth_failures: u32,
+    /// Closed when the daemon stops (issue 6): between commands that ends
+    /// the session with 421.
+    stop: Option<smol::channel::Receiver<()>>,
     /// Connection stats for the log line.
     pub stats: ConnStats,
 }
@@ -234,8 +237,33 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             errors: 0,
             junk: 0,
             auth_failures: 0,
+            stop: None,
             stats: ConnStats::default(),
         }
+    }
+
+    /// End the session with 421 between commands once `stop` is closed
+    /// (a message in DATA is received and answered first).
+    pub fn stop_on(&mut self, stop: smol::channel::Receiver<()>) {
+        self.stop = Some(stop);
+    }
+
+    /// The next command line, or `None` when the daemon is stopping and no
+    /// complete command is buffered (the replies so far are sent first).
+    async fn next_line_or_stop(&mut self) -> Result<Option<Line>, ConnError> {
+        let Some(stop) = self.stop.clone() else {
+            return self.next_line().await.map(Some);
+        };
+        if self.rbuf.data().contains(&b'\n') {
+            return self.next_line().await.map(Some);
+        }
+        // Flush before racing, so a stop never cuts a reply in half.
+        self.flush().await?;
+        smol::future::or(async { self.next_line().await.map(Some) }, async {
+            let _ = stop.recv().await;
+            Ok(None)
+        })
+        .await
     }
 
     fn queue_reply(&mut self, r: &Reply) {
@@ -349,7 +377,16 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         let greeting = Reply::plain(220, format!("{} ESMTP postern", self.gates.hostname));
         self.send(&greeting).await?;
         loop {
-            let len = match self.next_line().await? {
+            let Some(line) = self.next_line_or_stop().await? else {
+                let bye = Reply::new(
+                    421,
+                    S::new(4, 3, 2),
+                    format!("{} shutting down, try again later", self.gates.hostname),
+                );
+                self.send(&bye).await?;
+                return Ok(());
+            };
+            let len = match line {
                 Line::TooLong => {
                     let r = Reply::new(500, S::new(5, 5, 2), "Error: line too long");
                     if !self.error(r).await? {

@@ -1,12 +1,18 @@
 //! Inbound SMTP: the listeners, the connection cap, the connect-time policy
 //! check, and one task per session.
+//!
+//! Reload and stop (issue 6): the state sessions share lives in a
+//! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
+//! force when it was accepted and keeps it to its end, so a reload never
+//! changes the rules under an open session. A stop closes [`Current`]'s stop
+//! channel: sessions waiting for a command get 421, sessions in DATA finish.
 
 pub mod conn;
 pub mod limits;
 pub mod session;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use smol::net::{TcpListener, TcpStream};
@@ -128,29 +134,82 @@ impl Shared {
     }
 }
 
+/// The server state in force: swapped whole on reload, plus the stop
+/// signal every session watches.
+#[derive(Debug)]
+pub struct Current {
+    shared: RwLock<Arc<Shared>>,
+    /// Closed (dropped) to tell sessions to stop.
+    stop_tx: std::sync::Mutex<Option<smol::channel::Sender<()>>>,
+    stop_rx: smol::channel::Receiver<()>,
+}
+
+impl Current {
+    /// Start with `shared` in force.
+    pub fn new(shared: Shared) -> Current {
+        let (tx, rx) = smol::channel::bounded(1);
+        Current {
+            shared: RwLock::new(Arc::new(shared)),
+            stop_tx: std::sync::Mutex::new(Some(tx)),
+            stop_rx: rx,
+        }
+    }
+
+    /// The state in force now; a session keeps this snapshot to its end.
+    pub fn get(&self) -> Arc<Shared> {
+        self.shared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Put `shared` in force for sessions accepted from now on.
+    pub fn replace(&self, shared: Shared) {
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(shared);
+    }
+
+    /// Tell every session to stop at its next safe point (between commands).
+    pub fn stop(&self) {
+        self.stop_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// Resolves (with an error) once [`Current::stop`] was called.
+    pub fn stopping(&self) -> smol::channel::Receiver<()> {
+        self.stop_rx.clone()
+    }
+}
+
 /// Bind every `[server] listen` address.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
     let mut out = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        out.push(l);
+        out.push(bind_one(addr).await?);
     }
     Ok(out)
 }
 
-/// Accept connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    accept_loop(listener, shared, false).await
+/// Bind one listen address.
+pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Accept connections on `listener` until the task is dropped; each session
+/// runs on the state in force when it was accepted.
+pub async fn serve(listener: TcpListener, current: Arc<Current>) {
+    accept_loop(listener, current, false).await
 }
 
 /// Accept implicit-TLS connections (`[server] listen_tls`, RFC 8314).
-pub async fn serve_tls(listener: TcpListener, shared: Arc<Shared>) {
-    accept_loop(listener, shared, true).await
+pub async fn serve_tls(listener: TcpListener, current: Arc<Current>) {
+    accept_loop(listener, current, true).await
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit_tls: bool) {
+async fn accept_loop(listener: TcpListener, current: Arc<Current>, implicit_tls: bool) {
     match listener.local_addr() {
         Ok(a) => tracing::info!(listen = %a, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening on an address that cannot be named"),
@@ -170,12 +229,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, implicit_tls: b
                 continue;
             }
         };
-        let shared = shared.clone();
-        smol::spawn(async move { handle(stream, peer, shared, implicit_tls).await }).detach();
+        let shared = current.get();
+        let stop = current.stopping();
+        smol::spawn(async move { handle(stream, peer, shared, stop, implicit_tls).await }).detach();
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit_tls: bool) {
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: smol::channel::Receiver<()>,
+    implicit_tls: bool,
+) {
     let started = Instant::now();
     let ip = match peer.ip() {
         std::net::IpAddr::V6(v6) => v6
@@ -254,6 +320,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, im
         conn::Stream::Plain(stream)
     };
     let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
+    conn.stop_on(stop);
     let result = conn.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),

@@ -1,0 +1,118 @@
+//! `postern queue …` against a running daemon (issue 4): list, show, hold,
+//! release, delete, flush over the control socket; a clear error without one.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::util::*;
+
+fn queue_cmd(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("postern.toml"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn send(p: &Postern, subject: &str) -> String {
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    let body = format!("Subject: {subject}\r\n\r\nbody of {subject}");
+    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], body.as_bytes());
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+    text.split_whitespace().last().unwrap().to_string()
+}
+
+#[test]
+fn queue_commands_list_hold_release_delete_flush_and_say_when_no_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = free_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"localhost\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    );
+    // Nothing running yet: a clear error, exit 1.
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let (ok, _, err) = queue_cmd(dir.path(), &["list"]);
+    assert!(!ok);
+    assert!(err.contains("postern is not running"), "{err}");
+
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let sock = dir.path().join("queue/control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let (ok, out, _) = queue_cmd(dir.path(), &["list"]);
+    assert!(ok);
+    assert_eq!(out, "queue is empty\n");
+
+    let a = send(&p, "first");
+    let b = send(&p, "second");
+    p.wait_log("status=deferred");
+    let (ok, out, err) = queue_cmd(dir.path(), &["list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    for id in [&a, &b] {
+        let line = out.lines().find(|l| l.starts_with(id.as_str())).unwrap();
+        assert!(line.contains("dev@lan.test -> ops@example.test"), "{line}");
+    }
+    assert!(out.contains("last error:"), "{out}");
+    assert!(out.contains("2 message(s)"), "{out}");
+
+    // Hold one, delete the other.
+    let (ok, out, _) = queue_cmd(dir.path(), &["hold", &a]);
+    assert!(ok && out.contains("held"), "{out}");
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &a]);
+    assert!(out.contains("next attempt: held"), "{out}");
+    assert!(
+        out.contains("recipient:    ops@example.test (pending)"),
+        "{out}"
+    );
+    let (ok, _, err) = queue_cmd(dir.path(), &["delete", &b]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = queue_cmd(dir.path(), &["show", &b]);
+    assert!(!ok);
+    assert!(err.contains("no queued message"), "{err}");
+    let (ok, _, err) = queue_cmd(dir.path(), &["hold", "zz"]);
+    assert!(!ok && err.contains("not a queue id"), "{err}");
+
+    // The upstream comes back; a flush sends what is due, not the held one.
+    let up = Upstream::start_on(up_port, UpstreamOpts::default());
+    let c = send(&p, "third");
+    let (ok, _, _) = queue_cmd(dir.path(), &["flush"]);
+    assert!(ok);
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of third"));
+    let (_, out, _) = queue_cmd(dir.path(), &["list"]);
+    assert!(
+        out.contains(&a) && !out.contains(&b) && !out.contains(&c),
+        "{out}"
+    );
+
+    // Released: delivered now. The deleted one never goes out.
+    let (ok, _, _) = queue_cmd(dir.path(), &["release", &a]);
+    assert!(ok);
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of first"));
+    p.wait_log(&format!("id={a}"));
+
+    assert!(p.stop().success());
+    assert!(!sock.exists(), "the socket goes with the daemon");
+    let (ok, _, err) = queue_cmd(dir.path(), &["flush"]);
+    assert!(!ok && err.contains("postern is not running"), "{err}");
+    assert!(
+        up.rx.try_recv().is_err(),
+        "the deleted message must never be delivered"
+    );
+}
