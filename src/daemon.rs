@@ -132,7 +132,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let bound = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
-        let mut shared = Shared::new(cfg, queue.clone());
+        let mut shared = Shared::new(cfg, queue.clone())?;
         shared.routes = Some(routes.clone());
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
@@ -140,6 +140,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let mut listeners = Listeners::new();
         for (addr, l) in current.get().config.server.listen.iter().zip(bound) {
             listeners.insert(*addr, smol::spawn(server::serve(l, current.clone())));
+        }
+        // Issue 5: implicit-TLS listeners (RFC 8314), in the same map.
+        for addr in current.get().config.server.listen_tls.clone() {
+            let l = server::bind_one(addr).await?;
+            listeners.insert(addr, smol::spawn(server::serve_tls(l, current.clone())));
         }
         let delivery = smol::spawn(Delivery::new(queue.clone(), routes.clone(), hostname).run());
         let _watchdog = notifier.watchdog_interval().map(|every| {
@@ -277,14 +282,23 @@ async fn try_reload(
     let mut added = Vec::new();
     for addr in &cfg.server.listen {
         if !listeners.contains_key(addr) {
-            added.push((*addr, server::bind_one(*addr).await?));
+            added.push((*addr, server::bind_one(*addr).await?, false));
         }
     }
-    let mut shared = Shared::new(cfg, old.queue.clone());
+    // Issue 5: implicit-TLS listeners too.
+    for addr in &cfg.server.listen_tls {
+        if !listeners.contains_key(addr) {
+            added.push((*addr, server::bind_one(*addr).await?, true));
+        }
+    }
+    // Fallible (issue 5): the listener certificate is re-read here; a bad
+    // one keeps the old config whole.
+    let mut shared = Shared::new(cfg, old.queue.clone())?;
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
     shared.routes = Some(routes.clone());
-    let keep: Vec<SocketAddr> = shared.config.server.listen.clone();
+    let mut keep: Vec<SocketAddr> = shared.config.server.listen.clone();
+    keep.extend(shared.config.server.listen_tls.iter().copied());
     current.replace(shared);
     routes.replace(new_routes);
     listeners.retain(|addr, _| {
@@ -294,8 +308,13 @@ async fn try_reload(
         }
         kept
     });
-    for (addr, l) in added {
-        listeners.insert(addr, smol::spawn(server::serve(l, current.clone())));
+    for (addr, l, implicit_tls) in added {
+        let task = if implicit_tls {
+            smol::spawn(server::serve_tls(l, current.clone()))
+        } else {
+            smol::spawn(server::serve(l, current.clone()))
+        };
+        listeners.insert(addr, task);
     }
     tracing::info!(listeners = listeners.len(), "config reloaded");
     Ok(())

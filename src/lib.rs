@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: listener AUTH accounts (Argon2id hashes).
 //! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
 //! - [`smtp`]: the wire grammar shared by server and client; bytes in, values
 //!   out, no sockets.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;

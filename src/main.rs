@@ -15,6 +15,7 @@ Commands:
   check    Validate a config file; print every problem as FILE:LINE:COL: message
            (--connect: also connect to every route, TLS, AUTH, no mail sent)
   send-test  Send a test message through the routes and follow it
+  passwd   Print an Argon2id hash for a [[user]] password_hash (reads the password)
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
   sendmail Hand a message on stdin to the running daemon, with sendmail's
@@ -70,6 +71,17 @@ Options:
   -h, --help          Print help
 
 Exit status: 0 delivered, 1 failed or still queued, 2 usage.
+";
+
+const PASSWD_HELP: &str = "\
+Read a password and print its Argon2id hash, for password_hash in a [[user]]
+table. On a terminal the password is asked twice without echo; otherwise the
+first line of standard input is the password. Never give it as an argument:
+arguments are visible to every user of the machine.
+
+Usage: postern passwd
+
+Example: postern passwd < /run/secrets/scanner-password
 ";
 
 const QUEUE_HELP: &str = "\
@@ -168,6 +180,7 @@ fn main() -> ExitCode {
         "serve" => SERVE_HELP,
         "check" => CHECK_HELP,
         "send-test" => SEND_TEST_HELP,
+        "passwd" => PASSWD_HELP,
         "queue" => QUEUE_HELP,
         _ => return usage_error(format!("unknown command '{sub}'"), ""),
     };
@@ -211,6 +224,16 @@ fn main() -> ExitCode {
         }
     }
     match sub.as_str() {
+        "passwd" => match postern::auth::passwd_from_stdin() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "queue" => queue_command(&config, &queue_args, &for_help),
         "serve" => match postern::daemon::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,

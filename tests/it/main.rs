@@ -3,6 +3,7 @@
 
 mod board;
 mod cli;
+mod inbound;
 mod outbound;
 mod queue;
 mod relay;

@@ -232,7 +232,7 @@ impl Smtp {
     }
 }
 
-fn bind_connect(ip: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+pub fn bind_connect(ip: std::net::IpAddr, to: SocketAddr) -> TcpStream {
     use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
     let fam = if ip.is_ipv4() {
         AddressFamily::INET
