@@ -247,11 +247,10 @@ impl DotStuffer {
         let mut rest = input;
         while let Some((&b, tail)) = rest.split_first() {
             if self.state == StuffState::InLine && b != CR && b != LF {
-                // Copy the rest of the line's content in one go.
-                let run = rest
-                    .iter()
-                    .position(|&b| b == CR || b == LF)
-                    .unwrap_or(rest.len());
+                // Copy the rest of the line's content in one go; memchr
+                // scans a word or vector at a time (this loop was a
+                // tenth of the CPU relaying 1 MiB messages byte by byte).
+                let run = memchr::memchr2(CR, LF, rest).unwrap_or(rest.len());
                 let (text, tail) = rest.split_at(run);
                 out.extend_from_slice(text);
                 rest = tail;
