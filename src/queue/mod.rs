@@ -12,7 +12,11 @@
 //! loaded (by the wall clock, if that looks sane) plus monotonic time since.
 
 mod record;
+#[cfg(test)]
+mod sim;
 mod spool;
+mod state;
+mod storage;
 mod store;
 
 use std::collections::HashMap;
@@ -24,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 pub use spool::SpoolWriter;
+pub use storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 pub use store::StoreOptions;
 
 /// Parse a queue id as shown (hexadecimal).
@@ -66,6 +71,9 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// Writing the change failed (disk full, I/O error); nothing changed.
+    #[error("could not record the change: {0}")]
+    Failed(String),
 }
 
 /// Limits and retry policy, from `[queue]`.
@@ -161,6 +169,7 @@ struct Shared {
     next_id: AtomicU64,
     limits: Limits,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    storage: Arc<dyn Storage>,
 }
 
 /// A handle on the queue; cheap to clone.
@@ -270,6 +279,9 @@ pub enum OpError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// Writing the change failed (disk full, I/O error); nothing changed.
+    #[error("could not record the change: {0}")]
+    Failed(String),
 }
 
 fn unix_now() -> u64 {
@@ -292,6 +304,7 @@ impl Queue {
         limits: Limits,
         opts: StoreOptions,
     ) -> Result<(Queue, Recovered), QueueError> {
+        let storage = opts.storage.clone();
         let (store, loaded, recovered) = store::Store::open(dir, opts)?;
         let now = Instant::now();
         let wall = unix_now();
@@ -344,6 +357,7 @@ impl Queue {
             next_id: AtomicU64::new(next_id),
             limits,
             writer: Mutex::new(None),
+            storage,
         });
         let q = Queue {
             shared: shared.clone(),
@@ -405,7 +419,12 @@ impl Queue {
             rcpts: msg.rcpts,
             done: Vec::new(),
         };
-        SpoolWriter::new(meta, store::tmp_dir(&self.shared.dir), internal)
+        SpoolWriter::new(
+            meta,
+            store::tmp_dir(&self.shared.dir),
+            internal,
+            self.shared.storage.clone(),
+        )
     }
 
     /// Make the message durable. Returns once it is on stable storage (the
@@ -490,9 +509,7 @@ impl Queue {
 
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
-        use std::io::{Seek, SeekFrom};
-        let mut file = std::fs::File::open(&job.path)?;
-        file.seek(SeekFrom::Start(job.body_start))?;
+        let file = self.shared.storage.open(&job.path, OpenMode::Read)?;
         Ok(BodyReader {
             file,
             pos: job.body_start,
@@ -573,6 +590,7 @@ impl Queue {
                 newly_done,
                 all_done,
                 report,
+                ack: None,
             });
         }
         // A finished message frees room; a rescheduled one changes the wake-up time.
@@ -672,14 +690,18 @@ impl Queue {
             }
             v
         };
+        let (tx, rx) = mpsc::channel();
         self.send(Request::Outcome {
             id: id.0,
             newly_done,
             all_done: true,
             report: None,
+            ack: Some(tx),
         })
         .map_err(|_| OpError::Closed)?;
-        self.sync().map_err(|_| OpError::Closed)?;
+        rx.recv()
+            .map_err(|_| OpError::Closed)?
+            .map_err(|e| OpError::Failed(e.to_string()))?;
         self.kick();
         Ok(())
     }
@@ -751,7 +773,7 @@ fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
 /// Reads a message body in chunks (blocking; call from a blocking thread).
 #[derive(Debug)]
 pub struct BodyReader {
-    file: std::fs::File,
+    file: Box<dyn StorageFile>,
     pos: u64,
     end: u64,
 }
@@ -759,20 +781,12 @@ pub struct BodyReader {
 impl BodyReader {
     /// Fill `buf` with up to `max` more body bytes; an empty `buf` means the end.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
-        use std::io::Read;
         buf.clear();
-        let n = (self.end - self.pos).min(max as u64);
-        // read_to_end fills spare capacity without zeroing it first (a
-        // resize would write every byte twice: 1 MiB messages notice).
-        buf.reserve(n as usize);
-        let got = (&mut self.file).take(n).read_to_end(buf)?;
-        if (got as u64) < n {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "queued message shorter than its record says",
-            ));
+        let n = (self.end - self.pos).min(max as u64) as usize;
+        if n > 0 {
+            self.file.read_append_at(buf, n, self.pos)?;
         }
-        self.pos += n;
+        self.pos += n as u64;
         Ok(())
     }
 }

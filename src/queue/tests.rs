@@ -16,6 +16,7 @@ fn small() -> StoreOptions {
         big_threshold: 6 << 10,
         keep_free: 1,
         max_segments: 64,
+        ..StoreOptions::default()
     }
 }
 
