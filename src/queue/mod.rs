@@ -11,6 +11,7 @@
 //! Scheduling uses the monotonic clock; a message's age is its age when
 //! loaded (by the wall clock, if that looks sane) plus monotonic time since.
 
+mod clock;
 mod record;
 #[cfg(test)]
 mod sim;
@@ -24,8 +25,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+pub use clock::{Clock, SystemClock};
 pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 pub use spool::SpoolWriter;
 pub use storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
@@ -138,14 +140,13 @@ struct Entry {
     /// until released. In memory only: a restart releases it.
     held: bool,
     last_error: Option<String>,
-    /// Age when loaded (wall clock, if it looked sane) and when that was.
-    age_base: Duration,
-    loaded: Instant,
+    /// Queue time of arrival (`clock.rs`).
+    queued: Duration,
 }
 
 impl Entry {
-    fn age(&self, now: Instant) -> Duration {
-        self.age_base + now.saturating_duration_since(self.loaded)
+    fn age(&self, qnow: Duration) -> Duration {
+        qnow.saturating_sub(self.queued)
     }
     fn pending(&self) -> usize {
         self.done.iter().filter(|d| !**d).count()
@@ -170,6 +171,8 @@ struct Shared {
     limits: Limits,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    qclock: clock::QueueClock,
 }
 
 /// A handle on the queue; cheap to clone.
@@ -284,13 +287,6 @@ pub enum OpError {
     Failed(String),
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Queue {
     /// Open (creating if needed) the spool directory, recover what is in
     /// it and start the writer thread.
@@ -305,9 +301,12 @@ impl Queue {
         opts: StoreOptions,
     ) -> Result<(Queue, Recovered), QueueError> {
         let storage = opts.storage.clone();
+        let clock = opts.clock.clone();
         let (store, loaded, recovered) = store::Store::open(dir, opts)?;
-        let now = Instant::now();
-        let wall = unix_now();
+        let qclock = store.qclock;
+        let now = clock.mono();
+        let qnow = qclock.at(now);
+        let wall = clock.wall();
         let mut state = State::default();
         let mut max_id = 0;
         for l in loaded {
@@ -319,9 +318,14 @@ impl Queue {
                     *x = true;
                 }
             }
-            // A clock that reads earlier than the arrival (a board that
-            // booted in 1970) says nothing about age: count from now.
-            let age_base = Duration::from_secs(wall.saturating_sub(l.meta.arrival));
+            // Records from before the queue clock: their age by the wall
+            // clock (none if it reads earlier than the arrival).
+            let queued = match l.meta.queued_ms {
+                Some(q) => Duration::from_millis(q),
+                None => {
+                    qnow.saturating_sub(Duration::from_secs(wall.saturating_sub(l.meta.arrival)))
+                }
+            };
             state.entries.insert(
                 l.meta.id,
                 Entry {
@@ -337,8 +341,7 @@ impl Queue {
                     in_flight: false,
                     held: false,
                     last_error: None,
-                    age_base,
-                    loaded: now,
+                    queued,
                 },
             );
         }
@@ -358,6 +361,8 @@ impl Queue {
             limits,
             writer: Mutex::new(None),
             storage,
+            clock,
+            qclock,
         });
         let q = Queue {
             shared: shared.clone(),
@@ -371,6 +376,11 @@ impl Queue {
             q.kick();
         }
         Ok((q, recovered))
+    }
+
+    /// Queue time now.
+    fn qnow(&self) -> Duration {
+        self.shared.qclock.at(self.shared.clock.mono())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -413,8 +423,9 @@ impl Queue {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let meta = MessageMeta {
             id,
-            arrival: unix_now(),
+            arrival: self.shared.clock.wall(),
             flags: msg.flags,
+            queued_ms: Some(self.qnow().as_millis() as u64),
             from: msg.from.unwrap_or_default(),
             rcpts: msg.rcpts,
             done: Vec::new(),
@@ -460,6 +471,7 @@ impl Queue {
     /// Take up to `max` due messages (marking them in flight) and say when
     /// the next one not taken is due.
     pub fn take_due(&self, now: Instant, max: usize) -> (Vec<Job>, Option<Instant>) {
+        let qnow = self.qnow();
         let mut st = self.state();
         let mut jobs = Vec::new();
         let mut next: Option<Instant> = None;
@@ -495,9 +507,9 @@ impl Queue {
                     .filter(|(i, _)| !e.done[*i])
                     .map(|(i, r)| (i as u16, r.clone()))
                     .collect(),
-                flags: e.meta.flags,
+                flags: e.meta.flags & !record::FLAG_QTIME,
                 attempts: e.attempts,
-                age: e.age(now),
+                age: e.age(qnow),
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
                 path,
@@ -634,12 +646,12 @@ impl Queue {
 
     /// Every queued message, oldest first.
     pub fn list(&self) -> Vec<Summary> {
-        let now = Instant::now();
+        let now = self.shared.clock.mono();
         let st = self.state();
         let mut v: Vec<Summary> = st
             .entries
             .iter()
-            .map(|(id, e)| summarize(*id, e, now))
+            .map(|(id, e)| summarize(*id, e, now, self.shared.qclock.at(now)))
             .collect();
         v.sort_by_key(|s| (std::cmp::Reverse(s.age), s.id));
         v
@@ -649,7 +661,8 @@ impl Queue {
     pub fn show(&self, id: QueueId) -> Result<Summary, OpError> {
         let st = self.state();
         let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
-        Ok(summarize(id.0, e, Instant::now()))
+        let now = self.shared.clock.mono();
+        Ok(summarize(id.0, e, now, self.shared.qclock.at(now)))
     }
 
     /// Keep a message out of delivery until [`Queue::release`] (or a restart).
@@ -740,7 +753,7 @@ impl Queue {
     }
 }
 
-fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
+fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
     Summary {
         id: QueueId(id),
         from: e.meta.from.clone(),
@@ -753,7 +766,7 @@ fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
             .map(|(r, _)| r.clone())
             .collect(),
         size: e.body_len,
-        age: e.age(now),
+        age: e.age(qnow),
         attempts: e.attempts,
         next_in: e.next_attempt.saturating_duration_since(now),
         last_error: e.last_error.clone(),

@@ -250,7 +250,7 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let s = self.fs.sim();
         Ok(s.inodes.get(&self.ino).map_or(0, |i| i.data.len() as u64))
     }
@@ -426,6 +426,7 @@ mod tests {
             keep_free: 1,
             max_segments: 1000,
             storage: Arc::new(fs.clone()),
+            ..StoreOptions::default()
         }
     }
 
@@ -783,7 +784,9 @@ mod tests {
             }
             cuts += 1;
         }
-        recover_and_check(&fs, &mut model, seed).map(|q| q.close());
+        if let Some(q) = recover_and_check(&fs, &mut model, seed) {
+            q.close();
+        }
         cuts
     }
 }

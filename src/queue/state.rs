@@ -133,7 +133,7 @@ impl StateFile {
     /// Write `s` durably (into the slot not holding the latest value).
     pub fn save(&mut self, s: Saved) -> io::Result<()> {
         let counter = self.counter + 1;
-        let slot = (counter % 2) as u64 * SLOT as u64;
+        let slot = (counter % 2) * SLOT as u64;
         self.file.write_all_at(&encode(counter, &s), slot)?;
         self.file.sync_data()?;
         self.counter = counter;

@@ -44,7 +44,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         self.sync_data()
     }
     /// Current length.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 /// A held lock on the spool directory; released when dropped.
@@ -107,7 +107,7 @@ impl StorageFile for RealFile {
     fn sync_all(&self) -> io::Result<()> {
         self.0.sync_all()
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use super::clock::{Clock, QueueClock, SAVE_EVERY, SystemClock};
 use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
 use super::spool::SpoolWriter;
 use super::state::{self, SEQ_STEP, Saved, StateFile};
@@ -49,6 +50,8 @@ pub struct StoreOptions {
     pub max_segments: usize,
     /// What the queue writes through (the real filesystem but in tests).
     pub storage: Arc<dyn Storage>,
+    /// The clocks it reads (the system's but in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +62,7 @@ impl Default for StoreOptions {
             keep_free: 2,
             max_segments: 64,
             storage: Arc::new(RealFs),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -134,6 +138,9 @@ pub(super) struct Store {
     fs: Arc<dyn Storage>,
     /// Sequence ceiling and queue clock (`state.rs`).
     pub(super) state: StateFile,
+    /// Queue time (fixed at open; see `clock.rs`).
+    pub(super) qclock: QueueClock,
+    clock: Arc<dyn Clock>,
     _lock: Box<dyn StorageLock>,
 }
 
@@ -156,6 +163,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Result<(Store, Vec<Loaded>, Recovered), QueueError> {
         let fsys = opts.storage.clone();
+        let clock = opts.clock.clone();
         for d in [
             dir.to_path_buf(),
             dir.join("big"),
@@ -186,6 +194,13 @@ impl Store {
             max_id_seen: 0,
             dirty_dirs: Vec::new(),
             fs: fsys.clone(),
+            qclock: QueueClock::resume(
+                state_file.saved.queue_ms,
+                state_file.saved.wall,
+                clock.wall(),
+                clock.mono(),
+            ),
+            clock: clock.clone(),
             state: state_file,
             _lock: lock_file,
         };
@@ -193,6 +208,12 @@ impl Store {
         let loaded = store.recover(&mut recovered)?;
         // Numbers reserved before a crash may have been used: skip them all.
         store.next_seq = store.next_seq.max(store.state.saved.seq_ceiling);
+        for l in &loaded {
+            if let Some(q) = l.meta.queued_ms {
+                store.qclock.at_least(Duration::from_millis(q));
+            }
+        }
+        store.save_clock()?;
         recovered.messages = loaded.len();
         recovered.bytes = loaded.iter().map(|l| l.record_len).sum();
         recovered.segments = store
@@ -699,6 +720,16 @@ impl Store {
         Ok(())
     }
 
+    /// Save queue time and the wall clock now (`clock.rs`).
+    fn save_clock(&mut self) -> io::Result<()> {
+        let saved = Saved {
+            queue_ms: self.qclock.at(self.clock.mono()).as_millis() as u64,
+            wall: self.clock.wall(),
+            ..self.state.saved
+        };
+        self.state.save(saved)
+    }
+
     fn is_dirty(&self) -> bool {
         !self.dirty_dirs.is_empty() || self.segs.values().any(|s| s.dirty)
     }
@@ -707,15 +738,24 @@ impl Store {
     /// sync once, then answer.
     pub(super) fn run(mut self, rx: mpsc::Receiver<Request>, q: Queue) {
         let mut stop = false;
+        let mut last_save = self.clock.mono();
         while !stop {
-            let first = if self.is_dirty() {
-                match rx.recv_timeout(LAZY_SYNC) {
-                    Ok(r) => Some(r),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
+            if self.clock.mono().saturating_duration_since(last_save) >= SAVE_EVERY {
+                last_save = self.clock.mono();
+                if let Err(e) = self.save_clock() {
+                    tracing::warn!(error = %e, "cannot save the queue clock");
                 }
+            }
+            let wait = if self.is_dirty() {
+                LAZY_SYNC
             } else {
-                Some(rx.recv().unwrap_or(Request::Shutdown))
+                SAVE_EVERY
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) if self.is_dirty() => None,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
             };
             let mut batch: Vec<Request> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {
@@ -787,6 +827,9 @@ impl Store {
             } else {
                 Ok(())
             };
+            if stop && let Err(e) = self.save_clock() {
+                tracing::warn!(error = %e, "cannot save the queue clock");
+            }
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "queue sync failed; new mail refused until it works again");
                 // After a failed fsync the page cache is not to be trusted:
@@ -1003,7 +1046,7 @@ impl<'a> Scanner<'a> {
             file,
             seq: seq as u32,
             pos: 0,
-            len: file.len()?,
+            len: file.size()?,
         })
     }
 
@@ -1076,6 +1119,7 @@ impl Queue {
         let mut st = self.state();
         st.bytes += p.record_len;
         let n = p.meta.rcpts.len();
+        let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
         st.entries.insert(
             p.id,
             super::Entry {
@@ -1091,8 +1135,7 @@ impl Queue {
                 in_flight: false,
                 held: false,
                 last_error: None,
-                age_base: Duration::ZERO,
-                loaded: now,
+                queued,
             },
         );
         drop(st);
