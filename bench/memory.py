@@ -6,7 +6,12 @@ Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [-
 
 Runs the real binary on loopback with a maildir outbox, drives it with
 Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
-/proc/PID/status. Prints one line per figure; nothing is asserted.
+/proc/PID/status, plus /proc/PID/smaps_rollup at idle (how much of the RSS
+is shared library pages and how much postern's own memory) and the thread
+count. Prints one line per figure; nothing is asserted.
+
+Under qemu-user (ARM builds) /proc/PID of the emulator measures qemu, not
+the board: ARM figures must be taken on the board itself.
 """
 import argparse
 import os
@@ -33,6 +38,22 @@ def status_kib(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise KeyError(key)
+
+
+def rollup_kib(pid):
+    """/proc/PID/smaps_rollup as {field: KiB}: where the RSS is (shared
+    library pages vs. our own dirty memory)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+def thread_count(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
 def wait_for(pred, what, timeout=20.0):
@@ -85,6 +106,8 @@ dir = "outbox"
         # Let start-up settle (queue recovery, resolver) before calling it idle.
         time.sleep(1.0)
         idle = status_kib(proc.pid, "VmRSS")
+        idle_roll = rollup_kib(proc.pid)
+        idle_threads = thread_count(proc.pid)
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         barrier = threading.Barrier(a.sessions)
@@ -114,6 +137,11 @@ dir = "outbox"
         peak = status_kib(proc.pid, "VmHWM")
         print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s")
         print(f"idle_rss_kib={idle}")
+        r = idle_roll
+        print(f"idle_smaps_rollup_kib: rss={r.get('Rss')} pss={r.get('Pss')} "
+              f"shared_clean={r.get('Shared_Clean')} private_clean={r.get('Private_Clean')} "
+              f"private_dirty={r.get('Private_Dirty')} anonymous={r.get('Anonymous')} "
+              f"threads={idle_threads}")
         print(f"peak_rss_kib={peak}")
         for e in errors[:5]:
             print("error:", e)

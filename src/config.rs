@@ -37,6 +37,19 @@ pub struct Config {
     pub upstream: Upstream,
     /// Outbound (issue 3): routes, aliases, rewriting, failure reports.
     pub outbound: OutboundConfig,
+    /// `[[user]]` (issue 5): accounts devices may AUTH as on the listener.
+    pub users: Vec<UserConfig>,
+}
+
+/// `[[user]]`: one account for listener AUTH (PLAIN/LOGIN).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserConfig {
+    /// Required. The AUTH user name.
+    pub name: String,
+    /// Required. An Argon2id PHC string from `postern passwd`.
+    pub password_hash: String,
+    /// Default empty = any sender. Envelope senders this user may use.
+    pub allowed_senders: Vec<AddressPattern>,
 }
 
 /// `[server]`: the listener and its bounds.
@@ -55,6 +68,55 @@ pub struct ServerConfig {
     pub command_timeout: Dur,
     /// Default 30m: a whole session's cap, against slow-drip clients.
     pub session_timeout: Dur,
+    /// Default 3m (RFC 5321 §4.5.3.2.5's DATA block): idle time allowed
+    /// between chunks of message data.
+    pub data_timeout: Dur,
+    /// Listener certificate chain (PEM); with `tls_key`, STARTTLS is offered
+    /// on `listen` and `listen_tls` may be used. Re-read on reload.
+    pub tls_cert: Option<PathBuf>,
+    /// Listener private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Default empty. Addresses that speak TLS from the first byte (RFC 8314, port 465).
+    pub listen_tls: Vec<SocketAddr>,
+    /// Default empty. Networks to which STARTTLS is not advertised (legacy devices).
+    pub no_starttls_clients: Vec<IpNet>,
+    /// Default empty. Networks that may AUTH without TLS (legacy devices; a warning at start).
+    pub allow_plain_auth_clients: Vec<IpNet>,
+    /// Default reject. What a bare CR or LF in message data gets.
+    pub bare_newline: BareNewlineMode,
+    /// Default empty. Networks whose bare CR/LF are normalised to CRLF
+    /// whatever `bare_newline` says (legacy devices).
+    pub bare_newline_normalize_clients: Vec<IpNet>,
+    /// Default 10: open connections from one client address.
+    pub max_connections_per_client: usize,
+    /// Default 60: new connections per minute from one client address.
+    pub max_connections_per_minute: u32,
+    /// Default 120: messages per minute from one client address.
+    pub max_messages_per_minute: u32,
+    /// Default 1000: recipients per minute from one client address.
+    pub max_recipients_per_minute: u32,
+    /// Default 3: failed AUTH attempts in a session before 421.
+    pub max_auth_failures: u32,
+}
+
+/// `[server] bare_newline`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewlineMode {
+    /// Refuse the message (550 5.6.0) and close.
+    Reject,
+    /// Turn each bare CR or LF into CRLF.
+    Normalize,
+}
+
+impl BareNewlineMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BareNewlineMode::Reject => "reject",
+            BareNewlineMode::Normalize => "normalize",
+        }
+    }
 }
 
 /// `[policy]`: who may relay, from and to whom.
@@ -72,6 +134,8 @@ pub struct PolicyConfig {
     pub allow_recipients: Vec<AddressPattern>,
     /// Default empty. Wins over allow.
     pub deny_recipients: Vec<AddressPattern>,
+    /// Default false. An authenticated `[[user]]` may relay from outside allow_clients.
+    pub relay_authenticated: bool,
 }
 
 /// One entry of a sender/recipient list, as the user wrote it.
@@ -485,6 +549,55 @@ impl Config {
         line(&mut out, "max_connections", s.max_connections.to_string());
         line(&mut out, "command_timeout", quote(&s.command_timeout.text));
         line(&mut out, "session_timeout", quote(&s.session_timeout.text));
+        line(&mut out, "data_timeout", quote(&s.data_timeout.text));
+        if let Some(c) = &s.tls_cert {
+            line(&mut out, "tls_cert", quote(&c.display().to_string()));
+        }
+        if let Some(k) = &s.tls_key {
+            line(&mut out, "tls_key", quote(&k.display().to_string()));
+        }
+        line(&mut out, "listen_tls", array(s.listen_tls.iter()));
+        line(
+            &mut out,
+            "no_starttls_clients",
+            array(s.no_starttls_clients.iter()),
+        );
+        line(
+            &mut out,
+            "allow_plain_auth_clients",
+            array(s.allow_plain_auth_clients.iter()),
+        );
+        line(&mut out, "bare_newline", quote(s.bare_newline.as_str()));
+        line(
+            &mut out,
+            "bare_newline_normalize_clients",
+            array(s.bare_newline_normalize_clients.iter()),
+        );
+        line(
+            &mut out,
+            "max_connections_per_client",
+            s.max_connections_per_client.to_string(),
+        );
+        line(
+            &mut out,
+            "max_connections_per_minute",
+            s.max_connections_per_minute.to_string(),
+        );
+        line(
+            &mut out,
+            "max_messages_per_minute",
+            s.max_messages_per_minute.to_string(),
+        );
+        line(
+            &mut out,
+            "max_recipients_per_minute",
+            s.max_recipients_per_minute.to_string(),
+        );
+        line(
+            &mut out,
+            "max_auth_failures",
+            s.max_auth_failures.to_string(),
+        );
 
         let p = &self.policy;
         out.push_str("\n[policy]\n");
@@ -498,6 +611,11 @@ impl Config {
             array(p.allow_recipients.iter()),
         );
         line(&mut out, "deny_recipients", array(p.deny_recipients.iter()));
+        line(
+            &mut out,
+            "relay_authenticated",
+            p.relay_authenticated.to_string(),
+        );
 
         let q = &self.queue;
         out.push_str("\n[queue]\n");
@@ -516,6 +634,12 @@ impl Config {
             upstream_to_toml(&mut out, &self.upstream);
         }
         outbound_to_toml(&mut out, &self.outbound);
+        for u in &self.users {
+            out.push_str("\n[[user]]\n");
+            line(&mut out, "name", quote(&u.name));
+            line(&mut out, "password_hash", quote(&u.password_hash));
+            line(&mut out, "allowed_senders", array(u.allowed_senders.iter()));
+        }
         out
     }
 }
@@ -593,6 +717,20 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "command_timeout",
     "session_timeout",
+    // Inbound hardening (issue 5).
+    "data_timeout",
+    "tls_cert",
+    "tls_key",
+    "listen_tls",
+    "no_starttls_clients",
+    "allow_plain_auth_clients",
+    "bare_newline",
+    "bare_newline_normalize_clients",
+    "max_connections_per_client",
+    "max_connections_per_minute",
+    "max_messages_per_minute",
+    "max_recipients_per_minute",
+    "max_auth_failures",
 ];
 const POLICY_KEYS: &[&str] = &[
     "allow_clients",
@@ -601,7 +739,11 @@ const POLICY_KEYS: &[&str] = &[
     "deny_senders",
     "allow_recipients",
     "deny_recipients",
+    // Issue 5.
+    "relay_authenticated",
 ];
+/// `[[user]]` (issue 5).
+const USER_KEYS: &[&str] = &["name", "password_hash", "allowed_senders"];
 const QUEUE_KEYS: &[&str] = &[
     "dir",
     "max_size",
@@ -660,6 +802,8 @@ const TABLES: &[(&str, &[&[&str]])] = &[
         &[ROUTE_KEYS, UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS],
     ),
     ("aliases", &[]),
+    // Inbound (issue 5): [[user]] accounts for listener AUTH.
+    ("user", &[USER_KEYS]),
 ];
 
 // Bounds. Each is a sanity range: wide enough for any real site, narrow
@@ -997,6 +1141,13 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         );
     }
 
+    let users = read_users(ctx, root);
+    if let (Ok(server), Ok(policy), Ok(users), Ok(server_sec)) =
+        (&server, &policy, &users, &server_sec)
+    {
+        check_inbound(ctx, server, policy, users, server_sec);
+    }
+
     Ok(Config {
         hostname: hostname?,
         log_level: log_level?,
@@ -1005,6 +1156,7 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         queue: queue?,
         upstream: upstream?,
         outbound: outbound?,
+        users: users?,
     })
 }
 
@@ -1242,6 +1394,8 @@ fn read_server(ctx: &mut Ctx, sec: &Section) -> Result<ServerConfig, Reported> {
         dur(30 * MINUTE, "30m"),
         scalar(dur_in(SECOND, 7 * DAY)),
     );
+    let inbound = read_server_inbound(ctx, sec);
+    let inbound = inbound?;
     Ok(ServerConfig {
         listen: listen?,
         max_message_size: max_message_size?,
@@ -1249,6 +1403,19 @@ fn read_server(ctx: &mut Ctx, sec: &Section) -> Result<ServerConfig, Reported> {
         max_connections: max_connections?,
         command_timeout: command_timeout?,
         session_timeout: session_timeout?,
+        data_timeout: inbound.data_timeout,
+        tls_cert: inbound.tls_cert,
+        tls_key: inbound.tls_key,
+        listen_tls: inbound.listen_tls,
+        no_starttls_clients: inbound.no_starttls_clients,
+        allow_plain_auth_clients: inbound.allow_plain_auth_clients,
+        bare_newline: inbound.bare_newline,
+        bare_newline_normalize_clients: inbound.bare_newline_normalize_clients,
+        max_connections_per_client: inbound.max_connections_per_client,
+        max_connections_per_minute: inbound.max_connections_per_minute,
+        max_messages_per_minute: inbound.max_messages_per_minute,
+        max_recipients_per_minute: inbound.max_recipients_per_minute,
+        max_auth_failures: inbound.max_auth_failures,
     })
 }
 
@@ -1322,6 +1489,7 @@ fn read_policy(ctx: &mut Ctx, sec: &Section) -> Result<PolicyConfig, Reported> {
         Vec::new(),
         list(|v| conv_pattern(v, false)),
     );
+    let relay_authenticated = get_or(ctx, sec, "relay_authenticated", false, scalar(conv_bool));
     Ok(PolicyConfig {
         allow_clients: allow_clients?,
         deny_clients: deny_clients?,
@@ -1329,6 +1497,7 @@ fn read_policy(ctx: &mut Ctx, sec: &Section) -> Result<PolicyConfig, Reported> {
         deny_senders: deny_senders?,
         allow_recipients: allow_recipients?,
         deny_recipients: deny_recipients?,
+        relay_authenticated: relay_authenticated?,
     })
 }
 
@@ -3128,6 +3297,227 @@ impl Serialize for AddressPattern {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Inbound hardening (issue 5): listener TLS, AUTH accounts, bare newlines,
+// per-client limits.
+
+/// The `[server]` keys of issue 5, read apart from the spine's.
+struct InboundServer {
+    data_timeout: Dur,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    listen_tls: Vec<SocketAddr>,
+    no_starttls_clients: Vec<IpNet>,
+    allow_plain_auth_clients: Vec<IpNet>,
+    bare_newline: BareNewlineMode,
+    bare_newline_normalize_clients: Vec<IpNet>,
+    max_connections_per_client: usize,
+    max_connections_per_minute: u32,
+    max_messages_per_minute: u32,
+    max_recipients_per_minute: u32,
+    max_auth_failures: u32,
+}
+
+fn rate_in(max: usize) -> impl Fn(&DeValue) -> Result<u32, String> {
+    move |v| count_in(1, max)(v).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn conv_bare_newline(v: &DeValue) -> Result<BareNewlineMode, String> {
+    let s = text(v, "\"reject\"")?;
+    match s.to_ascii_lowercase().as_str() {
+        "reject" => Ok(BareNewlineMode::Reject),
+        "normalize" | "normalise" => Ok(BareNewlineMode::Normalize),
+        _ => Err(format!(
+            "\"{s}\" is not a choice; expected \"reject\" (refuse messages with a bare CR or LF) \
+             or \"normalize\" (turn them into CRLF); for a few legacy devices only, prefer \
+             bare_newline_normalize_clients"
+        )),
+    }
+}
+
+fn read_server_inbound(ctx: &mut Ctx, sec: &Section) -> Result<InboundServer, Reported> {
+    let data_timeout = get_or(
+        ctx,
+        sec,
+        "data_timeout",
+        dur(3 * MINUTE, "3m"),
+        scalar(dur_in(SECOND, DAY)),
+    );
+    let tls_cert = get_opt(ctx, sec, "tls_cert", scalar(conv_path));
+    let tls_key = get_opt(ctx, sec, "tls_key", scalar(conv_path));
+    let listen_tls = get_or(ctx, sec, "listen_tls", Vec::new(), list_at(conv_listen));
+    let nets =
+        |ctx: &mut Ctx, key: &str| get_or(ctx, sec, key, Vec::new(), list(|v| conv_net(v, false)));
+    let no_starttls_clients = nets(ctx, "no_starttls_clients");
+    let allow_plain_auth_clients = nets(ctx, "allow_plain_auth_clients");
+    let bare_newline_normalize_clients = nets(ctx, "bare_newline_normalize_clients");
+    let bare_newline = get_or(
+        ctx,
+        sec,
+        "bare_newline",
+        BareNewlineMode::Reject,
+        scalar(conv_bare_newline),
+    );
+    let max_connections_per_client = get_or(
+        ctx,
+        sec,
+        "max_connections_per_client",
+        10,
+        scalar(count_in(1, 10_000)),
+    );
+    let max_connections_per_minute = get_or(
+        ctx,
+        sec,
+        "max_connections_per_minute",
+        60,
+        scalar(rate_in(1_000_000)),
+    );
+    let max_messages_per_minute = get_or(
+        ctx,
+        sec,
+        "max_messages_per_minute",
+        120,
+        scalar(rate_in(1_000_000)),
+    );
+    let max_recipients_per_minute = get_or(
+        ctx,
+        sec,
+        "max_recipients_per_minute",
+        1000,
+        scalar(rate_in(10_000_000)),
+    );
+    let max_auth_failures = get_or(ctx, sec, "max_auth_failures", 3, scalar(rate_in(100)));
+
+    let (tls_cert, tls_key) = (tls_cert?, tls_key?);
+    if tls_cert.is_some() != tls_key.is_some() {
+        let (have, missing) = if tls_cert.is_some() {
+            ("tls_cert", "tls_key")
+        } else {
+            ("tls_key", "tls_cert")
+        };
+        let at = sec.key_offset(have).unwrap_or(sec.at);
+        return Err(ctx.error(
+            at,
+            format!("{have} is set but {missing} is not; the listener needs both (PEM files)"),
+        ));
+    }
+    let listen_tls: Vec<SocketAddr> = listen_tls?.into_iter().map(|(a, _)| a).collect();
+    if !listen_tls.is_empty() && tls_cert.is_none() {
+        let at = sec.key_offset("listen_tls").unwrap_or(sec.at);
+        return Err(ctx.error(
+            at,
+            "listen_tls needs tls_cert and tls_key in [server] (the certificate to present)",
+        ));
+    }
+    Ok(InboundServer {
+        data_timeout: data_timeout?,
+        tls_cert,
+        tls_key,
+        listen_tls,
+        no_starttls_clients: no_starttls_clients?,
+        allow_plain_auth_clients: allow_plain_auth_clients?,
+        bare_newline: bare_newline?,
+        bare_newline_normalize_clients: bare_newline_normalize_clients?,
+        max_connections_per_client: max_connections_per_client?,
+        max_connections_per_minute: max_connections_per_minute?,
+        max_messages_per_minute: max_messages_per_minute?,
+        max_recipients_per_minute: max_recipients_per_minute?,
+        max_auth_failures: max_auth_failures?,
+    })
+}
+
+fn conv_password_hash(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"$argon2id$v=19$m=19456,t=2,p=1$...\"")?;
+    match crate::auth::check_hash_format(s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(e) => Err(format!("{e}; make one with `postern passwd`")),
+    }
+}
+
+fn read_users(ctx: &mut Ctx, root: &DeTable) -> Result<Vec<UserConfig>, Reported> {
+    let Some((key, item)) = root.get_key_value("user") else {
+        return Ok(Vec::new());
+    };
+    let DeValue::Array(tables) = item.get_ref() else {
+        return Err(ctx.error(
+            key.span().start,
+            "'user' must be written [[user]] (double brackets), once per account",
+        ));
+    };
+    let mut out: Vec<UserConfig> = Vec::new();
+    let mut bad = false;
+    for t in tables.iter() {
+        let DeValue::Table(table) = t.get_ref() else {
+            ctx.error(t.span().start, "each user is a [[user]] table");
+            bad = true;
+            continue;
+        };
+        let sec = Section {
+            name: "user",
+            table,
+            at: t.span().start,
+        };
+        unknown_keys(ctx, &sec, &[USER_KEYS]);
+        let name = get_req(ctx, &sec, "name", "\"printer\"", scalar(conv_username));
+        let hash = get_req(
+            ctx,
+            &sec,
+            "password_hash",
+            "\"$argon2id$...\" (from `postern passwd`)",
+            scalar(conv_password_hash),
+        );
+        let senders = get_or(
+            ctx,
+            &sec,
+            "allowed_senders",
+            Vec::new(),
+            list(|v| conv_pattern(v, true)),
+        );
+        match (name, hash, senders) {
+            (Ok(name), Ok(password_hash), Ok(allowed_senders)) => {
+                if out.iter().any(|u| u.name == name) {
+                    let at = sec.offset("name").unwrap_or(sec.at);
+                    ctx.error(at, format!("name: user \"{name}\" is defined twice"));
+                    bad = true;
+                    continue;
+                }
+                out.push(UserConfig {
+                    name,
+                    password_hash,
+                    allowed_senders,
+                });
+            }
+            _ => bad = true,
+        }
+    }
+    if bad { Err(Reported) } else { Ok(out) }
+}
+
+/// Checks across `[server]`, `[policy]` and `[[user]]`.
+fn check_inbound(
+    ctx: &mut Ctx,
+    server: &ServerConfig,
+    policy: &PolicyConfig,
+    users: &[UserConfig],
+    server_sec: &Section,
+) {
+    if policy.relay_authenticated && users.is_empty() {
+        ctx.error(
+            0,
+            "[policy] relay_authenticated = true but there is no [[user]]; add one (name and \
+             password_hash from `postern passwd`) or remove the setting",
+        );
+    }
+    if !users.is_empty() && server.tls_cert.is_none() && server.allow_plain_auth_clients.is_empty()
+    {
+        ctx.error(
+            server_sec.at,
+            "[[user]] accounts can never log in: AUTH is offered only over TLS; set tls_cert and \
+             tls_key in [server], or list legacy networks in allow_plain_auth_clients",
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -4035,18 +4425,23 @@ kind = \"smarthost\"
             "max_messages_per_minute",
             "max_recipients_per_day",
             "max_message_size",
+            "tls_cert",
+            "tls_key",
         ];
         for key in TOP_KEYS {
             assert!(root.get(*key).is_some() || WHEN_SET.contains(key), "{key}");
         }
         for (table, lists) in TABLES {
-            if matches!(*table, "route" | "aliases") {
+            if matches!(*table, "route" | "aliases" | "user") {
                 continue;
             }
             let Some(DeValue::Table(t)) = root.get(*table).map(|v| v.get_ref()) else {
                 panic!("{table}")
             };
             for key in lists.iter().flat_map(|l| l.iter()) {
+                if *table == "server" && WHEN_SET.contains(key) {
+                    continue;
+                }
                 if *table == "upstream"
                     && (MAILDIR_KEYS.contains(key)
                         || WHEN_SET.contains(key)

@@ -1,6 +1,9 @@
 //! `postern serve`: load the config, recover the queue, start delivery and
-//! the listeners, and stop cleanly on SIGTERM/SIGINT.
+//! the listeners, tell systemd (`sd_notify`), re-read the config on SIGHUP,
+//! and stop cleanly on SIGTERM/SIGINT.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,8 +15,9 @@ use smol::io::AsyncReadExt;
 use crate::config::{self, Config};
 use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
+use crate::notify::Notifier;
 use crate::queue::{Limits, Queue};
-use crate::server::{self, Shared};
+use crate::server::{self, Current, Shared};
 
 /// How long a stop waits for sessions in progress (a device halfway
 /// through DATA) before it closes the queue anyway.
@@ -81,15 +85,27 @@ fn quiet_deps(
         .with_target("postern", level)
 }
 
-/// Run the relay until SIGTERM or SIGINT.
+/// Run the relay until SIGTERM or SIGINT; SIGHUP re-reads `config_path`.
 pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = config::load(config_path)?;
     init_logging(&cfg.log_level);
-    run(cfg)
+    run_with(cfg, Some(config_path))
 }
 
-/// Run the relay with an already loaded config.
+/// Run the relay with an already loaded config (no reload: SIGHUP is
+/// logged and ignored).
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
+    run_with(cfg, None)
+}
+
+/// The open listeners, by address; dropping a task closes its socket.
+type Listeners = HashMap<SocketAddr, smol::Task<()>>;
+
+fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> {
+    let notifier = Arc::new(Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "not notifying systemd");
+        Notifier::none()
+    }));
     let limits = Limits::from_config(&cfg.queue);
     let (queue, recovered) =
         Queue::open(&cfg.queue.dir, limits).map_err(|source| DaemonError::Queue {
@@ -113,17 +129,34 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let hup_pipe = signal_pipe(&[signal_hook::consts::SIGHUP])?;
     let cfg_queue_dir = cfg.queue.dir.display().to_string();
     let result = smol::block_on(async {
-        let listeners = server::bind(&cfg.server.listen).await?;
+        let bound = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
-        let mut shared = Shared::new(cfg, queue.clone());
+        let mut shared = Shared::new(cfg, queue.clone())?;
         shared.routes = Some(routes.clone());
-        let shared = Arc::new(shared);
-        let mut tasks = Vec::new();
-        for l in listeners {
-            tasks.push(smol::spawn(server::serve(l, shared.clone())));
+        let slots = shared.slots.clone();
+        let max_connections = shared.config.server.max_connections;
+        let current = Arc::new(Current::new(shared));
+        let mut listeners = Listeners::new();
+        for (addr, l) in current.get().config.server.listen.iter().zip(bound) {
+            listeners.insert(*addr, smol::spawn(server::serve(l, current.clone())));
         }
-        let delivery = smol::spawn(Delivery::new(queue.clone(), routes, hostname).run());
+        // Issue 5: implicit-TLS listeners (RFC 8314), in the same map.
+        for addr in current.get().config.server.listen_tls.clone() {
+            let l = server::bind_one(addr).await?;
+            listeners.insert(addr, smol::spawn(server::serve_tls(l, current.clone())));
+        }
+        let delivery = smol::spawn(Delivery::new(queue.clone(), routes.clone(), hostname).run());
+        let _watchdog = notifier.watchdog_interval().map(|every| {
+            // Pets the dog from the event loop, so a wedged loop gets us restarted.
+            let n = notifier.clone();
+            smol::spawn(async move {
+                loop {
+                    n.watchdog();
+                    smol::Timer::after(every).await;
+                }
+            })
+        });
         // `postern queue …` (issue 4): the daemon is the queue's only writer.
         let control = crate::control::bind(queue.dir()).map_err(|source| DaemonError::Queue {
             dir: cfg_queue_dir.clone(),
@@ -131,6 +164,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         })?;
         let control = smol::spawn(crate::control::serve(control, queue.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
+        notifier.ready();
+        notifier.status("accepting mail");
         let mut stop = Async::new(stop_pipe).map_err(DaemonError::Signals)?;
         let mut hup = Async::new(hup_pipe).map_err(DaemonError::Signals)?;
         loop {
@@ -142,26 +177,38 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 })
                 .await;
             if let Ok(true) = got_hup {
-                tracing::warn!(
-                    "SIGHUP: reload is not supported yet; restart postern to apply config changes"
-                );
+                match config_path {
+                    Some(path) => {
+                        notifier.reloading();
+                        let ok = reload(path, &current, &routes, &mut listeners).await;
+                        notifier.status(if ok {
+                            "accepting mail (config reloaded)"
+                        } else {
+                            "accepting mail (reload failed: old config kept, see log)"
+                        });
+                        notifier.ready();
+                    }
+                    None => tracing::warn!("SIGHUP: no config file to re-read; ignored"),
+                }
                 continue;
             }
             break;
         }
-        tracing::info!("stopping: no new connections; waiting for sessions in progress");
-        drop(tasks);
+        notifier.stopping();
+        tracing::info!(
+            "stopping: no new connections; idle sessions get 421, messages in DATA finish"
+        );
+        listeners.clear();
+        current.stop();
         let deadline = Instant::now() + STOP_GRACE;
-        let max = shared.config.server.max_connections;
-        let mut held = Vec::with_capacity(max);
-        for _ in 0..max {
+        let mut held = Vec::with_capacity(max_connections);
+        for _ in 0..max_connections {
             let left = deadline.saturating_duration_since(Instant::now());
-            let permit =
-                smol::future::or(async { Some(shared.slots.acquire_arc().await) }, async {
-                    smol::Timer::after(left).await;
-                    None
-                })
-                .await;
+            let permit = smol::future::or(async { Some(slots.acquire_arc().await) }, async {
+                smol::Timer::after(left).await;
+                None
+            })
+            .await;
             match permit {
                 Some(p) => held.push(p),
                 None => {
@@ -173,6 +220,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
             }
         }
+        // A delivery cut short stays queued and is tried again at start.
         delivery.cancel().await;
         control.cancel().await;
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
@@ -181,6 +229,115 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     queue.close();
     tracing::info!("stopped");
     result
+}
+
+/// Why a reload was refused (the old config stays in force).
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] config::LoadError),
+    #[error("{0}")]
+    Delivery(#[from] crate::delivery::SetupError),
+    #[error("{0}")]
+    Server(#[from] server::ServerError),
+}
+
+/// SIGHUP: re-read the config; on success swap policy, server settings and
+/// routes and open/close listeners; on any error log it and keep the old
+/// config whole. Open sessions finish on the snapshot they started with;
+/// the queue is not touched. Returns whether the new config is in force.
+async fn reload(
+    path: &Path,
+    current: &Arc<Current>,
+    routes: &SharedRoutes,
+    listeners: &mut Listeners,
+) -> bool {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading config");
+    match try_reload(path, current, routes, listeners).await {
+        Ok(()) => true,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("reload: {line}");
+            }
+            tracing::error!("reload failed: the old config stays in force");
+            false
+        }
+    }
+}
+
+async fn try_reload(
+    path: &Path,
+    current: &Arc<Current>,
+    routes: &SharedRoutes,
+    listeners: &mut Listeners,
+) -> Result<(), ReloadError> {
+    let cfg = config::load(path)?;
+    let new_routes = Routes::from_config(&cfg, Resolver::from_system())?;
+    let old = current.get();
+    for what in restart_only_changes(&old.config, &cfg) {
+        tracing::warn!("reload: {what} changed; that takes effect at the next restart");
+    }
+    // Bind every new address before changing anything, so a port in use
+    // leaves the old set of listeners and config whole.
+    let mut added = Vec::new();
+    for addr in &cfg.server.listen {
+        if !listeners.contains_key(addr) {
+            added.push((*addr, server::bind_one(*addr).await?, false));
+        }
+    }
+    // Issue 5: implicit-TLS listeners too.
+    for addr in &cfg.server.listen_tls {
+        if !listeners.contains_key(addr) {
+            added.push((*addr, server::bind_one(*addr).await?, true));
+        }
+    }
+    // Fallible (issue 5): the listener certificate is re-read here; a bad
+    // one keeps the old config whole.
+    let mut shared = Shared::new(cfg, old.queue.clone())?;
+    // One connection cap across reloads: open sessions hold its permits.
+    shared.slots = old.slots.clone();
+    shared.routes = Some(routes.clone());
+    let mut keep: Vec<SocketAddr> = shared.config.server.listen.clone();
+    keep.extend(shared.config.server.listen_tls.iter().copied());
+    current.replace(shared);
+    routes.replace(new_routes);
+    listeners.retain(|addr, _| {
+        let kept = keep.contains(addr);
+        if !kept {
+            tracing::info!(listen = %addr, "reload: listener closed");
+        }
+        kept
+    });
+    for (addr, l, implicit_tls) in added {
+        let task = if implicit_tls {
+            smol::spawn(server::serve_tls(l, current.clone()))
+        } else {
+            smol::spawn(server::serve(l, current.clone()))
+        };
+        listeners.insert(addr, task);
+    }
+    tracing::info!(listeners = listeners.len(), "config reloaded");
+    Ok(())
+}
+
+/// Settings a reload cannot apply in place: the queue is open with its
+/// directory and limits, the connection cap is shared by open sessions, and
+/// the log filter is installed once.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if format!("{:?}", old.queue) != format!("{:?}", new.queue) {
+        out.push("[queue]");
+    }
+    if old.server.max_connections != new.server.max_connections {
+        out.push("[server] max_connections");
+    }
+    if old.log_level != new.log_level {
+        out.push("log_level");
+    }
+    if old.hostname != new.hostname {
+        out.push("hostname (for delivery; the listener uses the new one)");
+    }
+    out
 }
 
 fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: listener AUTH accounts (Argon2id hashes).
 //! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
 //! - [`smtp`]: the wire grammar shared by server and client; bytes in, values
 //!   out, no sockets.
@@ -16,17 +17,22 @@
 //! - [`delivery`]: routing, the SMTP client, retries and failure reports.
 //! - [`dns`]: hickory-resolver running on smol.
 //! - [`tls`]: rustls configurations.
-//! - [`daemon`]: wires the parts together for `postern serve`.
+//! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
+//! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
+//! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dns;
+pub mod notify;
 pub mod policy;
 pub mod queue;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod tls;

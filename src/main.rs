@@ -15,8 +15,11 @@ Commands:
   check    Validate a config file; print every problem as FILE:LINE:COL: message
            (--connect: also connect to every route, TLS, AUTH, no mail sent)
   send-test  Send a test message through the routes and follow it
+  passwd   Print an Argon2id hash for a [[user]] password_hash (reads the password)
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
+  sendmail Hand a message on stdin to the running daemon, with sendmail's
+           flags (-t -f -F -i -oi -C); also run as 'sendmail' via a symlink
 
 Options:
   -h, --help       Print help (also: postern <COMMAND> --help)
@@ -70,6 +73,17 @@ Options:
 Exit status: 0 delivered, 1 failed or still queued, 2 usage.
 ";
 
+const PASSWD_HELP: &str = "\
+Read a password and print its Argon2id hash, for password_hash in a [[user]]
+table. On a terminal the password is asked twice without echo; otherwise the
+first line of standard input is the password. Never give it as an argument:
+arguments are visible to every user of the machine.
+
+Usage: postern passwd
+
+Example: postern passwd < /run/secrets/scanner-password
+";
+
 const QUEUE_HELP: &str = "\
 Ask the running daemon about its queue, or change it. The daemon is the only
 writer of the queue: these commands talk to it over <queue dir>/control.sock
@@ -96,8 +110,44 @@ fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `postern ... | head` closes our stdout early. Rust ignores SIGPIPE, so
+/// every `print!` would then panic ("failed printing to stdout: Broken
+/// pipe"); a reader that has seen enough is not an error, so end quietly
+/// (as ripgrep does). Covers every command's output, present and future.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     use lexopt::prelude::*;
+    quiet_on_broken_pipe();
+    // Issue 6: installed as /usr/sbin/sendmail (a symlink), or `postern
+    // sendmail`: sendmail's own flags (-t -f -oi ...), not ours.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = argv.first().map(String::as_str).unwrap_or_default();
+    if std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == "sendmail")
+    {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(1)));
+    }
+    if argv.get(1).map(String::as_str) == Some("sendmail") {
+        return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(2)));
+    }
     let mut parser = lexopt::Parser::from_env();
     let sub = match parser.next() {
         Ok(Some(Short('h') | Long("help"))) => {
@@ -130,6 +180,7 @@ fn main() -> ExitCode {
         "serve" => SERVE_HELP,
         "check" => CHECK_HELP,
         "send-test" => SEND_TEST_HELP,
+        "passwd" => PASSWD_HELP,
         "queue" => QUEUE_HELP,
         _ => return usage_error(format!("unknown command '{sub}'"), ""),
     };
@@ -173,6 +224,16 @@ fn main() -> ExitCode {
         }
     }
     match sub.as_str() {
+        "passwd" => match postern::auth::passwd_from_stdin() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("postern: {e}");
+                ExitCode::FAILURE
+            }
+        },
         "queue" => queue_command(&config, &queue_args, &for_help),
         "serve" => match postern::daemon::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,

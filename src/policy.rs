@@ -215,6 +215,7 @@ mod tests {
             deny_senders: Vec::new(),
             allow_recipients: Vec::new(),
             deny_recipients: Vec::new(),
+            relay_authenticated: false,
         }
     }
 

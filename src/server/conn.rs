@@ -1,22 +1,107 @@
-//! One inbound connection: owns the socket, the read buffer and the
-//! timeouts, feeds commands to [`SessionCore`] and streams DATA into the
-//! queue.
+//! One inbound connection: owns the socket (plain, or TLS after STARTTLS or
+//! on the implicit-TLS port), the read buffer and the timeouts, feeds
+//! commands to [`SessionCore`], runs the STARTTLS and AUTH exchanges, and
+//! streams DATA into the queue.
+//!
+//! The bounds of a session are named in the constants block below; the
+//! per-client rates live in [`super::limits`].
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::session::{Gates, SessionCore, Step, queue_error_reply};
+use super::session::{ClientFacts, Gates, SessionCore, Step, queue_error_reply};
+use crate::config::BareNewlineMode;
 use crate::smtp::command::{self, MAX_COMMAND_LINE};
 use crate::smtp::header::{HeaderFixer, Received, format_date};
 use crate::smtp::reply::EnhancedStatus as S;
-use crate::smtp::{Address, BareNewline, DataDecoder, Reply};
+use crate::smtp::{Address, BareNewline, Command, DataDecoder, Reply};
 
+// The bounds of one session.
 /// Read buffer size: a few command lines, or one chunk of DATA.
 const READ_BUF: usize = 16 * 1024;
 /// Errors (bad commands, refusals of syntax) before we hang up (421).
 pub const MAX_ERRORS: u32 = 20;
+/// Longest text line in DATA, without its CRLF (RFC 5321 §4.5.3.1.6: 1000
+/// with CRLF). Longer lines get the message refused (550 5.6.0), never cut.
+pub const MAX_DATA_LINE: usize = 998;
+/// Largest header section accepted (552 5.3.4 past it); a device's header
+/// is a few KiB, and downstream filters choke on huge ones.
+pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
+/// Commands in a row that move no transaction forward (NOOP, RSET, VRFY,
+/// HELP, EHLO…) before 421, like Postfix's smtpd_junk_command_limit.
+pub const MAX_JUNK_COMMANDS: u32 = 100;
+/// Wait after a failed AUTH, times the failures so far: slows guessing.
+const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
+
+/// The client's byte stream: plain TCP, or TLS over it.
+pub enum Stream<T> {
+    /// No TLS (yet).
+    Plain(T),
+    /// After STARTTLS, or on the implicit-TLS port.
+    Tls(Box<futures_rustls::server::TlsStream<T>>),
+    /// Between the two, while the handshake owns the socket.
+    Gone,
+}
+
+impl<T> std::fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+            Stream::Gone => "Gone",
+        })
+    }
+}
+
+fn gone() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "TLS handshake failed")
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Err(gone())),
+        }
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +187,7 @@ async fn timeout<T>(
 
 /// The driver of one connection.
 pub struct Conn<'a, T> {
-    stream: T,
+    stream: Stream<T>,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
     peer: SocketAddr,
@@ -110,6 +195,11 @@ pub struct Conn<'a, T> {
     core: SessionCore,
     deadline: Instant,
     errors: u32,
+    junk: u32,
+    auth_failures: u32,
+    /// Closed when the daemon stops (issue 6): between commands that ends
+    /// the session with 421.
+    stop: Option<smol::channel::Receiver<()>>,
     /// Connection stats for the log line.
     pub stats: ConnStats,
 }
@@ -126,8 +216,15 @@ enum Line {
 }
 
 impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
-    /// A connection from `peer` that passed the connect-time checks.
-    pub fn new(stream: T, peer: SocketAddr, gates: Gates<'a>) -> Self {
+    /// A connection from `peer` that passed the connect-time checks;
+    /// `tls` when `stream` is already TLS (implicit-TLS port).
+    pub fn new(
+        stream: Stream<T>,
+        peer: SocketAddr,
+        gates: Gates<'a>,
+        facts: ClientFacts,
+        tls: bool,
+    ) -> Self {
         let deadline = Instant::now() + gates.server.session_timeout.value;
         Conn {
             stream,
@@ -135,11 +232,38 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             wbuf: Vec::with_capacity(512),
             peer,
             gates,
-            core: SessionCore::new(),
+            core: SessionCore::new(facts, tls),
             deadline,
             errors: 0,
+            junk: 0,
+            auth_failures: 0,
+            stop: None,
             stats: ConnStats::default(),
         }
+    }
+
+    /// End the session with 421 between commands once `stop` is closed
+    /// (a message in DATA is received and answered first).
+    pub fn stop_on(&mut self, stop: smol::channel::Receiver<()>) {
+        self.stop = Some(stop);
+    }
+
+    /// The next command line, or `None` when the daemon is stopping and no
+    /// complete command is buffered (the replies so far are sent first).
+    async fn next_line_or_stop(&mut self) -> Result<Option<Line>, ConnError> {
+        let Some(stop) = self.stop.clone() else {
+            return self.next_line().await.map(Some);
+        };
+        if self.rbuf.data().contains(&b'\n') {
+            return self.next_line().await.map(Some);
+        }
+        // Flush before racing, so a stop never cuts a reply in half.
+        self.flush().await?;
+        smol::future::or(async { self.next_line().await.map(Some) }, async {
+            let _ = stop.recv().await;
+            Ok(None)
+        })
+        .await
     }
 
     fn queue_reply(&mut self, r: &Reply) {
@@ -166,12 +290,18 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
     /// Read more input, flushing pending replies first (RFC 2920: reply to
     /// a whole pipelined group before waiting for more).
     async fn fill(&mut self) -> Result<(), ConnError> {
+        let t = self.gates.server.command_timeout.value;
+        self.fill_within(t).await
+    }
+
+    /// [`Conn::fill`] with another idle limit (DATA blocks).
+    async fn fill_within(&mut self, idle: Duration) -> Result<(), ConnError> {
         self.flush().await?;
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ConnError::SessionLimit);
         }
-        let t = self.gates.server.command_timeout.value.min(left);
+        let t = idle.min(left);
         let n = timeout(t, self.rbuf.fill(&mut self.stream)).await??;
         if n == 0 {
             return Err(ConnError::Eof);
@@ -220,12 +350,43 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         Ok(true)
     }
 
+    /// Did the client talk before our greeting? (A protocol violation,
+    /// typical of spam bots and of pipelining attacks; RFC 5321 §4.3.1.)
+    /// Only what has already arrived is looked at: no delay for anyone.
+    async fn talked_first(&mut self) -> Result<bool, ConnError> {
+        match smol::future::poll_once(self.rbuf.fill(&mut self.stream)).await {
+            Some(Ok(0)) => Err(ConnError::Eof),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(ConnError::Io(e)),
+            None => Ok(false),
+        }
+    }
+
     /// Serve the session to its end.
     pub async fn run(&mut self) -> Result<(), ConnError> {
+        if self.talked_first().await? {
+            tracing::info!(client = %self.peer.ip(), "refused: sent data before the greeting");
+            let r = Reply::new(
+                554,
+                S::new(5, 5, 0),
+                "Error: SMTP protocol violation (data sent before the greeting)",
+            );
+            self.send(&r).await?;
+            return Ok(());
+        }
         let greeting = Reply::plain(220, format!("{} ESMTP postern", self.gates.hostname));
         self.send(&greeting).await?;
         loop {
-            let len = match self.next_line().await? {
+            let Some(line) = self.next_line_or_stop().await? else {
+                let bye = Reply::new(
+                    421,
+                    S::new(4, 3, 2),
+                    format!("{} shutting down, try again later", self.gates.hostname),
+                );
+                self.send(&bye).await?;
+                return Ok(());
+            };
+            let len = match line {
                 Line::TooLong => {
                     let r = Reply::new(500, S::new(5, 5, 2), "Error: line too long");
                     if !self.error(r).await? {
@@ -250,7 +411,58 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     continue;
                 }
             };
+            if !self.core.esmtp && !self.rbuf.data().is_empty() {
+                // PIPELINING is an EHLO extension: a client that did not
+                // say EHLO (or before it) must wait for each reply.
+                tracing::info!(client = %self.peer.ip(), "refused: pipelining without EHLO");
+                let r = Reply::new(
+                    554,
+                    S::new(5, 5, 0),
+                    "Error: improper command pipelining (PIPELINING needs EHLO)",
+                );
+                self.send(&r).await?;
+                return Ok(());
+            }
+            let moves = matches!(
+                cmd,
+                Command::Mail { .. } | Command::Rcpt { .. } | Command::Data | Command::Quit
+            );
+            // RFC 2920 §3.1: these end a pipeline group; their replies go
+            // out before anything after them is read.
+            let ends_group = matches!(
+                cmd,
+                Command::Ehlo(_)
+                    | Command::Helo(_)
+                    | Command::Noop
+                    | Command::Vrfy(_)
+                    | Command::Help
+                    | Command::Quit
+            );
+            if moves {
+                self.junk = 0;
+            } else {
+                self.junk += 1;
+                if self.junk > MAX_JUNK_COMMANDS {
+                    let bye = Reply::new(
+                        421,
+                        S::new(4, 7, 0),
+                        "Too many commands without a transaction, closing connection",
+                    );
+                    self.send(&bye).await?;
+                    return Ok(());
+                }
+            }
             match self.core.command(cmd, &self.gates) {
+                Step::StartTls => {
+                    if !self.starttls().await? {
+                        return Ok(());
+                    }
+                }
+                Step::Auth { mechanism, initial } => {
+                    if !self.auth(&mechanism, initial).await? {
+                        return Ok(());
+                    }
+                }
                 Step::Reply(r) => {
                     if r.code >= 500 && r.code != 550 && r.code != 552 && r.code != 553 {
                         // Protocol errors count; policy refusals of single
@@ -268,15 +480,160 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     return Ok(());
                 }
                 Step::Data(msg) => {
-                    self.data(msg).await?;
+                    let go_on = self.data(msg).await?;
                     self.core.reset();
+                    if !go_on {
+                        self.flush().await?;
+                        return Ok(());
+                    }
                 }
+            }
+            if ends_group {
+                self.flush().await?;
             }
         }
     }
 
-    /// Receive one message after DATA.
-    async fn data(&mut self, msg: crate::queue::NewMessage) -> Result<(), ConnError> {
+    /// After STARTTLS was accepted by the state machine: refuse anything
+    /// pipelined behind it (CVE-2011-0411: it would be taken as sent over
+    /// TLS), say 220, run the handshake, start the session over. False:
+    /// close the connection.
+    async fn starttls(&mut self) -> Result<bool, ConnError> {
+        let Some(cfg) = self.gates.tls.cloned() else {
+            self.queue_reply(&Reply::new(454, S::new(4, 7, 0), "TLS not available"));
+            return Ok(true);
+        };
+        if !self.rbuf.data().is_empty() {
+            tracing::info!(client = %self.peer.ip(), "refused: commands pipelined after STARTTLS");
+            let r = Reply::new(
+                554,
+                S::new(5, 5, 0),
+                "Error: commands pipelined after STARTTLS (RFC 3207 §4.2)",
+            );
+            self.send(&r).await?;
+            return Ok(false);
+        }
+        self.send(&Reply::new(220, S::new(2, 0, 0), "Ready to start TLS"))
+            .await?;
+        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Ok(false);
+        };
+        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
+        let t = self.gates.server.command_timeout.value;
+        match timeout(t, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                self.stream = Stream::Tls(Box::new(tls));
+                self.rbuf.clear();
+                self.core.tls_started();
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(client = %self.peer.ip(), error = %e, "STARTTLS handshake failed");
+                Ok(false)
+            }
+            Err(_) => {
+                tracing::info!(client = %self.peer.ip(), "STARTTLS handshake timed out");
+                Ok(false)
+            }
+        }
+    }
+
+    /// One base64 line of an AUTH exchange after a 334 prompt; `None` when
+    /// the client cancelled with `*`.
+    async fn auth_line(&mut self, prompt: &str) -> Result<Option<Vec<u8>>, ConnError> {
+        self.send(&Reply::plain(334, prompt)).await?;
+        let len = match self.next_line().await? {
+            Line::Ok(len) => len,
+            Line::TooLong => return Ok(Some(Vec::new())),
+        };
+        let mut line = self.rbuf.data()[..len - 1].to_vec();
+        self.rbuf.consume(len);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line == b"*" {
+            return Ok(None);
+        }
+        Ok(Some(line))
+    }
+
+    /// The AUTH exchange (RFC 4954) for PLAIN or LOGIN. False: close.
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<bool, ConnError> {
+        use crate::auth::{decode_line, decode_plain};
+        // RFC 4954 §4: "=" is an empty initial response.
+        let initial = initial.map(|i| if i == "=" { Vec::new() } else { i.into_bytes() });
+        let creds = if mechanism == "PLAIN" {
+            let resp = match initial {
+                Some(r) => Some(r),
+                None => self.auth_line("").await?,
+            };
+            resp.map(|r| decode_plain(&r))
+        } else {
+            let user = match initial {
+                Some(r) => Some(r),
+                None => self.auth_line("VXNlcm5hbWU6").await?,
+            };
+            match user {
+                None => None,
+                Some(u) => self.auth_line("UGFzc3dvcmQ6").await?.map(|p| {
+                    decode_line(&u).and_then(|u| {
+                        let u =
+                            String::from_utf8(u).map_err(|_| crate::auth::AuthError::Malformed)?;
+                        Ok((u, decode_line(&p)?))
+                    })
+                }),
+            }
+        };
+        let Some(creds) = creds else {
+            self.queue_reply(&Reply::new(
+                501,
+                S::new(5, 7, 0),
+                "Authentication cancelled",
+            ));
+            return Ok(true);
+        };
+        let login = match creds {
+            Ok((name, password)) => self.gates.users.check(&name, &password).await.ok_or(name),
+            Err(_) => Err(String::new()),
+        };
+        match login {
+            Ok(login) => {
+                tracing::info!(client = %self.peer.ip(), user = %login.name, "authenticated");
+                self.core.authenticated(login);
+                self.queue_reply(&Reply::new(
+                    235,
+                    S::new(2, 7, 0),
+                    "Authentication successful",
+                ));
+                Ok(true)
+            }
+            Err(name) => {
+                self.auth_failures += 1;
+                tracing::warn!(client = %self.peer.ip(), user = %name.escape_debug(), failures = self.auth_failures, "AUTH failed");
+                self.flush().await?;
+                smol::Timer::after(AUTH_FAIL_DELAY * self.auth_failures).await;
+                if self.auth_failures >= self.gates.server.max_auth_failures {
+                    let bye = Reply::new(
+                        421,
+                        S::new(4, 7, 0),
+                        "Too many failed authentication attempts, closing connection",
+                    );
+                    self.send(&bye).await?;
+                    return Ok(false);
+                }
+                self.queue_reply(&Reply::new(
+                    535,
+                    S::new(5, 7, 8),
+                    "Authentication credentials invalid",
+                ));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Receive one message after DATA. False: the framing cannot be
+    /// trusted any more (a bare newline in reject mode); close.
+    async fn data(&mut self, msg: crate::queue::NewMessage) -> Result<bool, ConnError> {
         let q = self.gates.queue;
         let rcpt_count = msg.rcpts.len();
         let from = msg.from.clone().unwrap_or_default();
@@ -300,7 +657,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             helo: &helo,
             client_ip: self.peer.ip(),
             by: self.gates.hostname,
-            with: if self.core.esmtp { "ESMTP" } else { "SMTP" },
+            with: self.core.protocol(),
             id: &id_text,
             for_rcpt: single_rcpt.as_ref(),
             unix_secs: now,
@@ -310,7 +667,22 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             format_date(now),
             format!("<{id_text}.postern@{}>", self.gates.hostname),
         );
-        let mut decoder = DataDecoder::new(BareNewline::Normalize);
+        let ip = self.peer.ip().to_canonical();
+        let normalize = self.gates.server.bare_newline == BareNewlineMode::Normalize
+            || self
+                .gates
+                .server
+                .bare_newline_normalize_clients
+                .iter()
+                .any(|n| n.contains(&ip));
+        let mut decoder = DataDecoder::new(if normalize {
+            BareNewline::Normalize
+        } else {
+            BareNewline::Reject
+        });
+        let data_timeout = self.gates.server.data_timeout.value;
+        let mut line_too_long = false;
+        let mut header_len = 0;
         let limit = self.gates.max_message_size();
         let mut io_error: Option<std::io::Error> = None;
         let mut too_big = false;
@@ -326,17 +698,26 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         let mut size: u64 = 0;
         loop {
             if self.rbuf.data().is_empty() {
-                self.fill().await?;
+                self.fill_within(data_timeout).await?;
             }
             decoded.clear();
             let res = decoder.decode(self.rbuf.data(), &mut decoded);
             let d = match res {
                 Ok(d) => d,
                 Err(_) => {
-                    // Only in reject mode; normalize never errs.
+                    // Reject mode only (normalize never errs). The client's
+                    // idea of where lines and the message end differs from
+                    // ours: answer now and hang up rather than guess.
+                    drop(w.take());
                     self.rbuf.clear();
-                    w = None;
-                    continue;
+                    self.stats.refused += 1;
+                    tracing::info!(id = %id, from = %from, client = %ip, "refused: bare CR or LF in message data");
+                    self.queue_reply(&Reply::new(
+                        550,
+                        S::new(5, 6, 0),
+                        "Message refused: bare CR or LF in the data (lines must end in CRLF)",
+                    ));
+                    return Ok(false);
                 }
             };
             self.rbuf.consume(d.consumed);
@@ -345,10 +726,17 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 too_big = true;
                 w = None;
             }
+            if decoder.longest_line() > MAX_DATA_LINE {
+                line_too_long = true;
+                w = None;
+            }
             fixed.clear();
             fixer.process(&decoded, &mut fixed);
             if d.finished {
-                fixer.finish(&mut fixed);
+                header_len = fixer.finish(&mut fixed).header_len;
+                if header_len > MAX_HEADER_SECTION {
+                    w = None;
+                }
             }
             if let Some(wr) = w.as_mut()
                 && let Err(e) = wr.write(&fixed)
@@ -360,7 +748,22 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 break;
             }
         }
-        let reply = if too_big {
+        let reply = if line_too_long {
+            Reply::new(
+                550,
+                S::new(5, 6, 0),
+                format!(
+                    "Message refused: a text line is longer than {} octets (RFC 5321 §4.5.3.1.6)",
+                    MAX_DATA_LINE + 2
+                ),
+            )
+        } else if header_len > MAX_HEADER_SECTION {
+            Reply::new(
+                552,
+                S::new(5, 3, 4),
+                format!("Message header section exceeds {MAX_HEADER_SECTION} octets"),
+            )
+        } else if too_big {
             Reply::new(
                 552,
                 S::new(5, 3, 4),
@@ -392,6 +795,77 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             }
         }
         self.queue_reply(&reply);
-        Ok(())
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::session::tests::{gates, world};
+    use smol::net::unix::UnixStream;
+
+    /// Run a session over a socket pair; `client` gets the other end.
+    /// `early` is written before the session starts.
+    fn session(
+        early: &[u8],
+        script: impl AsyncFnOnce(UnixStream) -> Vec<u8>,
+    ) -> (Vec<u8>, Result<(), ConnError>) {
+        let w = world();
+        smol::block_on(async {
+            let (server, mut client) = UnixStream::pair().unwrap();
+            client.write_all(early).await.unwrap();
+            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            let mut conn = Conn::new(
+                Stream::Plain(server),
+                peer,
+                gates(&w),
+                ClientFacts::allowed_plain(),
+                false,
+            );
+            let (res, out) = smol::future::zip(
+                async {
+                    let r = conn.run().await;
+                    drop(conn);
+                    r
+                },
+                script(client),
+            )
+            .await;
+            (out, res)
+        })
+    }
+
+    async fn read_all(mut c: UnixStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        out
+    }
+
+    #[test]
+    fn input_before_the_greeting_gets_554_and_close() {
+        // The bytes are in the socket before the session starts: exactly
+        // what a pregreeting bot produces.
+        let (out, res) = session(b"EHLO early\r\n", read_all);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("554 5.5.0 "), "{text}");
+        assert!(!text.contains("220"), "{text}");
+        assert!(res.is_ok());
+    }
+
+    #[test]
+    fn a_polite_client_gets_the_greeting() {
+        let (out, _) = session(b"", async |mut c| {
+            let mut b = [0u8; 256];
+            let n = c.read(&mut b).await.unwrap();
+            assert!(b[..n].starts_with(b"220 "));
+            c.write_all(b"QUIT\r\n").await.unwrap();
+            read_all(c).await
+        });
+        assert!(
+            out.starts_with(b"221 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }

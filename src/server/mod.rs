@@ -1,11 +1,18 @@
 //! Inbound SMTP: the listeners, the connection cap, the connect-time policy
 //! check, and one task per session.
+//!
+//! Reload and stop (issue 6): the state sessions share lives in a
+//! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
+//! force when it was accepted and keeps it to its end, so a reload never
+//! changes the rules under an open session. A stop closes [`Current`]'s stop
+//! channel: sessions waiting for a command get 421, sessions in DATA finish.
 
 pub mod conn;
+pub mod limits;
 pub mod session;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use smol::net::{TcpListener, TcpStream};
@@ -16,7 +23,8 @@ use crate::queue::Queue;
 use crate::smtp::Reply;
 use crate::smtp::reply::EnhancedStatus;
 use conn::{Conn, ConnError};
-use session::Gates;
+use limits::ClientLimits;
+use session::{ClientFacts, Gates};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +38,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `[server] tls_cert` / `tls_key` could not be loaded.
+    #[error("listener TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What every session of this server shares.
@@ -45,20 +56,129 @@ pub struct Shared {
     pub slots: Arc<smol::lock::Semaphore>,
     /// Outbound routes (issue 3): aliases at RCPT, the upstream size limit.
     pub routes: Option<crate::delivery::SharedRoutes>,
+    /// Listener TLS (issue 5), from `[server] tls_cert`/`tls_key`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `[[user]]` accounts for AUTH (issue 5).
+    pub users: crate::auth::Users,
+    /// Per-client connection and rate limits (issue 5).
+    pub limits: Arc<ClientLimits>,
 }
 
 impl Shared {
-    /// Build from a config and an open queue.
-    pub fn new(config: Config, queue: Queue) -> Shared {
+    /// Build from a config and an open queue. Fails when the listener's
+    /// certificate or key cannot be loaded (a reload must then keep the old
+    /// `Shared`).
+    pub fn new(config: Config, queue: Queue) -> Result<Shared, ServerError> {
         let policy = Policy::new(&config.policy);
         let slots = Arc::new(smol::lock::Semaphore::new(config.server.max_connections));
-        Shared {
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
+        };
+        if !config.server.allow_plain_auth_clients.is_empty() && !config.users.is_empty() {
+            tracing::warn!(
+                networks = ?config.server.allow_plain_auth_clients,
+                "AUTH is offered without TLS to allow_plain_auth_clients: passwords cross the network in clear"
+            );
+        }
+        let users = crate::auth::Users::new(&config.users);
+        let limits = Arc::new(ClientLimits::new(&config.server));
+        Ok(Shared {
             config,
             policy,
             queue,
             slots,
             routes: None,
+            tls,
+            users,
+            limits,
+        })
+    }
+
+    /// What `ip` may be offered, and whether it may talk to us at all:
+    /// `Err` is the 554 to give at connect. A client outside allow_clients
+    /// is let in only when AUTH could still make it a relay client
+    /// (`relay_authenticated`, users, and AUTH reachable by TLS or
+    /// allow_plain_auth_clients); it then gets 550 5.7.1 at RCPT unless it
+    /// logs in.
+    pub fn client_facts(
+        &self,
+        ip: std::net::IpAddr,
+        implicit_tls: bool,
+    ) -> Result<ClientFacts, Reply> {
+        let s = &self.config.server;
+        let ip = ip.to_canonical();
+        let within = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
+        let check = self.policy.check_client(ip);
+        let facts = ClientFacts {
+            allowed: check.is_ok(),
+            starttls: self.tls.is_some() && !implicit_tls && !within(&s.no_starttls_clients),
+            plain_auth: within(&s.allow_plain_auth_clients),
+            users: !self.users.is_empty(),
+            relay_authenticated: self.config.policy.relay_authenticated,
+        };
+        match check {
+            Ok(()) => Ok(facts),
+            Err(crate::policy::Refusal::ClientNotAllowed)
+                if facts.users
+                    && facts.relay_authenticated
+                    && (implicit_tls || facts.starttls || facts.plain_auth) =>
+            {
+                Ok(facts)
+            }
+            Err(refusal) => {
+                tracing::info!(client = %ip, reason = %refusal, "refused at connect");
+                Err(refusal.reply_for(ip))
+            }
         }
+    }
+}
+
+/// The server state in force: swapped whole on reload, plus the stop
+/// signal every session watches.
+#[derive(Debug)]
+pub struct Current {
+    shared: RwLock<Arc<Shared>>,
+    /// Closed (dropped) to tell sessions to stop.
+    stop_tx: std::sync::Mutex<Option<smol::channel::Sender<()>>>,
+    stop_rx: smol::channel::Receiver<()>,
+}
+
+impl Current {
+    /// Start with `shared` in force.
+    pub fn new(shared: Shared) -> Current {
+        let (tx, rx) = smol::channel::bounded(1);
+        Current {
+            shared: RwLock::new(Arc::new(shared)),
+            stop_tx: std::sync::Mutex::new(Some(tx)),
+            stop_rx: rx,
+        }
+    }
+
+    /// The state in force now; a session keeps this snapshot to its end.
+    pub fn get(&self) -> Arc<Shared> {
+        self.shared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Put `shared` in force for sessions accepted from now on.
+    pub fn replace(&self, shared: Shared) {
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(shared);
+    }
+
+    /// Tell every session to stop at its next safe point (between commands).
+    pub fn stop(&self) {
+        self.stop_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// Resolves (with an error) once [`Current::stop`] was called.
+    pub fn stopping(&self) -> smol::channel::Receiver<()> {
+        self.stop_rx.clone()
     }
 }
 
@@ -66,16 +186,30 @@ impl Shared {
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
     let mut out = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        out.push(l);
+        out.push(bind_one(addr).await?);
     }
     Ok(out)
 }
 
-/// Accept connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Bind one listen address.
+pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Accept connections on `listener` until the task is dropped; each session
+/// runs on the state in force when it was accepted.
+pub async fn serve(listener: TcpListener, current: Arc<Current>) {
+    accept_loop(listener, current, false).await
+}
+
+/// Accept implicit-TLS connections (`[server] listen_tls`, RFC 8314).
+pub async fn serve_tls(listener: TcpListener, current: Arc<Current>) {
+    accept_loop(listener, current, true).await
+}
+
+async fn accept_loop(listener: TcpListener, current: Arc<Current>, implicit_tls: bool) {
     match listener.local_addr() {
         Ok(a) => tracing::info!(listen = %a, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening on an address that cannot be named"),
@@ -95,12 +229,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
-        smol::spawn(async move { handle(stream, peer, shared).await }).detach();
+        let shared = current.get();
+        let stop = current.stopping();
+        smol::spawn(async move { handle(stream, peer, shared, stop, implicit_tls).await }).detach();
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: smol::channel::Receiver<()>,
+    implicit_tls: bool,
+) {
     let started = Instant::now();
     let ip = match peer.ip() {
         std::net::IpAddr::V6(v6) => v6
@@ -120,19 +261,66 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         refuse(&mut stream, &r).await;
         return;
     };
-    if let Err(refusal) = shared.policy.check_client(ip) {
-        tracing::info!(client = %ip, reason = %refusal, "refused at connect");
-        refuse(&mut stream, &refusal.reply_for(ip)).await;
-        return;
-    }
+    let facts = match shared.client_facts(ip, implicit_tls) {
+        Ok(f) => f,
+        Err(reply) => {
+            // Refused before TLS, even on the implicit-TLS port: saying 554
+            // in clear costs nothing and spares a handshake.
+            refuse(&mut stream, &reply).await;
+            return;
+        }
+    };
+    let _client_slot = match shared.limits.connect(ip) {
+        Ok(slot) => slot,
+        Err(why) => {
+            tracing::warn!(client = %ip, why = ?why, "refused: per-client limit");
+            let r = Reply::new(
+                421,
+                EnhancedStatus::new(4, 7, 0),
+                "Too many connections from your address, try again later",
+            );
+            refuse(&mut stream, &r).await;
+            return;
+        }
+    };
     let gates = Gates {
         hostname: &shared.config.hostname,
         server: &shared.config.server,
         policy: &shared.policy,
         queue: &shared.queue,
         routes: shared.routes.as_ref(),
+        limits: Some(&shared.limits),
+        client: ip,
+        tls: shared.tls.as_ref(),
+        users: &shared.users,
     };
-    let mut conn = Conn::new(stream, peer, gates);
+    let stream = if implicit_tls {
+        let Some(cfg) = shared.tls.clone() else {
+            return;
+        };
+        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
+        let t = shared.config.server.command_timeout.value;
+        match smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
+            smol::Timer::after(t).await;
+            None
+        })
+        .await
+        {
+            Some(Ok(s)) => conn::Stream::Tls(Box::new(s)),
+            Some(Err(e)) => {
+                tracing::info!(client = %ip, error = %e, "TLS handshake failed");
+                return;
+            }
+            None => {
+                tracing::info!(client = %ip, "TLS handshake timed out");
+                return;
+            }
+        }
+    } else {
+        conn::Stream::Plain(stream)
+    };
+    let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
+    conn.stop_on(stop);
     let result = conn.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),

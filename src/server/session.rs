@@ -1,7 +1,23 @@
 //! The SMTP session state machine, without I/O: a command goes in, a reply
-//! (or the instruction to receive data, or to close) comes out. Every
-//! command that arrives out of sequence gets 503 and changes nothing.
+//! (or the instruction to receive data, start TLS, run AUTH, or close) comes
+//! out. Every command that arrives out of sequence gets 503 and changes
+//! nothing (a property test drives random sequences through it).
+//!
+//! The state table (phase × command → reply, next phase):
+//!
+//! | command   | Connected | Ready      | Mail        | Rcpt          |
+//! |-----------|-----------|------------|-------------|---------------|
+//! | EHLO/HELO | Ready     | Ready      | Ready (reset) | Ready (reset) |
+//! | MAIL      | 503       | Mail       | 503         | 503           |
+//! | RCPT      | 503       | 503        | Rcpt        | Rcpt          |
+//! | DATA      | 503       | 503        | 503         | data → Ready  |
+//! | STARTTLS  | 503       | TLS → Connected | 503    | 503           |
+//! | AUTH      | 503       | AUTH → Ready | 503       | 503           |
+//! | RSET      | Connected | Ready      | Ready       | Ready         |
+//! | NOOP/VRFY/HELP | same | same       | same        | same          |
+//! | QUIT      | close     | close      | close       | close         |
 
+use crate::auth::Login;
 use crate::config::ServerConfig;
 use crate::policy::Policy;
 use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, Queue, QueueError};
@@ -42,6 +58,46 @@ pub enum Step {
     Data(NewMessage),
     /// Send this reply and close the connection.
     Close(Reply),
+    /// Send 220, run the TLS handshake, then [`SessionCore::tls_started`].
+    StartTls,
+    /// Run the AUTH exchange for this mechanism (`PLAIN` or `LOGIN`), then
+    /// [`SessionCore::authenticated`] on success.
+    Auth {
+        /// `PLAIN` or `LOGIN`.
+        mechanism: String,
+        /// The initial response, base64, if the client sent one.
+        initial: Option<String>,
+    },
+}
+
+/// Facts about the client, fixed for the connection: what it may be
+/// offered and whether policy lets it relay without AUTH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientFacts {
+    /// In allow_clients (and not denied): relays without AUTH.
+    pub allowed: bool,
+    /// STARTTLS may be advertised (a certificate is configured and the
+    /// client is not in no_starttls_clients).
+    pub starttls: bool,
+    /// AUTH may be advertised without TLS (allow_plain_auth_clients).
+    pub plain_auth: bool,
+    /// There are `[[user]]` accounts at all.
+    pub users: bool,
+    /// `[policy] relay_authenticated`.
+    pub relay_authenticated: bool,
+}
+
+impl ClientFacts {
+    /// Everything off: a plain allowed client, no TLS, no users.
+    pub fn allowed_plain() -> ClientFacts {
+        ClientFacts {
+            allowed: true,
+            starttls: false,
+            plain_auth: false,
+            users: false,
+            relay_authenticated: false,
+        }
+    }
 }
 
 /// The parts of the daemon a session consults.
@@ -57,6 +113,14 @@ pub struct Gates<'a> {
     pub queue: &'a Queue,
     /// Outbound routes (issue 3): aliases, upstream size limit.
     pub routes: Option<&'a crate::delivery::SharedRoutes>,
+    /// Per-client rates (issue 5); `None` in tests that do not need them.
+    pub limits: Option<&'a super::limits::ClientLimits>,
+    /// The client's address, for the per-client rates.
+    pub client: std::net::IpAddr,
+    /// Listener TLS, for STARTTLS.
+    pub tls: Option<&'a std::sync::Arc<rustls::ServerConfig>>,
+    /// `[[user]]` accounts, for AUTH.
+    pub users: &'a crate::auth::Users,
 }
 
 impl Gates<'_> {
@@ -72,18 +136,23 @@ impl Gates<'_> {
 }
 
 /// A session's protocol state.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionCore {
     phase: Phase,
     /// The EHLO/HELO argument, for Received.
     pub helo: Option<String>,
     /// True after EHLO (extensions may be used).
     pub esmtp: bool,
+    /// The connection is encrypted (implicit TLS or after STARTTLS).
+    pub tls: bool,
+    /// Who logged in with AUTH.
+    pub login: Option<Login>,
+    facts: ClientFacts,
 }
 
 impl Default for SessionCore {
     fn default() -> Self {
-        SessionCore::new()
+        SessionCore::new(ClientFacts::allowed_plain(), false)
     }
 }
 
@@ -109,12 +178,50 @@ pub fn queue_error_reply(e: &QueueError) -> Reply {
 }
 
 impl SessionCore {
-    /// A session just greeted.
-    pub fn new() -> SessionCore {
+    /// A session just greeted; `tls` for implicit TLS.
+    pub fn new(facts: ClientFacts, tls: bool) -> SessionCore {
         SessionCore {
             phase: Phase::Connected,
             helo: None,
             esmtp: false,
+            tls,
+            login: None,
+            facts,
+        }
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: RFC 3207 §4.2, the
+    /// client must start over with EHLO; nothing said before counts.
+    pub fn tls_started(&mut self) {
+        self.phase = Phase::Connected;
+        self.helo = None;
+        self.esmtp = false;
+        self.tls = true;
+    }
+
+    /// AUTH succeeded.
+    pub fn authenticated(&mut self, login: Login) {
+        self.login = Some(login);
+    }
+
+    /// STARTTLS is advertised now.
+    fn offers_starttls(&self) -> bool {
+        self.facts.starttls && !self.tls
+    }
+
+    /// AUTH is advertised now.
+    fn offers_auth(&self) -> bool {
+        self.facts.users && (self.tls || self.facts.plain_auth) && self.login.is_none()
+    }
+
+    /// `with` of Received (RFC 3848).
+    pub fn protocol(&self) -> &'static str {
+        match (self.esmtp, self.tls, self.login.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
         }
     }
 
@@ -132,18 +239,78 @@ impl SessionCore {
 
     /// The EHLO reply's lines.
     fn ehlo_reply(&self, g: &Gates) -> Reply {
+        let mut lines = vec![
+            g.hostname.to_string(),
+            "PIPELINING".into(),
+            format!("SIZE {}", g.max_message_size()),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.offers_starttls() {
+            lines.push("STARTTLS".into());
+        }
+        if self.offers_auth() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
         Reply {
             code: 250,
             status: None,
-            lines: vec![
-                g.hostname.to_string(),
-                "PIPELINING".into(),
-                format!("SIZE {}", g.max_message_size()),
-                "8BITMIME".into(),
-                "SMTPUTF8".into(),
-                "ENHANCEDSTATUSCODES".into(),
-            ],
+            lines,
         }
+    }
+
+    fn starttls(&mut self) -> Step {
+        if self.tls {
+            return Step::Reply(r(503, (5, 5, 1), "Error: TLS already active"));
+        }
+        if !self.facts.starttls {
+            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+        }
+        match self.phase {
+            Phase::Ready if self.esmtp => Step::StartTls,
+            Phase::Mail { .. } | Phase::Rcpt { .. } => Step::Reply(r(
+                503,
+                (5, 5, 1),
+                "Error: STARTTLS not allowed during a mail transaction",
+            )),
+            _ => Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+        }
+    }
+
+    fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
+        if !self.facts.users {
+            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+        }
+        if self.login.is_some() {
+            return Step::Reply(r(503, (5, 5, 1), "Error: already authenticated"));
+        }
+        match self.phase {
+            Phase::Ready if self.esmtp => {}
+            Phase::Mail { .. } | Phase::Rcpt { .. } => {
+                return Step::Reply(r(
+                    503,
+                    (5, 5, 1),
+                    "Error: AUTH not allowed during a mail transaction",
+                ));
+            }
+            _ => return Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+        }
+        if !self.tls && !self.facts.plain_auth {
+            return Step::Reply(r(
+                538,
+                (5, 7, 11),
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        if mechanism != "PLAIN" && mechanism != "LOGIN" {
+            return Step::Reply(r(
+                504,
+                (5, 5, 4),
+                "Unrecognized authentication type; use PLAIN or LOGIN",
+            ));
+        }
+        Step::Auth { mechanism, initial }
     }
 
     /// Handle one parsed command.
@@ -201,9 +368,8 @@ impl SessionCore {
                 (2, 0, 0),
                 "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321",
             )),
-            Command::StartTls | Command::Auth { .. } => {
-                Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"))
-            }
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
         }
     }
 
@@ -244,6 +410,27 @@ impl SessionCore {
         if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
             return Step::Reply(refusal.reply());
         }
+        if let Some(login) = &self.login
+            && !login.allowed_senders.is_empty()
+            && !from
+                .as_ref()
+                .is_some_and(|a| login.allowed_senders.iter().any(|p| p.matches(a)))
+        {
+            return Step::Reply(r(
+                550,
+                (5, 7, 1),
+                "Sender address rejected: not owned by the authenticated user",
+            ));
+        }
+        if let Some(limits) = g.limits
+            && !limits.note_message(g.client)
+        {
+            return Step::Reply(r(
+                450,
+                (4, 7, 1),
+                "Too many messages from this client, try again later",
+            ));
+        }
         self.phase = Phase::Mail { from, params };
         Step::Reply(r(250, (2, 1, 0), "Ok"))
     }
@@ -267,8 +454,22 @@ impl SessionCore {
                 return Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command"));
             }
         };
-        let reply = if rcpts.len() >= g.server.max_recipients {
+        let may_relay =
+            self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
+        let reply = if !may_relay {
+            r(
+                550,
+                (5, 7, 1),
+                "Relaying denied: authenticate first (AUTH), or relay from an allowed client",
+            )
+        } else if rcpts.len() >= g.server.max_recipients {
             r(452, (4, 5, 3), "Error: too many recipients")
+        } else if g.limits.is_some_and(|l| !l.note_recipient(g.client)) {
+            r(
+                450,
+                (4, 7, 1),
+                "Too many recipients from this client, try again later",
+            )
         } else if to.is_utf8() && !params.smtputf8 {
             r(553, (5, 6, 7), "Non-ASCII recipient address needs SMTPUTF8")
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
@@ -287,5 +488,202 @@ impl SessionCore {
             }
         };
         Step::Reply(reply)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{self, ParseOptions};
+    use crate::queue::Limits;
+    use proptest::prelude::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub(crate) struct World {
+        cfg: config::Config,
+        policy: Policy,
+        queue: Queue,
+        users: crate::auth::Users,
+        _dir: tempfile::TempDir,
+    }
+
+    pub(crate) fn world() -> World {
+        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                    [upstream]\nkind = \"maildir\"\ndir = \"out\"\n";
+        let opts = ParseOptions {
+            skip_file_checks: true,
+            default_hostname: Some("relay.test".into()),
+        };
+        let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_messages: 100,
+            max_age: Duration::from_secs(3600),
+            retry_intervals: vec![Duration::from_secs(60)],
+        };
+        let (queue, _) = Queue::open(dir.path(), limits).unwrap();
+        World {
+            policy: Policy::new(&cfg.policy),
+            cfg,
+            queue,
+            users: crate::auth::Users::default(),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn gates(w: &World) -> Gates<'_> {
+        Gates {
+            hostname: "relay.test",
+            server: &w.cfg.server,
+            policy: &w.policy,
+            queue: &w.queue,
+            routes: None,
+            limits: None,
+            client: "127.0.0.1".parse().unwrap(),
+            tls: None,
+            users: &w.users,
+        }
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let addr = |s: &str| Address::parse(s).unwrap();
+        prop_oneof![
+            Just(Command::Ehlo("dev".into())),
+            Just(Command::Helo("dev".into())),
+            Just(Command::Mail {
+                from: Some(addr("a@lan.test")),
+                params: MailParams::default()
+            }),
+            Just(Command::Mail {
+                from: None,
+                params: MailParams::default()
+            }),
+            Just(Command::Rcpt {
+                to: addr("b@example.test")
+            }),
+            Just(Command::Data),
+            Just(Command::Rset),
+            Just(Command::Noop),
+            Just(Command::Vrfy("x".into())),
+            Just(Command::Help),
+            Just(Command::StartTls),
+            Just(Command::Auth {
+                mechanism: "PLAIN".into(),
+                initial: None
+            }),
+        ]
+    }
+
+    /// The state table, written out independently of the code: may this
+    /// command be accepted in this phase?
+    fn in_order(phase: &Phase, cmd: &Command) -> bool {
+        match cmd {
+            Command::Mail { .. } => *phase == Phase::Ready,
+            Command::Rcpt { .. } => matches!(phase, Phase::Mail { .. } | Phase::Rcpt { .. }),
+            Command::Data => matches!(phase, Phase::Rcpt { .. }),
+            // Not offered here (no TLS, no users): 502, never 503.
+            Command::StartTls | Command::Auth { .. } => false,
+            _ => true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn out_of_order_commands_get_503_and_change_nothing(
+            cmds in proptest::collection::vec(command(), 1..40)
+        ) {
+            let w = world();
+            let g = gates(&w);
+            let mut core = SessionCore::new(ClientFacts::allowed_plain(), false);
+            for cmd in cmds {
+                let before = core.clone();
+                let ok = in_order(core.phase(), &cmd);
+                let is_tls_or_auth = matches!(cmd, Command::StartTls | Command::Auth { .. });
+                let step = core.command(cmd.clone(), &g);
+                match step {
+                    Step::Reply(r) if r.code == 503 => {
+                        prop_assert!(!ok, "{cmd:?} in {:?} got 503", before.phase());
+                        prop_assert_eq!(&core, &before, "503 changed the state");
+                    }
+                    Step::Reply(r) if is_tls_or_auth => {
+                        prop_assert_eq!(r.code, 502);
+                        prop_assert_eq!(&core, &before);
+                    }
+                    Step::Reply(r) => {
+                        prop_assert!(ok, "{cmd:?} in {:?} got {}", before.phase(), r.code);
+                        prop_assert!(r.code < 400, "{cmd:?}: {}", r.code);
+                    }
+                    Step::Data(_) => {
+                        prop_assert!(ok);
+                        // The driver resets after the message.
+                        core.reset();
+                    }
+                    Step::Close(_) | Step::StartTls | Step::Auth { .. } => {
+                        prop_assert!(false, "unexpected step for {:?}", cmd);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_second_mail_is_refused_and_keeps_the_first_sender() {
+        let w = world();
+        let g = gates(&w);
+        let mut core = SessionCore::default();
+        core.command(Command::Ehlo("d".into()), &g);
+        let a = Address::parse("first@lan.test").unwrap();
+        core.command(
+            Command::Mail {
+                from: Some(a.clone()),
+                params: MailParams::default(),
+            },
+            &g,
+        );
+        let Step::Reply(r) = core.command(
+            Command::Mail {
+                from: Some(Address::parse("second@lan.test").unwrap()),
+                params: MailParams::default(),
+            },
+            &g,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.code, 503);
+        assert!(matches!(core.phase(), Phase::Mail { from: Some(f), .. } if *f == a));
+    }
+
+    #[test]
+    fn outside_client_without_login_gets_550_at_rcpt() {
+        let w = world();
+        let g = gates(&w);
+        let facts = ClientFacts {
+            allowed: false,
+            starttls: false,
+            plain_auth: true,
+            users: true,
+            relay_authenticated: true,
+        };
+        let mut core = SessionCore::new(facts, false);
+        core.command(Command::Ehlo("d".into()), &g);
+        core.command(
+            Command::Mail {
+                from: None,
+                params: MailParams::default(),
+            },
+            &g,
+        );
+        let Step::Reply(r) = core.command(
+            Command::Rcpt {
+                to: Address::parse("x@example.test").unwrap(),
+            },
+            &g,
+        ) else {
+            panic!()
+        };
+        assert_eq!((r.code, r.status), (550, Some(S::new(5, 7, 1))));
     }
 }

@@ -23,7 +23,7 @@ KEEP=0
 
 BASE=${OUTBOUND_PORT_BASE:-11025}
 P_SINK=$BASE P_DNS=$((BASE + 1)) P_AUTH=$((BASE + 2)) P_TOK=$((BASE + 3)) P_XO=$((BASE + 4))
-P_DEAD=$((BASE + 5)) P_POSTERN=$((BASE + 10))
+P_DEAD=$((BASE + 5)) P_CC=$((BASE + 6)) P_POSTERN=$((BASE + 10))
 WAIT=20
 PIDS=()
 PASSED=0
@@ -65,7 +65,7 @@ trap 'exit 143' TERM
 [ "$(id -u)" -eq 0 ] || die "needs root (smtp-sink drops to the postfix user)"
 for t in swaks smtp-sink dnsmasq openssl ss; do command -v "$t" >/dev/null || die "$t not found"; done
 "$PY" -c 'import aiosmtpd' 2>/dev/null || die "$PY cannot import aiosmtpd"
-for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_POSTERN $((P_POSTERN + 1)) $((P_POSTERN + 2)) $((P_POSTERN + 3)); do
+for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_CC $(seq "$P_POSTERN" $((P_POSTERN + 5))); do
   listening "$p" && die "port $p is in use (OUTBOUND_PORT_BASE moves the ports)"
 done
 if [ -n "${POSTERN_BIN:-}" ]; then
@@ -89,6 +89,12 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WO
 printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$WORK/pki/ext"
 openssl x509 -req -in "$WORK/pki/server.csr" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$WORK/pki/ext" -out "$WORK/pki/server.pem" 2>/dev/null
+# A client certificate for the certificate-authenticated connector.
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/pki/client.key" \
+  -out "$WORK/pki/client.csr" -subj "/CN=relay.test" 2>/dev/null
+printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$WORK/pki/client-ext"
+openssl x509 -req -in "$WORK/pki/client.csr" -CA "$WORK/pki/ca.pem" -CAkey "$WORK/pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$WORK/pki/client-ext" -out "$WORK/pki/client.pem" 2>/dev/null
 
 # --- peers
 mkdir -p "$WORK/sink" && chown postfix "$WORK/sink" 2>/dev/null || true
@@ -104,6 +110,10 @@ echo "s3cret-pw" >"$WORK/auth.pass"
 "$PY" "$HERE/upstream_auth.py" --port "$P_AUTH" --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" \
   --user device@relay.test --password-file "$WORK/auth.pass" --outdir "$WORK/auth" \
   --ready-file "$WORK/auth.ready" >"$WORK/auth.log" 2>&1 &
+PIDS+=($!)
+"$PY" "$HERE/upstream_auth.py" --port "$P_CC" --cert "$WORK/pki/server.pem" --key "$WORK/pki/server.key" \
+  --client-ca "$WORK/pki/ca.pem" --no-auth --outdir "$WORK/cc" \
+  --ready-file "$WORK/cc.ready" >"$WORK/cc.log" 2>&1 &
 PIDS+=($!)
 echo "rt-interop-1" >"$WORK/refresh-token"
 echo "cs-interop-1" >"$WORK/client-secret"
@@ -121,6 +131,7 @@ wait_until 20 listening_udp "$P_DNS" || die "dnsmasq did not start: $(cat "$WORK
 wait_until 20 listening "$P_AUTH" || die "aiosmtpd (AUTH) did not start: $(cat "$WORK/auth.log")"
 wait_until 20 listening "$P_TOK" || die "token endpoint did not start: $(cat "$WORK/token.log")"
 wait_until 20 listening "$P_XO" || die "aiosmtpd (XOAUTH2) did not start: $(cat "$WORK/xo.log")"
+wait_until 20 listening "$P_CC" || die "aiosmtpd (client certificate) did not start: $(cat "$WORK/cc.log")"
 
 # --- postern instances
 N=0
@@ -182,6 +193,17 @@ oauth_client_id = \"interop-client\"
 oauth_client_secret_file = \"$WORK/client-secret\"
 oauth_refresh_token_file = \"$WORK/refresh-token\"
 oauth_ca_file = \"$WORK/pki/ca.pem\""
+
+CC_ROUTE="[upstream]
+kind = \"smarthost\"
+host = \"localhost\"
+port = $P_CC
+tls = \"starttls\"
+ca_file = \"$WORK/pki/ca.pem\""
+start_postern cert "" "$CC_ROUTE
+client_cert = \"$WORK/pki/client.pem\"
+client_key = \"$WORK/pki/client.key\""
+start_postern nocert "" "$CC_ROUTE"
 
 log_of() { plain "$WORK/postern-$1/postern.log"; }
 sink_has() { grep -lF -- "$1" "$WORK"/sink/* 2>/dev/null | head -n 1; }
@@ -250,6 +272,24 @@ PYEOF
   echo "token from https endpoint (refresh_token grant), AUTH XOAUTH2 with a $(grep -o '"token_len": [0-9]*' "$f") token over STARTTLS"
 }
 
+chk_client_cert() {
+  local tok=cc-$RANDOM$RANDOM bad=nocc-$RANDOM$RANDOM f
+  swaks --server "127.0.0.1:$PORT_cert" --from ups@lan.test --to ops@example.test \
+    --header "Subject: $tok" >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "grep -lF -- '$tok' '$WORK'/cc/*.eml >/dev/null 2>&1" ||
+    { log_of cert | tail; echo "aiosmtpd (client certificate) got nothing"; return 1; }
+  f=$(grep -lF -- "$tok" "$WORK"/cc/*.eml); f=${f%.eml}.json
+  grep -q '"client_cert_cn": "relay.test"' "$f" || { cat "$f"; echo "no client certificate seen by aiosmtpd"; return 1; }
+  # The same route without the certificate: the handshake fails, the
+  # message is deferred, nothing arrives.
+  swaks --server "127.0.0.1:$PORT_nocert" --from ups@lan.test --to ops@example.test \
+    --header "Subject: $bad" >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "log_of nocert | grep -q 'status=deferred'" || { log_of nocert | tail; echo "no deferral without the certificate"; return 1; }
+  ! grep -lF -- "$bad" "$WORK"/cc/*.eml >/dev/null 2>&1 || { echo "delivered without a client certificate"; return 1; }
+  echo "client certificate CN=relay.test presented over STARTTLS; without it: deferred, nothing delivered"
+}
+
+check "client certificate vs aiosmtpd requiring one" chk_client_cert
 check "MX via dnsmasq -> smtp-sink" chk_mx
 check "failover + From rewriting -> smtp-sink" chk_failover_rewrite
 check "check --connect vs aiosmtpd AUTH" chk_check_connect

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """A recording SMTP upstream for the interop tests: STARTTLS required, AUTH
-PLAIN/LOGIN required, one user.
+PLAIN/LOGIN required, one user; or, with --client-ca and --no-auth, a
+certificate-authenticated connector (a client certificate instead of AUTH).
 
 Run with Debian's /usr/bin/python3 (python3-aiosmtpd). Each accepted message
 is written as two files in --outdir, both renamed into place only when
@@ -67,8 +68,15 @@ class Recorder:
         if session.ssl is not None:
             c = session.ssl.get("cipher")
             cipher = list(c) if c else None
+        client_cn = None
+        peercert = session.ssl.get("peercert") if session.ssl is not None else None
+        for rdn in (peercert or {}).get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName":
+                    client_cn = value
         meta = {
             "peer": list(session.peer or []),
+            "client_cert_cn": client_cn,
             "helo": session.host_name,
             "tls": session.ssl is not None,
             "cipher": cipher,
@@ -91,8 +99,10 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
-    p.add_argument("--user", required=True)
-    p.add_argument("--password-file", required=True)
+    p.add_argument("--user", default="")
+    p.add_argument("--password-file")
+    p.add_argument("--client-ca", help="require a client certificate issued by this CA")
+    p.add_argument("--no-auth", action="store_true", help="do not require AUTH")
     p.add_argument("--outdir", required=True)
     p.add_argument("--ready-file", required=True)
     a = p.parse_args()
@@ -100,12 +110,17 @@ def main():
     # aiosmtpd warns about its own use of a deprecated attribute on every AUTH.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
-    with open(a.password_file) as f:
-        password = f.readline().rstrip("\r\n")
+    password = ""
+    if a.password_file:
+        with open(a.password_file) as f:
+            password = f.readline().rstrip("\r\n")
     os.makedirs(a.outdir, exist_ok=True)
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(a.cert, a.key)
+    if a.client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(a.client_ca)
 
     rec = Recorder(a.outdir, a.user, password)
     loop = asyncio.new_event_loop()
@@ -117,7 +132,7 @@ def main():
         server_hostname="auth-upstream.test",
         tls_context=ctx,
         require_starttls=True,
-        auth_required=True,
+        auth_required=not a.no_auth,
         auth_require_tls=True,
         authenticator=rec.authenticate,
     )

@@ -95,3 +95,28 @@ fn serve_with_a_missing_config_says_so() {
             .contains("/nonexistent/postern.toml: cannot read config file")
     );
 }
+
+/// `postern --version | head -0`: stdout is a pipe nobody reads. Every
+/// command that prints must end quietly, not panic on the broken pipe.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/postern.toml");
+    for args in [
+        &["--version"][..],
+        &["--help"],
+        &["check", "--help"],
+        &["check", "--print", "--config", cfg],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(bin())
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
+}

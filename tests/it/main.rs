@@ -1,8 +1,11 @@
 //! Integration tests: the real `postern` binary over loopback sockets.
 //! One test binary (modules below) so the crate links once.
 
+mod board;
 mod cli;
+mod inbound;
 mod outbound;
 mod queue;
 mod relay;
+mod sendmail;
 mod util;

@@ -292,6 +292,65 @@ fn certificate_for_the_wrong_name_defers_with_a_clear_line() {
 }
 
 #[test]
+fn certificate_not_yet_valid_is_a_clock_deferral_not_a_bounce() {
+    // What a board without an RTC sees after boot: every certificate starts
+    // in "the future". Here the certificate really does (2099), which is
+    // the same check from the other side.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, tls) = test_tls_with(dir.path(), |p| {
+        p.not_before = rcgen::date_time_ymd(2099, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    });
+    let up = Upstream::start(UpstreamOpts {
+        tls: Some(tls),
+        ..Default::default()
+    });
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\n",
+        up.port,
+        ca.display()
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+    p.wait_log("status=deferred");
+    let log = p.log();
+    assert!(log.contains("clock not synchronised"), "{log}");
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(up.rx.try_recv().is_err());
+}
+
+#[test]
+fn eight_bit_content_to_a_hop_without_8bitmime_fails_with_a_report_not_blindly() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        no_8bitmime: true,
+        ..Default::default()
+    });
+    let port = free_port();
+    let p = Postern::start(dir.path(), &conf(port, "", &smarthost(up.port, "")), port);
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO printer.lan.test", 250);
+    c.cmd("MAIL FROM:<printer@lan.test> BODY=8BITMIME", 250);
+    c.cmd("RCPT TO:<ops@example.test>", 250);
+    c.cmd("DATA", 354);
+    c.raw("Subject: Druckerstatus\r\n\r\nTonerfüllstand niedrig\r\n.\r\n".as_bytes());
+    assert_eq!(c.reply().0, 250);
+    c.cmd("QUIT", 221);
+    // The only thing the old hop gets is the failure report, from <>.
+    let report = up.next();
+    assert_eq!(report.from, "");
+    assert_eq!(report.rcpts, vec!["printer@lan.test"]);
+    let text = String::from_utf8_lossy(&report.data);
+    assert!(text.contains("8BITMIME"), "{text}");
+    assert!(
+        up.rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "8-bit message sent to a hop without 8BITMIME"
+    );
+}
+
+#[test]
 fn quota_reply_is_a_deferral_not_a_bounce() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts {

@@ -232,7 +232,7 @@ impl Smtp {
     }
 }
 
-fn bind_connect(ip: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+pub fn bind_connect(ip: std::net::IpAddr, to: SocketAddr) -> TcpStream {
     use rustix::net::{AddressFamily, SocketType, bind, connect, socket};
     let fam = if ip.is_ipv4() {
         AddressFamily::INET
@@ -281,6 +281,8 @@ pub struct UpstreamOpts {
     pub xoauth2: bool,
     /// Advertise this SIZE instead of 50000000.
     pub size: Option<u64>,
+    /// An old hop: no 8BITMIME in the EHLO reply.
+    pub no_8bitmime: bool,
 }
 
 pub struct Upstream {
@@ -374,7 +376,12 @@ fn serve_upstream(
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
             let mut r = format!(
-                "250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE {}\r\n",
+                "250-upstream.test\r\n250-PIPELINING\r\n{}250-SIZE {}\r\n",
+                if opts.no_8bitmime {
+                    ""
+                } else {
+                    "250-8BITMIME\r\n"
+                },
                 opts.size.unwrap_or(50_000_000)
             );
             if opts.tls.is_some() && !tls && !opts.implicit_tls {
@@ -560,14 +567,24 @@ fn read_line(conn: &mut Box<dyn Rw>, buf: &mut Vec<u8>) -> std::io::Result<Optio
 /// A CA and a server certificate for `localhost`/127.0.0.1, written to dir;
 /// returns (ca.pem path, server config).
 pub fn test_tls(dir: &Path) -> (PathBuf, Arc<rustls::ServerConfig>) {
+    test_tls_with(dir, |_| {})
+}
+
+/// Like [`test_tls`], with the server certificate's parameters adjusted
+/// (validity dates, names) before it is signed.
+pub fn test_tls_with(
+    dir: &Path,
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (PathBuf, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params =
+    let mut params =
         CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    adjust(&mut params);
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).unwrap();
     let ca_path = dir.join("ca.pem");

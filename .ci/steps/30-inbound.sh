@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Inbound hardening (issue 5), against the real release binary:
+#  - tests/interop/inbound.sh: swaks STARTTLS+AUTH, curl smtps://, smtplib,
+#    31 smuggling sends (15 payloads x 2 modes + control) through postern to
+#    Postfix's smtp-sink (~15 s once built);
+#  - bench/flood.py: 500 connections from one address while a device on
+#    another relays; prints latency and peak RSS (~5 s);
+#  Total about a minute once the release binary is built.
+# The state-machine and allow/deny tests against the binary run in `cargo
+# test` (tests/it/inbound.rs, src/server/session.rs property test).
+set -euo pipefail
+. .ci/lib.sh
+need_apt build-essential ca-certificates openssl curl swaks postfix libnet-ssleay-perl
+cargo build --release --bin postern
+BIN=${CARGO_TARGET_DIR:-target}/release/postern
+POSTERN_BIN=$BIN timeout 300 tests/interop/inbound.sh
+ulimit -n 4096
+timeout 120 python3 bench/flood.py --bin "$BIN" --flood 500 --port 33025

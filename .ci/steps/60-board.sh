@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# CI step 60 (issue 6, the board). About 6 min on 2 idle cores: three cross
+# release builds dominate (~90-100 s each; ring's C/asm with Debian's cross
+# gcc), then ~20 s of qemu-user smoke tests per target and a few seconds of
+# packaging checks.
+#   - release builds: aarch64-gnu, armv7, aarch64-musl (static), x86_64
+#   - board/smoke.sh under qemu-user for each: swaks -> postern (ARM) ->
+#     smtp-sink; sendmail from a cron-style pipe and from Python's email
+#     package; SIGHUP reload (new listener, broken config refused); SIGTERM
+#   - board/test-deb.sh: .deb install, upgrade (config edit and queue kept),
+#     remove, purge into a scratch root; the arm64 packages build
+#   - systemd-analyze verify on board/postern.service, when systemd is there
+#   - prints the release binary sizes (README "Deploy on a Raspberry Pi")
+set -euo pipefail
+. .ci/lib.sh
+
+need_apt gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross \
+  libc6-dev-armhf-cross qemu-user file swaks postfix iproute2 python3
+TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl)
+rustup target add "${TARGETS[@]}"
+TD=${CARGO_TARGET_DIR:-target}
+
+# Linkers, CC_* for ring and the qemu runners come from .cargo/config.toml.
+base=40100
+for t in "${TARGETS[@]}"; do
+  step "60-board: cargo build --release --target $t"
+  cargo build --release --target "$t" --bin postern
+  step "60-board: board/smoke.sh $t (qemu-user)"
+  board/smoke.sh "$t" "$TD/$t/release/postern" "$base"
+  base=$((base + 10))
+done
+step "60-board: x86_64 release, smoke, Debian packages"
+cargo build --release --bin postern
+board/smoke.sh x86_64-unknown-linux-gnu "$TD/release/postern" "$base"
+board/test-deb.sh "$TD/release/postern"
+dist=$(mktemp -d)
+board/build-deb.sh aarch64-unknown-linux-gnu "$TD/aarch64-unknown-linux-gnu/release/postern" "$dist"
+board/build-deb.sh armv7-unknown-linux-gnueabihf "$TD/armv7-unknown-linux-gnueabihf/release/postern" "$dist"
+rm -rf "$dist"
+
+step "60-board: systemd-analyze verify board/postern.service"
+if command -v systemd-analyze >/dev/null; then
+  d=$(mktemp -d)
+  # verify checks that ExecStart exists: point it at the built binary.
+  sed "s#/usr/bin/postern#$(realpath "$TD/release/postern")#g" board/postern.service > "$d/postern.service"
+  out=$(systemd-analyze verify "$d/postern.service" 2>&1) || { echo "$out" >&2; exit 1; }
+  # Unknown or misspelt keys are only warnings there; treat any output as a failure.
+  [ -z "$out" ] || { echo "$out" >&2; exit 1; }
+  rm -rf "$d"
+  echo "ok: systemd-analyze verify: no warnings"
+else
+  echo "systemd-analyze not installed: unit not verified"
+fi
+
+step "60-board: release binary sizes (stripped, opt-level z, LTO)"
+for t in "${TARGETS[@]}" .; do
+  f="$TD/$t/release/postern"
+  [ "$t" = . ] && { f="$TD/release/postern"; t=x86_64-unknown-linux-gnu; }
+  printf '%-32s %9d bytes  %s MiB\n' "$t" "$(stat -c %s "$f")" \
+    "$(awk -v s="$(stat -c %s "$f")" 'BEGIN { printf "%.2f", s / 1048576 }')"
+done

@@ -1,0 +1,260 @@
+//! The appliance under a service manager (issue 6): reload on SIGHUP,
+//! graceful stop on SIGTERM.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn signal(p: &Postern, sig: &str) {
+    let pid = p.child.as_ref().expect("running").id();
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Wait until the log says `needle` at least `n` times.
+fn wait_log_count(p: &Postern, needle: &str, n: usize) {
+    let end = Instant::now() + DEADLINE;
+    while p.log().matches(needle).count() < n {
+        assert!(
+            Instant::now() < end,
+            "log never said {needle:?} {n} times; log:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn smarthost(port: u16) -> String {
+    format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"")
+}
+
+fn listen_on(cfg: String, from: u16, ports: &[u16]) -> String {
+    let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    cfg.replace(
+        &format!("listen = [\"127.0.0.1:{from}\"]"),
+        &format!("listen = [{}]", list.join(", ")),
+    )
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn sighup_swaps_listeners_policy_and_routes_keeping_sessions_and_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port1, port2) = (free_port(), free_port());
+    let (refusing, dead) = refusing_port();
+    let mut p = Postern::start(dir.path(), &config(port1, &smarthost(dead), ""), port1);
+
+    // Mail waiting in the queue for an upstream that refuses.
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO cron", 250);
+    let (code, _) = c.send_mail(
+        "root@lan.test",
+        &["queued@example.test"],
+        b"Subject: waiting\r\n\r\nqueued before the reload",
+    );
+    assert_eq!(code, 250);
+    c.cmd("QUIT", 221);
+    p.wait_log("status=deferred");
+
+    // A session open across the reload, halfway through a transaction.
+    let mut open = p.smtp();
+    open.reply();
+    open.cmd("EHLO nas", 250);
+    open.cmd("MAIL FROM:<nas@lan.test>", 250);
+
+    // New config: a second listener, a recipient deny list, a live upstream.
+    let up = Upstream::start(UpstreamOpts::default());
+    let cfg2 = listen_on(
+        config(
+            port1,
+            &smarthost(up.port),
+            "deny_recipients = [\"blocked.test\"]",
+        ),
+        port1,
+        &[port1, port2],
+    );
+    std::fs::write(dir.path().join("postern.toml"), &cfg2).unwrap();
+    signal(&p, "HUP");
+    wait_log_count(&p, "config reloaded", 1);
+
+    // The open session finishes on the rules it started with.
+    open.cmd("RCPT TO:<x@blocked.test>", 250);
+    open.cmd("DATA", 354);
+    open.raw(b"Subject: open\r\n\r\nsent across the reload\r\n.\r\n");
+    assert_eq!(open.reply().0, 250);
+    open.cmd("QUIT", 221);
+
+    // New sessions get the new policy, on the new listener as well.
+    for port in [port1, port2] {
+        let mut c = Smtp::connect(local(port), None);
+        c.reply();
+        c.cmd("EHLO ups", 250);
+        c.cmd("MAIL FROM:<ups@lan.test>", 250);
+        let t = c.cmd("RCPT TO:<x@blocked.test>", 550);
+        assert!(t.starts_with("550 5.7.1 "), "{t}");
+        c.cmd("QUIT", 221);
+    }
+
+    // The queued message and the new one leave through the new route.
+    let mut got: Vec<String> = (0..2).map(|_| up.next().rcpts.join(",")).collect();
+    got.sort();
+    assert_eq!(got, vec!["queued@example.test", "x@blocked.test"]);
+    drop(refusing);
+
+    // A broken config is refused with its errors logged; the old one stays.
+    std::fs::write(
+        dir.path().join("postern.toml"),
+        cfg2.replace("[queue]", "[queue]\nmax_messages = \"lots\""),
+    )
+    .unwrap();
+    signal(&p, "HUP");
+    wait_log_count(&p, "reload failed", 1);
+    assert!(p.log().contains("max_messages"), "{}", p.log());
+    let mut c = Smtp::connect(local(port2), None);
+    c.reply();
+    c.cmd("EHLO ups", 250);
+    c.cmd("MAIL FROM:<ups@lan.test>", 250);
+    c.cmd("RCPT TO:<x@blocked.test>", 550);
+    c.cmd("QUIT", 221);
+
+    // A listener removed from the config is closed.
+    let cfg3 = cfg2.replace(
+        &format!("listen = [\"127.0.0.1:{port1}\", \"127.0.0.1:{port2}\"]"),
+        &format!("listen = [\"127.0.0.1:{port2}\"]"),
+    );
+    std::fs::write(dir.path().join("postern.toml"), &cfg3).unwrap();
+    signal(&p, "HUP");
+    wait_log_count(&p, "config reloaded", 2);
+    assert!(TcpStream::connect(local(port1)).is_err());
+    let mut c = Smtp::connect(local(port2), None);
+    assert_eq!(c.reply().0, 220);
+    c.cmd("QUIT", 221);
+    assert!(p.stop().success());
+}
+
+#[test]
+fn sigterm_says_421_between_commands_and_finishes_a_message_in_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Nothing listens there yet: the message must wait in the queue.
+    let up_port = free_port();
+    let cfg = config(port, &smarthost(up_port), "");
+    let mut p = Postern::start(dir.path(), &cfg, port);
+
+    let mut idle = p.smtp();
+    idle.reply();
+    idle.cmd("EHLO idle", 250);
+    let mut busy = p.smtp();
+    busy.reply();
+    busy.cmd("EHLO busy", 250);
+    busy.cmd("MAIL FROM:<ups@lan.test>", 250);
+    busy.cmd("RCPT TO:<ops@example.test>", 250);
+    busy.cmd("DATA", 354);
+    busy.raw(b"Subject: on battery\r\n\r\nfirst half\r\n");
+
+    signal(&p, "TERM");
+    p.wait_log("stopping");
+    let (code, text) = idle.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.starts_with("421 4.3.2 "), "{text}");
+    assert!(idle.closed());
+    // No new connections once stopping.
+    assert!(TcpStream::connect(local(port)).is_err());
+
+    // The message in DATA is received and queued, then 421.
+    busy.raw(b"second half\r\n.\r\n");
+    let (code, text) = busy.reply();
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(busy.reply().0, 421);
+    assert!(p.stop().success());
+    assert!(p.log().contains("stopped"));
+
+    // Nothing lost: after a restart it goes out.
+    let up = Upstream::start_on(up_port, UpstreamOpts::default());
+    let p = Postern::start(dir.path(), &cfg, port);
+    let got = up.next();
+    assert!(
+        got.data.ends_with(b"\r\n\r\nfirst half\r\nsecond half\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got.data)
+    );
+    drop(p);
+}
+
+/// Under systemd (Type=notify, WatchdogSec): READY=1 once listening,
+/// WATCHDOG=1 at half the interval, RELOADING=1 then READY=1 around a
+/// reload, STOPPING=1 on SIGTERM, over a real datagram socket.
+#[test]
+fn tells_the_service_manager_ready_watchdog_reloading_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("postern.toml");
+    std::fs::write(
+        &cfg,
+        config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = |want: &str| loop {
+        let mut buf = [0u8; 256];
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification before the deadline");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if got == want {
+            return;
+        }
+        assert!(
+            got == "WATCHDOG=1" || got.starts_with("STATUS="),
+            "wanted {want}, got {got}"
+        );
+    };
+    next("READY=1");
+    // Listening by the time READY=1 arrives.
+    TcpStream::connect(local(port)).unwrap();
+    next("WATCHDOG=1");
+    next("WATCHDOG=1");
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    kill("-HUP");
+    next("RELOADING=1");
+    next("READY=1");
+    kill("-TERM");
+    next("STOPPING=1");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success());
+            break;
+        }
+        assert!(Instant::now() < end, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
