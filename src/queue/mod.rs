@@ -139,6 +139,9 @@ struct Entry {
     /// Held by the operator (`postern queue hold`): never taken for delivery
     /// until released. In memory only: a restart releases it.
     held: bool,
+    /// Recipients finished in memory whose failure report is still on its
+    /// way to disk: never recorded as finished before it is.
+    unreported: Vec<u16>,
     last_error: Option<String>,
     /// Queue time of arrival (`clock.rs`).
     queued: Duration,
@@ -340,6 +343,7 @@ impl Queue {
                     next_attempt: now,
                     in_flight: false,
                     held: false,
+                    unreported: Vec::new(),
                     last_error: None,
                     queued,
                 },
@@ -595,6 +599,9 @@ impl Queue {
                 e.last_error = Some(why);
             }
             all_done = e.pending() == 0;
+            if report.is_some() {
+                e.unreported.extend_from_slice(&newly_done);
+            }
         }
         if !newly_done.is_empty() || report.is_some() {
             let _ = self.send(Request::Outcome {
@@ -719,11 +726,19 @@ impl Queue {
         Ok(())
     }
 
+    /// The report covering these recipients is durable.
+    fn reported(&self, id: u64, idx: &[u16]) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.unreported.retain(|u| !idx.contains(u));
+        }
+    }
+
     /// A report could not be made durable: the recipients it covered are
     /// pending again (found failed again at the next attempt, reported then).
     fn undo_done(&self, id: u64, idx: &[u16]) {
         let mut st = self.state();
         if let Some(e) = st.entries.get_mut(&id) {
+            e.unreported.retain(|u| !idx.contains(u));
             for i in idx {
                 if let Some(d) = e.done.get_mut(usize::from(*i)) {
                     *d = false;

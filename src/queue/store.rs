@@ -853,7 +853,10 @@ impl Store {
             for (id, newly_done, all_done, ack) in after_sync {
                 let r = match &synced {
                     Err(e) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
-                    Ok(()) => self.outcome(&q, id, all_done),
+                    Ok(()) => {
+                        q.reported(id, &newly_done);
+                        self.outcome(&q, id, all_done)
+                    }
                 };
                 let r = match (r, &ack) {
                     // An operator waits for this one to be durable.
@@ -913,19 +916,22 @@ impl Store {
     }
 
     fn outcome(&mut self, q: &Queue, id: u64, all_done: bool) -> Result<(), QueueError> {
-        let (loc, old_state, done_list) = {
+        let (loc, old_state, done_list, all_done) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
                 return Ok(());
             };
+            // Recipients whose failure report is not durable yet are left
+            // out: a later outcome must not record them ahead of it.
             let list: Vec<u16> = e
                 .done
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| **d)
+                .filter(|(i, d)| **d && !e.unreported.contains(&(*i as u16)))
                 .map(|(i, _)| i as u16)
                 .collect();
-            (e.loc.clone(), e.state_seg, list)
+            let all = all_done && e.unreported.is_empty();
+            (e.loc.clone(), e.state_seg, list, all)
         };
         let data_seg = match &loc {
             Loc::Seg { file_no, .. } => Some(*file_no),
@@ -1134,6 +1140,7 @@ impl Queue {
                 next_attempt: now,
                 in_flight: false,
                 held: false,
+                unreported: Vec::new(),
                 last_error: None,
                 queued,
             },
