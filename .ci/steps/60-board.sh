@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI step 60 (issue 6, the board). About 6 min on 2 idle cores: three cross
-# release builds dominate (~90-100 s each; ring's C/asm with Debian's cross
-# gcc), then ~20 s of qemu-user smoke tests per target and a few seconds of
+# CI step 60 (issue 6, the board). About 7 min on 2 idle cores: three cross
+# release builds and the x86_64 one dominate (~90-100 s each; ring's C/asm
+# with Debian's cross gcc; measured ~20 min on 2 cores shared with three
+# other builds), then ~5 s of qemu-user smoke test per target and ~20 s of
 # packaging checks.
 #   - release builds: aarch64-gnu, armv7, aarch64-musl (static), x86_64
 #   - board/smoke.sh under qemu-user for each: swaks -> postern (ARM) ->
