@@ -11,8 +11,13 @@
 //! Scheduling uses the monotonic clock; a message's age is its age when
 //! loaded (by the wall clock, if that looks sane) plus monotonic time since.
 
+mod clock;
 mod record;
+#[cfg(test)]
+mod sim;
 mod spool;
+mod state;
+mod storage;
 mod store;
 
 use std::collections::HashMap;
@@ -20,10 +25,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+pub use clock::{Clock, SystemClock};
 pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 pub use spool::SpoolWriter;
+pub use storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 pub use store::StoreOptions;
 
 /// Parse a queue id as shown (hexadecimal).
@@ -66,6 +73,9 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// Writing the change failed (disk full, I/O error); nothing changed.
+    #[error("could not record the change: {0}")]
+    Failed(String),
 }
 
 /// Limits and retry policy, from `[queue]`.
@@ -129,15 +139,17 @@ struct Entry {
     /// Held by the operator (`postern queue hold`): never taken for delivery
     /// until released. In memory only: a restart releases it.
     held: bool,
+    /// Recipients finished in memory whose failure report is still on its
+    /// way to disk: never recorded as finished before it is.
+    unreported: Vec<u16>,
     last_error: Option<String>,
-    /// Age when loaded (wall clock, if it looked sane) and when that was.
-    age_base: Duration,
-    loaded: Instant,
+    /// Queue time of arrival (`clock.rs`).
+    queued: Duration,
 }
 
 impl Entry {
-    fn age(&self, now: Instant) -> Duration {
-        self.age_base + now.saturating_duration_since(self.loaded)
+    fn age(&self, qnow: Duration) -> Duration {
+        qnow.saturating_sub(self.queued)
     }
     fn pending(&self) -> usize {
         self.done.iter().filter(|d| !**d).count()
@@ -161,6 +173,9 @@ struct Shared {
     next_id: AtomicU64,
     limits: Limits,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    qclock: clock::QueueClock,
 }
 
 /// A handle on the queue; cheap to clone.
@@ -270,13 +285,9 @@ pub enum OpError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    /// Writing the change failed (disk full, I/O error); nothing changed.
+    #[error("could not record the change: {0}")]
+    Failed(String),
 }
 
 impl Queue {
@@ -292,9 +303,13 @@ impl Queue {
         limits: Limits,
         opts: StoreOptions,
     ) -> Result<(Queue, Recovered), QueueError> {
+        let storage = opts.storage.clone();
+        let clock = opts.clock.clone();
         let (store, loaded, recovered) = store::Store::open(dir, opts)?;
-        let now = Instant::now();
-        let wall = unix_now();
+        let qclock = store.qclock;
+        let now = clock.mono();
+        let qnow = qclock.at(now);
+        let wall = clock.wall();
         let mut state = State::default();
         let mut max_id = 0;
         for l in loaded {
@@ -306,9 +321,14 @@ impl Queue {
                     *x = true;
                 }
             }
-            // A clock that reads earlier than the arrival (a board that
-            // booted in 1970) says nothing about age: count from now.
-            let age_base = Duration::from_secs(wall.saturating_sub(l.meta.arrival));
+            // Records from before the queue clock: their age by the wall
+            // clock (none if it reads earlier than the arrival).
+            let queued = match l.meta.queued_ms {
+                Some(q) => Duration::from_millis(q),
+                None => {
+                    qnow.saturating_sub(Duration::from_secs(wall.saturating_sub(l.meta.arrival)))
+                }
+            };
             state.entries.insert(
                 l.meta.id,
                 Entry {
@@ -323,9 +343,9 @@ impl Queue {
                     next_attempt: now,
                     in_flight: false,
                     held: false,
+                    unreported: Vec::new(),
                     last_error: None,
-                    age_base,
-                    loaded: now,
+                    queued,
                 },
             );
         }
@@ -344,6 +364,9 @@ impl Queue {
             next_id: AtomicU64::new(next_id),
             limits,
             writer: Mutex::new(None),
+            storage,
+            clock,
+            qclock,
         });
         let q = Queue {
             shared: shared.clone(),
@@ -357,6 +380,11 @@ impl Queue {
             q.kick();
         }
         Ok((q, recovered))
+    }
+
+    /// Queue time now.
+    fn qnow(&self) -> Duration {
+        self.shared.qclock.at(self.shared.clock.mono())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -399,13 +427,19 @@ impl Queue {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let meta = MessageMeta {
             id,
-            arrival: unix_now(),
+            arrival: self.shared.clock.wall(),
             flags: msg.flags,
+            queued_ms: Some(self.qnow().as_millis() as u64),
             from: msg.from.unwrap_or_default(),
             rcpts: msg.rcpts,
             done: Vec::new(),
         };
-        SpoolWriter::new(meta, store::tmp_dir(&self.shared.dir), internal)
+        SpoolWriter::new(
+            meta,
+            store::tmp_dir(&self.shared.dir),
+            internal,
+            self.shared.storage.clone(),
+        )
     }
 
     /// Make the message durable. Returns once it is on stable storage (the
@@ -441,6 +475,7 @@ impl Queue {
     /// Take up to `max` due messages (marking them in flight) and say when
     /// the next one not taken is due.
     pub fn take_due(&self, now: Instant, max: usize) -> (Vec<Job>, Option<Instant>) {
+        let qnow = self.qnow();
         let mut st = self.state();
         let mut jobs = Vec::new();
         let mut next: Option<Instant> = None;
@@ -476,9 +511,9 @@ impl Queue {
                     .filter(|(i, _)| !e.done[*i])
                     .map(|(i, r)| (i as u16, r.clone()))
                     .collect(),
-                flags: e.meta.flags,
+                flags: e.meta.flags & !record::FLAG_QTIME,
                 attempts: e.attempts,
-                age: e.age(now),
+                age: e.age(qnow),
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
                 path,
@@ -490,9 +525,7 @@ impl Queue {
 
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
-        use std::io::{Seek, SeekFrom};
-        let mut file = std::fs::File::open(&job.path)?;
-        file.seek(SeekFrom::Start(job.body_start))?;
+        let file = self.shared.storage.open(&job.path, OpenMode::Read)?;
         Ok(BodyReader {
             file,
             pos: job.body_start,
@@ -566,6 +599,9 @@ impl Queue {
                 e.last_error = Some(why);
             }
             all_done = e.pending() == 0;
+            if report.is_some() {
+                e.unreported.extend_from_slice(&newly_done);
+            }
         }
         if !newly_done.is_empty() || report.is_some() {
             let _ = self.send(Request::Outcome {
@@ -573,6 +609,7 @@ impl Queue {
                 newly_done,
                 all_done,
                 report,
+                ack: None,
             });
         }
         // A finished message frees room; a rescheduled one changes the wake-up time.
@@ -616,12 +653,12 @@ impl Queue {
 
     /// Every queued message, oldest first.
     pub fn list(&self) -> Vec<Summary> {
-        let now = Instant::now();
+        let now = self.shared.clock.mono();
         let st = self.state();
         let mut v: Vec<Summary> = st
             .entries
             .iter()
-            .map(|(id, e)| summarize(*id, e, now))
+            .map(|(id, e)| summarize(*id, e, now, self.shared.qclock.at(now)))
             .collect();
         v.sort_by_key(|s| (std::cmp::Reverse(s.age), s.id));
         v
@@ -631,7 +668,8 @@ impl Queue {
     pub fn show(&self, id: QueueId) -> Result<Summary, OpError> {
         let st = self.state();
         let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
-        Ok(summarize(id.0, e, Instant::now()))
+        let now = self.shared.clock.mono();
+        Ok(summarize(id.0, e, now, self.shared.qclock.at(now)))
     }
 
     /// Keep a message out of delivery until [`Queue::release`] (or a restart).
@@ -672,16 +710,27 @@ impl Queue {
             }
             v
         };
+        let (tx, rx) = mpsc::channel();
         self.send(Request::Outcome {
             id: id.0,
             newly_done,
             all_done: true,
             report: None,
+            ack: Some(tx),
         })
         .map_err(|_| OpError::Closed)?;
-        self.sync().map_err(|_| OpError::Closed)?;
+        rx.recv()
+            .map_err(|_| OpError::Closed)?
+            .map_err(|e| OpError::Failed(e.to_string()))?;
         self.kick();
         Ok(())
+    }
+
+    /// The report covering these recipients is durable.
+    fn reported(&self, id: u64, idx: &[u16]) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.unreported.retain(|u| !idx.contains(u));
+        }
     }
 
     /// A report could not be made durable: the recipients it covered are
@@ -689,6 +738,7 @@ impl Queue {
     fn undo_done(&self, id: u64, idx: &[u16]) {
         let mut st = self.state();
         if let Some(e) = st.entries.get_mut(&id) {
+            e.unreported.retain(|u| !idx.contains(u));
             for i in idx {
                 if let Some(d) = e.done.get_mut(usize::from(*i)) {
                     *d = false;
@@ -718,7 +768,7 @@ impl Queue {
     }
 }
 
-fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
+fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
     Summary {
         id: QueueId(id),
         from: e.meta.from.clone(),
@@ -731,7 +781,7 @@ fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
             .map(|(r, _)| r.clone())
             .collect(),
         size: e.body_len,
-        age: e.age(now),
+        age: e.age(qnow),
         attempts: e.attempts,
         next_in: e.next_attempt.saturating_duration_since(now),
         last_error: e.last_error.clone(),
@@ -751,7 +801,7 @@ fn summarize(id: u64, e: &Entry, now: Instant) -> Summary {
 /// Reads a message body in chunks (blocking; call from a blocking thread).
 #[derive(Debug)]
 pub struct BodyReader {
-    file: std::fs::File,
+    file: Box<dyn StorageFile>,
     pos: u64,
     end: u64,
 }
@@ -759,20 +809,12 @@ pub struct BodyReader {
 impl BodyReader {
     /// Fill `buf` with up to `max` more body bytes; an empty `buf` means the end.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
-        use std::io::Read;
         buf.clear();
-        let n = (self.end - self.pos).min(max as u64);
-        // read_to_end fills spare capacity without zeroing it first (a
-        // resize would write every byte twice: 1 MiB messages notice).
-        buf.reserve(n as usize);
-        let got = (&mut self.file).take(n).read_to_end(buf)?;
-        if (got as u64) < n {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "queued message shorter than its record says",
-            ));
+        let n = (self.end - self.pos).min(max as u64) as usize;
+        if n > 0 {
+            self.file.read_append_at(buf, n, self.pos)?;
         }
-        self.pos += n;
+        self.pos += n as u64;
         Ok(())
     }
 }

@@ -164,6 +164,9 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 pub const FLAG_8BITMIME: u8 = 1;
 /// Flag bit: the client used SMTPUTF8.
 pub const FLAG_SMTPUTF8: u8 = 2;
+/// Flag bit (record only): the queue time of arrival follows the flags
+/// (`u64`, milliseconds). Records written before the queue clock lack it.
+pub const FLAG_QTIME: u8 = 0x80;
 
 /// The envelope part of a message record, everything but the body.
 #[derive(Clone, PartialEq, Eq)]
@@ -172,8 +175,11 @@ pub struct MessageMeta {
     pub id: u64,
     /// Arrival time, seconds since the epoch by the wall clock at arrival.
     pub arrival: u64,
-    /// FLAG_* bits.
+    /// FLAG_* bits (FLAG_QTIME is managed here, never set by callers).
     pub flags: u8,
+    /// Queue time of arrival, milliseconds (`clock.rs`); `None` in records
+    /// written before the queue clock existed.
+    pub queued_ms: Option<u64>,
     /// Envelope sender; empty for the null sender.
     pub from: String,
     /// Envelope recipients.
@@ -194,7 +200,13 @@ impl MessageMeta {
         let mut out = Vec::with_capacity(64 + self.from.len() + self.rcpts.len() * 32);
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.arrival.to_le_bytes());
-        out.push(self.flags);
+        match self.queued_ms {
+            Some(q) => {
+                out.push(self.flags | FLAG_QTIME);
+                out.extend_from_slice(&q.to_le_bytes());
+            }
+            None => out.push(self.flags & !FLAG_QTIME),
+        }
         put_str(&mut out, &self.from);
         out.extend_from_slice(&(self.rcpts.len() as u16).to_le_bytes());
         for r in &self.rcpts {
@@ -214,6 +226,12 @@ impl MessageMeta {
         let id = r.u64()?;
         let arrival = r.u64()?;
         let flags = r.u8()?;
+        let queued_ms = if flags & FLAG_QTIME != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let flags = flags & !FLAG_QTIME;
         let from = r.string()?;
         let n = r.u16()?;
         let mut rcpts = Vec::with_capacity(usize::from(n));
@@ -234,6 +252,7 @@ impl MessageMeta {
                 id,
                 arrival,
                 flags,
+                queued_ms,
                 from,
                 rcpts,
                 done,
@@ -322,6 +341,7 @@ mod tests {
             id: 0x1234,
             arrival: 1_790_000_000,
             flags: FLAG_8BITMIME,
+            queued_ms: Some(123_456),
             from: "a@b.example".into(),
             rcpts: vec!["c@d.example".into(), "ü@e.example".into()],
             done: vec![1],

@@ -7,11 +7,11 @@
 //! segment and removed within a second (most never reach the device), or
 //! become a message file of their own when they are big.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::record::{HEADER_LEN, MessageMeta};
+use super::storage::{OpenMode, Storage, StorageFile};
 
 /// Bytes of a message held in memory before it spills to a file. Bounded so
 /// that 64 concurrent sessions cost at most a couple of MiB.
@@ -34,17 +34,25 @@ pub struct SpoolWriter {
     /// Skip the queue's size limits (failure reports must never be refused).
     pub(super) internal: bool,
     tmp_dir: PathBuf,
+    fs: Arc<dyn Storage>,
 }
 
 /// The spill file: header room + payload, at `path`.
 #[derive(Debug)]
 pub(super) struct Spill {
-    pub(super) file: File,
+    pub(super) file: Box<dyn StorageFile>,
     pub(super) path: PathBuf,
+    /// Bytes written so far.
+    len: u64,
 }
 
 impl SpoolWriter {
-    pub(super) fn new(meta: MessageMeta, tmp_dir: PathBuf, internal: bool) -> SpoolWriter {
+    pub(super) fn new(
+        meta: MessageMeta,
+        tmp_dir: PathBuf,
+        internal: bool,
+        fs: Arc<dyn Storage>,
+    ) -> SpoolWriter {
         let env = meta.encode();
         let mut buf = Vec::with_capacity(HEADER_LEN + env.len() + 4096);
         buf.resize(HEADER_LEN, 0);
@@ -60,6 +68,7 @@ impl SpoolWriter {
             body_len: 0,
             internal,
             tmp_dir,
+            fs,
         }
     }
 
@@ -88,15 +97,12 @@ impl SpoolWriter {
     fn flush_to_spill(&mut self) -> std::io::Result<()> {
         if self.spill.is_none() {
             let path = self.tmp_dir.join(format!("{:X}", self.meta.id));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            self.spill = Some(Spill { file, path });
+            let file = self.fs.open(&path, OpenMode::CreateNew)?;
+            self.spill = Some(Spill { file, path, len: 0 });
         }
         if let Some(s) = self.spill.as_mut() {
-            s.file.write_all(&self.buf)?;
+            s.file.write_all_at(&self.buf, s.len)?;
+            s.len += self.buf.len() as u64;
         }
         self.buf.clear();
         Ok(())
@@ -122,7 +128,7 @@ impl Drop for SpoolWriter {
     fn drop(&mut self) {
         if let Some(s) = self.spill.take() {
             // Best effort: a leftover is removed at the next start anyway.
-            let _ = std::fs::remove_file(&s.path);
+            let _ = self.fs.remove(&s.path);
         }
     }
 }

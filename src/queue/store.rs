@@ -18,15 +18,16 @@
 //! these dependencies cannot form a cycle.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use super::clock::{Clock, QueueClock, SAVE_EVERY, SystemClock};
 use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
 use super::spool::SpoolWriter;
+use super::state::{self, SEQ_STEP, Saved, StateFile};
+use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, Queue, QueueError, Recovered};
 
 /// How long a finished-recipient record may wait for a sync that a commit
@@ -47,6 +48,10 @@ pub struct StoreOptions {
     pub keep_free: usize,
     /// Most segment files at once; past it, new mail is refused (452).
     pub max_segments: usize,
+    /// What the queue writes through (the real filesystem but in tests).
+    pub storage: Arc<dyn Storage>,
+    /// The clocks it reads (the system's but in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StoreOptions {
@@ -56,6 +61,8 @@ impl Default for StoreOptions {
             big_threshold: 512 << 10,
             keep_free: 2,
             max_segments: 64,
+            storage: Arc::new(RealFs),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -72,6 +79,8 @@ pub(super) enum Request {
         newly_done: Vec<u16>,
         all_done: bool,
         report: Option<SpoolWriter>,
+        /// Answered once the outcome is durable (operator delete).
+        ack: Option<mpsc::Sender<Result<(), QueueError>>>,
     },
     Sync(mpsc::Sender<Result<(), QueueError>>),
     Shutdown,
@@ -87,7 +96,7 @@ enum SegState {
 #[derive(Debug)]
 struct Segment {
     path: Arc<PathBuf>,
-    file: File,
+    file: Box<dyn StorageFile>,
     seq: u64,
     /// Append position (the active segment's).
     pos: u64,
@@ -126,7 +135,13 @@ pub(super) struct Store {
     max_id_seen: u64,
     /// Directories whose entries changed since the last sync.
     dirty_dirs: Vec<PathBuf>,
-    _lock: File,
+    fs: Arc<dyn Storage>,
+    /// Sequence ceiling and queue clock (`state.rs`).
+    pub(super) state: StateFile,
+    /// Queue time (fixed at open; see `clock.rs`).
+    pub(super) qclock: QueueClock,
+    clock: Arc<dyn Clock>,
+    _lock: Box<dyn StorageLock>,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -147,28 +162,28 @@ impl Store {
         dir: &Path,
         opts: StoreOptions,
     ) -> Result<(Store, Vec<Loaded>, Recovered), QueueError> {
+        let fsys = opts.storage.clone();
+        let clock = opts.clock.clone();
         for d in [
             dir.to_path_buf(),
             dir.join("big"),
             tmp_dir(dir),
             dir.join("corrupt"),
         ] {
-            fs::create_dir_all(&d).map_err(|e| io_context(e, "cannot create", &d))?;
+            fsys.create_dir_all(&d)
+                .map_err(|e| io_context(e, "cannot create", &d))?;
         }
         let lock_path = dir.join("lock");
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_context(e, "cannot open", &lock_path))?;
-        if lock_file.try_lock().is_err() {
-            return Err(QueueError::Locked(dir.to_path_buf()));
-        }
+        let lock_file = fsys
+            .lock(&lock_path)
+            .map_err(|e| io_context(e, "cannot open", &lock_path))?
+            .ok_or_else(|| QueueError::Locked(dir.to_path_buf()))?;
         // Spill files of sessions cut off by a stop: never acknowledged.
-        for f in fs::read_dir(tmp_dir(dir))?.flatten() {
-            let _ = fs::remove_file(f.path());
+        for f in fsys.list(&tmp_dir(dir))? {
+            let _ = fsys.remove(&tmp_dir(dir).join(f));
         }
+        let (state_file, _) = StateFile::open(fsys.as_ref(), dir)
+            .map_err(|e| io_context(e, "cannot open", &dir.join(state::FILE_NAME)))?;
         let mut store = Store {
             dir: dir.to_path_buf(),
             opts,
@@ -178,10 +193,27 @@ impl Store {
             next_file_no: 1,
             max_id_seen: 0,
             dirty_dirs: Vec::new(),
+            fs: fsys.clone(),
+            qclock: QueueClock::resume(
+                state_file.saved.queue_ms,
+                state_file.saved.wall,
+                clock.wall(),
+                clock.mono(),
+            ),
+            clock: clock.clone(),
+            state: state_file,
             _lock: lock_file,
         };
         let mut recovered = Recovered::default();
         let loaded = store.recover(&mut recovered)?;
+        // Numbers reserved before a crash may have been used: skip them all.
+        store.next_seq = store.next_seq.max(store.state.saved.seq_ceiling);
+        for l in &loaded {
+            if let Some(q) = l.meta.queued_ms {
+                store.qclock.at_least(Duration::from_millis(q));
+            }
+        }
+        store.save_clock()?;
         recovered.messages = loaded.len();
         recovered.bytes = loaded.iter().map(|l| l.record_len).sum();
         recovered.segments = store
@@ -203,7 +235,7 @@ impl Store {
             .unwrap_or_default();
         let to = self.dir.join("corrupt").join(name);
         tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
-        if let Err(e) = fs::rename(path, &to) {
+        if let Err(e) = self.fs.rename(path, &to) {
             tracing::error!(file = %path.display(), error = %e, "cannot set queue file aside");
         }
         recovered.set_aside += 1;
@@ -212,21 +244,20 @@ impl Store {
     fn recover(&mut self, recovered: &mut Recovered) -> Result<Vec<Loaded>, QueueError> {
         // 1. Segments, by sequence number.
         let mut found: Vec<(u64, u32, PathBuf)> = Vec::new();
-        for ent in fs::read_dir(&self.dir)?.flatten() {
-            let path = ent.path();
-            let name = ent.file_name().to_string_lossy().into_owned();
+        for ent in self.fs.list(&self.dir)? {
+            let path = self.dir.join(&ent);
+            let name = ent.to_string_lossy().into_owned();
             if let Some(no) = name
                 .strip_prefix("seg-")
                 .and_then(|s| s.strip_suffix(".log"))
                 .and_then(|s| s.parse::<u32>().ok())
             {
                 self.next_file_no = self.next_file_no.max(no + 1);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
+                let file = self
+                    .fs
+                    .open(&path, OpenMode::ReadWrite)
                     .map_err(|e| io_context(e, "cannot open", &path))?;
-                let seq = read_segment_start(&file);
+                let seq = read_segment_start(file.as_ref());
                 let state = if seq.is_some() {
                     SegState::Sealed
                 } else {
@@ -235,6 +266,12 @@ impl Store {
                 if let Some(seq) = seq {
                     found.push((seq, no, path.clone()));
                     self.next_seq = self.next_seq.max(seq + 1);
+                }
+                // A recycled segment's start record is erased, but records
+                // of its last life follow it: a new life must never take
+                // that sequence number again, or they would read as new.
+                if let Some(old) = stale_seq(file.as_ref()) {
+                    self.next_seq = self.next_seq.max(u64::from(old) + 1);
                 }
                 self.segs.insert(
                     no,
@@ -250,7 +287,10 @@ impl Store {
                         dirty: false,
                     },
                 );
-            } else if !matches!(name.as_str(), "lock" | "big" | "tmp" | "corrupt") {
+            } else if !matches!(
+                name.as_str(),
+                "lock" | "big" | "tmp" | "corrupt" | state::FILE_NAME | crate::control::SOCKET_NAME
+            ) {
                 tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
             }
         }
@@ -267,7 +307,7 @@ impl Store {
             let Some(seg) = self.segs.get(no) else {
                 continue;
             };
-            let mut scan = Scanner::new(&seg.file, *seq)?;
+            let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
             while let Some((offset, h, payload)) = scan.next_record()? {
                 match h.kind {
                     Kind::SegmentStart => {}
@@ -325,17 +365,13 @@ impl Store {
 
         // 2. Big messages.
         let big_dir = self.dir.join("big");
-        for ent in fs::read_dir(&big_dir)?.flatten() {
-            let path = ent.path();
-            let Some(id) = ent
-                .file_name()
-                .to_str()
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-            else {
+        for ent in self.fs.list(&big_dir)? {
+            let path = big_dir.join(&ent);
+            let Some(id) = ent.to_str().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
                 self.set_aside(&path, "not a queue file name", recovered);
                 continue;
             };
-            match read_big(&path) {
+            match read_big(self.fs.as_ref(), &path) {
                 Ok((meta, body_off, total)) if meta.id == id => {
                     self.max_id_seen = self.max_id_seen.max(id);
                     msgs.insert(
@@ -363,7 +399,7 @@ impl Store {
             let Some(seg) = self.segs.get(no) else {
                 continue;
             };
-            let mut scan = Scanner::new(&seg.file, *seq)?;
+            let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
             while let Some((_, h, payload)) = scan.next_record()? {
                 if h.kind != Kind::RcptsDone {
                     continue;
@@ -387,7 +423,8 @@ impl Store {
             if finished.is_some() || all_rcpts_done {
                 match (&r.loaded.loc, finished) {
                     (Loc::Big { path }, _) => {
-                        let _ = fs::remove_file(path);
+                        let _ = self.fs.remove(path);
+                        self.dirty_dirs.push(big_dir.clone());
                     }
                     (Loc::Seg { file_no, .. }, Some(z)) if z != *file_no => {
                         self.pin(z);
@@ -473,7 +510,7 @@ impl Store {
             if let Some(no) = free.pop()
                 && let Some(s) = self.segs.remove(&no)
             {
-                fs::remove_file(s.path.as_ref())?;
+                self.fs.remove(s.path.as_ref())?;
                 self.dirty_dirs.push(self.dir.clone());
             }
         }
@@ -510,7 +547,15 @@ impl Store {
             }
         };
         let seq = self.next_seq;
-        self.next_seq += 1;
+        if seq >= self.state.saved.seq_ceiling {
+            // Reserve the next numbers durably before using one of them.
+            let saved = Saved {
+                seq_ceiling: seq + SEQ_STEP,
+                ..self.state.saved
+            };
+            self.state.save(saved)?;
+        }
+        self.next_seq = seq + 1;
         let payload = record::encode_u64(seq);
         let head = Header::encode(Kind::SegmentStart, seq as u32, &payload);
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
@@ -533,11 +578,9 @@ impl Store {
         let no = self.next_file_no;
         self.next_file_no += 1;
         let path = self.dir.join(seg_name(no));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = self
+            .fs
+            .open(&path, OpenMode::CreateNew)
             .map_err(|e| io_context(e, "cannot create", &path))?;
         let zeroes = vec![0u8; 64 << 10];
         let mut at = 0;
@@ -618,7 +661,7 @@ impl Store {
                 w.buf[..HEADER_LEN].copy_from_slice(&head);
                 s.file.write_all_at(&w.buf, offset)
             }
-            Some(sp) => copy_spill(&sp.file, &head, record_len, &s.file, offset),
+            Some(sp) => copy_spill(sp.file.as_ref(), &head, record_len, s.file.as_ref(), offset),
         };
         if let Err(e) = res {
             self.abandon_active();
@@ -652,9 +695,9 @@ impl Store {
             .file
             .write_all_at(&head, 0)
             .and_then(|_| sp.file.sync_data())
-            .and_then(|_| fs::rename(&sp.path, &to));
+            .and_then(|_| self.fs.rename(&sp.path, &to));
         if let Err(e) = res {
-            let _ = fs::remove_file(&sp.path);
+            let _ = self.fs.remove(&sp.path);
             return Err(e.into());
         }
         self.dirty_dirs.push(self.dir.join("big"));
@@ -669,10 +712,22 @@ impl Store {
         }
         self.dirty_dirs.sort();
         self.dirty_dirs.dedup();
-        for d in std::mem::take(&mut self.dirty_dirs) {
-            File::open(&d)?.sync_all()?;
+        while let Some(d) = self.dirty_dirs.last() {
+            // Popped only once synced: a failure leaves it for the next try.
+            self.fs.sync_dir(d)?;
+            self.dirty_dirs.pop();
         }
         Ok(())
+    }
+
+    /// Save queue time and the wall clock now (`clock.rs`).
+    fn save_clock(&mut self) -> io::Result<()> {
+        let saved = Saved {
+            queue_ms: self.qclock.at(self.clock.mono()).as_millis() as u64,
+            wall: self.clock.wall(),
+            ..self.state.saved
+        };
+        self.state.save(saved)
     }
 
     fn is_dirty(&self) -> bool {
@@ -683,15 +738,24 @@ impl Store {
     /// sync once, then answer.
     pub(super) fn run(mut self, rx: mpsc::Receiver<Request>, q: Queue) {
         let mut stop = false;
+        let mut last_save = self.clock.mono();
         while !stop {
-            let first = if self.is_dirty() {
-                match rx.recv_timeout(LAZY_SYNC) {
-                    Ok(r) => Some(r),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
+            if self.clock.mono().saturating_duration_since(last_save) >= SAVE_EVERY {
+                last_save = self.clock.mono();
+                if let Err(e) = self.save_clock() {
+                    tracing::warn!(error = %e, "cannot save the queue clock");
                 }
+            }
+            let wait = if self.is_dirty() {
+                LAZY_SYNC
             } else {
-                Some(rx.recv().unwrap_or(Request::Shutdown))
+                SAVE_EVERY
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(r) => Some(r),
+                Err(mpsc::RecvTimeoutError::Timeout) if self.is_dirty() => None,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
             };
             let mut batch: Vec<Request> = first.into_iter().collect();
             while batch.len() < MAX_BATCH {
@@ -702,6 +766,7 @@ impl Store {
             }
             let mut answers = Vec::new();
             let mut after_sync = Vec::new();
+            let mut acks = Vec::new();
             let mut syncs = Vec::new();
             let mut must_sync = batch.is_empty();
             for req in batch {
@@ -716,6 +781,7 @@ impl Store {
                         newly_done,
                         all_done,
                         report,
+                        ack,
                     } => {
                         if let Some(mut rep) = report {
                             // The report must be durable before the failure
@@ -724,7 +790,7 @@ impl Store {
                             match self.commit_one(&q, &mut rep) {
                                 Ok(p) => {
                                     answers.push((None, Ok(p)));
-                                    after_sync.push((id, newly_done, all_done));
+                                    after_sync.push((id, newly_done, all_done, None));
                                 }
                                 Err(e) => {
                                     tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
@@ -734,8 +800,19 @@ impl Store {
                             }
                             continue;
                         }
-                        if let Err(e) = self.outcome(&q, id, all_done) {
+                        if after_sync.iter().any(|a| a.0 == id) {
+                            // A report for this message waits for the sync:
+                            // what follows it must not overtake it.
+                            after_sync.push((id, newly_done, all_done, ack));
+                            continue;
+                        }
+                        let r = self.outcome(&q, id, all_done);
+                        if let Err(e) = &r {
                             tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
+                        }
+                        if let Some(tx) = ack {
+                            must_sync = true;
+                            acks.push((tx, r, id, newly_done));
                         }
                     }
                     Request::Sync(tx) => {
@@ -750,6 +827,9 @@ impl Store {
             } else {
                 Ok(())
             };
+            if stop && let Err(e) = self.save_clock() {
+                tracing::warn!(error = %e, "cannot save the queue clock");
+            }
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "queue sync failed; new mail refused until it works again");
                 // After a failed fsync the page cache is not to be trusted:
@@ -770,12 +850,39 @@ impl Store {
                     let _ = reply.try_send(r);
                 }
             }
-            for (id, newly_done, all_done) in after_sync {
-                if synced.is_err() {
+            for (id, newly_done, all_done, ack) in after_sync {
+                let r = match &synced {
+                    Err(e) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
+                    Ok(()) => {
+                        q.reported(id, &newly_done);
+                        self.outcome(&q, id, all_done)
+                    }
+                };
+                let r = match (r, &ack) {
+                    // An operator waits for this one to be durable.
+                    (Ok(()), Some(_)) => self.sync().map_err(QueueError::Io),
+                    (r, _) => r,
+                };
+                if let Err(e) = &r {
+                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; will try again");
                     q.undo_done(id, &newly_done);
-                } else if let Err(e) = self.outcome(&q, id, all_done) {
-                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
                 }
+                if let Some(tx) = ack {
+                    let _ = tx.send(r);
+                }
+            }
+            for (tx, r, id, newly_done) in acks {
+                let r = match (r, &synced) {
+                    (Ok(()), Ok(())) => Ok(()),
+                    (Ok(()), Err(e)) => {
+                        Err(QueueError::Io(io::Error::new(e.kind(), e.to_string())))
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                if r.is_err() {
+                    q.undo_done(id, &newly_done);
+                }
+                let _ = tx.send(r);
             }
             for tx in syncs {
                 let _ = tx.send(
@@ -809,19 +916,22 @@ impl Store {
     }
 
     fn outcome(&mut self, q: &Queue, id: u64, all_done: bool) -> Result<(), QueueError> {
-        let (loc, old_state, done_list) = {
+        let (loc, old_state, done_list, all_done) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
                 return Ok(());
             };
+            // Recipients whose failure report is not durable yet are left
+            // out: a later outcome must not record them ahead of it.
             let list: Vec<u16> = e
                 .done
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| **d)
+                .filter(|(i, d)| **d && !e.unreported.contains(&(*i as u16)))
                 .map(|(i, _)| i as u16)
                 .collect();
-            (e.loc.clone(), e.state_seg, list)
+            let all = all_done && e.unreported.is_empty();
+            (e.loc.clone(), e.state_seg, list, all)
         };
         let data_seg = match &loc {
             Loc::Seg { file_no, .. } => Some(*file_no),
@@ -835,7 +945,8 @@ impl Store {
             }
             match (&loc, data_seg) {
                 (Loc::Big { path }, _) => {
-                    if let Err(e) = fs::remove_file(path) {
+                    self.dirty_dirs.push(self.dir.join("big"));
+                    if let Err(e) = self.fs.remove(path) {
                         tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
                     }
                 }
@@ -884,10 +995,10 @@ pub(super) struct Pending {
 }
 
 fn copy_spill(
-    spill: &File,
+    spill: &dyn StorageFile,
     head: &[u8],
     record_len: u64,
-    to: &File,
+    to: &dyn StorageFile,
     offset: u64,
 ) -> io::Result<()> {
     to.write_all_at(head, offset)?;
@@ -903,7 +1014,7 @@ fn copy_spill(
 }
 
 /// The sequence number in a segment's start record, if it has a valid one.
-fn read_segment_start(file: &File) -> Option<u64> {
+fn read_segment_start(file: &dyn StorageFile) -> Option<u64> {
     let mut head = [0u8; HEADER_LEN];
     file.read_exact_at(&mut head, 0).ok()?;
     let h = Header::decode(&head).ok()?;
@@ -917,22 +1028,31 @@ fn read_segment_start(file: &File) -> Option<u64> {
     (seq as u32 == h.seq).then_some(seq)
 }
 
+/// The sequence stamp of the record after the start record, if one is
+/// there: the last life's, since each life writes from the start.
+fn stale_seq(file: &dyn StorageFile) -> Option<u32> {
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, (HEADER_LEN + 8) as u64)
+        .ok()?;
+    Header::decode(&head).ok().map(|h| h.seq)
+}
+
 /// Reads a segment's records in order until the first one that is not
 /// whole, not of this segment's life, or not there.
 struct Scanner<'a> {
-    file: &'a File,
+    file: &'a dyn StorageFile,
     seq: u32,
     pos: u64,
     len: u64,
 }
 
 impl<'a> Scanner<'a> {
-    fn new(file: &'a File, seq: u64) -> io::Result<Scanner<'a>> {
+    fn new(file: &'a dyn StorageFile, seq: u64) -> io::Result<Scanner<'a>> {
         Ok(Scanner {
             file,
             seq: seq as u32,
             pos: 0,
-            len: file.metadata()?.len(),
+            len: file.size()?,
         })
     }
 
@@ -965,10 +1085,14 @@ impl<'a> Scanner<'a> {
 
 /// Check a big message file whole; returns its meta, the body's offset in
 /// the payload, and the file's length.
-fn read_big(path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
-    let mut f = File::open(path).map_err(|_| RecordError::NoRecord)?;
+fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
+    let f = fsys
+        .open(path, OpenMode::Read)
+        .map_err(|_| RecordError::NoRecord)?;
     let mut head = [0u8; HEADER_LEN];
-    f.read_exact(&mut head).map_err(|_| RecordError::NoRecord)?;
+    f.read_exact_at(&mut head, 0)
+        .map_err(|_| RecordError::NoRecord)?;
+    let mut at = HEADER_LEN as u64;
     let h = Header::decode(&head)?;
     if h.kind != Kind::Message {
         return Err(RecordError::Malformed);
@@ -979,8 +1103,9 @@ fn read_big(path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
     let mut left = u64::from(h.len);
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
-        f.read_exact(&mut buf[..n])
+        f.read_exact_at(&mut buf[..n], at)
             .map_err(|_| RecordError::Checksum)?;
+        at += n as u64;
         crc.update(&buf[..n]);
         if first.len() < (1 << 20) {
             first.extend_from_slice(&buf[..n]);
@@ -1000,6 +1125,7 @@ impl Queue {
         let mut st = self.state();
         st.bytes += p.record_len;
         let n = p.meta.rcpts.len();
+        let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
         st.entries.insert(
             p.id,
             super::Entry {
@@ -1014,9 +1140,9 @@ impl Queue {
                 next_attempt: now,
                 in_flight: false,
                 held: false,
+                unreported: Vec::new(),
                 last_error: None,
-                age_base: Duration::ZERO,
-                loaded: now,
+                queued,
             },
         );
         drop(st);

@@ -16,6 +16,7 @@ fn small() -> StoreOptions {
         big_threshold: 6 << 10,
         keep_free: 1,
         max_segments: 64,
+        ..StoreOptions::default()
     }
 }
 
@@ -325,4 +326,143 @@ fn ids_are_unique_across_restarts() {
     let b = put(&q, &["a@x"], b"2\r\n");
     assert!(b > a);
     q.close();
+}
+
+/// Clocks a test moves by hand.
+#[derive(Debug)]
+struct FakeClock {
+    wall: std::sync::atomic::AtomicU64,
+    start: Instant,
+    mono_secs: std::sync::atomic::AtomicU64,
+}
+
+impl FakeClock {
+    fn new(wall: u64) -> Arc<FakeClock> {
+        Arc::new(FakeClock {
+            wall: wall.into(),
+            start: Instant::now(),
+            mono_secs: 0.into(),
+        })
+    }
+    fn set_wall(&self, w: u64) {
+        self.wall.store(w, Ordering::SeqCst);
+    }
+    fn advance(&self, secs: u64) {
+        self.mono_secs.fetch_add(secs, Ordering::SeqCst);
+        self.wall.fetch_add(secs, Ordering::SeqCst);
+    }
+    /// A reboot: the monotonic clock starts again.
+    fn reboot(&self, wall: u64) -> Arc<FakeClock> {
+        let c = FakeClock::new(wall);
+        let _ = self;
+        c
+    }
+}
+
+impl Clock for FakeClock {
+    fn wall(&self) -> u64 {
+        self.wall.load(Ordering::SeqCst)
+    }
+    fn mono(&self) -> Instant {
+        self.start + Duration::from_secs(self.mono_secs.load(Ordering::SeqCst))
+    }
+}
+
+fn with_clock(c: &Arc<FakeClock>) -> StoreOptions {
+    StoreOptions {
+        clock: c.clone(),
+        ..small()
+    }
+}
+
+fn age_of(q: &Queue) -> u64 {
+    q.list()[0].age.as_secs()
+}
+
+const TODAY: u64 = 1_795_000_000;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+
+#[test]
+fn a_board_booting_in_1970_then_jumping_to_today_neither_stalls_nor_expires_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = FakeClock::new(TODAY);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+    put(&q, &["a@x.example"], b"hello");
+    c.advance(2 * HOUR);
+    assert_eq!(age_of(&q), 2 * HOUR);
+    q.close();
+    // Power back five minutes later, but the board has no RTC: 1970.
+    let c = c.reboot(300);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+    assert_eq!(age_of(&q), 2 * HOUR, "no downtime counted, none lost");
+    c.advance(HOUR);
+    assert_eq!(age_of(&q), 3 * HOUR, "ages with the monotonic clock");
+    // NTP sets the clock to today while running: nothing jumps.
+    c.set_wall(TODAY + 3 * HOUR);
+    assert_eq!(age_of(&q), 3 * HOUR);
+    q.close();
+    // A normal restart ten minutes later counts those ten minutes.
+    let c = c.reboot(TODAY + 3 * HOUR + 600);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+    assert_eq!(age_of(&q), 3 * HOUR + 600);
+    // And max_age still means about what it says: 5 days of queue time.
+    c.advance(5 * DAY);
+    assert!(q.expired(&due(&q)[0]));
+}
+
+#[test]
+fn a_clock_a_year_ahead_adds_at_most_a_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = FakeClock::new(TODAY);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+    put(&q, &["a@x.example"], b"hello");
+    c.advance(HOUR);
+    q.close();
+    let c = c.reboot(TODAY + HOUR + 365 * DAY);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+    assert_eq!(age_of(&q), HOUR + DAY);
+    let job = &due(&q)[0];
+    assert!(
+        !q.expired(job),
+        "a 5-day max_age is not over after a clock jump"
+    );
+    // A jump while running changes nothing either.
+    c.set_wall(TODAY + 800 * DAY);
+    assert_eq!(age_of(&q), HOUR + DAY);
+}
+
+#[test]
+fn a_crash_keeps_queue_time_from_the_last_save_or_the_newest_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = FakeClock::new(TODAY);
+    {
+        let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&c)).unwrap();
+        c.advance(HOUR);
+        put(&q, &["a@x.example"], b"one");
+        // Killed: no save at close (the writer is simply dropped with the
+        // process). Simulated by leaking the queue without closing it.
+        std::mem::forget(q);
+    }
+    // Restart with the wall clock in 1970: queue time resumes no earlier
+    // than the newest message's arrival stamp.
+    let c = c.reboot(100);
+    let dir2 = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), dir2.path());
+    let (q, _) = Queue::open_with(dir2.path(), limits(), with_clock(&c)).unwrap();
+    assert_eq!(age_of(&q), 0);
+    c.advance(60);
+    assert_eq!(age_of(&q), 60);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&t).unwrap();
+            copy_dir(&e.path(), &t);
+        } else if e.file_name() != "lock" {
+            std::fs::copy(e.path(), &t).unwrap();
+        }
+    }
 }

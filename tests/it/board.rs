@@ -189,3 +189,72 @@ fn sigterm_says_421_between_commands_and_finishes_a_message_in_data() {
     );
     drop(p);
 }
+
+/// Under systemd (Type=notify, WatchdogSec): READY=1 once listening,
+/// WATCHDOG=1 at half the interval, RELOADING=1 then READY=1 around a
+/// reload, STOPPING=1 on SIGTERM, over a real datagram socket.
+#[test]
+fn tells_the_service_manager_ready_watchdog_reloading_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("postern.toml");
+    std::fs::write(
+        &cfg,
+        config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = |want: &str| loop {
+        let mut buf = [0u8; 256];
+        let n = sock
+            .recv(&mut buf)
+            .expect("a notification before the deadline");
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if got == want {
+            return;
+        }
+        assert!(
+            got == "WATCHDOG=1" || got.starts_with("STATUS="),
+            "wanted {want}, got {got}"
+        );
+    };
+    next("READY=1");
+    // Listening by the time READY=1 arrives.
+    TcpStream::connect(local(port)).unwrap();
+    next("WATCHDOG=1");
+    next("WATCHDOG=1");
+    let pid = child.id().to_string();
+    let kill = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    kill("-HUP");
+    next("RELOADING=1");
+    next("READY=1");
+    kill("-TERM");
+    next("STOPPING=1");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success());
+            break;
+        }
+        assert!(Instant::now() < end, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -94,7 +94,8 @@ fn a_sendmail_symlink_takes_recipients_as_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts::default());
     let port = free_port();
-    let p = Postern::start(dir.path(), &config(port, &smarthost(up.port), ""), port);
+    let policy = "deny_recipients = [\"blocked.test\"]";
+    let p = Postern::start(dir.path(), &config(port, &smarthost(up.port), policy), port);
     let link = dir.path().join("sendmail");
     std::os::unix::fs::symlink(bin(), &link).unwrap();
     let cfg = dir.path().join("postern.toml");
@@ -116,6 +117,18 @@ fn a_sendmail_symlink_takes_recipients_as_arguments() {
     let text = String::from_utf8_lossy(&got.data).into_owned();
     assert!(text.contains("\r\nFrom: backup@relay.test\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nmd0 lost a disk\r\n"), "{text}");
+    // A refusal is passed on with its reply and exit status 69 (EX_UNAVAILABLE).
+    let out = pipe_into(
+        &link,
+        &["-C", cfg.to_str().unwrap(), "x@blocked.test"],
+        b"Subject: no\n\nno\n",
+    );
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused recipient <x@blocked.test>: 550"),
+        "{err}"
+    );
     drop(p);
 }
 

@@ -1,0 +1,161 @@
+//! The storage the queue writes through: the real filesystem, or (in tests)
+//! a simulator that can lose whatever was not synced and tear writes at a
+//! power cut (`sim.rs`).
+//!
+//! Only what the queue needs: positional reads and writes, data sync, a
+//! directory listing, rename, remove, directory sync and the spool lock.
+//! Every durability decision is made by the caller; this layer adds none.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Existing file, read only.
+    Read,
+    /// Existing file, read and write.
+    ReadWrite,
+    /// A new file (fails if it exists), read and write.
+    CreateNew,
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Read exactly `buf.len()` bytes at `off`.
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// Append exactly `n` bytes read at `off` to `buf` (without first
+    /// zero-filling it, where the platform allows).
+    fn read_append_at(&self, buf: &mut Vec<u8>, n: usize, off: u64) -> io::Result<()> {
+        let start = buf.len();
+        buf.resize(start + n, 0);
+        self.read_exact_at(&mut buf[start..], off)
+    }
+    /// Write all of `buf` at `off`.
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Make the data written so far durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Make data and metadata durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+    /// Current length.
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// A held lock on the spool directory; released when dropped.
+pub trait StorageLock: Send + Sync + fmt::Debug {}
+
+/// A filesystem.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// `mkdir -p`.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Open a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
+    /// Names in a directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+    /// Is this a directory?
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Atomically rename (durable once the directory is synced).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove a file (durable once the directory is synced).
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Make a directory's entries durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Take the exclusive lock at `path`; `None` if another process has it.
+    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn StorageLock>>>;
+}
+
+/// The real filesystem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl StorageFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, off)
+    }
+    fn read_append_at(&self, buf: &mut Vec<u8>, n: usize, off: u64) -> io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        // read_to_end fills spare capacity without zeroing it first (a
+        // resize would write every byte twice: 1 MiB messages notice).
+        // Each reader has its own handle, so moving its offset is safe.
+        let mut f = &self.0;
+        f.seek(SeekFrom::Start(off))?;
+        buf.reserve(n);
+        let got = f.take(n as u64).read_to_end(buf)?;
+        if got < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "queued message shorter than its record says",
+            ));
+        }
+        Ok(())
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, off)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+#[derive(Debug)]
+struct RealLock(#[allow(dead_code)] File);
+impl StorageLock for RealLock {}
+
+impl Storage for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        let mut o = OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+        };
+        Ok(Box::new(RealFile(o.open(path)?)))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        Ok(fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect())
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+    fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn StorageLock>>> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        if f.try_lock().is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(RealLock(f))))
+    }
+}
