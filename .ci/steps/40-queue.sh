@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The queue, proven (issue 4): power-cut simulation (600 seeds, a few
 # seconds), the kill -9 crash test against an aiosmtpd upstream (30 rounds,
-# about 30 s), and the recovery benchmark (3000 queued messages, short mode;
+# about 30 s), the disk-full test (a 12 MiB tmpfs, about 10 s), and the
+# recovery benchmark (3000 queued messages, short mode;
 # figures printed, not asserted). About 2 minutes once postern is built.
 set -euo pipefail
 . .ci/lib.sh
@@ -12,5 +13,7 @@ step "power cuts, simulated (cargo test --lib power_cuts, 600 seeds)"
 POSTERN_POWERCUT_SEEDS=600 timeout 600 cargo test --lib power_cuts -- --nocapture
 step "kill -9 while sending (tests/crash/crash.py)"
 timeout 300 /usr/bin/python3 tests/crash/crash.py --rounds 30 --bin "$BIN"
+step "disk full (tests/crash/diskfull.py, a 12 MiB tmpfs)"
+timeout 300 /usr/bin/python3 tests/crash/diskfull.py --bin "$BIN"
 step "recovery time (bench/recovery.py, short)"
 timeout 300 /usr/bin/python3 bench/recovery.py --messages 3000 --bin "$BIN"
