@@ -81,6 +81,9 @@ log_level = "info"
 listen = ["127.0.0.1:{port}"]
 max_message_size = "{max(a.size * 2, 1 << 20)}"
 max_connections = {a.sessions + 14}
+max_connections_per_client = {a.sessions + 14}
+max_connections_per_minute = {a.sessions * 4 + 100}
+max_messages_per_minute = {a.sessions * 4 + 100}
 [policy]
 allow_clients = ["127.0.0.1/32"]
 [queue]
@@ -110,7 +113,9 @@ dir = "outbox"
         idle_threads = thread_count(proc.pid)
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
-        barrier = threading.Barrier(a.sessions)
+        # A session that fails before the barrier breaks it instead of
+        # leaving the others waiting forever.
+        barrier = threading.Barrier(a.sessions, timeout=60)
         errors = []
 
         def send(i):
@@ -122,6 +127,7 @@ dir = "outbox"
                 s.quit()
             except Exception as e:  # noqa: BLE001 - report, don't hide
                 errors.append(repr(e))
+                barrier.abort()
 
         t0 = time.monotonic()
         threads = [threading.Thread(target=send, args=(i,)) for i in range(a.sessions)]
