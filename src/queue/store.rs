@@ -584,13 +584,18 @@ impl Store {
             .map_err(|e| io_context(e, "cannot create", &path))?;
         let zeroes = vec![0u8; 64 << 10];
         let mut at = 0;
-        while at < self.opts.segment_size {
+        let mut res = Ok(());
+        while at < self.opts.segment_size && res.is_ok() {
             let n = (self.opts.segment_size - at).min(zeroes.len() as u64) as usize;
-            file.write_all_at(&zeroes[..n], at)
-                .map_err(|e| io_context(e, "cannot preallocate", &path))?;
+            res = file.write_all_at(&zeroes[..n], at);
             at += n as u64;
         }
-        file.sync_all()?;
+        if let Err(e) = res.and_then(|_| file.sync_all()) {
+            // Disk full: leave no half-made segment behind to fill it more.
+            let _ = self.fs.remove(&path);
+            self.next_file_no -= 1;
+            return Err(io_context(e, "cannot preallocate", &path));
+        }
         self.dirty_dirs.push(self.dir.clone());
         self.segs.insert(
             no,
@@ -937,7 +942,19 @@ impl Store {
             Loc::Seg { file_no, .. } => Some(*file_no),
             Loc::Big { .. } => None,
         };
-        if all_done {
+        if all_done && let Loc::Big { path } = &loc {
+            // A file of its own needs no "done" record: removing it is the
+            // record (and needs no room, which matters on a full disk).
+            self.dirty_dirs.push(self.dir.join("big"));
+            if let Err(e) = self.fs.remove(path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
+            }
+            if let Some(s) = old_state {
+                self.unpin(s);
+                self.maybe_recycle(s)?;
+            }
+            q.remove(id);
+        } else if all_done {
             let z = self.append(Kind::Done, &record::encode_u64(id))?;
             if let Some(s) = old_state {
                 self.unpin(s);
