@@ -5,7 +5,9 @@
 #    Postfix's smtp-sink (~15 s once built);
 #  - bench/flood.py: 500 connections from one address while a device on
 #    another relays; prints latency and peak RSS (~5 s);
-#  Total about a minute once the release binary is built.
+#  - fuzz/run.sh: six libFuzzer targets (command, data, reply, header,
+#    session, config), 15 s each (~1.5 min), after building the fuzz crate
+#    (a few minutes on 2 cores; 13 min on a machine shared by four builds).
 # The state-machine and allow/deny tests against the binary run in `cargo
 # test` (tests/it/inbound.rs, src/server/session.rs property test).
 set -euo pipefail
@@ -16,3 +18,4 @@ BIN=${CARGO_TARGET_DIR:-target}/release/postern
 POSTERN_BIN=$BIN timeout 300 tests/interop/inbound.sh
 ulimit -n 4096
 timeout 120 python3 bench/flood.py --bin "$BIN" --flood 500 --port 33025
+timeout 1500 fuzz/run.sh "${FUZZ_SECONDS:-15}"

@@ -360,3 +360,95 @@ async fn refuse(stream: &mut TcpStream, r: &Reply) {
     )
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn shared(
+        dir: &Path,
+        extra_server: &str,
+        policy: &str,
+        tail: &str,
+    ) -> Result<Shared, ServerError> {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:2525\"]\n{extra_server}\n[policy]\n{policy}\n\
+             [queue]\ndir = \"q\"\n[upstream]\nkind = \"maildir\"\ndir = \"out\"\n{tail}"
+        );
+        let opts = crate::config::ParseOptions {
+            skip_file_checks: true,
+            default_hostname: Some("relay.test".into()),
+        };
+        let cfg = crate::config::parse_with(&text, Path::new("t.toml"), &opts).unwrap();
+        let limits = crate::queue::Limits {
+            max_bytes: 1 << 20,
+            max_messages: 10,
+            max_age: std::time::Duration::from_secs(60),
+            retry_intervals: vec![std::time::Duration::from_secs(60)],
+        };
+        let (queue, _) = Queue::open(&dir.join("q"), limits).unwrap();
+        Shared::new(cfg, queue)
+    }
+
+    #[test]
+    fn an_unreadable_certificate_fails_shared_new() {
+        // A reload builds a new Shared; this error keeps the old one.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+        let server = format!(
+            "tls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"",
+            dir.path().display()
+        );
+        let err = shared(dir.path(), &server, "", "").unwrap_err();
+        assert!(matches!(err, ServerError::Tls(_)), "{err}");
+    }
+
+    #[test]
+    fn connect_time_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = crate::auth::hash_password(b"pw").unwrap();
+        let user = format!("[[user]]\nname = \"dev\"\npassword_hash = \"{hash}\"\n");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Users and relay_authenticated, AUTH in clear for 10.0.0.0/8 only.
+        let s = shared(
+            dir.path(),
+            "allow_plain_auth_clients = [\"10.0.0.0/8\"]",
+            "allow_clients = [\"192.168.1.0/24\"]\ndeny_clients = [\"10.6.6.6\"]\nrelay_authenticated = true",
+            &user,
+        )
+        .unwrap();
+        let f = s.client_facts(ip("192.168.1.5"), false).unwrap();
+        assert!(f.allowed && f.users && !f.starttls);
+        // Outside allow, but AUTH reachable: let in, not allowed to relay yet.
+        let f = s.client_facts(ip("10.1.2.3"), false).unwrap();
+        assert!(!f.allowed && f.plain_auth);
+        // Denied wins over AUTH.
+        assert_eq!(s.client_facts(ip("10.6.6.6"), false).unwrap_err().code, 554);
+        // Outside allow and AUTH unreachable (no TLS, not a plain-auth net): 554.
+        assert_eq!(
+            s.client_facts(ip("172.16.0.1"), false).unwrap_err().code,
+            554
+        );
+        // No relay_authenticated: users do not open the door.
+        let dir2 = tempfile::tempdir().unwrap();
+        let s = shared(
+            dir2.path(),
+            "allow_plain_auth_clients = [\"10.0.0.0/8\"]",
+            "allow_clients = [\"192.168.1.0/24\"]",
+            &user,
+        )
+        .unwrap();
+        assert_eq!(s.client_facts(ip("10.1.2.3"), false).unwrap_err().code, 554);
+        // Default config: loopback only.
+        let dir3 = tempfile::tempdir().unwrap();
+        let s = shared(dir3.path(), "", "", "").unwrap();
+        assert!(s.client_facts(ip("127.0.0.9"), false).is_ok());
+        assert!(s.client_facts(ip("::1"), false).is_ok());
+        assert_eq!(
+            s.client_facts(ip("192.168.1.5"), false).unwrap_err().code,
+            554
+        );
+    }
+}
