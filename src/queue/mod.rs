@@ -23,7 +23,7 @@ mod store;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -176,6 +176,9 @@ struct Shared {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     qclock: clock::QueueClock,
+    /// Sessions receiving a body (begun, not yet handed to the writer): the
+    /// writer waits a moment for them before it syncs (group commit).
+    receiving: Arc<AtomicUsize>,
 }
 
 /// A handle on the queue; cheap to clone.
@@ -367,6 +370,7 @@ impl Queue {
             storage,
             clock,
             qclock,
+            receiving: Arc::new(AtomicUsize::new(0)),
         });
         let q = Queue {
             shared: shared.clone(),
@@ -434,17 +438,23 @@ impl Queue {
             rcpts: msg.rcpts,
             done: Vec::new(),
         };
-        SpoolWriter::new(
+        let mut w = SpoolWriter::new(
             meta,
             store::tmp_dir(&self.shared.dir),
             internal,
             self.shared.storage.clone(),
-        )
+        );
+        if !internal {
+            self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+            w.receiving = Some(self.shared.receiving.clone());
+        }
+        w
     }
 
     /// Make the message durable. Returns once it is on stable storage (the
     /// moment a server may say 250), or with the reason it is not.
-    pub async fn commit(&self, w: SpoolWriter) -> Result<QueueId, QueueError> {
+    pub async fn commit(&self, mut w: SpoolWriter) -> Result<QueueId, QueueError> {
+        w.stop_receiving();
         let (reply, rx) = smol::channel::bounded(1);
         self.send(Request::Commit { w, reply })?;
         match rx.recv().await {

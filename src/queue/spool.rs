@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::record::{HEADER_LEN, MessageMeta};
 use super::storage::{OpenMode, Storage, StorageFile};
@@ -35,6 +36,8 @@ pub struct SpoolWriter {
     pub(super) internal: bool,
     tmp_dir: PathBuf,
     fs: Arc<dyn Storage>,
+    /// The queue's count of sessions receiving, while this one is.
+    pub(super) receiving: Option<Arc<AtomicUsize>>,
 }
 
 /// The spill file: header room + payload, at `path`.
@@ -69,6 +72,7 @@ impl SpoolWriter {
             internal,
             tmp_dir,
             fs,
+            receiving: None,
         }
     }
 
@@ -124,8 +128,18 @@ impl SpoolWriter {
     }
 }
 
+impl SpoolWriter {
+    /// No longer receiving (handed to the writer, or abandoned).
+    pub(super) fn stop_receiving(&mut self) {
+        if let Some(r) = self.receiving.take() {
+            r.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
+        self.stop_receiving();
         if let Some(s) = self.spill.take() {
             // Best effort: a leftover is removed at the next start anyway.
             let _ = self.fs.remove(&s.path);

@@ -116,3 +116,42 @@ fn queue_commands_list_hold_release_delete_flush_and_say_when_no_daemon() {
         "the deleted message must never be delivered"
     );
 }
+
+#[test]
+fn a_full_queue_answers_452_keeps_what_it_has_and_accepts_again_when_space_frees() {
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream refuses connections: everything accepted stays queued.
+    let (_refuser, up_port) = refusing_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    )
+    .replace("[queue]\n", "[queue]\nmax_messages = 2\n");
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let p = Postern::start(dir.path(), &cfg, port);
+    let a = send(&p, "one");
+    send(&p, "two");
+
+    // Full: 452 4.3.1 at MAIL, and the session stays usable.
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    let refused = c.cmd("MAIL FROM:<dev@lan.test>", 452);
+    assert!(refused.contains("4.3.1"), "{refused}");
+    c.cmd("NOOP", 250);
+    c.cmd("QUIT", 221);
+
+    // Nothing already queued was harmed.
+    let (ok, out, err) = queue_cmd(dir.path(), &["list"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("dev@lan.test").count(), 2, "{out}");
+
+    // Space frees (the operator deletes one): accepting resumes.
+    let (ok, _, err) = queue_cmd(dir.path(), &["delete", &a]);
+    assert!(ok, "{err}");
+    send(&p, "three");
+    let (_, out, _) = queue_cmd(dir.path(), &["list"]);
+    assert_eq!(out.matches("dev@lan.test").count(), 2, "{out}");
+}
