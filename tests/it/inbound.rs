@@ -578,3 +578,42 @@ fn passwd_prints_a_hash_that_verifies_and_never_takes_argv() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn per_client_rates_refuse_the_fast_client_and_serve_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(
+        dir.path(),
+        "max_connections_per_minute = 3\nmax_messages_per_minute = 1\nmax_recipients_per_minute = 2",
+    );
+    // Messages: the second MAIL in a minute gets 450 4.7.1, nothing else changes.
+    let mut c = from(&p, "127.0.0.2");
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO sensor", 250);
+    c.cmd("MAIL FROM:<dev@lan.test>", 250);
+    // Recipients: two a minute, the third is 450 4.7.1.
+    c.cmd("RCPT TO:<a@example.test>", 250);
+    c.cmd("RCPT TO:<b@example.test>", 250);
+    let t = c.cmd("RCPT TO:<c@example.test>", 450);
+    assert!(t.contains("4.7.1"), "{t}");
+    c.cmd("RSET", 250);
+    let t = c.cmd("MAIL FROM:<dev@lan.test>", 450);
+    assert!(t.contains("4.7.1"), "{t}");
+    c.cmd("QUIT", 221);
+    // Connections: the fourth in a minute gets 421 4.7.0 at once.
+    for _ in 0..2 {
+        let mut c = from(&p, "127.0.0.2");
+        assert_eq!(c.reply().0, 220);
+        c.cmd("QUIT", 221);
+    }
+    let mut c = from(&p, "127.0.0.2");
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("4.7.0"), "{text}");
+    // Another client is not held to the first one's counts.
+    let mut c = from(&p, "127.0.0.3");
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO sensor", 250);
+    c.cmd("MAIL FROM:<dev@lan.test>", 250);
+    c.cmd("RCPT TO:<a@example.test>", 250);
+}
