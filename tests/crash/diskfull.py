@@ -27,6 +27,8 @@ import time
 
 from aiosmtpd.controller import Controller
 
+from common import listening, wait_for
+
 
 class Recorder:
     def __init__(self):
@@ -42,21 +44,6 @@ class Recorder:
         return "250 2.0.0 ok"
 
 
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-def wait_for(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"diskfull.py: timed out waiting for {what}")
 
 
 CONFIG = """hostname = "full.test"
