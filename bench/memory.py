@@ -6,15 +6,17 @@ Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [-
 
 Runs the real binary on loopback with a maildir outbox, drives it with
 Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
-/proc/PID/status, plus /proc/PID/smaps_rollup at idle (how much of the RSS
-is shared library pages and how much postern's own memory) and the thread
-count. Prints one line per figure; nothing is asserted.
+/proc/PID/status, plus at idle /proc/PID/smaps_rollup and /proc/PID/smaps
+grouped by mapping (postern's code and data, libc, libm, ld.so, libgcc_s,
+heap, stacks, other anonymous memory: where the idle RSS goes) and the
+thread count. Prints one line per figure; nothing is asserted.
 
 Under qemu-user (ARM builds) /proc/PID of the emulator measures qemu, not
 the board: ARM figures must be taken on the board itself.
 """
 import argparse
 import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -50,6 +52,79 @@ def rollup_kib(pid):
             if len(parts) == 3 and parts[2] == "kB":
                 out[parts[0].rstrip(":")] = int(parts[1])
     return out
+
+
+def thread_stack_pointers(pid):
+    """Each thread's stack pointer, from /proc/PID/task/TID/syscall (a
+    thread blocked in a system call: "nr args... sp pc"), so the mapping
+    that holds it can be called a stack without guessing from its shape."""
+    sps = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if len(fields) >= 3 and fields[-2].startswith("0x"):
+            sps.append(int(fields[-2], 16))
+    return sps
+
+
+def smaps_breakdown(pid, binary):
+    """/proc/PID/smaps grouped by what is mapped: {group: [rss, pss, anon]}
+    in KiB. Groups: postern's text (r-x), read-only data and relro (r--),
+    data/bss (rw-); each shared library by name; heap; the main stack and
+    thread stacks (the mappings holding each thread's stack pointer); other
+    anonymous memory (malloc arenas, mmap); vdso/vvar."""
+    groups = {}
+    binary = os.path.realpath(binary)
+    sps = thread_stack_pointers(pid)
+    cur = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", first):
+                parts = line.split()
+                start, end = (int(x, 16) for x in first.split("-"))
+                perms = parts[1]
+                path = parts[5] if len(parts) > 5 else ""
+                if path == binary:
+                    kind = {"r-x": "postern text", "r--": "postern rodata/relro",
+                            "rw-": "postern data/bss"}.get(perms[:3], "postern other")
+                elif path.startswith("/"):
+                    # libc.so.6, libm.so.6, ld-linux-x86-64.so.2, libgcc_s.so.1
+                    kind = os.path.basename(path)
+                elif path == "[heap]":
+                    kind = "heap (brk)"
+                elif path == "[stack]":
+                    kind = "main stack"
+                elif path.startswith("[v"):
+                    kind = "vdso/vvar"
+                elif any(start <= sp < end for sp in sps):
+                    kind = "thread stacks"
+                elif path == "":
+                    kind = "other anonymous (malloc arenas, mmap)"
+                else:
+                    kind = path
+                cur = groups.setdefault(kind, [0, 0, 0])
+                continue
+            if cur is None:
+                continue
+            idx = {"Rss:": 0, "Pss:": 1, "Anonymous:": 2}.get(first)
+            if idx is not None:
+                cur[idx] += int(line.split()[1])
+    return groups
+
+
+def print_breakdown(groups):
+    print("idle RSS by mapping (KiB)                  rss     pss    anon")
+    total = [0, 0, 0]
+    for k, v in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        if v[0] == 0:
+            continue
+        print(f"  {k:<38} {v[0]:6d}  {v[1]:6d}  {v[2]:6d}")
+        total = [t + x for t, x in zip(total, v)]
+    print(f"  {'total':<38} {total[0]:6d}  {total[1]:6d}  {total[2]:6d}")
 
 
 def thread_count(pid):
@@ -111,6 +186,7 @@ dir = "outbox"
         idle = status_kib(proc.pid, "VmRSS")
         idle_roll = rollup_kib(proc.pid)
         idle_threads = thread_count(proc.pid)
+        idle_groups = smaps_breakdown(proc.pid, binary)
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         # A session that fails before the barrier breaks it instead of
@@ -148,6 +224,7 @@ dir = "outbox"
               f"shared_clean={r.get('Shared_Clean')} private_clean={r.get('Private_Clean')} "
               f"private_dirty={r.get('Private_Dirty')} anonymous={r.get('Anonymous')} "
               f"threads={idle_threads}")
+        print_breakdown(idle_groups)
         print(f"peak_rss_kib={peak}")
         for e in errors[:5]:
             print("error:", e)
