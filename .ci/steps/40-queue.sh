@@ -7,7 +7,7 @@
 # (100 messages per cell, about 2 minutes). About 4 minutes once postern is built.
 set -euo pipefail
 . .ci/lib.sh
-need_apt python3-aiosmtpd postfix strace e2fsprogs util-linux
+need_apt python3-aiosmtpd postfix strace linux-perf e2fsprogs util-linux
 cargo build --release --bin postern
 BIN=${CARGO_TARGET_DIR:-target}/release/postern
 step "power cuts, simulated (cargo test --lib power_cuts, 600 seeds)"

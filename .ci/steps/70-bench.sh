@@ -5,6 +5,6 @@
 # table.
 set -euo pipefail
 . .ci/lib.sh
-need_apt postfix strace e2fsprogs util-linux
+need_apt postfix linux-perf e2fsprogs util-linux
 cargo build --release --bin postern
 timeout 900 python3 bench/compare.py --short --bin "${CARGO_TARGET_DIR:-target}/release/postern"

@@ -176,9 +176,20 @@ struct Shared {
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     qclock: clock::QueueClock,
-    /// Sessions receiving a body (begun, not yet handed to the writer): the
-    /// writer waits a moment for them before it syncs (group commit).
+    /// Sessions with a transaction open (MAIL accepted, message not yet
+    /// handed to the writer): the writer waits a moment for them before it
+    /// syncs (group commit).
     receiving: Arc<AtomicUsize>,
+}
+
+/// An open transaction, counted for group commit ([`Queue::transaction`]).
+#[derive(Debug)]
+pub struct Transaction(Arc<AtomicUsize>);
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A handle on the queue; cheap to clone.
@@ -449,6 +460,15 @@ impl Queue {
             w.receiving = Some(self.shared.receiving.clone());
         }
         w
+    }
+
+    /// Count a session's open transaction (from MAIL on) until the guard
+    /// is dropped, so a commit waits a moment for its message too: a
+    /// small message spends less time in DATA than a commit waits, and
+    /// sessions counted only from DATA were rarely caught.
+    pub fn transaction(&self) -> Transaction {
+        self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+        Transaction(self.shared.receiving.clone())
     }
 
     /// Make the message durable. Returns once it is on stable storage (the

@@ -203,6 +203,8 @@ pub struct Conn<'a, T> {
     /// Closed when the daemon stops (issue 6): between commands that ends
     /// the session with 421.
     stop: Option<smol::channel::Receiver<()>>,
+    /// Counted by the queue while a transaction is open (group commit).
+    transaction: Option<crate::queue::Transaction>,
     /// Connection stats for the log line.
     pub stats: ConnStats,
 }
@@ -242,6 +244,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             junk: 0,
             auth_failures: 0,
             stop: None,
+            transaction: None,
             stats: ConnStats::default(),
         }
     }
@@ -492,6 +495,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     }
                 }
             }
+            let open = matches!(
+                self.core.phase(),
+                super::session::Phase::Mail { .. } | super::session::Phase::Rcpt { .. }
+            );
+            if open != self.transaction.is_some() {
+                self.transaction = open.then(|| self.gates.queue.transaction());
+            }
             if ends_group {
                 self.flush().await?;
             }
@@ -647,6 +657,8 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             None
         };
         let mut w = Some(q.begin(msg));
+        // The spool writer counts itself now, until it is handed over.
+        self.transaction = None;
         let id = w
             .as_ref()
             .map(|w| crate::queue::QueueId(w.id()))
