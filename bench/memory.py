@@ -3,6 +3,7 @@
 sessions each send one message of SIZE bytes (defaults: 50 x 1 MiB).
 
 Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [--size 1048576]
+                               [--idle-touch SECONDS]
 
 Runs the real binary on loopback with a maildir outbox, drives it with
 Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
@@ -127,6 +128,28 @@ def print_breakdown(groups):
     print(f"  {'total':<38} {total[0]:6d}  {total[1]:6d}  {total[2]:6d}")
 
 
+def referenced_after(pid, binary, seconds):
+    """Clear the accessed bits (/proc/PID/clear_refs), let the daemon idle
+    for SECONDS and sum smaps' Referenced: the pages an idle postern
+    actually uses again, as (postern's code, everything) in KiB."""
+    binary = os.path.realpath(binary)
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("1")
+    time.sleep(seconds)
+    code = total = 0
+    in_code = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", parts[0]):
+                in_code = len(parts) > 5 and parts[5] == binary and parts[1].startswith("r-x")
+            elif parts[0] == "Referenced:":
+                total += int(parts[1])
+                if in_code:
+                    code += int(parts[1])
+    return code, total
+
+
 def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -145,6 +168,8 @@ def main():
     ap.add_argument("--bin", default="target/release/postern")
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--size", type=int, default=1 << 20)
+    ap.add_argument("--idle-touch", type=float, default=0, metavar="SECONDS",
+                    help="also report what the idle daemon touches in SECONDS (clear_refs)")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="postern-mem-")
@@ -187,6 +212,7 @@ dir = "outbox"
         idle_roll = rollup_kib(proc.pid)
         idle_threads = thread_count(proc.pid)
         idle_groups = smaps_breakdown(proc.pid, binary)
+        touched = referenced_after(proc.pid, binary, a.idle_touch) if a.idle_touch else None
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         # A session that fails before the barrier breaks it instead of
@@ -225,6 +251,9 @@ dir = "outbox"
               f"private_dirty={r.get('Private_Dirty')} anonymous={r.get('Anonymous')} "
               f"threads={idle_threads}")
         print_breakdown(idle_groups)
+        if touched:
+            print(f"idle_referenced_kib (after clear_refs, {a.idle_touch:g} s idle): "
+                  f"postern_code={touched[0]} all={touched[1]}")
         print(f"peak_rss_kib={peak}")
         for e in errors[:5]:
             print("error:", e)
