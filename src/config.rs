@@ -71,6 +71,16 @@ pub struct ServerConfig {
     /// Default 3m (RFC 5321 §4.5.3.2.5's DATA block): idle time allowed
     /// between chunks of message data.
     pub data_timeout: Dur,
+    /// Default 5m (RFC 5321 §4.5.3.2.7 asks servers for at least 5
+    /// minutes): time allowed from the greeting (or the start of implicit
+    /// TLS) to the first command. Shorter values shed idle connections
+    /// sooner, at the cost of that RFC SHOULD.
+    pub greeting_timeout: Dur,
+    /// Default 5m: how long the queue may take to make a message durable
+    /// after the final dot before the client is told 451 instead (RFC 5321
+    /// §4.5.3.2.6 gives clients 10 minutes; answering first means the
+    /// client retries rather than giving up without a reply).
+    pub data_end_timeout: Dur,
     /// Listener certificate chain (PEM); with `tls_key`, STARTTLS is offered
     /// on `listen` and `listen_tls` may be used. Re-read on reload.
     pub tls_cert: Option<PathBuf>,
@@ -550,6 +560,16 @@ impl Config {
         line(&mut out, "command_timeout", quote(&s.command_timeout.text));
         line(&mut out, "session_timeout", quote(&s.session_timeout.text));
         line(&mut out, "data_timeout", quote(&s.data_timeout.text));
+        line(
+            &mut out,
+            "greeting_timeout",
+            quote(&s.greeting_timeout.text),
+        );
+        line(
+            &mut out,
+            "data_end_timeout",
+            quote(&s.data_end_timeout.text),
+        );
         if let Some(c) = &s.tls_cert {
             line(&mut out, "tls_cert", quote(&c.display().to_string()));
         }
@@ -719,6 +739,8 @@ const SERVER_KEYS: &[&str] = &[
     "session_timeout",
     // Inbound hardening (issue 5).
     "data_timeout",
+    "greeting_timeout",
+    "data_end_timeout",
     "tls_cert",
     "tls_key",
     "listen_tls",
@@ -1404,6 +1426,8 @@ fn read_server(ctx: &mut Ctx, sec: &Section) -> Result<ServerConfig, Reported> {
         command_timeout: command_timeout?,
         session_timeout: session_timeout?,
         data_timeout: inbound.data_timeout,
+        greeting_timeout: inbound.greeting_timeout,
+        data_end_timeout: inbound.data_end_timeout,
         tls_cert: inbound.tls_cert,
         tls_key: inbound.tls_key,
         listen_tls: inbound.listen_tls,
@@ -3304,6 +3328,8 @@ impl Serialize for AddressPattern {
 /// The `[server]` keys of issue 5, read apart from the spine's.
 struct InboundServer {
     data_timeout: Dur,
+    greeting_timeout: Dur,
+    data_end_timeout: Dur,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     listen_tls: Vec<SocketAddr>,
@@ -3342,6 +3368,22 @@ fn read_server_inbound(ctx: &mut Ctx, sec: &Section) -> Result<InboundServer, Re
         "data_timeout",
         dur(3 * MINUTE, "3m"),
         scalar(dur_in(SECOND, DAY)),
+    );
+    let greeting_timeout = get_or(
+        ctx,
+        sec,
+        "greeting_timeout",
+        dur(5 * MINUTE, "5m"),
+        scalar(dur_in(SECOND, DAY)),
+    );
+    // Past 10 minutes the client has given up (RFC 5321 §4.5.3.2.6), so a
+    // longer value could only turn a 451 into silence.
+    let data_end_timeout = get_or(
+        ctx,
+        sec,
+        "data_end_timeout",
+        dur(5 * MINUTE, "5m"),
+        scalar(dur_in(SECOND, 10 * MINUTE)),
     );
     let tls_cert = get_opt(ctx, sec, "tls_cert", scalar(conv_path));
     let tls_key = get_opt(ctx, sec, "tls_key", scalar(conv_path));
@@ -3411,6 +3453,8 @@ fn read_server_inbound(ctx: &mut Ctx, sec: &Section) -> Result<InboundServer, Re
     }
     Ok(InboundServer {
         data_timeout: data_timeout?,
+        greeting_timeout: greeting_timeout?,
+        data_end_timeout: data_end_timeout?,
         tls_cert,
         tls_key,
         listen_tls,
@@ -3602,6 +3646,8 @@ dir = \"out\"
         assert_eq!(s.max_connections, 64);
         assert_eq!(s.command_timeout, dur(Duration::from_secs(300), "5m"));
         assert_eq!(s.session_timeout, dur(Duration::from_secs(1800), "30m"));
+        assert_eq!(s.greeting_timeout, dur(Duration::from_secs(300), "5m"));
+        assert_eq!(s.data_end_timeout, dur(Duration::from_secs(300), "5m"));
         let p = &c.policy;
         assert_eq!(
             p.allow_clients,

@@ -194,6 +194,9 @@ pub struct Conn<'a, T> {
     gates: Gates<'a>,
     core: SessionCore,
     deadline: Instant,
+    /// Idle limit while waiting for a command: greeting_timeout until the
+    /// first command line has arrived, command_timeout after.
+    idle: Duration,
     errors: u32,
     junk: u32,
     auth_failures: u32,
@@ -234,6 +237,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             gates,
             core: SessionCore::new(facts, tls),
             deadline,
+            idle: gates.server.greeting_timeout.value,
             errors: 0,
             junk: 0,
             auth_failures: 0,
@@ -290,8 +294,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
     /// Read more input, flushing pending replies first (RFC 2920: reply to
     /// a whole pipelined group before waiting for more).
     async fn fill(&mut self) -> Result<(), ConnError> {
-        let t = self.gates.server.command_timeout.value;
-        self.fill_within(t).await
+        self.fill_within(self.idle).await
     }
 
     /// [`Conn::fill`] with another idle limit (DATA blocks).
@@ -386,6 +389,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 self.send(&bye).await?;
                 return Ok(());
             };
+            self.idle = self.gates.server.command_timeout.value;
             let len = match line {
                 Line::TooLong => {
                     let r = Reply::new(500, S::new(5, 5, 2), "Error: line too long");
@@ -774,13 +778,29 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             queue_error_reply(&crate::queue::QueueError::Io(e))
         } else if let Some(wr) = w.take() {
             let body = wr.body_len();
-            match q.commit(wr).await {
-                Ok(id) => {
+            let limit = self.gates.server.data_end_timeout.value;
+            let committed = smol::future::or(async { Some(q.commit(wr).await) }, async {
+                smol::Timer::after(limit).await;
+                None
+            });
+            match committed.await {
+                None => {
+                    // The writer still holds the message and may yet make it
+                    // durable: then the client's retry makes a duplicate,
+                    // which is better than a client that times out unsure.
+                    tracing::error!(id = %id, client = %self.peer.ip(), limit = %self.gates.server.data_end_timeout.text, "queue storage did not confirm the message within data_end_timeout; answered 451 (it may still be queued, and the client's retry then delivered twice); check the storage device");
+                    Reply::new(
+                        451,
+                        S::new(4, 3, 0),
+                        "Queue storage too slow, try again later",
+                    )
+                }
+                Some(Ok(id)) => {
                     tracing::info!(id = %id, from = %from, rcpts = rcpt_count, size = body, client = %self.peer.ip(), "queued");
                     self.stats.accepted += 1;
                     Reply::new(250, S::new(2, 0, 0), format!("Ok: queued as {id}"))
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(id = %id, error = %e, client = %self.peer.ip(), "message not queued");
                     queue_error_reply(&e)
                 }
@@ -802,8 +822,9 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::session::tests::{gates, world};
+    use crate::server::session::tests::{World, gates, world, world_with};
     use smol::net::unix::UnixStream;
+    use std::sync::Arc;
 
     /// Run a session over a socket pair; `client` gets the other end.
     /// `early` is written before the session starts.
@@ -811,7 +832,14 @@ mod tests {
         early: &[u8],
         script: impl AsyncFnOnce(UnixStream) -> Vec<u8>,
     ) -> (Vec<u8>, Result<(), ConnError>) {
-        let w = world();
+        session_in(&world(), early, script)
+    }
+
+    fn session_in(
+        w: &World,
+        early: &[u8],
+        script: impl AsyncFnOnce(UnixStream) -> Vec<u8>,
+    ) -> (Vec<u8>, Result<(), ConnError>) {
         smol::block_on(async {
             let (server, mut client) = UnixStream::pair().unwrap();
             client.write_all(early).await.unwrap();
@@ -819,7 +847,7 @@ mod tests {
             let mut conn = Conn::new(
                 Stream::Plain(server),
                 peer,
-                gates(&w),
+                gates(w),
                 ClientFacts::allowed_plain(),
                 false,
             );
@@ -867,5 +895,177 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out)
         );
+    }
+
+    /// Read one reply (up to its last line) from the client end.
+    async fn reply(c: &mut UnixStream) -> String {
+        let mut out = Vec::new();
+        let mut b = [0u8; 512];
+        loop {
+            let n = c.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed after {}", String::from_utf8_lossy(&out));
+            out.extend_from_slice(&b[..n]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(last) = text.trim_end().lines().last()
+                && last.len() > 3
+                && last.as_bytes()[3] == b' '
+                && text.ends_with("\r\n")
+            {
+                return text.into_owned();
+            }
+        }
+    }
+
+    #[test]
+    fn a_client_silent_after_the_greeting_is_cut_at_greeting_timeout() {
+        let w = world_with(
+            "greeting_timeout = \"1s\"\ncommand_timeout = \"1h\"\n",
+            Default::default(),
+        );
+        let started = Instant::now();
+        let (_, res) = session_in(&w, b"", async |mut c| {
+            assert!(reply(&mut c).await.starts_with("220 "));
+            read_all(c).await
+        });
+        // command_timeout is an hour: only greeting_timeout can end it.
+        assert!(matches!(res, Err(ConnError::Timeout)), "{res:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn after_the_first_command_the_command_timeout_applies() {
+        let w = world_with(
+            "greeting_timeout = \"1s\"\ncommand_timeout = \"3s\"\n",
+            Default::default(),
+        );
+        let mut idle_for = Duration::ZERO;
+        let (_, res) = session_in(&w, b"", async |mut c| {
+            assert!(reply(&mut c).await.starts_with("220 "));
+            c.write_all(b"EHLO dev\r\n").await.unwrap();
+            assert!(reply(&mut c).await.starts_with("250"));
+            let quiet = Instant::now();
+            let out = read_all(c).await;
+            idle_for = quiet.elapsed();
+            out
+        });
+        assert!(matches!(res, Err(ConnError::Timeout)), "{res:?}");
+        // Cut by command_timeout (3 s), not by greeting_timeout (1 s).
+        assert!(idle_for >= Duration::from_millis(2900), "{idle_for:?}");
+    }
+
+    /// A filesystem whose syncs wait until `release` (a stuck SD card).
+    #[derive(Debug, Clone)]
+    struct StuckSync(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+    impl StuckSync {
+        fn release(&self) {
+            *self.0.0.lock().unwrap() = true;
+            self.0.1.notify_all();
+        }
+        fn wait(&self) {
+            let mut free = self.0.0.lock().unwrap();
+            while !*free {
+                free = self.0.1.wait(free).unwrap();
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct StuckFile(Box<dyn crate::queue::StorageFile>, StuckSync);
+
+    impl crate::queue::StorageFile for StuckFile {
+        fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+            self.0.read_exact_at(buf, off)
+        }
+        fn write_all_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+            self.0.write_all_at(buf, off)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.1.wait();
+            self.0.sync_data()
+        }
+        fn size(&self) -> std::io::Result<u64> {
+            self.0.size()
+        }
+    }
+
+    impl crate::queue::Storage for StuckSync {
+        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            crate::queue::RealFs.create_dir_all(dir)
+        }
+        fn open(
+            &self,
+            path: &std::path::Path,
+            mode: crate::queue::OpenMode,
+        ) -> std::io::Result<Box<dyn crate::queue::StorageFile>> {
+            let f = crate::queue::RealFs.open(path, mode)?;
+            Ok(Box::new(StuckFile(f, self.clone())))
+        }
+        fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+            crate::queue::RealFs.list(dir)
+        }
+        fn is_dir(&self, path: &std::path::Path) -> bool {
+            crate::queue::RealFs.is_dir(path)
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+            crate::queue::RealFs.rename(from, to)
+        }
+        fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+            crate::queue::RealFs.remove(path)
+        }
+        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.wait();
+            crate::queue::RealFs.sync_dir(dir)
+        }
+        fn lock(
+            &self,
+            path: &std::path::Path,
+        ) -> std::io::Result<Option<Box<dyn crate::queue::StorageLock>>> {
+            crate::queue::RealFs.lock(path)
+        }
+    }
+
+    #[test]
+    fn a_queue_that_cannot_sync_in_time_gets_451_not_silence() {
+        let stuck = StuckSync(Default::default());
+        let store = crate::queue::StoreOptions {
+            storage: Arc::new(stuck.clone()),
+            ..Default::default()
+        };
+        // Opening the queue syncs: let that through, then get stuck.
+        stuck.release();
+        let w = world_with("data_end_timeout = \"1s\"\n", store);
+        *stuck.0.0.lock().unwrap() = false;
+        let (out, _) = session_in(&w, b"", async |mut c| {
+            assert!(reply(&mut c).await.starts_with("220 "));
+            for (cmd, want) in [
+                ("EHLO dev", "250"),
+                ("MAIL FROM:<a@lan.test>", "250"),
+                ("RCPT TO:<b@example.org>", "250"),
+                ("DATA", "354"),
+            ] {
+                c.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+                let r = reply(&mut c).await;
+                assert!(r.starts_with(want), "{cmd}: {r}");
+            }
+            c.write_all(b"Subject: t\r\n\r\nhello\r\n.\r\n")
+                .await
+                .unwrap();
+            // Without the limit the session would wait for the storage
+            // for ever; 30 s is a verdict, not a synchronisation.
+            let end = smol::future::or(reply(&mut c), async {
+                smol::Timer::after(Duration::from_secs(30)).await;
+                "no reply within 30 s".to_string()
+            })
+            .await;
+            stuck.release();
+            c.write_all(b"QUIT\r\n").await.unwrap();
+            let mut all = end.into_bytes();
+            all.extend(read_all(c).await);
+            all
+        });
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("451 4.3.0 "), "{text}");
+        assert!(text.contains("221 "), "{text}");
     }
 }

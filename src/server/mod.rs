@@ -299,7 +299,8 @@ async fn handle(
             return;
         };
         let acceptor = futures_rustls::TlsAcceptor::from(cfg);
-        let t = shared.config.server.command_timeout.value;
+        // The handshake stands where the first command would.
+        let t = shared.config.server.greeting_timeout.value;
         match smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
             smol::Timer::after(t).await;
             None

@@ -509,13 +509,20 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn world() -> World {
-        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
-                    [upstream]\nkind = \"maildir\"\ndir = \"out\"\n";
+        world_with("", crate::queue::StoreOptions::default())
+    }
+
+    /// A world with extra `[server]` keys and its queue on `store`.
+    pub(crate) fn world_with(server: &str, store: crate::queue::StoreOptions) -> World {
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
+             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
+        );
         let opts = ParseOptions {
             skip_file_checks: true,
             default_hostname: Some("relay.test".into()),
         };
-        let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
+        let cfg = config::parse_with(&text, Path::new("t.toml"), &opts).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
             max_bytes: 1 << 20,
@@ -523,7 +530,7 @@ pub(crate) mod tests {
             max_age: Duration::from_secs(3600),
             retry_intervals: vec![Duration::from_secs(60)],
         };
-        let (queue, _) = Queue::open(dir.path(), limits).unwrap();
+        let (queue, _) = Queue::open_with(dir.path(), limits, store).unwrap();
         World {
             policy: Policy::new(&cfg.policy),
             cfg,

@@ -238,6 +238,7 @@ tls_cert = "%s/cert.pem"
 tls_key = "%s/key.pem"
 bare_newline_normalize_clients = ["127.0.0.1/32"]
 max_connections_per_minute = 1000
+greeting_timeout = "2s"
 [policy]
 allow_clients = ["127.0.0.1/32", "127.0.0.2/32"]
 relay_authenticated = true
@@ -306,6 +307,20 @@ password_hash = "%s"
             check("smtplib STARTTLS (%s) + AUTH relays" % version, version in ("TLSv1.2", "TLSv1.3"))
         except Exception as e:  # noqa: BLE001 - reported as a failed check
             check("smtplib STARTTLS + AUTH relays", False, repr(e)[:120])
+        # greeting_timeout: smtplib connects (reads the 220) and says nothing.
+        try:
+            c = smtplib.SMTP("127.0.0.1", p_smtp, timeout=30)
+            quiet = time.monotonic()
+            said = c.sock.recv(512)
+            tail = c.sock.recv(512)
+            waited = time.monotonic() - quiet
+            c.close()
+            check("smtplib silent after the greeting: 421 4.4.2 after greeting_timeout (2s), not command_timeout (5m)",
+                  said.startswith(b"421 4.4.2") and tail == b"" and 1.5 < waited < 25,
+                  "%r after %.1fs" % (said[:40], waited))
+        except Exception as e:  # noqa: BLE001 - reported as a failed check
+            check("smtplib silent after the greeting is cut", False, repr(e)[:120])
+
         # TLS 1.1 is refused.
         ctx11 = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx11.check_hostname = False
