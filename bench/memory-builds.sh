@@ -6,7 +6,8 @@
 #   glibc, dynamic   target/release/postern (development, CI, the amd64 package)
 #   glibc, static    like the armhf package (.cargo/config.toml: crt-static)
 #   musl, static     like the arm64 package (aarch64-unknown-linux-musl)
-# About 10 min on 2 idle cores (three LTO release builds), then ~10 s per build.
+# About 10 min on 2 idle cores (three LTO release builds), then ~20 s per build:
+# once with a maildir upstream, once with a STARTTLS smarthost (trust store loaded).
 # Needs musl-tools (x86_64-linux-musl-gcc compiles ring's C for the musl build).
 # Usage: bench/memory-builds.sh [SESSIONS] [SIZE]   (default 50 x 1048576)
 set -euo pipefail
@@ -24,4 +25,5 @@ for b in release x86_64-unknown-linux-gnu/release x86_64-unknown-linux-musl/rele
   f="$TD/$b/postern"
   echo "=== $b/postern: $(stat -c %s "$f") bytes; $(file -b "$f" | cut -d, -f1-2,4)"
   python3 bench/memory.py --bin "$f" --sessions "$sessions" --size "$size"
+  python3 bench/memory.py --bin "$f" --sessions "$sessions" --size "$size" --tls-upstream
 done

@@ -3,9 +3,10 @@
 sessions each send one message of SIZE bytes (defaults: 50 x 1 MiB).
 
 Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [--size 1048576]
-                               [--idle-touch SECONDS]
+                               [--tls-upstream] [--idle-touch SECONDS]
 
-Runs the real binary on loopback with a maildir outbox, drives it with
+Runs the real binary on loopback with a maildir outbox (--tls-upstream: a
+STARTTLS smarthost route, so the trust store is loaded), drives it with
 Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
 /proc/PID/status, plus at idle /proc/PID/smaps_rollup and /proc/PID/smaps
 grouped by mapping (postern's code and data, libc, libm, ld.so, libgcc_s,
@@ -168,12 +169,22 @@ def main():
     ap.add_argument("--bin", default="target/release/postern")
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--size", type=int, default=1 << 20)
+    ap.add_argument("--tls-upstream", action="store_true",
+                    help="a STARTTLS smarthost route (loads the system trust store, as a "
+                         "real board config does) that is down: messages are queued, not delivered")
     ap.add_argument("--idle-touch", type=float, default=0, metavar="SECONDS",
                     help="also report what the idle daemon touches in SECONDS (clear_refs)")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="postern-mem-")
     port = free_port()
+    if a.tls_upstream:
+        # Nothing listens there: every delivery attempt is refused and
+        # retried later, so the figures are receiving and queueing only.
+        upstream = (f'kind = "smarthost"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+                    'tls = "starttls"')
+    else:
+        upstream = 'kind = "maildir"\ndir = "outbox"'
     with open(os.path.join(work, "postern.toml"), "w") as f:
         f.write(f"""hostname = "bench.test"
 log_level = "info"
@@ -190,8 +201,7 @@ allow_clients = ["127.0.0.1/32"]
 dir = "queue"
 max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
 [upstream]
-kind = "maildir"
-dir = "outbox"
+{upstream}
 """)
     log = open(os.path.join(work, "postern.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--config", "postern.toml"], cwd=work,
@@ -239,11 +249,14 @@ dir = "outbox"
             t.join()
         took = time.monotonic() - t0
         outbox = os.path.join(work, "outbox")
-        wait_for(lambda: os.path.isdir(outbox) and
-                 len([n for n in os.listdir(outbox) if n.endswith(".eml")]) == a.sessions - len(errors),
-                 "deliveries")
+        if not a.tls_upstream:
+            wait_for(lambda: os.path.isdir(outbox) and
+                     len([n for n in os.listdir(outbox) if n.endswith(".eml")])
+                     == a.sessions - len(errors),
+                     "deliveries")
         peak = status_kib(proc.pid, "VmHWM")
-        print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s")
+        print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s"
+              f" upstream={'starttls smarthost (down; queued only)' if a.tls_upstream else 'maildir'}")
         print(f"idle_rss_kib={idle}")
         r = idle_roll
         print(f"idle_smaps_rollup_kib: rss={r.get('Rss')} pss={r.get('Pss')} "
