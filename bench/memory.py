@@ -3,8 +3,10 @@
 sessions each send one message of SIZE bytes (defaults: 50 x 1 MiB).
 
 Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [--size 1048576]
+                               [--tls-upstream] [--idle-touch SECONDS]
 
-Runs the real binary on loopback with a maildir outbox, drives it with
+Runs the real binary on loopback with a maildir outbox (--tls-upstream: a
+STARTTLS smarthost route, so the trust store is loaded), drives it with
 Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
 /proc/PID/status, plus at idle /proc/PID/smaps_rollup and /proc/PID/smaps
 grouped by mapping (postern's code and data, libc, libm, ld.so, libgcc_s,
@@ -127,6 +129,28 @@ def print_breakdown(groups):
     print(f"  {'total':<38} {total[0]:6d}  {total[1]:6d}  {total[2]:6d}")
 
 
+def referenced_after(pid, binary, seconds):
+    """Clear the accessed bits (/proc/PID/clear_refs), let the daemon idle
+    for SECONDS and sum smaps' Referenced: the pages an idle postern
+    actually uses again, as (postern's code, everything) in KiB."""
+    binary = os.path.realpath(binary)
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("1")
+    time.sleep(seconds)
+    code = total = 0
+    in_code = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+$", parts[0]):
+                in_code = len(parts) > 5 and parts[5] == binary and parts[1].startswith("r-x")
+            elif parts[0] == "Referenced:":
+                total += int(parts[1])
+                if in_code:
+                    code += int(parts[1])
+    return code, total
+
+
 def thread_count(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -145,10 +169,22 @@ def main():
     ap.add_argument("--bin", default="target/release/postern")
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--size", type=int, default=1 << 20)
+    ap.add_argument("--tls-upstream", action="store_true",
+                    help="a STARTTLS smarthost route (loads the system trust store, as a "
+                         "real board config does) that is down: messages are queued, not delivered")
+    ap.add_argument("--idle-touch", type=float, default=0, metavar="SECONDS",
+                    help="also report what the idle daemon touches in SECONDS (clear_refs)")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="postern-mem-")
     port = free_port()
+    if a.tls_upstream:
+        # Nothing listens there: every delivery attempt is refused and
+        # retried later, so the figures are receiving and queueing only.
+        upstream = (f'kind = "smarthost"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+                    'tls = "starttls"')
+    else:
+        upstream = 'kind = "maildir"\ndir = "outbox"'
     with open(os.path.join(work, "postern.toml"), "w") as f:
         f.write(f"""hostname = "bench.test"
 log_level = "info"
@@ -165,8 +201,7 @@ allow_clients = ["127.0.0.1/32"]
 dir = "queue"
 max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
 [upstream]
-kind = "maildir"
-dir = "outbox"
+{upstream}
 """)
     log = open(os.path.join(work, "postern.log"), "w")
     proc = subprocess.Popen([binary, "serve", "--config", "postern.toml"], cwd=work,
@@ -187,6 +222,7 @@ dir = "outbox"
         idle_roll = rollup_kib(proc.pid)
         idle_threads = thread_count(proc.pid)
         idle_groups = smaps_breakdown(proc.pid, binary)
+        touched = referenced_after(proc.pid, binary, a.idle_touch) if a.idle_touch else None
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         # A session that fails before the barrier breaks it instead of
@@ -213,11 +249,14 @@ dir = "outbox"
             t.join()
         took = time.monotonic() - t0
         outbox = os.path.join(work, "outbox")
-        wait_for(lambda: os.path.isdir(outbox) and
-                 len([n for n in os.listdir(outbox) if n.endswith(".eml")]) == a.sessions - len(errors),
-                 "deliveries")
+        if not a.tls_upstream:
+            wait_for(lambda: os.path.isdir(outbox) and
+                     len([n for n in os.listdir(outbox) if n.endswith(".eml")])
+                     == a.sessions - len(errors),
+                     "deliveries")
         peak = status_kib(proc.pid, "VmHWM")
-        print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s")
+        print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s"
+              f" upstream={'starttls smarthost (down; queued only)' if a.tls_upstream else 'maildir'}")
         print(f"idle_rss_kib={idle}")
         r = idle_roll
         print(f"idle_smaps_rollup_kib: rss={r.get('Rss')} pss={r.get('Pss')} "
@@ -225,6 +264,9 @@ dir = "outbox"
               f"private_dirty={r.get('Private_Dirty')} anonymous={r.get('Anonymous')} "
               f"threads={idle_threads}")
         print_breakdown(idle_groups)
+        if touched:
+            print(f"idle_referenced_kib (after clear_refs, {a.idle_touch:g} s idle): "
+                  f"postern_code={touched[0]} all={touched[1]}")
         print(f"peak_rss_kib={peak}")
         for e in errors[:5]:
             print("error:", e)

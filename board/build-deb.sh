@@ -10,8 +10,10 @@
 #                                      mail-transport-agent, like msmtp-mta)
 #
 # Usage: board/build-deb.sh TARGET-TRIPLE BINARY OUTDIR [VERSION]
-#   e.g. board/build-deb.sh aarch64-unknown-linux-gnu \
-#          target/aarch64-unknown-linux-gnu/release/postern dist
+#   e.g. board/build-deb.sh aarch64-unknown-linux-musl \
+#          target/aarch64-unknown-linux-musl/release/postern dist
+# The board packages ship static builds (arm64: musl; armhf: glibc with
+# crt-static), which keep idle RSS under 4 MiB: board/README.md, "Memory".
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 triple=$1 bin=$2 out=$3
@@ -19,13 +21,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 version=${4:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)}
 case "$triple" in
-  aarch64-unknown-linux-gnu) arch=arm64 depends="libc6 (>= 2.34)" ;;
-  aarch64-unknown-linux-musl) arch=arm64 depends="" ;;
-  armv7-unknown-linux-gnueabihf) arch=armhf depends="libc6 (>= 2.34)" ;;
-  x86_64-unknown-linux-gnu) arch=amd64 depends="libc6 (>= 2.34)" ;;
-  x86_64-unknown-linux-musl) arch=amd64 depends="" ;;
+  aarch64-unknown-linux-*) arch=arm64 ;;
+  armv7-unknown-linux-gnueabihf) arch=armhf ;;
+  x86_64-unknown-linux-*) arch=amd64 ;;
   *) echo "build-deb.sh: unknown target $triple" >&2; exit 2 ;;
 esac
+# A static build (musl, or glibc with crt-static as .cargo/config.toml
+# builds armv7) needs no libc6; a dynamic glibc one needs 2.34 or newer.
+depends=""
+if readelf -d "$bin" | grep '(NEEDED)' >/dev/null; then depends="libc6 (>= 2.34)"; fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -9,7 +9,8 @@
 #     smtp-sink; sendmail from a cron-style pipe and from Python's email
 #     package; SIGHUP reload (new listener, broken config refused); SIGTERM
 #   - board/test-deb.sh: .deb install, upgrade (config edit and queue kept),
-#     remove, purge into a scratch root; the arm64 packages build
+#     remove, purge into a scratch root; the arm64 (musl) and armhf (glibc,
+#     crt-static) packages build from static binaries
 #   - board/test-deb-system.sh (~10 s): the same package really installed on
 #     this throwaway machine (user, conffile, spool modes, postinst without
 #     systemd as PID 1, upgrade with a queued message, purge), then removed
@@ -21,7 +22,7 @@ set -euo pipefail
 
 need_apt gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross \
   libc6-dev-armhf-cross qemu-user file swaks postfix iproute2 python3 \
-  systemd adduser util-linux
+  systemd adduser util-linux binutils
 TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl)
 rustup target add "${TARGETS[@]}"
 TD=${CARGO_TARGET_DIR:-target}
@@ -41,9 +42,21 @@ board/smoke.sh x86_64-unknown-linux-gnu "$TD/release/postern" "$base"
 board/test-deb.sh "$TD/release/postern"
 # Only CI asks for the real install (a developer's `cargo test` never does).
 POSTERN_DEB_SYSTEM_TEST=1 board/test-deb-system.sh "$TD/release/postern" x86_64-unknown-linux-gnu 40150
+# The board packages ship static builds (idle RSS under 4 MiB: board/README.md):
+# arm64 from the musl build, armhf from armv7 glibc with crt-static.
 dist=$(mktemp -d)
-board/build-deb.sh aarch64-unknown-linux-gnu "$TD/aarch64-unknown-linux-gnu/release/postern" "$dist"
-board/build-deb.sh armv7-unknown-linux-gnueabihf "$TD/armv7-unknown-linux-gnueabihf/release/postern" "$dist"
+for t in aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+  f="$TD/$t/release/postern"
+  if readelf -d "$f" | grep '(NEEDED)' >/dev/null; then
+    echo "$t: $f is dynamically linked; the board packages ship static builds" >&2
+    exit 1
+  fi
+  board/build-deb.sh "$t" "$f" "$dist"
+done
+if dpkg-deb -f "$dist"/postern_*_armhf.deb Depends | grep libc6 >/dev/null; then
+  echo "the static armhf package must not depend on libc6" >&2
+  exit 1
+fi
 rm -rf "$dist"
 
 step "60-board: systemd-analyze verify board/postern.service"
