@@ -204,8 +204,11 @@ max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
 {upstream}
 """)
     log = open(os.path.join(work, "postern.log"), "w")
+    # As under systemd: no SSL_CERT_FILE/SSL_CERT_DIR from a login shell,
+    # which would make postern read the trust store from both places.
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     proc = subprocess.Popen([binary, "serve", "--config", "postern.toml"], cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=log)
+                            stdout=subprocess.DEVNULL, stderr=log, env=env)
 
     def up():
         try:
