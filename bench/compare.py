@@ -436,8 +436,23 @@ def fsyncs(action):
     p = subprocess.Popen(["perf", "stat", "-a", "-x,", "-o", out, "-D", "-1",
                           "--control", f"fifo:{ctl},{ack}", "-e", events],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Open the control fifo without blocking until perf reads it, so that a
+    # perf that cannot start (no tracepoints) fails the run instead of
+    # hanging it.
+    deadline = time.monotonic() + 20
+    fd = None
+    while fd is None:
+        try:
+            fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            if p.poll() is not None or time.monotonic() > deadline:
+                p.kill()
+                raise RuntimeError("perf stat did not start: needs root, linux-perf and the "
+                                   "syscalls tracepoints (tracefs at /sys/kernel/tracing)")
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
     try:
-        with open(ctl, "w") as c, open(ack) as k:
+        with os.fdopen(fd, "w") as c, open(ack) as k:
             # Each command is answered on the ack fifo once perf has done it:
             # counting starts before the load and stops after it.
             c.write("enable\n")
