@@ -17,7 +17,6 @@ import argparse
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,9 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "crash"))
+from common import config, listening  # noqa: E402
 
 
 class Recorder:
@@ -38,41 +40,6 @@ class Recorder:
         return "250 2.0.0 ok"
 
 
-def listening(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-
-
-CONFIG = """hostname = "bench.test"
-log_level = "info"
-
-[server]
-listen = ["127.0.0.1:{port}"]
-max_messages_per_minute = 1000000
-max_recipients_per_minute = 1000000
-max_connections_per_minute = 1000000
-max_connections_per_client = 1000
-
-[policy]
-allow_clients = ["127.0.0.1/32"]
-
-[queue]
-dir = "{dir}/queue"
-max_messages = 100000
-max_size = "1GiB"
-retry_intervals = ["1h"]
-
-[upstream]
-kind = "smarthost"
-host = "127.0.0.1"
-port = {up}
-tls = "none"
-"""
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=10000)
@@ -82,7 +49,8 @@ def main():
     work = tempfile.mkdtemp(prefix="postern-recovery-")
     cfg = os.path.join(work, "postern.toml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(port=a.port, up=a.port + 1, dir=work))
+        f.write(config("bench.test", "info", a.port, a.port + 1, f"{work}/queue",
+                       queue_extra='max_messages = 100000\nmax_size = "1GiB"\nretry_intervals = ["1h"]'))
     logpath = os.path.join(work, "postern.log")
 
     def start():

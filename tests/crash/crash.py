@@ -17,7 +17,6 @@ import os
 import random
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from common import listening, wait_for
+from common import config, listening, wait_for
 
 
 class Recorder:
@@ -42,33 +41,6 @@ class Recorder:
                     self.got[n] = self.got.get(n, 0) + 1
                 break
         return "250 2.0.0 recorded"
-
-
-
-
-CONFIG = """hostname = "crash.test"
-log_level = "warn"
-
-[server]
-listen = ["127.0.0.1:{port}"]
-max_messages_per_minute = 1000000
-max_recipients_per_minute = 1000000
-max_connections_per_minute = 1000000
-max_connections_per_client = 1000
-
-[policy]
-allow_clients = ["127.0.0.1/32"]
-
-[queue]
-dir = "{dir}/queue"
-retry_intervals = ["1s"]
-
-[upstream]
-kind = "smarthost"
-host = "127.0.0.1"
-port = {up}
-tls = "none"
-"""
 
 
 def main():
@@ -89,7 +61,8 @@ def main():
     work = tempfile.mkdtemp(prefix="postern-crash-")
     cfg = os.path.join(work, "postern.toml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(port=a.port, up=a.port + 1, dir=work))
+        f.write(config("crash.test", "warn", a.port, a.port + 1, f"{work}/queue",
+                       queue_extra='retry_intervals = ["1s"]'))
     log = open(os.path.join(work, "postern.log"), "ab")
 
     def start():

@@ -18,7 +18,6 @@ import argparse
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from common import listening, wait_for
+from common import config, listening, wait_for
 
 
 class Recorder:
@@ -42,31 +41,6 @@ class Recorder:
                     self.subjects.append(line[9:].decode())
                 break
         return "250 2.0.0 ok"
-
-
-
-
-CONFIG = """hostname = "full.test"
-log_level = "info"
-
-[server]
-listen = ["127.0.0.1:{port}"]
-max_message_size = "2MiB"
-
-[policy]
-allow_clients = ["127.0.0.1/32"]
-
-[queue]
-dir = "{mnt}/queue"
-max_size = "1GiB"
-retry_intervals = ["1s"]
-
-[upstream]
-kind = "smarthost"
-host = "127.0.0.1"
-port = {up}
-tls = "none"
-"""
 
 
 def send(port, subject, size):
@@ -93,7 +67,9 @@ def main():
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt], check=True)
     cfg = os.path.join(work, "postern.toml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(port=a.port, up=a.port + 1, mnt=mnt))
+        f.write(config("full.test", "info", a.port, a.port + 1, f"{mnt}/queue",
+                       server_extra='max_message_size = "2MiB"',
+                       queue_extra='max_size = "1GiB"\nretry_intervals = ["1s"]'))
     logpath = os.path.join(work, "postern.log")
     procs = []
 
