@@ -797,6 +797,15 @@ impl Store {
             for req in batch {
                 match req {
                     Request::Commit { mut w, reply } => {
+                        if reply.is_closed() {
+                            // The session stopped waiting before its message
+                            // was written (data_end_timeout on a stuck device,
+                            // or the session ended): the client was not told
+                            // 250 and will send it again, so writing it now
+                            // could only make a duplicate.
+                            tracing::warn!(id = %super::QueueId(w.meta.id), "message abandoned by its session before it was written; not queued");
+                            continue;
+                        }
                         must_sync = true;
                         let r = self.commit_one(&q, &mut w);
                         answers.push((Some(reply), r));

@@ -503,7 +503,7 @@ pub(crate) mod tests {
     pub(crate) struct World {
         cfg: config::Config,
         policy: Policy,
-        queue: Queue,
+        pub(crate) queue: Queue,
         users: crate::auth::Users,
         _dir: tempfile::TempDir,
     }
