@@ -36,7 +36,7 @@ use super::{Loc, Queue, QueueError, Recovered};
 const LAZY_SYNC: Duration = Duration::from_secs(1);
 /// Most requests handled in one group commit.
 const MAX_BATCH: usize = 256;
-/// How long a commit waits for other sessions still receiving a body, so
+/// How long a commit waits for other sessions with a transaction open, so
 /// that they share its sync (a sync costs a flash page or more; 5 ms is
 /// little next to an SMTP round trip).
 const GROUP_WAIT: Duration = Duration::from_millis(5);
