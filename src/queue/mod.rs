@@ -456,8 +456,7 @@ impl Queue {
             self.shared.storage.clone(),
         );
         if !internal {
-            self.shared.receiving.fetch_add(1, Ordering::SeqCst);
-            w.receiving = Some(self.shared.receiving.clone());
+            w.receiving = Some(self.transaction());
         }
         w
     }

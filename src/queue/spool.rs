@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::record::{HEADER_LEN, MessageMeta};
 use super::storage::{OpenMode, Storage, StorageFile};
@@ -36,8 +35,8 @@ pub struct SpoolWriter {
     pub(super) internal: bool,
     tmp_dir: PathBuf,
     fs: Arc<dyn Storage>,
-    /// The queue's count of sessions receiving, while this one is.
-    pub(super) receiving: Option<Arc<AtomicUsize>>,
+    /// Counted among the queue's open transactions until handed over.
+    pub(super) receiving: Option<super::Transaction>,
 }
 
 /// The spill file: header room + payload, at `path`.
@@ -131,15 +130,12 @@ impl SpoolWriter {
 impl SpoolWriter {
     /// No longer receiving (handed to the writer, or abandoned).
     pub(super) fn stop_receiving(&mut self) {
-        if let Some(r) = self.receiving.take() {
-            r.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.receiving = None;
     }
 }
 
 impl Drop for SpoolWriter {
     fn drop(&mut self) {
-        self.stop_receiving();
         if let Some(s) = self.spill.take() {
             // Best effort: a leftover is removed at the next start anyway.
             let _ = self.fs.remove(&s.path);
