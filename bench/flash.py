@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Flash cost (issue 4): bytes written to the storage device, fsync-family
+"""Flash cost: bytes written to the storage device, fsync-family
 calls and device flushes per message, postern against Postfix, same load,
 same machine, same run.
 

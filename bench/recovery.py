@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Recovery time (issue 4): a queue of N messages (default 10 000) restarts
+"""Recovery time: a queue of N messages (default 10 000) restarts
 and resumes delivery; how long does it take?
 
 postern is started with its upstream down, N messages of 1 KiB are queued

@@ -35,9 +35,9 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[upstream]`, or the first `[[route]]` when the file has routes.
     pub upstream: Upstream,
-    /// Outbound (issue 3): routes, aliases, rewriting, failure reports.
+    /// Outbound: routes, aliases, rewriting, failure reports.
     pub outbound: OutboundConfig,
-    /// `[[user]]` (issue 5): accounts devices may AUTH as on the listener.
+    /// `[[user]]`: accounts devices may AUTH as on the listener.
     pub users: Vec<UserConfig>,
 }
 
@@ -723,7 +723,7 @@ impl AddressPattern {
 const TOP_KEYS: &[&str] = &[
     "hostname",
     "log_level",
-    // Outbound (issue 3).
+    // Outbound.
     "postmaster",
     "rewrite_sender",
     "rewrite_from",
@@ -737,7 +737,7 @@ const SERVER_KEYS: &[&str] = &[
     "max_connections",
     "command_timeout",
     "session_timeout",
-    // Inbound hardening (issue 5).
+    // Inbound hardening.
     "data_timeout",
     "greeting_timeout",
     "data_end_timeout",
@@ -761,10 +761,10 @@ const POLICY_KEYS: &[&str] = &[
     "deny_senders",
     "allow_recipients",
     "deny_recipients",
-    // Issue 5.
+    // Inbound hardening.
     "relay_authenticated",
 ];
-/// `[[user]]` (issue 5).
+/// `[[user]]`.
 const USER_KEYS: &[&str] = &["name", "password_hash", "allowed_senders"];
 const QUEUE_KEYS: &[&str] = &[
     "dir",
@@ -785,7 +785,7 @@ const SMARTHOST_KEYS: &[&str] = &[
     "messages_per_connection",
     "connect_timeout",
     "command_timeout",
-    // Outbound (issue 3).
+    // Outbound.
     "hosts",
     "ip_family",
     "client_cert",
@@ -818,13 +818,13 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     ("policy", &[POLICY_KEYS]),
     ("queue", &[QUEUE_KEYS]),
     ("upstream", &[UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS]),
-    // Outbound (issue 3): [[route]] tables and [aliases] (any key).
+    // Outbound: [[route]] tables and [aliases] (any key).
     (
         "route",
         &[ROUTE_KEYS, UPSTREAM_KEYS, SMARTHOST_KEYS, MAILDIR_KEYS],
     ),
     ("aliases", &[]),
-    // Inbound (issue 5): [[user]] accounts for listener AUTH.
+    // Inbound: [[user]] accounts for listener AUTH.
     ("user", &[USER_KEYS]),
 ];
 
@@ -1102,7 +1102,7 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         .as_ref()
         .map_err(|r| *r)
         .and_then(|sec| read_queue(ctx, sec));
-    // Outbound (issue 3): `[upstream]` is the one-route shorthand of `[[route]]`s.
+    // Outbound: `[upstream]` is the one-route shorthand of `[[route]]`s.
     let has_routes = root.get("route").is_some();
     if has_routes && let Some((k, _)) = root.get_key_value("upstream") {
         ctx.error(
@@ -2508,7 +2508,7 @@ fn parse_pattern(s: &str) -> Result<AddressPattern, String> {
 }
 
 // ---------------------------------------------------------------------------
-// Outbound (issue 3): routes, hosts, XOAUTH2, rewriting, rate limits,
+// Outbound: routes, hosts, XOAUTH2, rewriting, rate limits,
 // aliases, failure reports. Kept in their own readers.
 
 /// The route keys beyond the spine's smarthost keys.
@@ -3322,10 +3322,10 @@ impl Serialize for AddressPattern {
 }
 
 // ---------------------------------------------------------------------------
-// Inbound hardening (issue 5): listener TLS, AUTH accounts, bare newlines,
+// Inbound hardening: listener TLS, AUTH accounts, bare newlines,
 // per-client limits.
 
-/// The `[server]` keys of issue 5, read apart from the spine's.
+/// The inbound-hardening `[server]` keys, read apart from the spine's.
 struct InboundServer {
     data_timeout: Dur,
     greeting_timeout: Dur,

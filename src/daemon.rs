@@ -119,7 +119,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         set_aside = recovered.set_aside,
         "queue opened"
     );
-    // Outbound (issue 3): every route built in one place; the listener
+    // Outbound: every route built in one place; the listener
     // shares them for aliases and the size limit. A reload builds new
     // Routes::from_config and calls routes.replace(..).
     let routes = SharedRoutes::new(Routes::from_config(&cfg, Resolver::from_system())?);
@@ -141,7 +141,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         for (addr, l) in current.get().config.server.listen.iter().zip(bound) {
             listeners.insert(*addr, smol::spawn(server::serve(l, current.clone())));
         }
-        // Issue 5: implicit-TLS listeners (RFC 8314), in the same map.
+        // Implicit-TLS listeners (RFC 8314), in the same map.
         for addr in current.get().config.server.listen_tls.clone() {
             let l = server::bind_one(addr).await?;
             listeners.insert(addr, smol::spawn(server::serve_tls(l, current.clone())));
@@ -157,7 +157,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
                 }
             })
         });
-        // `postern queue …` (issue 4): the daemon is the queue's only writer.
+        // `postern queue …`: the daemon is the queue's only writer.
         let control = crate::control::bind(queue.dir()).map_err(|source| DaemonError::Queue {
             dir: cfg_queue_dir.clone(),
             source: crate::queue::QueueError::Io(source),
@@ -285,13 +285,13 @@ async fn try_reload(
             added.push((*addr, server::bind_one(*addr).await?, false));
         }
     }
-    // Issue 5: implicit-TLS listeners too.
+    // Implicit-TLS listeners too.
     for addr in &cfg.server.listen_tls {
         if !listeners.contains_key(addr) {
             added.push((*addr, server::bind_one(*addr).await?, true));
         }
     }
-    // Fallible (issue 5): the listener certificate is re-read here; a bad
+    // Fallible: the listener certificate is re-read here; a bad
     // one keeps the old config whole.
     let mut shared = Shared::new(cfg, old.queue.clone())?;
     // One connection cap across reloads: open sessions hold its permits.

@@ -133,7 +133,7 @@ fn quiet_on_broken_pipe() {
 fn main() -> ExitCode {
     use lexopt::prelude::*;
     quiet_on_broken_pipe();
-    // Issue 6: installed as /usr/sbin/sendmail (a symlink), or `postern
+    // Installed as /usr/sbin/sendmail (a symlink), or `postern
     // sendmail`: sendmail's own flags (-t -f -oi ...), not ours.
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
@@ -168,13 +168,13 @@ fn main() -> ExitCode {
     };
     let mut config = PathBuf::from(config::DEFAULT_PATH);
     let mut print = false;
-    // Issue 3: check --connect, send-test.
+    // check --connect, send-test.
     let mut connect = false;
     let mut domain: Option<String> = None;
     let mut to: Option<String> = None;
     let mut from: Option<String> = None;
     let mut wait = std::time::Duration::from_secs(120);
-    // Issue 4: postern queue ACTION [ID].
+    // postern queue ACTION [ID].
     let mut queue_args: Vec<String> = Vec::new();
     let help = match sub.as_str() {
         "serve" => SERVE_HELP,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Inbound hardening (issue 5), against the real release binary:
+# Inbound hardening, against the real release binary:
 #  - tests/interop/inbound.sh: swaks STARTTLS+AUTH, curl smtps://, smtplib,
 #    31 smuggling sends (15 payloads x 2 modes + control) through postern to
 #    Postfix's smtp-sink (~15 s once built);

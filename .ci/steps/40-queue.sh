@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The queue, proven (issue 4): power-cut simulation (600 seeds, a few
+# The queue, proven: power-cut simulation (600 seeds, a few
 # seconds), the kill -9 crash test against an aiosmtpd upstream (30 rounds,
 # about 30 s), the disk-full test (a 12 MiB tmpfs, about 10 s), and the
 # recovery benchmark (3000 queued messages, short mode;

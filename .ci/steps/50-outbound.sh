@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Outbound (issue 3) against real peers over loopback: dnsmasq (MX, null MX,
+# Outbound against real peers over loopback: dnsmasq (MX, null MX,
 # no MX, SERVFAIL), Postfix's smtp-sink, aiosmtpd with AUTH and with XOAUTH2
 # fed by an HTTPS token endpoint. A few seconds once postern is built.
 set -euo pipefail

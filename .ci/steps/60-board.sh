@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI step 60 (issue 6, the board). About 7 min on 2 idle cores: three cross
+# CI step 60 (the board). About 7 min on 2 idle cores: three cross
 # release builds and the x86_64 one dominate (~90-100 s each; ring's C/asm
 # with Debian's cross gcc; measured ~20 min on 2 cores shared with three
 # other builds), then ~5 s of qemu-user smoke test per target and ~30 s of

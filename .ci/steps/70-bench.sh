@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks against Postfix (issue 7), short mode: small counts, figures
+# Benchmarks against Postfix, short mode: small counts, figures
 # printed, not asserted. About 30 s once the release binary is built. The
 # full run (`python3 bench/compare.py --markdown FILE`) produced the README
 # table.

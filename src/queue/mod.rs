@@ -573,7 +573,7 @@ impl Queue {
     /// Like [`Queue::finish`], for a job some of whose recipients were not
     /// attempted at all (outbound rate shaping held them back): those are
     /// simply absent from `outcomes` and become due again at `held_until`.
-    /// The attempt counts only if `outcomes` is not empty. (Issue 3.)
+    /// The attempt counts only if `outcomes` is not empty.
     pub fn finish_held(
         &self,
         job: &Job,

@@ -200,7 +200,7 @@ pub struct Conn<'a, T> {
     errors: u32,
     junk: u32,
     auth_failures: u32,
-    /// Closed when the daemon stops (issue 6): between commands that ends
+    /// Closed when the daemon stops: between commands that ends
     /// the session with 421.
     stop: Option<smol::channel::Receiver<()>>,
     /// Counted by the queue while a transaction is open (group commit).

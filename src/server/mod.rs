@@ -1,7 +1,7 @@
 //! Inbound SMTP: the listeners, the connection cap, the connect-time policy
 //! check, and one task per session.
 //!
-//! Reload and stop (issue 6): the state sessions share lives in a
+//! Reload and stop: the state sessions share lives in a
 //! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
 //! force when it was accepted and keeps it to its end, so a reload never
 //! changes the rules under an open session. A stop closes [`Current`]'s stop
@@ -54,13 +54,13 @@ pub struct Shared {
     pub queue: Queue,
     /// One permit per open connection.
     pub slots: Arc<smol::lock::Semaphore>,
-    /// Outbound routes (issue 3): aliases at RCPT, the upstream size limit.
+    /// Outbound routes: aliases at RCPT, the upstream size limit.
     pub routes: Option<crate::delivery::SharedRoutes>,
-    /// Listener TLS (issue 5), from `[server] tls_cert`/`tls_key`.
+    /// Listener TLS, from `[server] tls_cert`/`tls_key`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// `[[user]]` accounts for AUTH (issue 5).
+    /// `[[user]]` accounts for AUTH.
     pub users: crate::auth::Users,
-    /// Per-client connection and rate limits (issue 5).
+    /// Per-client connection and rate limits.
     pub limits: Arc<ClientLimits>,
 }
 

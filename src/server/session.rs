@@ -111,9 +111,9 @@ pub struct Gates<'a> {
     pub policy: &'a Policy,
     /// The queue, for room checks.
     pub queue: &'a Queue,
-    /// Outbound routes (issue 3): aliases, upstream size limit.
+    /// Outbound routes: aliases, upstream size limit.
     pub routes: Option<&'a crate::delivery::SharedRoutes>,
-    /// Per-client rates (issue 5); `None` in tests that do not need them.
+    /// Per-client rates; `None` in tests that do not need them.
     pub limits: Option<&'a super::limits::ClientLimits>,
     /// The client's address, for the per-client rates.
     pub client: std::net::IpAddr,
@@ -126,7 +126,7 @@ pub struct Gates<'a> {
 impl Gates<'_> {
     /// The size limit to advertise and enforce: `[server] max_message_size`,
     /// or the smallest upstream limit of the routes when that is smaller
-    /// (devices get 552 at MAIL instead of a bounce later). (Issue 3.)
+    /// (devices get 552 at MAIL instead of a bounce later).
     pub fn max_message_size(&self) -> u64 {
         let own = self.server.max_message_size.bytes;
         self.routes
@@ -436,7 +436,7 @@ impl SessionCore {
     }
 
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
-        // Issue 3: [aliases] map root, admin, *@lan… to real addresses,
+        // [aliases] map root, admin, *@lan… to real addresses,
         // before policy sees the recipient.
         let to = match g.routes.and_then(|r| r.alias(to.as_str())) {
             Some(target) => Address::parse(&target).unwrap_or(to),

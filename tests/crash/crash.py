@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""kill -9 test (issue 4): no acknowledged message is ever lost.
+"""kill -9 test: no acknowledged message is ever lost.
 
 Concurrent senders (Python's smtplib) send numbered messages to postern,
 which relays to an aiosmtpd upstream that records every message it gets.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Disk full (issue 4): the client gets a 4xx, the daemon keeps running,
+"""Disk full: the client gets a 4xx, the daemon keeps running,
 accepting resumes when space frees, and the half-written message leaves no
 trace after a restart.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""postern's listener against software nobody here wrote (issue 5).
+"""postern's listener against software nobody here wrote.
 
 Upstream: Postfix's smtp-sink, dumping every message it receives to a file.
 Clients: swaks (STARTTLS + AUTH), curl (implicit TLS, smtps://), Python

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The listener (issue 5) against real peers over loopback: swaks (STARTTLS +
+# The listener against real peers over loopback: swaks (STARTTLS +
 # AUTH), curl (smtps://), Python smtplib, Postfix's smtp-sink as upstream,
 # and the published SMTP smuggling payloads (tests/interop/inbound.py).
 #

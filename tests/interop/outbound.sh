@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# postern's outbound side (issue 3) against software nobody here wrote,
+# postern's outbound side against software nobody here wrote,
 # over loopback only:
 #
 #   DNS      : dnsmasq serving MX, null MX (RFC 7505), no-MX and SERVFAIL names

@@ -454,7 +454,7 @@ log_level = "debug"
 listen = ["127.0.0.1:$port", "[::1]:$port"]
 max_message_size = "1MiB"
 max_recipients = 100
-# The curl fixture is a legacy device that sends bare LF (issue 5: refused
+# The curl fixture is a legacy device that sends bare LF (refused
 # unless normalised for its network).
 bare_newline_normalize_clients = ["127.0.0.1/32", "::1/128"]
 

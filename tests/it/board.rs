@@ -1,4 +1,4 @@
-//! The appliance under a service manager (issue 6): reload on SIGHUP,
+//! The appliance under a service manager: reload on SIGHUP,
 //! graceful stop on SIGTERM.
 
 use std::net::{SocketAddr, TcpStream};

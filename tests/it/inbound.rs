@@ -1,4 +1,4 @@
-//! Inbound hardening (issue 5) against the real binary: allow/deny from
+//! Inbound hardening against the real binary: allow/deny from
 //! other loopback source addresses, STARTTLS and implicit TLS, AUTH, the
 //! strict session, and the bounds of DATA.
 

@@ -1,4 +1,4 @@
-//! Outbound (issue 3): routes, failover, MX, XOAUTH2, rewriting, aliases,
+//! Outbound: routes, failover, MX, XOAUTH2, rewriting, aliases,
 //! rate shaping, quota replies, TLS requirements, `check --connect` and
 //! `send-test`; the real binary against fake upstreams, a fake DNS server
 //! and a TLS token endpoint, all on loopback.

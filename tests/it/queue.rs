@@ -1,4 +1,4 @@
-//! `postern queue …` against a running daemon (issue 4): list, show, hold,
+//! `postern queue …` against a running daemon: list, show, hold,
 //! release, delete, flush over the control socket; a clear error without one.
 
 use std::os::unix::fs::PermissionsExt;

@@ -421,7 +421,7 @@ fn bare_lf_from_a_legacy_device_arrives_as_crlf() {
     let up = Upstream::start(UpstreamOpts::default());
     let port = free_port();
     // The default is to refuse bare newlines; this device's address is
-    // listed for normalising (issue 5).
+    // listed for normalising.
     let cfg = config(port, &smarthost(up.port, "tls = \"none\""), "").replace(
         "max_recipients = 5",
         "max_recipients = 5\nbare_newline_normalize_clients = [\"127.0.0.1\"]",

@@ -1,5 +1,5 @@
-//! `postern sendmail` / a `sendmail` symlink, as cron and friends call it
-//! (issue 6): the message goes through the running daemon, and a daemon
+//! `postern sendmail` / a `sendmail` symlink, as cron and friends call it:
+//! the message goes through the running daemon, and a daemon
 //! that is down is reported with exit status 75.
 
 use std::io::Write;

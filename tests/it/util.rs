@@ -270,7 +270,7 @@ pub struct UpstreamOpts {
     pub implicit_tls: bool,
     /// Offer only AUTH LOGIN (old servers), not PLAIN.
     pub login_only: bool,
-    // Outbound tests (issue 3); all off by default.
+    // Outbound tests; all off by default.
     /// Greet with this line instead of 220 (e.g. "421 4.3.2 busy").
     pub greeting: Option<String>,
     /// Recipients containing .0 get the reply line .1 (e.g. a quota 550).
