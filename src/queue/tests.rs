@@ -466,3 +466,7 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The queue at its edges: a full or read-only disk, files changed from
+/// outside, holds across a restart, file modes.
+mod edges;
