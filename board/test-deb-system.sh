@@ -3,7 +3,7 @@
 # as on a board), for throwaway machines only: CI's 60-board step. About 15 s.
 #   install:  exit 0 whether or not systemd is PID 1; system user and group
 #             `postern`; /etc/postern/postern.toml registered as a conffile
-#             (root:root 0644); /var/lib/postern postern:postern 0750; the
+#             (root:root 0644); /var/lib/postern postern:postern 0711 (maildrop 1733); the
 #             installed binary, run as `postern`, checks the config and
 #             queues a message (upstream down: it stays queued)
 #   upgrade:  to a second build: the admin's config edit is kept byte for
@@ -109,8 +109,10 @@ dpkg-query -W -f='${Conffiles}\n' postern | grep -q '^ /etc/postern/postern.toml
   fail "/etc/postern/postern.toml is not a conffile"
 [ "$(stat -c '%U:%G %a' /etc/postern/postern.toml)" = "root:root 644" ] ||
   fail "config: $(stat -c '%U:%G %a' /etc/postern/postern.toml)"
-[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 750" ] ||
+[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 711" ] ||
   fail "spool: $(stat -c '%U:%G %a' /var/lib/postern)"
+[ "$(stat -c '%U:%G %a' /var/lib/postern/maildrop)" = "postern:postern 1733" ] ||
+  fail "maildrop: $(stat -c '%U:%G %a' /var/lib/postern/maildrop)"
 [ -f /lib/systemd/system/postern.service ] || fail "no unit"
 as_postern /usr/bin/postern check --config /etc/postern/postern.toml >/dev/null ||
   fail "the postern user cannot check the installed config"
@@ -138,7 +140,7 @@ dpkg_i "$work"/v2/postern_0.0.2_*.deb
 [ "$(dpkg-query -W -f='${Version}' postern)" = 0.0.2 ] || fail "not upgraded"
 cmp -s /etc/postern/postern.toml "$work/edited.toml" || fail "upgrade changed the edited config"
 ! ls /etc/postern/*.dpkg-* >/dev/null 2>&1 || fail "upgrade left $(ls /etc/postern/*.dpkg-*)"
-[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 750" ] || fail "upgrade changed the spool's owner or mode"
+[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 711" ] || fail "upgrade changed the spool's owner or mode"
 start_daemon
 queue_list | grep -q 'dev@lan.test' || fail "upgrade lost the queued message: $(queue_list)"
 stop_daemon
