@@ -224,7 +224,19 @@ impl Spool {
         self.out.get_ref().sync_all()?;
         let ready = dir.join(format!("{}{READY_SUFFIX}", self.name));
         std::fs::rename(&tmp, &ready)?;
-        File::open(&dir)?.sync_all()?;
+        // The rename must survive a power cut too. Other users may not
+        // open the directory (it is not readable for them), so they sync
+        // the file system the file is on instead. From here on the file is
+        // in place: a failed sync is worth a warning, not "not sent".
+        let synced = File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .or_else(|_| rustix::fs::syncfs(self.out.get_ref()).map_err(io::Error::from));
+        if let Err(e) = synced {
+            eprintln!(
+                "sendmail: warning: cannot sync {} ({e}); the message is kept but a power cut now could lose it",
+                dir.display()
+            );
+        }
         Ok(ready)
     }
 }
