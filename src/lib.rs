@@ -18,8 +18,11 @@
 //! - [`delivery`]: routing, the SMTP client, retries and failure reports.
 //! - [`dns`]: hickory-resolver running on smol.
 //! - [`tls`]: rustls configurations.
+//! - [`deadline`]: the one `timeout` helper.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
+//! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
+//!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -28,8 +31,10 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod maildrop;
 pub mod notify;
 pub mod policy;
 pub mod queue;
