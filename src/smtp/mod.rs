@@ -7,6 +7,7 @@ pub mod command;
 pub mod data;
 pub mod envelope;
 pub mod header;
+pub mod longlines;
 pub mod reply;
 
 pub use address::{Address, AddressError};
