@@ -588,6 +588,11 @@ struct TokenEndpoint {
 }
 
 fn token_endpoint(tls: Arc<rustls::ServerConfig>, lifetime: u64) -> TokenEndpoint {
+    token_endpoint_saying(tls, lifetime.to_string())
+}
+
+/// A token endpoint whose replies carry `expires_in` as the JSON text given.
+fn token_endpoint_saying(tls: Arc<rustls::ServerConfig>, expires_in: String) -> TokenEndpoint {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -625,7 +630,7 @@ fn token_endpoint(tls: Arc<rustls::ServerConfig>, lifetime: u64) -> TokenEndpoin
             // A long token, as Microsoft's are: no line-length limit may cut it.
             let token = format!("tok-{}-{}", n + 1, "x".repeat(3000));
             let json = format!(
-                "{{\"access_token\":\"{token}\",\"expires_in\":{lifetime},\"token_type\":\"Bearer\"}}"
+                "{{\"access_token\":\"{token}\",\"expires_in\":{expires_in},\"token_type\":\"Bearer\"}}"
             );
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
@@ -698,6 +703,48 @@ fn xoauth2_with_a_refresh_token_and_refresh_before_expiry() {
     let log = p.log();
     for secret in ["rt-secret-1", "cs-secret-1", "tok-1-", "tok-2-"] {
         assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+/// A route with XOAUTH2 through `ep`, towards `up`.
+fn xoauth2_route(dir: &std::path::Path, ca: &std::path::Path, ep: u16, up: u16) -> String {
+    std::fs::write(dir.join("refresh"), "rt-secret-1\n").unwrap();
+    std::fs::write(dir.join("client-secret"), "cs-secret-1\n").unwrap();
+    format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {up}\n\
+         tls = \"starttls\"\nca_file = \"{ca}\"\nusername = \"alerts@example.test\"\nauth = \"xoauth2\"\n\
+         oauth_token_url = \"https://127.0.0.1:{ep}/token\"\noauth_client_id = \"client-1\"\n\
+         oauth_client_secret_file = \"client-secret\"\noauth_refresh_token_file = \"refresh\"\n\
+         oauth_ca_file = \"{ca}\"\nmessages_per_connection = 1\n",
+        ca = ca.display(),
+    )
+}
+
+#[test]
+fn a_token_lifetime_near_u64_max_is_capped_not_a_crash() {
+    // expires_in = 10^19 once overflowed `Instant + Duration` in the
+    // delivery task (an abort in the release build, again at every retry).
+    for expires_in in ["10000000000000000000", "\"10000000000000000000\""] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, tls) = test_tls(dir.path());
+        let ep = token_endpoint_saying(tls.clone(), expires_in.into());
+        let up = Upstream::start(UpstreamOpts {
+            tls: Some(tls),
+            auth: Some(("alerts@example.test".into(), String::new())),
+            xoauth2: true,
+            ..Default::default()
+        });
+        let port = free_port();
+        let tail = xoauth2_route(dir.path(), &ca, ep.port, up.port);
+        let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+        submit(&p, "a@lan.test", &["ops@example.test"], MSG);
+        assert!(up.next().auth_token.unwrap().starts_with("tok-1-"));
+        // The token is cached (for at most a day), not fetched again.
+        submit(&p, "b@lan.test", &["ops@example.test"], MSG);
+        assert!(up.next().auth_token.unwrap().starts_with("tok-1-"));
+        assert_eq!(ep.requests.lock().unwrap().len(), 1);
+        wait_log_count(&mut p, "status=sent", 2, DEADLINE);
+        assert!(p.log().contains("expires_in=86400"), "{}", p.log());
     }
 }
 
