@@ -290,15 +290,6 @@ impl Routes {
     pub fn max_message_size(&self) -> Option<u64> {
         self.routes.iter().filter_map(|r| r.size_limit()).min()
     }
-
-    /// Total workers worth running for these routes.
-    pub fn parallel(&self) -> usize {
-        self.routes
-            .iter()
-            .map(|r| r.parallel)
-            .sum::<usize>()
-            .clamp(1, 64)
-    }
 }
 
 /// The routes in force, shared by the listener (aliases, size) and the

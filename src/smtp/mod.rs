@@ -12,4 +12,4 @@ pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, CommandError, MailParams};
 pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
 pub use header::{HeaderFixer, HeaderSummary, Received, format_date};
-pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser};
+pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser, ReplyReader};
