@@ -15,6 +15,7 @@ use smol::io::AsyncReadExt;
 use crate::config::{self, Config};
 use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
+use crate::maildrop;
 use crate::notify::Notifier;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
@@ -128,6 +129,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let hup_pipe = signal_pipe(&[signal_hook::consts::SIGHUP])?;
     let cfg_queue_dir = cfg.queue.dir.display().to_string();
+    let cfg_queue_path = cfg.queue.dir.clone();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
@@ -163,6 +165,18 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             source: crate::queue::QueueError::Io(source),
         })?;
         let control = smol::spawn(crate::control::serve(control, queue.clone()));
+        // `postern sendmail` keeps what it cannot hand over in the drop
+        // directory; taken in now and every few seconds.
+        let drop_dir = maildrop::default_dir(&cfg_queue_path);
+        if let Err(e) = maildrop::prepare_dir(&drop_dir) {
+            tracing::error!(
+                dir = %drop_dir.display(),
+                error = %e,
+                "maildrop: cannot prepare the drop directory; `postern sendmail` cannot keep \
+                 mail while the daemon is down"
+            );
+        }
+        let pickup = smol::spawn(pickup_loop(drop_dir, current.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         notifier.ready();
         notifier.status("accepting mail");
@@ -221,6 +235,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             }
         }
         // A delivery cut short stays queued and is tried again at start.
+        pickup.cancel().await;
         delivery.cancel().await;
         control.cancel().await;
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
@@ -229,6 +244,54 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     queue.close();
     tracing::info!("stopped");
     result
+}
+
+/// Take in what `postern sendmail` left in `dir` while the daemon could not
+/// take it, through the first listener, at start and every
+/// [`maildrop::SCAN_INTERVAL`]. A temporary refusal is logged once, not at
+/// every round.
+async fn pickup_loop(dir: std::path::PathBuf, current: Arc<Current>) {
+    let mut last_deferral: Option<String> = None;
+    loop {
+        let shared = current.get();
+        let cfg = &shared.config;
+        if let Some(&listen) = cfg.server.listen.first() {
+            let addr = maildrop::listener_addr(listen);
+            let helo = cfg.hostname.clone();
+            // The listener enforces the real limit; this only keeps the
+            // pickup from reading a file that could never be a message.
+            let max = cfg
+                .server
+                .max_message_size
+                .bytes
+                .saturating_mul(4)
+                .saturating_add(32 << 20);
+            let d = dir.clone();
+            match smol::unblock(move || maildrop::pickup(&d, addr, &helo, max)).await {
+                Ok(round) => {
+                    if round.deferred != last_deferral {
+                        if let Some(why) = &round.deferred {
+                            tracing::warn!(
+                                dir = %dir.display(),
+                                "maildrop: files wait: {why}; trying again every {}s",
+                                maildrop::SCAN_INTERVAL.as_secs()
+                            );
+                        }
+                        last_deferral = round.deferred;
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if last_deferral.as_deref() != Some(&why) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "maildrop: cannot read");
+                        last_deferral = Some(why);
+                    }
+                }
+            }
+        }
+        drop(shared);
+        smol::Timer::after(maildrop::SCAN_INTERVAL).await;
+    }
 }
 
 /// Why a reload was refused (the old config stays in force).

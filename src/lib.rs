@@ -19,6 +19,8 @@
 //! - [`tls`]: rustls configurations.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
+//! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
+//!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -29,6 +31,7 @@ pub mod control;
 pub mod daemon;
 pub mod delivery;
 pub mod dns;
+pub mod maildrop;
 pub mod notify;
 pub mod policy;
 pub mod queue;

@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod limits;
+pub mod reply;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -21,9 +22,9 @@ use crate::config::Config;
 use crate::policy::Policy;
 use crate::queue::Queue;
 use crate::smtp::Reply;
-use crate::smtp::reply::EnhancedStatus;
 use conn::{Conn, ConnError};
 use limits::ClientLimits;
+use reply::Answer;
 use session::{ClientFacts, Gates};
 
 /// Why the server could not start.
@@ -128,7 +129,7 @@ impl Shared {
             }
             Err(refusal) => {
                 tracing::info!(client = %ip, reason = %refusal, "refused at connect");
-                Err(refusal.reply_for(ip))
+                Err(Answer::refused(&refusal, ip).reply())
             }
         }
     }
@@ -253,12 +254,7 @@ async fn handle(
     let peer = SocketAddr::new(ip, peer.port());
     let Some(_permit) = shared.slots.try_acquire_arc() else {
         tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
-        let r = Reply::new(
-            421,
-            EnhancedStatus::new(4, 7, 0),
-            "Too many connections, try again later",
-        );
-        refuse(&mut stream, &r).await;
+        refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
         return;
     };
     let facts = match shared.client_facts(ip, implicit_tls) {
@@ -274,12 +270,7 @@ async fn handle(
         Ok(slot) => slot,
         Err(why) => {
             tracing::warn!(client = %ip, why = ?why, "refused: per-client limit");
-            let r = Reply::new(
-                421,
-                EnhancedStatus::new(4, 7, 0),
-                "Too many connections from your address, try again later",
-            );
-            refuse(&mut stream, &r).await;
+            refuse(&mut stream, &Answer::TooManyFromClient.reply()).await;
             return;
         }
     };
@@ -337,12 +328,7 @@ async fn handle(
         "connection"
     );
     if let Err(ConnError::Timeout | ConnError::SessionLimit) = result {
-        let r = Reply::new(
-            421,
-            EnhancedStatus::new(4, 4, 2),
-            "Timeout, closing connection",
-        );
-        let _ = conn.send(&r).await;
+        let _ = conn.send(&Answer::Timeout.reply()).await;
     }
 }
 

@@ -17,11 +17,11 @@
 //! | NOOP/VRFY/HELP | same | same       | same        | same          |
 //! | QUIT      | close     | close      | close       | close         |
 
+use super::reply::Answer;
 use crate::auth::Login;
 use crate::config::ServerConfig;
 use crate::policy::Policy;
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, Queue, QueueError};
-use crate::smtp::reply::EnhancedStatus as S;
+use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, Queue};
 use crate::smtp::{Address, BodyType, Command, MailParams, Reply};
 
 /// Where the session is.
@@ -156,27 +156,6 @@ impl Default for SessionCore {
     }
 }
 
-fn r(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply::new(code, S::new(st.0, st.1, st.2), text)
-}
-
-/// The reply for a queue error at MAIL or after DATA.
-pub fn queue_error_reply(e: &QueueError) -> Reply {
-    match e {
-        QueueError::Full => r(
-            452,
-            (4, 3, 1),
-            "Insufficient system storage: queue full, try again later",
-        ),
-        QueueError::Closed => r(421, (4, 3, 2), "Service shutting down, try again later"),
-        _ => r(
-            451,
-            (4, 3, 0),
-            "Local error in processing: could not store the message, try again later",
-        ),
-    }
-}
-
 impl SessionCore {
     /// A session just greeted; `tls` for implicit TLS.
     pub fn new(facts: ClientFacts, tls: bool) -> SessionCore {
@@ -237,78 +216,52 @@ impl SessionCore {
         }
     }
 
-    /// The EHLO reply's lines.
+    /// The EHLO reply.
     fn ehlo_reply(&self, g: &Gates) -> Reply {
-        let mut lines = vec![
-            g.hostname.to_string(),
-            "PIPELINING".into(),
-            format!("SIZE {}", g.max_message_size()),
-            "8BITMIME".into(),
-            "SMTPUTF8".into(),
-            "ENHANCEDSTATUSCODES".into(),
-        ];
-        if self.offers_starttls() {
-            lines.push("STARTTLS".into());
+        Answer::Ehlo {
+            hostname: g.hostname.to_string(),
+            size: g.max_message_size(),
+            starttls: self.offers_starttls(),
+            auth: self.offers_auth(),
         }
-        if self.offers_auth() {
-            lines.push("AUTH PLAIN LOGIN".into());
-        }
-        Reply {
-            code: 250,
-            status: None,
-            lines,
-        }
+        .reply()
     }
 
     fn starttls(&mut self) -> Step {
         if self.tls {
-            return Step::Reply(r(503, (5, 5, 1), "Error: TLS already active"));
+            return Step::Reply(Answer::TlsAlreadyActive.reply());
         }
         if !self.facts.starttls {
-            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+            return Step::Reply(Answer::NotImplemented.reply());
         }
         match self.phase {
             Phase::Ready if self.esmtp => Step::StartTls,
-            Phase::Mail { .. } | Phase::Rcpt { .. } => Step::Reply(r(
-                503,
-                (5, 5, 1),
-                "Error: STARTTLS not allowed during a mail transaction",
-            )),
-            _ => Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+            Phase::Mail { .. } | Phase::Rcpt { .. } => {
+                Step::Reply(Answer::StartTlsInTransaction.reply())
+            }
+            _ => Step::Reply(Answer::SendEhloFirst.reply()),
         }
     }
 
     fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
         if !self.facts.users {
-            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+            return Step::Reply(Answer::NotImplemented.reply());
         }
         if self.login.is_some() {
-            return Step::Reply(r(503, (5, 5, 1), "Error: already authenticated"));
+            return Step::Reply(Answer::AlreadyAuthenticated.reply());
         }
         match self.phase {
             Phase::Ready if self.esmtp => {}
             Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(r(
-                    503,
-                    (5, 5, 1),
-                    "Error: AUTH not allowed during a mail transaction",
-                ));
+                return Step::Reply(Answer::AuthInTransaction.reply());
             }
-            _ => return Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+            _ => return Step::Reply(Answer::SendEhloFirst.reply()),
         }
         if !self.tls && !self.facts.plain_auth {
-            return Step::Reply(r(
-                538,
-                (5, 7, 11),
-                "Encryption required for requested authentication mechanism",
-            ));
+            return Step::Reply(Answer::EncryptionRequired.reply());
         }
         if mechanism != "PLAIN" && mechanism != "LOGIN" {
-            return Step::Reply(r(
-                504,
-                (5, 5, 4),
-                "Unrecognized authentication type; use PLAIN or LOGIN",
-            ));
+            return Step::Reply(Answer::UnknownAuthMechanism.reply());
         }
         Step::Auth { mechanism, initial }
     }
@@ -326,7 +279,12 @@ impl SessionCore {
                 self.helo = Some(name);
                 self.esmtp = false;
                 self.phase = Phase::Ready;
-                Step::Reply(Reply::plain(250, g.hostname))
+                Step::Reply(
+                    Answer::Helo {
+                        hostname: g.hostname.to_string(),
+                    }
+                    .reply(),
+                )
             }
             Command::Mail { from, params } => self.mail(from, params, g),
             Command::Rcpt { to } => self.rcpt(to, g),
@@ -349,25 +307,17 @@ impl SessionCore {
                         flags,
                     })
                 }
-                Phase::Mail { .. } => Step::Reply(r(503, (5, 5, 1), "Error: need RCPT command")),
-                _ => Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command")),
+                Phase::Mail { .. } => Step::Reply(Answer::NeedRcpt.reply()),
+                _ => Step::Reply(Answer::NeedMail.reply()),
             },
             Command::Rset => {
                 self.reset();
-                Step::Reply(r(250, (2, 0, 0), "Ok"))
+                Step::Reply(Answer::Ok.reply())
             }
-            Command::Noop => Step::Reply(r(250, (2, 0, 0), "Ok")),
-            Command::Quit => Step::Close(r(221, (2, 0, 0), "Bye")),
-            Command::Vrfy(_) => Step::Reply(r(
-                252,
-                (2, 5, 0),
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
-            Command::Help => Step::Reply(r(
-                214,
-                (2, 0, 0),
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321",
-            )),
+            Command::Noop => Step::Reply(Answer::Ok.reply()),
+            Command::Quit => Step::Close(Answer::Bye.reply()),
+            Command::Vrfy(_) => Step::Reply(Answer::Vrfy.reply()),
+            Command::Help => Step::Reply(Answer::Help.reply()),
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
         }
@@ -376,39 +326,35 @@ impl SessionCore {
     fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
         match self.phase {
             Phase::Connected => {
-                return Step::Reply(r(503, (5, 5, 1), "Error: send HELO/EHLO first"));
+                return Step::Reply(Answer::SendHeloFirst.reply());
             }
             Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(r(503, (5, 5, 1), "Error: nested MAIL command"));
+                return Step::Reply(Answer::NestedMail.reply());
             }
             Phase::Ready => {}
         }
         if !self.esmtp
             && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
         {
-            return Step::Reply(r(555, (5, 5, 4), "MAIL parameters need EHLO"));
+            return Step::Reply(Answer::ParamsNeedEhlo.reply());
         }
         let limit = g.max_message_size();
         if let Some(size) = params.size
             && size > limit
         {
-            return Step::Reply(r(
-                552,
-                (5, 3, 4),
-                format!("Message size exceeds fixed limit of {limit} octets"),
-            ));
+            return Step::Reply(Answer::MessageTooBig { limit }.reply());
         }
         if let Some(a) = &from
             && a.is_utf8()
             && !params.smtputf8
         {
-            return Step::Reply(r(553, (5, 6, 7), "Non-ASCII sender address needs SMTPUTF8"));
+            return Step::Reply(Answer::Utf8SenderNeedsSmtputf8.reply());
         }
         if let Err(e) = g.queue.check_room(params.size.unwrap_or(0)) {
-            return Step::Reply(queue_error_reply(&e));
+            return Step::Reply(Answer::queue_error(&e).reply());
         }
         if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
-            return Step::Reply(refusal.reply());
+            return Step::Reply(Answer::refused(&refusal, g.client).reply());
         }
         if let Some(login) = &self.login
             && !login.allowed_senders.is_empty()
@@ -416,23 +362,15 @@ impl SessionCore {
                 .as_ref()
                 .is_some_and(|a| login.allowed_senders.iter().any(|p| p.matches(a)))
         {
-            return Step::Reply(r(
-                550,
-                (5, 7, 1),
-                "Sender address rejected: not owned by the authenticated user",
-            ));
+            return Step::Reply(Answer::SenderNotOwned.reply());
         }
         if let Some(limits) = g.limits
             && !limits.note_message(g.client)
         {
-            return Step::Reply(r(
-                450,
-                (4, 7, 1),
-                "Too many messages from this client, try again later",
-            ));
+            return Step::Reply(Answer::MessageRate.reply());
         }
         self.phase = Phase::Mail { from, params };
-        Step::Reply(r(250, (2, 1, 0), "Ok"))
+        Step::Reply(Answer::SenderOk.reply())
     }
 
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
@@ -451,32 +389,24 @@ impl SessionCore {
             } => (from, params, rcpts),
             other => {
                 self.phase = other;
-                return Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command"));
+                return Step::Reply(Answer::NeedMail.reply());
             }
         };
         let may_relay =
             self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
-        let reply = if !may_relay {
-            r(
-                550,
-                (5, 7, 1),
-                "Relaying denied: authenticate first (AUTH), or relay from an allowed client",
-            )
+        let answer = if !may_relay {
+            Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
-            r(452, (4, 5, 3), "Error: too many recipients")
+            Answer::TooManyRecipients
         } else if g.limits.is_some_and(|l| !l.note_recipient(g.client)) {
-            r(
-                450,
-                (4, 7, 1),
-                "Too many recipients from this client, try again later",
-            )
+            Answer::RecipientRate
         } else if to.is_utf8() && !params.smtputf8 {
-            r(553, (5, 6, 7), "Non-ASCII recipient address needs SMTPUTF8")
+            Answer::Utf8RecipientNeedsSmtputf8
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
-            refusal.reply()
+            Answer::refused(&refusal, g.client)
         } else {
             rcpts.push(to);
-            r(250, (2, 1, 5), "Ok")
+            Answer::RecipientOk
         };
         self.phase = if rcpts.is_empty() {
             Phase::Mail { from, params }
@@ -487,7 +417,7 @@ impl SessionCore {
                 rcpts,
             }
         };
-        Step::Reply(reply)
+        Step::Reply(answer.reply())
     }
 }
 
@@ -496,6 +426,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
     use crate::queue::Limits;
+    use crate::smtp::reply::EnhancedStatus as S;
     use proptest::prelude::*;
     use std::path::Path;
     use std::time::Duration;

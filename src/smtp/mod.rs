@@ -6,6 +6,7 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod header;
+pub mod longlines;
 pub mod reply;
 
 pub use address::{Address, AddressError};
