@@ -353,16 +353,16 @@ mod tests {
         // usize::MAX as a chunk size once made `size + 2` overflow (a panic,
         // and in the release build an abort, at every retry of the mail).
         for size in ["ffffffffffffffff", "fffffffffffffffe", "ffffffff", "10001"] {
-            let r = format!(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n"
-            );
+            let r =
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n");
             for eof in [false, true] {
                 let got = parse_response(r.as_bytes(), eof);
                 assert!(got.is_err(), "{size}: {got:?}");
             }
         }
         // Too many hex digits for a usize.
-        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc\r\n";
+        let r =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc\r\n";
         assert!(parse_response(r, false).is_err());
         for len in ["18446744073709551615", "99999999999999999999999", "65537"] {
             let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n{{}}");

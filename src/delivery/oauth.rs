@@ -330,7 +330,9 @@ fn lifetime(v: Option<&serde_json::Value>) -> Duration {
         },
         _ => None,
     };
-    secs.map_or(DEFAULT_LIFETIME, |s| Duration::from_secs(s).min(MAX_LIFETIME))
+    secs.map_or(DEFAULT_LIFETIME, |s| {
+        Duration::from_secs(s).min(MAX_LIFETIME)
+    })
 }
 
 /// The XOAUTH2 initial response: base64 of
@@ -388,9 +390,12 @@ mod tests {
 
     #[test]
     fn refusals_and_bad_tokens() {
-        let e = parse_token_reply(400, br#"{"error":"invalid_grant","error_description":"a\nb"}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse_token_reply(
+            400,
+            br#"{"error":"invalid_grant","error_description":"a\nb"}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("invalid_grant: a b"), "{e}");
         assert!(e.contains("hint: the refresh token"), "{e}");
         assert!(parse_token_reply(200, br#"{"access_token":"a\r\nb"}"#).is_err());

@@ -120,7 +120,9 @@ async fn follow(
     // clock can hold, it means "until there is an outcome".
     let deadline = Instant::now().checked_add(wait);
     let outcome = loop {
-        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let ev = smol::future::or(async { rx.recv().await.ok() }, async {
             smol::Timer::after(left).await;
             None

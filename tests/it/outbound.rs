@@ -185,10 +185,18 @@ fn a_long_many_line_or_cut_off_250_after_the_dot_is_delivered_once() {
         p.wait_log("status=sent");
         // A second message behind it: the next thing the upstream sees is
         // that one, not a copy of the first (retry_intervals is 1s).
-        let second = MSG.to_vec().into_iter().chain(*b"second\r\n").collect::<Vec<u8>>();
+        let second = MSG
+            .to_vec()
+            .into_iter()
+            .chain(*b"second\r\n")
+            .collect::<Vec<u8>>();
         submit(&p, "printer@lan.test", &["two@example.test"], &second);
         let next = odd.next();
-        assert_eq!(next.rcpts, vec!["two@example.test"], "{name}: a copy came first");
+        assert_eq!(
+            next.rcpts,
+            vec!["two@example.test"],
+            "{name}: a copy came first"
+        );
         wait_log_count(&mut p, "status=sent", 2, DEADLINE);
         let log = p.log();
         assert!(!log.contains("status=deferred"), "{name}: {log}");
