@@ -17,6 +17,7 @@
 //! - [`delivery`]: routing, the SMTP client, retries and failure reports.
 //! - [`dns`]: hickory-resolver running on smol.
 //! - [`tls`]: rustls configurations.
+//! - [`deadline`]: the one `timeout` helper.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod deadline;
 pub mod delivery;
 pub mod dns;
 pub mod maildrop;

@@ -8,17 +8,17 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
 use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 use crate::smtp::{Capabilities, DotStuffer, Reply, ReplyReader};
+use crate::tls::Stream;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
 /// final dot; giving up sooner is how duplicates are made.
@@ -122,50 +122,6 @@ impl ClientError {
     }
 }
 
-/// Plain TCP or TLS over TCP.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
-}
-
 /// Everything needed to reach one smarthost route (or MX route); built
 /// once per config.
 #[derive(Debug)]
@@ -232,7 +188,7 @@ pub enum RcptResult {
 
 /// An open, ready session with the smarthost.
 pub struct Client {
-    stream: Stream,
+    stream: Stream<TcpStream>,
     rbuf: Vec<u8>,
     reader: ReplyReader,
     caps: Capabilities,
@@ -252,16 +208,16 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// `f` bounded by `dur`; running out is [`ClientError::Timeout`] naming
+/// the step.
 async fn timeout<T>(
     dur: Duration,
     what: &'static str,
     f: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
-    smol::future::or(f, async {
-        smol::Timer::after(dur).await;
-        Err(ClientError::Timeout(what))
-    })
-    .await
+    crate::deadline::timeout(dur, f)
+        .await
+        .map_err(|_| ClientError::Timeout(what))?
 }
 
 /// The hosts to try for `domain` (MX routes) or the configured list.
@@ -454,7 +410,7 @@ impl Client {
         let relay = format!("{}[{}]:{}", cand.host, addr.ip(), addr.port());
         let (stream, verified_tls) = if cand.tls == TlsMode::Implicit {
             let s = handshake(sh, &cand.host, tcp, sh.tls.clone(), &transcript).await?;
-            (Stream::Tls(Box::new(s)), true)
+            (Stream::from(s), true)
         } else {
             (Stream::Plain(tcp), false)
         };
@@ -498,7 +454,7 @@ impl Client {
             // could have been injected: drop it (the NO STARTTLS attacks).
             c.rbuf.clear();
             c.reader = ReplyReader::new();
-            let Stream::Plain(tcp) = c.stream else {
+            let Some(tcp) = c.stream.take_plain() else {
                 return Err(ClientError::Protocol("STARTTLS on a TLS stream".into()));
             };
             let opportunistic = cand.tls == TlsMode::Opportunistic;
@@ -508,7 +464,7 @@ impl Client {
                 sh.tls.clone()
             };
             match handshake(sh, &cand.host, tcp, config, &transcript).await {
-                Ok(s) => c.stream = Stream::Tls(Box::new(s)),
+                Ok(s) => c.stream = Stream::from(s),
                 Err(e) if opportunistic => {
                     // Opportunistic: a failed handshake means plain text,
                     // on a fresh connection (RFC 7435 §4).

@@ -191,11 +191,9 @@ pub async fn post_form(
             buf.extend_from_slice(&tmp[..n]);
         }
     };
-    smol::future::or(work, async {
-        smol::Timer::after(timeout).await;
-        Err(HttpError::Timeout(host.clone()))
-    })
-    .await
+    crate::deadline::timeout(timeout, work)
+        .await
+        .map_err(|_| HttpError::Timeout(host.clone()))?
 }
 
 /// A complete reply in `buf`, `None` if more is needed. `eof`: the peer

@@ -7,8 +7,6 @@
 //! per-client rates live in [`super::limits`].
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,6 +17,7 @@ use crate::config::BareNewlineMode;
 use crate::smtp::command::{self, MAX_COMMAND_LINE};
 use crate::smtp::header::{HeaderFixer, Received, format_date};
 use crate::smtp::{Address, BareNewline, Command, DataDecoder, Reply};
+pub use crate::tls::Stream;
 
 // The bounds of one session.
 /// Read buffer size: a few command lines, or one chunk of DATA.
@@ -36,72 +35,6 @@ pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
 pub const MAX_JUNK_COMMANDS: u32 = 100;
 /// Wait after a failed AUTH, times the failures so far: slows guessing.
 const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
-
-/// The client's byte stream: plain TCP, or TLS over it.
-pub enum Stream<T> {
-    /// No TLS (yet).
-    Plain(T),
-    /// After STARTTLS, or on the implicit-TLS port.
-    Tls(Box<futures_rustls::server::TlsStream<T>>),
-    /// Between the two, while the handshake owns the socket.
-    Gone,
-}
-
-impl<T> std::fmt::Debug for Stream<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Stream::Plain(_) => "Plain",
-            Stream::Tls(_) => "Tls",
-            Stream::Gone => "Gone",
-        })
-    }
-}
-
-fn gone() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::NotConnected, "TLS handshake failed")
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -178,11 +111,9 @@ async fn timeout<T>(
     dur: Duration,
     f: impl std::future::Future<Output = T>,
 ) -> Result<T, ConnError> {
-    smol::future::or(async { Ok(f.await) }, async {
-        smol::Timer::after(dur).await;
-        Err(ConnError::Timeout)
-    })
-    .await
+    crate::deadline::timeout(dur, f)
+        .await
+        .map_err(|_| ConnError::Timeout)
 }
 
 /// The driver of one connection.
@@ -508,14 +439,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             return Ok(false);
         }
         self.send(&Answer::ReadyForTls.reply()).await?;
-        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+        let Some(plain) = self.stream.take_plain() else {
             return Ok(false);
         };
-        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
         let t = self.gates.server.command_timeout.value;
-        match timeout(t, acceptor.accept(plain)).await {
+        match timeout(t, crate::tls::accept(cfg, plain)).await {
             Ok(Ok(tls)) => {
-                self.stream = Stream::Tls(Box::new(tls));
+                self.stream = tls;
                 self.rbuf.clear();
                 self.core.tls_started();
                 Ok(true)

@@ -289,27 +289,21 @@ async fn handle(
         let Some(cfg) = shared.tls.clone() else {
             return;
         };
-        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
         // The handshake stands where the first command would.
         let t = shared.config.server.greeting_timeout.value;
-        match smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
-            smol::Timer::after(t).await;
-            None
-        })
-        .await
-        {
-            Some(Ok(s)) => conn::Stream::Tls(Box::new(s)),
-            Some(Err(e)) => {
+        match crate::deadline::timeout(t, crate::tls::accept(cfg, stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::info!(client = %ip, error = %e, "TLS handshake failed");
                 return;
             }
-            None => {
+            Err(_) => {
                 tracing::info!(client = %ip, "TLS handshake timed out");
                 return;
             }
         }
     } else {
-        conn::Stream::Plain(stream)
+        crate::tls::Stream::Plain(stream)
     };
     let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
     conn.stop_on(stop);
