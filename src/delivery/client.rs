@@ -16,8 +16,9 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8};
-use crate::smtp::{Capabilities, DotStuffer, Reply, ReplyReader};
+use crate::smtp::{
+    Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath,
+};
 use crate::tls::Stream;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
@@ -162,15 +163,17 @@ fn note(t: &Option<Transcript>, line: String) {
     }
 }
 
-/// The envelope and body source of one message to send.
+/// The envelope of one message to send, as it goes on the wire.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
-    /// Envelope sender, empty for `<>`.
-    pub from: &'a str,
+    /// Envelope sender (after any rewrite).
+    pub from: &'a ReversePath,
     /// Recipients.
-    pub rcpts: Vec<&'a str>,
-    /// FLAG_* bits from the queue.
-    pub flags: u8,
+    pub rcpts: Vec<&'a Address>,
+    /// `BODY=` as the client declared it.
+    pub body: BodyType,
+    /// The client used SMTPUTF8.
+    pub smtputf8: bool,
     /// Body size, for SIZE=.
     pub size: u64,
 }
@@ -626,7 +629,7 @@ impl Client {
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 && !self.caps.smtputf8 {
+        if msg.smtputf8 && !self.caps.smtputf8 {
             let r = Reply::new(
                 553,
                 crate::smtp::EnhancedStatus::new(5, 6, 7),
@@ -635,10 +638,10 @@ impl Client {
             return Ok(vec![RcptResult::Failed(r); n]);
         }
         let mut mail = format!("MAIL FROM:<{}>", msg.from);
-        if msg.flags & FLAG_8BITMIME != 0 && self.caps.eightbitmime {
+        if msg.body == BodyType::EightBitMime && self.caps.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 {
+        if msg.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
         if self.caps.size.is_some() {
