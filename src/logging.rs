@@ -79,6 +79,8 @@ pub fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
+    // The field types differ between targets (32-bit ARM among them).
+    #[allow(clippy::useless_conversion)]
     match rustix::fs::fstat(std::io::stderr().as_fd()) {
         Ok(st) => u64::from(st.st_dev) == dev && u64::from(st.st_ino) == ino,
         Err(_) => false,
