@@ -16,9 +16,8 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 use crate::smtp::reply::MAX_REPLY_LINE;
-use crate::smtp::{Capabilities, DotStuffer, Reply, ReplyParser};
+use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyParser, ReversePath};
 use crate::tls::Stream;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
@@ -163,15 +162,17 @@ fn note(t: &Option<Transcript>, line: String) {
     }
 }
 
-/// The envelope and body source of one message to send.
+/// The envelope of one message to send, as it goes on the wire.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
-    /// Envelope sender, empty for `<>`.
-    pub from: &'a str,
+    /// Envelope sender (after any rewrite).
+    pub from: &'a ReversePath,
     /// Recipients.
-    pub rcpts: Vec<&'a str>,
-    /// FLAG_* bits from the queue.
-    pub flags: u8,
+    pub rcpts: Vec<&'a Address>,
+    /// `BODY=` as the client declared it.
+    pub body: BodyType,
+    /// The client used SMTPUTF8.
+    pub smtputf8: bool,
     /// Body size, for SIZE=.
     pub size: u64,
 }
@@ -627,7 +628,7 @@ impl Client {
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 && !self.caps.smtputf8 {
+        if msg.smtputf8 && !self.caps.smtputf8 {
             let r = Reply::new(
                 553,
                 crate::smtp::EnhancedStatus::new(5, 6, 7),
@@ -636,10 +637,10 @@ impl Client {
             return Ok(vec![RcptResult::Failed(r); n]);
         }
         let mut mail = format!("MAIL FROM:<{}>", msg.from);
-        if msg.flags & FLAG_8BITMIME != 0 && self.caps.eightbitmime {
+        if msg.body == BodyType::EightBitMime && self.caps.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 {
+        if msg.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
         if self.caps.size.is_some() {

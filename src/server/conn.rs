@@ -16,7 +16,7 @@ use super::session::{ClientFacts, Gates, SessionCore, Step};
 use crate::config::BareNewlineMode;
 use crate::smtp::command::{self, MAX_COMMAND_LINE};
 use crate::smtp::header::{HeaderFixer, Received, format_date};
-use crate::smtp::{Address, BareNewline, Command, DataDecoder, Reply};
+use crate::smtp::{BareNewline, Command, DataDecoder, Reply};
 pub use crate::tls::Stream;
 
 // The bounds of one session.
@@ -539,14 +539,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
 
     /// Receive one message after DATA. False: the framing cannot be
     /// trusted any more (a bare newline in reject mode); close.
-    async fn data(&mut self, msg: crate::queue::NewMessage) -> Result<bool, ConnError> {
+    async fn data(&mut self, msg: crate::smtp::Envelope) -> Result<bool, ConnError> {
         let q = self.gates.queue;
         let rcpt_count = msg.rcpts.len();
-        let from = msg.from.clone().unwrap_or_default();
-        let single_rcpt = if rcpt_count == 1 {
-            msg.rcpts.first().and_then(|r| Address::parse(r).ok())
-        } else {
-            None
+        let from = msg.from.clone();
+        let single_rcpt = match msg.rcpts.as_slice() {
+            [only] => Some(only.addr.clone()),
+            _ => None,
         };
         let mut w = Some(q.begin(msg));
         // The spool writer counts itself now, until it is handed over.

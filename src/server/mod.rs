@@ -55,8 +55,9 @@ pub struct Shared {
     pub queue: Queue,
     /// One permit per open connection.
     pub slots: Arc<smol::lock::Semaphore>,
-    /// Outbound routes: aliases at RCPT, the upstream size limit.
-    pub routes: Option<crate::delivery::SharedRoutes>,
+    /// Aliases at RCPT and the upstream size limit (the daemon shares
+    /// them with delivery, which learns the limits).
+    pub outbound: Option<crate::policy::Outbound>,
     /// Listener TLS, from `[server] tls_cert`/`tls_key`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `[[user]]` accounts for AUTH.
@@ -89,7 +90,7 @@ impl Shared {
             policy,
             queue,
             slots,
-            routes: None,
+            outbound: None,
             tls,
             users,
             limits,
@@ -279,7 +280,7 @@ async fn handle(
         server: &shared.config.server,
         policy: &shared.policy,
         queue: &shared.queue,
-        routes: shared.routes.as_ref(),
+        outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
         client: ip,
         tls: shared.tls.as_ref(),

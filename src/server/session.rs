@@ -20,9 +20,9 @@
 use super::reply::Answer;
 use crate::auth::Login;
 use crate::config::ServerConfig;
-use crate::policy::Policy;
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, Queue};
-use crate::smtp::{Address, BodyType, Command, MailParams, Reply};
+use crate::policy::{Outbound, Policy};
+use crate::queue::Queue;
+use crate::smtp::{Address, BodyType, Command, Envelope, MailParams, Recipient, Reply};
 
 /// Where the session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum Step {
     /// Send this reply and read the next command.
     Reply(Reply),
     /// Send 354 and receive the message for this envelope.
-    Data(NewMessage),
+    Data(Envelope),
     /// Send this reply and close the connection.
     Close(Reply),
     /// Send 220, run the TLS handshake, then [`SessionCore::tls_started`].
@@ -111,8 +111,8 @@ pub struct Gates<'a> {
     pub policy: &'a Policy,
     /// The queue, for room checks.
     pub queue: &'a Queue,
-    /// Outbound routes: aliases, upstream size limit.
-    pub routes: Option<&'a crate::delivery::SharedRoutes>,
+    /// Aliases and the upstream size limit.
+    pub outbound: Option<&'a Outbound>,
     /// Per-client rates; `None` in tests that do not need them.
     pub limits: Option<&'a super::limits::ClientLimits>,
     /// The client's address, for the per-client rates.
@@ -129,8 +129,8 @@ impl Gates<'_> {
     /// (devices get 552 at MAIL instead of a bounce later).
     pub fn max_message_size(&self) -> u64 {
         let own = self.server.max_message_size.bytes;
-        self.routes
-            .and_then(|r| r.max_message_size())
+        self.outbound
+            .and_then(Outbound::max_message_size)
             .map_or(own, |up| up.min(own))
     }
 }
@@ -294,18 +294,10 @@ impl SessionCore {
                     params,
                     rcpts,
                 } => {
-                    let mut flags = 0;
-                    if params.body == BodyType::EightBitMime {
-                        flags |= FLAG_8BITMIME;
-                    }
-                    if params.smtputf8 {
-                        flags |= FLAG_SMTPUTF8;
-                    }
-                    Step::Data(NewMessage {
-                        from: from.as_ref().map(|a| a.as_str().to_string()),
-                        rcpts: rcpts.iter().map(|a| a.as_str().to_string()).collect(),
-                        flags,
-                    })
+                    let mut envelope = Envelope::new(from.clone().into(), params);
+                    // Each address once, however many RCPTs (aliases) led to it.
+                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
+                    Step::Data(envelope)
                 }
                 Phase::Mail { .. } => Step::Reply(Answer::NeedRcpt.reply()),
                 _ => Step::Reply(Answer::NeedMail.reply()),
@@ -376,8 +368,8 @@ impl SessionCore {
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
         // [aliases] map root, admin, *@lan… to real addresses,
         // before policy sees the recipient.
-        let to = match g.routes.and_then(|r| r.alias(to.as_str())) {
-            Some(target) => Address::parse(&target).unwrap_or(to),
+        let to = match g.outbound.and_then(|o| o.alias(&to)) {
+            Some(target) => target.clone(),
             None => to,
         };
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
@@ -477,7 +469,7 @@ pub(crate) mod tests {
             server: &w.cfg.server,
             policy: &w.policy,
             queue: &w.queue,
-            routes: None,
+            outbound: None,
             limits: None,
             client: "127.0.0.1".parse().unwrap(),
             tls: None,
@@ -592,6 +584,56 @@ pub(crate) mod tests {
         };
         assert_eq!(r.code, 503);
         assert!(matches!(core.phase(), Phase::Mail { from: Some(f), .. } if *f == a));
+    }
+
+    #[test]
+    fn recipients_aliased_to_one_address_are_in_the_envelope_once() {
+        let w = world();
+        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                    [upstream]\nkind = \"maildir\"\ndir = \"out\"\n\
+                    [aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n";
+        let opts = ParseOptions {
+            skip_file_checks: true,
+            default_hostname: Some("relay.test".into()),
+        };
+        let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
+        let outbound = Outbound::from_config(&cfg);
+        let g = Gates {
+            outbound: Some(&outbound),
+            ..gates(&w)
+        };
+        let mut core = SessionCore::default();
+        core.command(Command::Ehlo("d".into()), &g);
+        core.command(
+            Command::Mail {
+                from: None,
+                params: MailParams::default(),
+            },
+            &g,
+        );
+        for to in [
+            "root",
+            "admin@localhost",
+            "ops@example.test",
+            "OPS@Example.Test",
+            "b@x.test",
+        ] {
+            let Step::Reply(r) = core.command(
+                Command::Rcpt {
+                    to: Address::parse(to).unwrap(),
+                },
+                &g,
+            ) else {
+                panic!()
+            };
+            // Every RCPT is accepted; the duplicates just add nothing.
+            assert_eq!(r.code, 250, "{to}");
+        }
+        let Step::Data(env) = core.command(Command::Data, &g) else {
+            panic!("DATA should start")
+        };
+        let rcpts: Vec<&str> = env.rcpts.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(rcpts, ["ops@example.test", "OPS@Example.Test", "b@x.test"]);
     }
 
     #[test]

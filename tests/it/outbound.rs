@@ -212,6 +212,36 @@ fn envelope_and_from_rewriting() {
 }
 
 #[test]
+fn recipients_aliased_to_one_address_go_upstream_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let text = conf(
+        port,
+        "",
+        &format!(
+            "{}\n[aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n",
+            smarthost(up.port, "")
+        ),
+    );
+    let mut p = Postern::start(dir.path(), &text, port);
+    submit(
+        &p,
+        "nas@lan.test",
+        &[
+            "root",
+            "admin@localhost",
+            "ops@example.test",
+            "boss@example.test",
+        ],
+        MSG,
+    );
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test", "boss@example.test"]);
+    p.wait_log("status=sent");
+}
+
+#[test]
 fn aliases_apply_at_rcpt_before_policy() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts::default());
