@@ -16,8 +16,7 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::smtp::reply::MAX_REPLY_LINE;
-use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyParser, ReversePath};
+use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath};
 use crate::tls::Stream;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
@@ -192,7 +191,7 @@ pub enum RcptResult {
 pub struct Client {
     stream: Stream<TcpStream>,
     rbuf: Vec<u8>,
-    parser: ReplyParser,
+    reader: ReplyReader,
     caps: Capabilities,
     /// `host[ip]:port`, for logs.
     pub relay: String,
@@ -419,7 +418,7 @@ impl Client {
         let mut c = Client {
             stream,
             rbuf: Vec::with_capacity(1024),
-            parser: ReplyParser::new(),
+            reader: ReplyReader::new(),
             caps: Capabilities::default(),
             relay,
             timeout: cfg.command_timeout.value,
@@ -455,7 +454,7 @@ impl Client {
             // Anything the server sent after its 220 was sent in clear and
             // could have been injected: drop it (the NO STARTTLS attacks).
             c.rbuf.clear();
-            c.parser = ReplyParser::new();
+            c.reader = ReplyReader::new();
             let Some(tcp) = c.stream.take_plain() else {
                 return Err(ClientError::Protocol("STARTTLS on a TLS stream".into()));
             };
@@ -741,9 +740,7 @@ impl Client {
         out.clear();
         stuffer.finish(&mut out);
         self.write(&out).await?;
-        let final_r = self
-            .read_reply_within(DATA_END_TIMEOUT.max(self.timeout), "end of data")
-            .await?;
+        let final_r = self.read_final_reply().await?;
         let outcome = if final_r.is_positive() {
             RcptResult::Sent(final_r)
         } else {
@@ -826,30 +823,24 @@ impl Client {
     async fn read_reply_now(&mut self) -> Result<Reply, ClientError> {
         let mut tmp = [0u8; 4096];
         loop {
-            while let Some(i) = self.rbuf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.rbuf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                match self.parser.push_line(&line) {
-                    Ok(Some(r)) => {
-                        tracing::trace!(relay = %self.relay, "< {}", r.to_log_string());
-                        if self.transcript.is_some() {
-                            let mut out = Vec::new();
-                            r.write_to(&mut out);
-                            for l in String::from_utf8_lossy(&out).lines() {
-                                note(&self.transcript, format!("S: {l}"));
-                            }
+            // The reader takes what it needs and keeps at most one bounded
+            // line: rbuf holds only what came after a complete reply.
+            let (used, got) = self.reader.feed(&self.rbuf);
+            self.rbuf.drain(..used);
+            match got {
+                Some(Ok(r)) => {
+                    tracing::trace!(relay = %self.relay, "< {}", r.to_log_string());
+                    if self.transcript.is_some() {
+                        let mut out = Vec::new();
+                        r.write_to(&mut out);
+                        for l in String::from_utf8_lossy(&out).lines() {
+                            note(&self.transcript, format!("S: {l}"));
                         }
-                        return Ok(r);
                     }
-                    Ok(None) => {}
-                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                    return Ok(r);
                 }
-            }
-            if self.rbuf.len() > MAX_REPLY_LINE {
-                return Err(ClientError::Protocol("reply line too long".into()));
+                Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+                None => {}
             }
             let n = self.stream.read(&mut tmp).await?;
             if n == 0 {
@@ -859,6 +850,28 @@ impl Client {
                 )));
             }
             self.rbuf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// The reply to the final dot. A reply that began with 2xx means the
+    /// server took the message, even if the rest of it never came or made
+    /// no sense: sending it again would deliver it twice. Such a reply
+    /// counts as accepted, and the connection is not used again.
+    async fn read_final_reply(&mut self) -> Result<Reply, ClientError> {
+        let wait = DATA_END_TIMEOUT.max(self.timeout);
+        match self.read_reply_within(wait, "end of data").await {
+            Ok(r) => Ok(r),
+            Err(e) => match self.reader.partial_code() {
+                Some(code) if (200..300).contains(&code) => {
+                    self.broken = true;
+                    tracing::warn!(relay = %self.relay, code, error = %e, "the reply to the end of data began with {code} but did not complete; the message counts as accepted and is not sent again");
+                    Ok(Reply::plain(
+                        code,
+                        format!("(the rest of the reply was lost: {e})"),
+                    ))
+                }
+                _ => Err(e),
+            },
         }
     }
 }

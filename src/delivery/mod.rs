@@ -10,6 +10,12 @@
 //! routed by their parsed domain and go out as they were stored. Uses
 //! `queue`, `policy` (each route's size limit), `smtp`, `dns`, `tls` and
 //! `config`; never `server`.
+//!
+//! Routes do not wait for each other: a message is taken from the queue
+//! only when every route it needs has a free connection slot
+//! ([`Queue::take_due_with`]), so a route whose upstream hangs holds its
+//! own slots and nothing else, and a message waiting for a slot is still
+//! just queued (it can be deleted or held).
 
 pub mod client;
 pub mod dsn;
@@ -25,6 +31,7 @@ pub mod sendtest;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +50,13 @@ const POOL_IDLE: Duration = Duration::from_secs(15);
 const POOL_SWEEP: Duration = Duration::from_secs(5);
 /// The window of `max_reports_per_hour`.
 const REPORT_WINDOW: Duration = Duration::from_secs(3600);
+/// Most attempts running at once. Each holds a connection slot of its
+/// routes (`max_connections`), which bounds them first; this bounds the
+/// rest (messages none of whose recipients has a route).
+const MAX_ATTEMPTS: usize = 256;
+/// The scheduler looks again at least this often while messages wait for
+/// a slot or for room (a finished attempt wakes it sooner).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Why the delivery side could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +147,24 @@ type Part = (usize, Option<String>, Vec<RcptIndex>);
 /// One recipient's result of an attempt: (index, relay, outcome).
 type Outcome = (RcptIndex, String, Result<Reply, Attempt>);
 
+/// A connection slot of a route (`max_connections` of them per route).
+type Slot = smol::lock::SemaphoreGuardArc;
+
+/// A free connection slot on every route `job` needs (one per route: its
+/// parts go one after the other), or `None` when one of them has none
+/// free; then whatever was taken is given back at once.
+fn slots_for(routes: &Routes, job: &Job) -> Option<Vec<Slot>> {
+    let mut taken: Vec<(usize, Slot)> = Vec::new();
+    for (_, rcpt) in job.rcpts() {
+        if let Some((ri, route)) = routes.route_for(&rcpt.addr)
+            && !taken.iter().any(|(r, _)| *r == ri)
+        {
+            taken.push((ri, route.slots.try_acquire_arc()?));
+        }
+    }
+    Some(taken.into_iter().map(|(_, s)| s).collect())
+}
+
 fn reply(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
     Reply::new(code, EnhancedStatus::new(st.0, st.1, st.2), text)
 }
@@ -164,41 +196,44 @@ impl Delivery {
 
     /// Run until the task is dropped.
     pub async fn run(self) {
-        let workers = self.routes.current().parallel();
-        let (tx, rx) = smol::channel::bounded::<Job>(workers * 2);
         let this = Arc::new(self);
-        let mut tasks = Vec::new();
-        for _ in 0..workers {
-            let rx = rx.clone();
-            let me = this.clone();
-            tasks.push(smol::spawn(async move {
-                while let Ok(job) = rx.recv().await {
-                    me.deliver(job).await;
-                }
-            }));
-        }
+        let running = Arc::new(AtomicUsize::new(0));
         let sweeper = this.routes.clone();
-        tasks.push(smol::spawn(async move {
+        let _sweep = smol::spawn(async move {
             loop {
                 smol::Timer::after(POOL_SWEEP).await;
                 sweep_idle(&sweeper.current()).await;
             }
-        }));
+        });
+        // Attempts run as tasks of their own, dropped (cancelled) with this
+        // one; each ends by settling its message, which wakes this loop.
+        let mut attempts: Vec<smol::Task<()>> = Vec::new();
         loop {
-            let room = tx.capacity().unwrap_or(1).saturating_sub(tx.len());
-            let (jobs, next) = this.queue.take_due(Instant::now(), room);
+            attempts.retain(|t| !t.is_finished());
+            let routes = this.routes.current();
+            let room = MAX_ATTEMPTS.saturating_sub(running.load(Ordering::SeqCst));
+            let mut waiting = false;
+            let (jobs, next) = this.queue.take_due_with(Instant::now(), room, |job| {
+                let slots = slots_for(&routes, job);
+                waiting |= slots.is_none();
+                slots
+            });
             let took = jobs.len();
-            for j in jobs {
-                if tx.send(j).await.is_err() {
-                    return;
-                }
+            for (job, slots) in jobs {
+                running.fetch_add(1, Ordering::SeqCst);
+                let (me, routes, running) = (this.clone(), routes.clone(), running.clone());
+                attempts.push(smol::spawn(async move {
+                    me.deliver(job, &routes, slots).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }));
             }
-            if took == room {
-                // Every worker is busy (or just got work): whatever else is
-                // due waits until one finishes, which kicks the queue. The
-                // timer is only a backstop.
+            if waiting || took == room {
+                // Whatever waits for a slot or for room goes when an attempt
+                // ends (its settling kicks the queue); the timer is only a
+                // backstop.
+                let backstop = Instant::now() + RECHECK;
                 this.queue
-                    .wait(Some(Instant::now() + Duration::from_secs(1)))
+                    .wait(Some(next.map_or(backstop, |n| n.min(backstop))))
                     .await;
             } else {
                 this.queue.wait(next).await;
@@ -210,8 +245,9 @@ impl Delivery {
     }
 
     /// One job: split by route, deliver each part, settle everything.
-    async fn deliver(&self, job: Job) {
-        let routes = self.routes.current();
+    /// `slots` are the connection slots of its routes, held until the
+    /// attempt is over.
+    async fn deliver(&self, job: Job, routes: &Routes, slots: Vec<Slot>) {
         let started = Instant::now();
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
@@ -270,6 +306,9 @@ impl Delivery {
             };
             outcomes.extend(got);
         }
+        // Free the slots before settling: settling wakes the scheduler,
+        // which should find them free.
+        drop(slots);
         self.settle(&job, started, outcomes, held).await;
     }
 
@@ -320,7 +359,6 @@ impl Delivery {
         job: &Job,
         key: Option<String>,
     ) -> Vec<Outcome> {
-        let _slot = route.slots.acquire_arc().await;
         let name_for_mx = key.clone().or_else(|| {
             job.rcpts()
                 .next()
@@ -528,7 +566,7 @@ impl Delivery {
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts + 1, "delivery");
+                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
                     RcptOutcome::Deferred(why)
                 }

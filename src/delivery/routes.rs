@@ -219,15 +219,6 @@ impl Routes {
             .enumerate()
             .find(|(_, r)| r.takes(domain))
     }
-
-    /// Total workers worth running for these routes.
-    pub fn parallel(&self) -> usize {
-        self.routes
-            .iter()
-            .map(|r| r.parallel)
-            .sum::<usize>()
-            .clamp(1, 64)
-    }
 }
 
 /// The routes in force, shared by the delivery workers; a reload swaps in

@@ -125,9 +125,13 @@ async fn follow(
     .with_events(tx)
     .without_reports();
     let task = smol::spawn(delivery.run());
-    let deadline = Instant::now() + wait;
+    // `--wait` may be any duration the parser takes (years): past what the
+    // clock can hold, it means "until there is an outcome".
+    let deadline = Instant::now().checked_add(wait);
     let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let ev = smol::future::or(async { rx.recv().await.ok() }, async {
             smol::Timer::after(left).await;
             None

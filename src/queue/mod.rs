@@ -506,6 +506,24 @@ impl Queue {
     /// Take up to `max` due messages (marking them in flight) and say when
     /// the next one not taken is due.
     pub fn take_due(&self, now: Instant, max: usize) -> (Vec<Job>, Option<Instant>) {
+        let (jobs, next) = self.take_due_with(now, max, |_| Some(()));
+        (jobs.into_iter().map(|(j, ())| j).collect(), next)
+    }
+
+    /// Like [`Queue::take_due`], but a due message is taken (and is in
+    /// flight) only if `admit` returns something for it — delivery asks for
+    /// its routes' connection slots here, so that a message waiting for a
+    /// slot stays queued: it can be deleted or held, and it keeps no worker.
+    /// `admit` runs under the queue's lock: it must not block. A refused
+    /// message does not count for the returned wake-up time; the attempt
+    /// that frees what it waits for ends with [`Queue::finish`], which wakes
+    /// [`Queue::wait`].
+    pub fn take_due_with<T>(
+        &self,
+        now: Instant,
+        max: usize,
+        mut admit: impl FnMut(&Job) -> Option<T>,
+    ) -> (Vec<(Job, T)>, Option<Instant>) {
         let qnow = self.qnow();
         let mut st = self.state();
         let mut jobs = Vec::new();
@@ -526,12 +544,11 @@ impl Queue {
                 next = Some(next.map_or(e.next_attempt, |n: Instant| n.min(e.next_attempt)));
                 continue;
             }
-            e.in_flight = true;
             let path = match &e.loc {
                 Loc::Seg { path, .. } => path.as_ref().clone(),
                 Loc::Big { path } => path.clone(),
             };
-            jobs.push(Job {
+            let job = Job {
                 id: QueueId(id),
                 envelope: e.meta.envelope.clone(),
                 pending: pending_indices(&e.done).collect(),
@@ -541,7 +558,11 @@ impl Queue {
                 body_len: e.body_len,
                 path,
                 body_start: e.body_start,
-            });
+            };
+            if let Some(t) = admit(&job) {
+                e.in_flight = true;
+                jobs.push((job, t));
+            }
         }
         (jobs, next)
     }

@@ -15,4 +15,4 @@ pub use command::{BodyType, Command, CommandError, MailParams};
 pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
 pub use envelope::{Envelope, Notify, RcptIndex, Recipient, Ret, ReversePath};
 pub use header::{HeaderFixer, HeaderSummary, Received, format_date};
-pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser};
+pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser, ReplyReader};
