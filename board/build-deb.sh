@@ -81,9 +81,13 @@ if [ "$1" = configure ]; then
         --no-create-home --shell /usr/sbin/nologin postern
     fi
   fi
-  # The queue lives here; upgrades never touch its contents.
-  install -d -m 0750 "$R/var/lib/postern"
-  [ -n "$R" ] || chown postern:postern /var/lib/postern
+  # The queue lives here; upgrades never touch its contents. 0711: other
+  # users may pass through (not list) to the drop directory, where
+  # `sendmail` keeps mail while the daemon is down; the queue itself is
+  # private (0700, made by the daemon).
+  install -d -m 0711 "$R/var/lib/postern"
+  install -d -m 1733 "$R/var/lib/postern/maildrop"
+  [ -n "$R" ] || chown postern:postern /var/lib/postern /var/lib/postern/maildrop
   if [ -z "$R" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     if [ -z "$2" ]; then

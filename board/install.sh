@@ -25,7 +25,8 @@ if [ -e "$D/etc/postern/postern.toml" ]; then
 else
   "$here/default-config.sh" > "$D/etc/postern/postern.toml"
 fi
-install -d -m 0750 "$D/var/lib/postern"
+install -d -m 0711 "$D/var/lib/postern"
+install -d -m 1733 "$D/var/lib/postern/maildrop"
 if [ "$sendmail" = --sendmail ]; then
   if [ -e "$D/usr/sbin/sendmail" ] && [ "$(readlink -f "$D/usr/sbin/sendmail")" != "$(readlink -f "$D$prefix/bin/postern")" ]; then
     echo "left /usr/sbin/sendmail alone: another MTA provides it" >&2
@@ -39,7 +40,7 @@ fi
 getent passwd postern >/dev/null ||
   useradd --system --user-group --home-dir /var/lib/postern --no-create-home \
     --shell "$(command -v nologin || echo /bin/false)" postern
-chown postern:postern /var/lib/postern
+chown postern:postern /var/lib/postern /var/lib/postern/maildrop
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable postern.service

@@ -3,7 +3,7 @@
 # as on a board), for throwaway machines only: CI's 60-board step. About 15 s.
 #   install:  exit 0 whether or not systemd is PID 1; system user and group
 #             `postern`; /etc/postern/postern.toml registered as a conffile
-#             (root:root 0644); /var/lib/postern postern:postern 0750; the
+#             (root:root 0644); /var/lib/postern postern:postern 0711 (maildrop 1733); the
 #             installed binary, run as `postern`, checks the config and
 #             queues a message (upstream down: it stays queued)
 #   upgrade:  to a second build: the admin's config edit is kept byte for
@@ -109,12 +109,14 @@ dpkg-query -W -f='${Conffiles}\n' postern | grep -q '^ /etc/postern/postern.toml
   fail "/etc/postern/postern.toml is not a conffile"
 [ "$(stat -c '%U:%G %a' /etc/postern/postern.toml)" = "root:root 644" ] ||
   fail "config: $(stat -c '%U:%G %a' /etc/postern/postern.toml)"
-[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 750" ] ||
+[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 711" ] ||
   fail "spool: $(stat -c '%U:%G %a' /var/lib/postern)"
+[ "$(stat -c '%U:%G %a' /var/lib/postern/maildrop)" = "postern:postern 1733" ] ||
+  fail "maildrop: $(stat -c '%U:%G %a' /var/lib/postern/maildrop)"
 [ -f /lib/systemd/system/postern.service ] || fail "no unit"
 as_postern /usr/bin/postern check --config /etc/postern/postern.toml >/dev/null ||
   fail "the postern user cannot check the installed config"
-echo "ok: user postern (uid $uid, $shell), conffile root:root 644, /var/lib/postern postern:postern 750"
+echo "ok: user postern (uid $uid, $shell), conffile root:root 644, /var/lib/postern postern:postern 711, maildrop 1733"
 
 # --- the admin's edit and a queued message ----------------------------------------
 # A loopback port instead of 25, and a smarthost that is down: mail waits.
@@ -138,18 +140,33 @@ dpkg_i "$work"/v2/postern_0.0.2_*.deb
 [ "$(dpkg-query -W -f='${Version}' postern)" = 0.0.2 ] || fail "not upgraded"
 cmp -s /etc/postern/postern.toml "$work/edited.toml" || fail "upgrade changed the edited config"
 ! ls /etc/postern/*.dpkg-* >/dev/null 2>&1 || fail "upgrade left $(ls /etc/postern/*.dpkg-*)"
-[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 750" ] || fail "upgrade changed the spool's owner or mode"
+[ "$(stat -c '%U:%G %a' /var/lib/postern)" = "postern:postern 711" ] || fail "upgrade changed the spool's owner or mode"
 start_daemon
 queue_list | grep -q 'dev@lan.test' || fail "upgrade lost the queued message: $(queue_list)"
 stop_daemon
 # The smarthost comes back (here: the packaged maildir route): the message goes out.
 sed -i -e 's#^kind = "smarthost"#kind = "maildir"\ndir = "/var/lib/postern/outbox"#' \
   -e '/^host = "127.0.0.1"$/d' -e "/^port = $dead\$/d" -e '/^tls = "none"$/d' /etc/postern/postern.toml
+# Meanwhile, with the daemon down, an unprivileged user's cron job mails:
+# sendmail keeps it in the drop directory, which that user cannot list.
+as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
+dropped="sendmail while down $$"
+printf 'Subject: %s\n\nfrom a cron job of nobody\n' "$dropped" |
+  as_nobody /usr/bin/postern sendmail -C /etc/postern/postern.toml ops@example.test 2>"$work/sendmail.err" ||
+  fail "sendmail as nobody with the daemon down exited $?: $(cat "$work/sendmail.err")"
+grep -q 'kept the message in /var/lib/postern/maildrop/' "$work/sendmail.err" ||
+  fail "sendmail did not say where it kept the message: $(cat "$work/sendmail.err")"
+[ "$(find /var/lib/postern/maildrop -name '*.msg' -user nobody | wc -l)" = 1 ] ||
+  fail "no drop file owned by nobody: $(ls -la /var/lib/postern/maildrop)"
+! as_nobody ls /var/lib/postern/maildrop >/dev/null 2>&1 || fail "nobody can list the drop directory"
 start_daemon
-delivered() { grep -rqs -- "Subject: $subject" /var/lib/postern/outbox; }
-wait_for 30 delivered || fail "the message queued before the upgrade was not delivered after it"
+delivered() { grep -rqs -- "Subject: $1" /var/lib/postern/outbox; }
+wait_for 30 delivered "$subject" || fail "the message queued before the upgrade was not delivered after it"
+wait_for 30 delivered "$dropped" || fail "the message sendmail kept while the daemon was down was not delivered"
+[ -z "$(ls -A /var/lib/postern/maildrop)" ] || fail "the drop directory is not empty: $(ls -la /var/lib/postern/maildrop)"
 stop_daemon
 echo "ok: upgrade to 0.0.2 kept the edited config byte for byte and the queue; the message went out"
+echo "ok: sendmail as nobody with the daemon down kept the message (exit 0, unlistable), the daemon delivered it"
 
 # --- remove, purge --------------------------------------------------------------------
 dpkg -r postern >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg -r failed"; }

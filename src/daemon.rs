@@ -15,7 +15,9 @@ use smol::io::AsyncReadExt;
 use crate::config::{self, Config};
 use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
+use crate::maildrop;
 use crate::notify::Notifier;
+use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
 
@@ -49,46 +51,10 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// Start logging to stderr: RUST_LOG if set, else the config's level.
-pub fn init_logging(level: &str) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let filter: Targets = spec
-        .parse()
-        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
-    // Only our own crate talks at info; rustls and hickory only when asked.
-    let filter = if spec.contains('=') {
-        filter
-    } else {
-        quiet_deps(filter, &spec)
-    };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false);
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init();
-}
-
-fn quiet_deps(
-    _: tracing_subscriber::filter::Targets,
-    spec: &str,
-) -> tracing_subscriber::filter::Targets {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    let level: LevelFilter = spec.parse().unwrap_or(LevelFilter::INFO);
-    Targets::new()
-        .with_default(LevelFilter::WARN.min(level))
-        .with_target("postern", level)
-}
-
 /// Run the relay until SIGTERM or SIGINT; SIGHUP re-reads `config_path`.
 pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = config::load(config_path)?;
-    init_logging(&cfg.log_level);
+    crate::logging::init(&cfg.log_level);
     run_with(cfg, Some(config_path))
 }
 
@@ -119,21 +85,27 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         set_aside = recovered.set_aside,
         "queue opened"
     );
-    // Outbound: every route built in one place; the listener
-    // shares them for aliases and the size limit. A reload builds new
-    // Routes::from_config and calls routes.replace(..).
-    let routes = SharedRoutes::new(Routes::from_config(&cfg, Resolver::from_system())?);
+    // Outbound: every route built in one place. What the listener needs of
+    // it (aliases, the upstream size limit that routes learn) is policy's
+    // Outbound, shared by both. A reload builds both again and swaps them.
+    let outbound = Outbound::from_config(&cfg);
+    let routes = SharedRoutes::new(Routes::from_config(
+        &cfg,
+        Resolver::from_system(),
+        &outbound,
+    )?);
     // Signals arrive as bytes on a pipe, read in the event loop like any
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
     let hup_pipe = signal_pipe(&[signal_hook::consts::SIGHUP])?;
     let cfg_queue_dir = cfg.queue.dir.display().to_string();
+    let cfg_queue_path = cfg.queue.dir.clone();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
         let mut shared = Shared::new(cfg, queue.clone())?;
-        shared.routes = Some(routes.clone());
+        shared.outbound = Some(outbound);
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
         let current = Arc::new(Current::new(shared));
@@ -163,6 +135,18 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             source: crate::queue::QueueError::Io(source),
         })?;
         let control = smol::spawn(crate::control::serve(control, queue.clone()));
+        // `postern sendmail` keeps what it cannot hand over in the drop
+        // directory; taken in now and every few seconds.
+        let drop_dir = maildrop::default_dir(&cfg_queue_path);
+        if let Err(e) = maildrop::prepare_dir(&drop_dir) {
+            tracing::error!(
+                dir = %drop_dir.display(),
+                error = %e,
+                "maildrop: cannot prepare the drop directory; `postern sendmail` cannot keep \
+                 mail while the daemon is down"
+            );
+        }
+        let pickup = smol::spawn(pickup_loop(drop_dir, current.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         notifier.ready();
         notifier.status("accepting mail");
@@ -221,6 +205,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             }
         }
         // A delivery cut short stays queued and is tried again at start.
+        pickup.cancel().await;
         delivery.cancel().await;
         control.cancel().await;
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
@@ -229,6 +214,54 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     queue.close();
     tracing::info!("stopped");
     result
+}
+
+/// Take in what `postern sendmail` left in `dir` while the daemon could not
+/// take it, through the first listener, at start and every
+/// [`maildrop::SCAN_INTERVAL`]. A temporary refusal is logged once, not at
+/// every round.
+async fn pickup_loop(dir: std::path::PathBuf, current: Arc<Current>) {
+    let mut last_deferral: Option<String> = None;
+    loop {
+        let shared = current.get();
+        let cfg = &shared.config;
+        if let Some(&listen) = cfg.server.listen.first() {
+            let addr = maildrop::listener_addr(listen);
+            let helo = cfg.hostname.clone();
+            // The listener enforces the real limit; this only keeps the
+            // pickup from reading a file that could never be a message.
+            let max = cfg
+                .server
+                .max_message_size
+                .bytes
+                .saturating_mul(4)
+                .saturating_add(32 << 20);
+            let d = dir.clone();
+            match smol::unblock(move || maildrop::pickup(&d, addr, &helo, max)).await {
+                Ok(round) => {
+                    if round.deferred != last_deferral {
+                        if let Some(why) = &round.deferred {
+                            tracing::warn!(
+                                dir = %dir.display(),
+                                "maildrop: files wait: {why}; trying again every {}s",
+                                maildrop::SCAN_INTERVAL.as_secs()
+                            );
+                        }
+                        last_deferral = round.deferred;
+                    }
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if last_deferral.as_deref() != Some(&why) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "maildrop: cannot read");
+                        last_deferral = Some(why);
+                    }
+                }
+            }
+        }
+        drop(shared);
+        smol::Timer::after(maildrop::SCAN_INTERVAL).await;
+    }
 }
 
 /// Why a reload was refused (the old config stays in force).
@@ -272,7 +305,8 @@ async fn try_reload(
     listeners: &mut Listeners,
 ) -> Result<(), ReloadError> {
     let cfg = config::load(path)?;
-    let new_routes = Routes::from_config(&cfg, Resolver::from_system())?;
+    let outbound = Outbound::from_config(&cfg);
+    let new_routes = Routes::from_config(&cfg, Resolver::from_system(), &outbound)?;
     let old = current.get();
     for what in restart_only_changes(&old.config, &cfg) {
         tracing::warn!("reload: {what} changed; that takes effect at the next restart");
@@ -296,7 +330,7 @@ async fn try_reload(
     let mut shared = Shared::new(cfg, old.queue.clone())?;
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
-    shared.routes = Some(routes.clone());
+    shared.outbound = Some(outbound);
     let mut keep: Vec<SocketAddr> = shared.config.server.listen.clone();
     keep.extend(shared.config.server.listen_tls.iter().copied());
     current.replace(shared);
@@ -350,14 +384,14 @@ fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {
 }
 
 fn describe_upstream(cfg: &Config) -> String {
-    if cfg.outbound.routes.len() > 1 {
-        return format!("{} routes", cfg.outbound.routes.len());
-    }
-    match &cfg.upstream {
-        config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
-        config::Upstream::Smarthost(s) => {
-            format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
-        }
-        config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
+    match cfg.outbound.routes.as_slice() {
+        [only] => match &only.upstream {
+            config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
+            config::Upstream::Smarthost(s) => {
+                format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
+            }
+            config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
+        },
+        routes => format!("{} routes", routes.len()),
     }
 }

@@ -476,15 +476,9 @@ impl Time for SmolTime {
         duration: Duration,
         future: F,
     ) -> Result<F::Output, io::Error> {
-        let work = async move { Ok(future.await) };
-        let expire = async move {
-            Timer::after(duration).await;
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "DNS request timed out",
-            ))
-        };
-        work.or(expire).await
+        crate::deadline::timeout(duration, future)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "DNS request timed out"))
     }
 }
 

@@ -7,19 +7,26 @@
 //! # Layout
 //!
 //! - [`auth`]: listener AUTH accounts (Argon2id hashes).
-//! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
-//! - [`smtp`]: the wire grammar shared by server and client; bytes in, values
-//!   out, no sockets.
-//! - [`policy`]: who may relay, from and to whom.
+//! - [`config`]: the TOML schema (one file per table), validation and
+//!   `FILE:LINE:COL` errors.
+//! - [`smtp`]: the wire grammar shared by server and client, and the one
+//!   envelope type (`smtp::Envelope`) from session to queue to delivery;
+//!   bytes in, values out, no sockets.
+//! - [`policy`]: who may relay, from and to whom; aliases and the upstream
+//!   size limit the listener advertises.
 //! - [`server`]: listeners and the inbound session state machine.
 //! - [`queue`]: the durable store, recovery and the in-memory schedule; the
 //!   only code that touches the spool directory.
 //! - [`delivery`]: routing, the SMTP client, retries and failure reports.
 //! - [`dns`]: hickory-resolver running on smol.
 //! - [`tls`]: rustls configurations.
+//! - [`deadline`]: the one `timeout` helper.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
+//! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
+//!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
+//! - [`logging`]: log lines on stderr, with journal priorities under systemd.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -27,8 +34,11 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod logging;
+pub mod maildrop;
 pub mod notify;
 pub mod policy;
 pub mod queue;

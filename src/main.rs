@@ -253,7 +253,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            postern::daemon::init_logging(&cfg.log_level);
+            postern::logging::init(&cfg.log_level);
             match postern::delivery::sendtest::run(&cfg, &to, from.as_deref(), wait) {
                 Ok(postern::delivery::sendtest::Outcome::Delivered) => {
                     println!("delivered");
@@ -274,6 +274,7 @@ fn main() -> ExitCode {
                 let routes = match postern::delivery::Routes::from_config(
                     &cfg,
                     postern::dns::Resolver::from_system(),
+                    &postern::policy::Outbound::from_config(&cfg),
                 ) {
                     Ok(r) => r,
                     Err(e) => {

@@ -1,12 +1,19 @@
 //! Relay policy: which clients may connect, which senders and recipients are
-//! allowed. Deny lists win over allow lists. Pure functions over the
-//! configured lists; the server calls them at the earliest point.
+//! allowed (deny lists win over allow lists), and what the listener must
+//! know of the outbound side ([`Outbound`]: aliases, the upstream size
+//! limit). Pure functions over the configured lists; the server calls them
+//! at the earliest point. Uses `config` and `smtp`; `server`, `delivery` and
+//! `daemon` use it.
+
+mod outbound;
+
+pub use outbound::{Aliases, Outbound, UpstreamSize};
 
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::config::{AddressPattern, PolicyConfig};
-use crate::smtp::{Address, EnhancedStatus, Reply};
+use crate::smtp::Address;
 
 /// The policy in force, built from `[policy]`.
 #[derive(Debug, Clone)]
@@ -30,48 +37,6 @@ pub enum Refusal {
     RecipientDenied,
     /// Recipient not in a non-empty allow_recipients.
     RecipientNotAllowed,
-}
-
-impl Refusal {
-    /// The SMTP reply: 554 5.7.1 for clients, 550 5.7.1 for addresses.
-    ///
-    /// Deny and not-allowed get the same text on the wire: telling a client
-    /// which list it hit helps a prober more than a device. [`fmt::Display`]
-    /// (for logs) tells them apart.
-    pub fn reply(&self) -> Reply {
-        let status = EnhancedStatus::new(5, 7, 1);
-        match self {
-            Refusal::ClientDenied | Refusal::ClientNotAllowed => Reply::new(
-                554,
-                status,
-                "Access denied: this client is not allowed to relay through this host",
-            ),
-            Refusal::SenderDenied | Refusal::SenderNotAllowed => {
-                Reply::new(550, status, "Sender address rejected: not allowed")
-            }
-            Refusal::RecipientDenied | Refusal::RecipientNotAllowed => Reply::new(
-                550,
-                status,
-                "Recipient address rejected: not allowed to relay to this address",
-            ),
-        }
-    }
-
-    /// [`Refusal::reply`], naming the client's address in client refusals,
-    /// so whoever reads a device's error log sees which address to allow.
-    pub fn reply_for(&self, client: IpAddr) -> Reply {
-        match self {
-            Refusal::ClientDenied | Refusal::ClientNotAllowed => Reply::new(
-                554,
-                EnhancedStatus::new(5, 7, 1),
-                format!(
-                    "Access denied: {} is not allowed to relay through this host",
-                    client.to_canonical()
-                ),
-            ),
-            _ => self.reply(),
-        }
-    }
 }
 
 impl fmt::Display for Refusal {
@@ -452,32 +417,6 @@ mod tests {
             Err(Refusal::RecipientNotAllowed)
         );
         assert_eq!(check("root"), Err(Refusal::RecipientNotAllowed));
-    }
-
-    #[test]
-    fn replies() {
-        let status = Some(EnhancedStatus::new(5, 7, 1));
-        for r in [Refusal::ClientDenied, Refusal::ClientNotAllowed] {
-            let reply = r.reply();
-            assert_eq!((reply.code, reply.status), (554, status));
-            let named = r.reply_for(ip("::ffff:192.0.2.9"));
-            assert_eq!((named.code, named.status), (554, status));
-            assert_eq!(
-                named.lines,
-                vec!["Access denied: 192.0.2.9 is not allowed to relay through this host"]
-            );
-        }
-        for r in [Refusal::SenderDenied, Refusal::SenderNotAllowed] {
-            let reply = r.reply();
-            assert_eq!((reply.code, reply.status), (550, status));
-            assert_eq!(reply.lines, vec!["Sender address rejected: not allowed"]);
-            assert_eq!(r.reply_for(ip("192.0.2.9")), reply);
-        }
-        for r in [Refusal::RecipientDenied, Refusal::RecipientNotAllowed] {
-            let reply = r.reply();
-            assert_eq!((reply.code, reply.status), (550, status));
-            assert!(reply.lines[0].starts_with("Recipient address rejected: "));
-        }
     }
 
     #[test]

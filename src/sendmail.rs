@@ -2,19 +2,23 @@
 //! sendmail command line that cron, smartd, mdadm and unattended-upgrades
 //! use to send mail from the gateway itself.
 //!
-//! This module owns the command line, reading the message from stdin and
-//! handing it over. It never writes the queue: it speaks SMTP over loopback
-//! to the running daemon's first listener, so the daemon stays the queue's
-//! only writer. When the daemon cannot take the message it says why on
-//! stderr and exits non-zero (75, EX_TEMPFAIL, when trying later may work),
-//! so nothing is lost silently.
+//! This module owns the command line, reading the message from stdin,
+//! completing its headers and fitting long lines to SMTP. It never writes
+//! the queue: the message is read whole into a drop file first
+//! ([`crate::maildrop`]), then handed to the running daemon over SMTP on
+//! loopback, so the daemon stays the queue's only writer. When the daemon
+//! cannot take it (down at boot, restarting, upgrading, or answering 4xx),
+//! the drop file is kept for the daemon to take in when it can, and the
+//! command succeeds: cron, smartd and mdadm do not retry. Only a refusal
+//! for good (5xx) or a machine without a drop directory fails the command,
+//! with a sysexits status, so nothing is lost silently.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::config::{self, ParseOptions};
+use crate::maildrop::{self, Spool, SubmitError};
+use crate::smtp::longlines::{self, LongLines};
 
 /// sysexits.h codes, as sendmail uses them.
 pub mod exit {
@@ -33,11 +37,6 @@ pub mod exit {
 /// Headers read before the first SMTP command (needed for `-t`); a message
 /// whose header block is longer is refused rather than buffered.
 const MAX_HEADER_BYTES: usize = 1 << 20;
-/// How long to wait for each reply from the daemon (the last one follows
-/// its fsync of the message).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long to wait for the daemon to accept the connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const HELP: &str = "\
 Send a message through the running postern daemon (sendmail-compatible).
@@ -57,8 +56,11 @@ Accepted and ignored, as sendmail does: -bm -em -ep -eq -m -n -v -U -odb -odi
 
 The message goes over SMTP to the first [server] listen address of the
 config (0.0.0.0/:: means loopback), so [policy] must allow 127.0.0.1 or ::1.
-Exit status: 0 queued by the daemon; 64 usage; 69 refused; 74 input error;
-75 daemon not running or try later; 78 bad config.
+When the daemon is not running (or says try later), the message is kept in
+the drop directory beside the queue and the daemon takes it in when it runs.
+Lines longer than SMTP's 998 octets are MIME-encoded (quoted-printable).
+Exit status: 0 queued by the daemon or kept for it; 64 usage; 69 refused;
+74 input error; 75 daemon not running and no drop directory; 78 bad config.
 ";
 
 /// What the command line asked for.
@@ -93,36 +95,13 @@ pub enum SendmailError {
     /// The message could not be read from stdin.
     #[error("cannot read the message: {0}")]
     Input(String),
-    /// Nothing answers on the listener.
-    #[error(
-        "cannot reach the postern daemon at {addr}: {source}; is it running? \
-         (systemctl status postern) The message was NOT sent."
-    )]
-    Down {
-        /// The listener tried.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The connection broke or timed out mid-conversation.
-    #[error(
-        "lost the connection to the postern daemon at {addr}: {source}; the message was NOT sent"
-    )]
-    Io {
-        /// The listener.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The daemon answered with an error.
-    #[error("the postern daemon refused {what}: {reply}; the message was NOT sent")]
-    Refused {
-        /// Which step.
-        what: String,
-        /// The reply as received.
-        reply: String,
-        /// 4xx (try later) or 5xx.
-        temporary: bool,
+    /// The daemon did not take the message and it could not be kept.
+    #[error("{source}; the message was NOT sent{hint}")]
+    NotSent {
+        /// What the daemon said or why it could not be reached.
+        source: SubmitError,
+        /// What to do about it.
+        hint: String,
     },
 }
 
@@ -133,10 +112,11 @@ impl SendmailError {
             SendmailError::Usage(_) => exit::USAGE,
             SendmailError::Config(_) => exit::CONFIG,
             SendmailError::Input(_) => exit::IOERR,
-            SendmailError::Down { .. } | SendmailError::Io { .. } => exit::TEMPFAIL,
-            SendmailError::Refused { temporary, .. } => {
-                if *temporary {
+            SendmailError::NotSent { source, .. } => {
+                if source.is_temporary() {
                     exit::TEMPFAIL
+                } else if matches!(source, SubmitError::Input(_)) {
+                    exit::IOERR
                 } else {
                     exit::UNAVAILABLE
                 }
@@ -259,7 +239,7 @@ fn run<I: IntoIterator<Item = String>>(
             path.display()
         )));
     };
-    let addr = loopback_for(listen);
+    let addr = maildrop::listener_addr(listen);
     let msg = read_headers(input, args.ignore_dot)?;
     let sender = args
         .sender
@@ -274,33 +254,156 @@ fn run<I: IntoIterator<Item = String>>(
             "no recipients: give them as arguments, or use -t to read To/Cc/Bcc".into(),
         ));
     }
+    for a in std::iter::once(&sender).chain(&rcpts) {
+        if a.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+            return Err(SendmailError::Usage(format!(
+                "{a:?} is not a mail address (control characters or angle brackets)"
+            )));
+        }
+    }
     let headers = fix_headers(
         &msg.headers,
         args.from_headers,
         &sender,
         args.full_name.as_deref(),
     );
-    submit(
-        addr,
-        &cfg.hostname,
-        &sender,
-        &rcpts,
-        &headers,
-        msg,
-        input,
-        args.ignore_dot,
-    )
+    let env = maildrop::Envelope { sender, rcpts };
+    let drop_dir = maildrop::default_dir(&cfg.queue.dir);
+    let input_err = |e: std::io::Error| SendmailError::Input(e.to_string());
+    let new_spool = || match Spool::create(&drop_dir, &env) {
+        Ok(s) => Ok((s, None)),
+        Err(e) => Spool::scratch(&env).map(|s| (s, Some(e))),
+    };
+    let (mut spool, no_drop) = new_spool().map_err(input_err)?;
+    let facts = spool_message(&mut spool, &headers, msg, input, args.ignore_dot)?;
+    if facts.too_long {
+        // Two passes: whether to encode is known only once the whole body
+        // has been read.
+        let (mut encoded, _) = new_spool().map_err(input_err)?;
+        let (_, mut raw) = spool
+            .reread()
+            .map_err(|e| SendmailError::Input(e.to_string()))?;
+        encode_long_lines(&mut raw, &mut encoded, facts.utf8)?;
+        spool = encoded;
+    }
+    let (env, mut message) = spool
+        .reread()
+        .map_err(|e| SendmailError::Input(e.to_string()))?;
+    match maildrop::submit(addr, &cfg.hostname, &env, &mut message) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_temporary() && spool.can_keep() => {
+            let what = short(&e);
+            let kept = spool.keep().map_err(|k| SendmailError::NotSent {
+                source: e,
+                hint: format!(" (and keeping it in {} failed: {k})", drop_dir.display()),
+            })?;
+            eprintln!(
+                "sendmail: {what}: kept the message in {}; the daemon takes it in when it runs",
+                kept.display()
+            );
+            Ok(())
+        }
+        Err(source) => {
+            let hint = match (&source, no_drop) {
+                (s, Some(why)) if s.is_temporary() => format!(
+                    " (it could not be kept for later: drop directory {}: {why}; \
+                     the daemon creates it at start). Is the daemon running? \
+                     (systemctl status postern)",
+                    drop_dir.display()
+                ),
+                _ => String::new(),
+            };
+            Err(SendmailError::NotSent { source, hint })
+        }
+    }
 }
 
-/// The daemon's listener as a place to connect to: a wildcard address
-/// means this machine's loopback.
-fn loopback_for(listen: SocketAddr) -> SocketAddr {
-    let ip = match listen.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
+/// The gist of a submission failure for the "kept" notice.
+fn short(e: &SubmitError) -> String {
+    match e {
+        SubmitError::Down { addr, .. } => format!("the postern daemon at {addr} is not running"),
+        other => other.to_string(),
+    }
+}
+
+/// What reading the message found out.
+#[derive(Debug, Default)]
+struct Facts {
+    /// A line is longer than SMTP carries.
+    too_long: bool,
+    /// The body is valid UTF-8 (for the charset of an encoded body).
+    utf8: bool,
+}
+
+/// Copy the completed headers and the body from `input` into `spool`, with
+/// CRLF line ends.
+fn spool_message(
+    spool: &mut Spool,
+    headers: &[String],
+    head: Head,
+    input: &mut dyn BufRead,
+    ignore_dot: bool,
+) -> Result<Facts, SendmailError> {
+    let io = |e: std::io::Error| SendmailError::Input(format!("cannot write the drop file: {e}"));
+    let mut facts = Facts {
+        too_long: headers.iter().any(|h| h.len() > longlines::MAX_LINE),
+        utf8: true,
     };
-    SocketAddr::new(ip, listen.port())
+    for h in headers {
+        spool.line(h.as_bytes()).map_err(io)?;
+    }
+    spool.line(b"").map_err(io)?;
+    let mut body_line = |spool: &mut Spool, l: &[u8]| -> Result<(), SendmailError> {
+        facts.too_long |= l.len() > longlines::MAX_LINE;
+        facts.utf8 &= std::str::from_utf8(l).is_ok();
+        spool.line(l).map_err(io)
+    };
+    if let Some(first) = &head.first_body {
+        body_line(spool, first)?;
+    }
+    if !head.ended {
+        let mut buf = Vec::new();
+        while read_line(input, &mut buf)? {
+            if !ignore_dot && buf == b"." {
+                break;
+            }
+            body_line(spool, &buf)?;
+        }
+    }
+    Ok(facts)
+}
+
+/// Re-encode the spooled message `raw` (positioned at its headers) into
+/// `out` so that every line fits SMTP.
+fn encode_long_lines(
+    raw: &mut dyn BufRead,
+    out: &mut Spool,
+    utf8: bool,
+) -> Result<(), SendmailError> {
+    let io = |e: std::io::Error| SendmailError::Input(format!("cannot write the drop file: {e}"));
+    let mut headers = Vec::new();
+    let mut buf = Vec::new();
+    while read_line(raw, &mut buf)? && !buf.is_empty() {
+        headers.push(String::from_utf8_lossy(&buf).into_owned());
+    }
+    let (mut enc, headers) = LongLines::new(&headers, utf8);
+    for h in &headers {
+        out.line(h.as_bytes()).map_err(io)?;
+    }
+    out.line(b"").map_err(io)?;
+    let mut failed = None;
+    let mut emit = |l: &[u8]| {
+        if failed.is_none()
+            && let Err(e) = out.line(l)
+        {
+            failed = Some(e);
+        }
+    };
+    while read_line(raw, &mut buf)? {
+        enc.body_line(&buf, &mut emit);
+    }
+    enc.finish(&mut emit);
+    failed.map_or(Ok(()), |e| Err(io(e)))
 }
 
 /// The header block as read (lines without their line ends).
@@ -505,130 +608,10 @@ fn login_name() -> String {
     "root".to_string()
 }
 
-struct Client {
-    r: BufReader<TcpStream>,
-    w: BufWriter<TcpStream>,
-    addr: SocketAddr,
-}
-
-impl Client {
-    fn io(&self, source: std::io::Error) -> SendmailError {
-        SendmailError::Io {
-            addr: self.addr,
-            source,
-        }
-    }
-
-    /// Read one reply; error unless its code is `want`.
-    fn expect(&mut self, want: u16, what: &str) -> Result<(), SendmailError> {
-        self.w.flush().map_err(|e| self.io(e))?;
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = self.r.read_line(&mut line).map_err(|e| self.io(e))?;
-            if n == 0 {
-                return Err(self.io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            all.push_str(line.trim_end());
-            let b = line.as_bytes();
-            if b.len() < 4 || b[3] != b'-' {
-                let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-                if code == want {
-                    return Ok(());
-                }
-                return Err(SendmailError::Refused {
-                    what: what.to_string(),
-                    reply: all,
-                    temporary: !(500..600).contains(&code),
-                });
-            }
-            all.push_str(" / ");
-        }
-    }
-
-    fn line(&mut self, s: &str) -> Result<(), SendmailError> {
-        let r = self
-            .w
-            .write_all(s.as_bytes())
-            .and_then(|_| self.w.write_all(b"\r\n"));
-        r.map_err(|e| self.io(e))
-    }
-
-    /// One line of message text: CRLF-terminated and dot-stuffed.
-    fn data_line(&mut self, s: &[u8]) -> Result<(), SendmailError> {
-        let r = (|| {
-            if s.first() == Some(&b'.') {
-                self.w.write_all(b".")?;
-            }
-            self.w.write_all(s)?;
-            self.w.write_all(b"\r\n")
-        })();
-        r.map_err(|e| self.io(e))
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn submit(
-    addr: SocketAddr,
-    hostname: &str,
-    sender: &str,
-    rcpts: &[String],
-    headers: &[String],
-    head: Head,
-    input: &mut dyn BufRead,
-    ignore_dot: bool,
-) -> Result<(), SendmailError> {
-    let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|source| SendmailError::Down { addr, source })?;
-    let setup = stream
-        .set_read_timeout(Some(REPLY_TIMEOUT))
-        .and_then(|_| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
-        .and_then(|_| stream.try_clone());
-    let w = setup.map_err(|source| SendmailError::Io { addr, source })?;
-    let mut c = Client {
-        r: BufReader::new(stream),
-        w: BufWriter::new(w),
-        addr,
-    };
-    c.expect(220, "the connection")?;
-    c.line(&format!("EHLO {hostname}"))?;
-    c.expect(250, "EHLO")?;
-    c.line(&format!("MAIL FROM:<{sender}>"))?;
-    c.expect(250, &format!("sender <{sender}>"))?;
-    for r in rcpts {
-        c.line(&format!("RCPT TO:<{r}>"))?;
-        c.expect(250, &format!("recipient <{r}>"))?;
-    }
-    c.line("DATA")?;
-    c.expect(354, "DATA")?;
-    for h in headers {
-        c.data_line(h.as_bytes())?;
-    }
-    c.data_line(b"")?;
-    if let Some(first) = &head.first_body {
-        c.data_line(first)?;
-    }
-    if !head.ended {
-        let mut buf = Vec::new();
-        while read_line(input, &mut buf)? {
-            if !ignore_dot && buf == b"." {
-                break;
-            }
-            c.data_line(&buf)?;
-        }
-    }
-    c.line(".")?;
-    c.expect(250, "the message")?;
-    c.line("QUIT")?;
-    // The message is queued; a lost 221 changes nothing.
-    let _ = c.expect(221, "QUIT");
-    let _ = c.r.get_mut().read(&mut [0u8; 1]);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn args(s: &[&str]) -> Result<Args, SendmailError> {
         parse_args(s.iter().map(|s| s.to_string()))
@@ -715,15 +698,15 @@ mod tests {
     #[test]
     fn wildcard_listeners_mean_loopback() {
         assert_eq!(
-            loopback_for("0.0.0.0:25".parse().unwrap()),
+            maildrop::listener_addr("0.0.0.0:25".parse().unwrap()),
             "127.0.0.1:25".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
-            loopback_for("[::]:25".parse().unwrap()),
+            maildrop::listener_addr("[::]:25".parse().unwrap()),
             "[::1]:25".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
-            loopback_for("192.168.1.2:25".parse().unwrap()),
+            maildrop::listener_addr("192.168.1.2:25".parse().unwrap()),
             "192.168.1.2:25".parse::<SocketAddr>().unwrap()
         );
     }

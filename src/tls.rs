@@ -6,14 +6,24 @@
 //! are PEM files, read with `rustls::pki_types::pem` (no extra crate). Build
 //! each config once (at startup or reload) and share the `Arc`: the client
 //! config reads the whole system trust store.
+//!
+//! Also the one plain-or-TLS [`Stream`] type that the listener and the
+//! smarthost client hold. Uses nothing above it in the crate.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use smol::io::{AsyncRead, AsyncWrite};
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, RootCertStore};
+
+mod describe;
+pub use describe::{describe_cert, file_problem};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +312,131 @@ fn pem_error(path: &Path, err: pem::Error) -> TlsError {
     TlsError::Pem {
         path: path.to_owned(),
         reason,
+    }
+}
+
+/// A connection's byte stream: plain TCP, or TLS over it (after STARTTLS,
+/// or from the first byte on an implicit-TLS port). The listener and the
+/// smarthost client both hold one, so STARTTLS is the same move on both
+/// sides: [`Stream::take_plain`], a handshake, then the TLS stream in its
+/// place.
+pub enum Stream<T> {
+    /// No TLS (yet).
+    Plain(T),
+    /// TLS, either side of it. Boxed: a TLS session is a few KiB, a
+    /// plain socket a word.
+    Tls(Box<futures_rustls::TlsStream<T>>),
+    /// The socket went to a handshake ([`Stream::take_plain`]) and did not
+    /// come back; reads and writes fail.
+    Detached,
+}
+
+impl<T> Stream<T> {
+    /// Take the plain socket for a TLS handshake, leaving
+    /// [`Stream::Detached`]; `None` (and nothing changed) when the stream is
+    /// not plain.
+    pub fn take_plain(&mut self) -> Option<T> {
+        match std::mem::replace(self, Stream::Detached) {
+            Stream::Plain(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// True once TLS is on.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The TLS session (version, suite, peer certificates) when TLS is on.
+    pub fn tls_session(&self) -> Option<&rustls::CommonState> {
+        match self {
+            Stream::Tls(s) => Some(s.get_ref().1),
+            _ => None,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+            Stream::Detached => "Detached",
+        })
+    }
+}
+
+impl<T> From<futures_rustls::client::TlsStream<T>> for Stream<T> {
+    fn from(s: futures_rustls::client::TlsStream<T>) -> Self {
+        Stream::Tls(Box::new(s.into()))
+    }
+}
+
+impl<T> From<futures_rustls::server::TlsStream<T>> for Stream<T> {
+    fn from(s: futures_rustls::server::TlsStream<T>) -> Self {
+        Stream::Tls(Box::new(s.into()))
+    }
+}
+
+/// Run the server side of a TLS handshake over `io` (implicit TLS, or
+/// after our 220 to STARTTLS). The caller bounds it with a timeout.
+pub async fn accept<T: AsyncRead + AsyncWrite + Unpin>(
+    config: Arc<rustls::ServerConfig>,
+    io: T,
+) -> std::io::Result<Stream<T>> {
+    let s = futures_rustls::TlsAcceptor::from(config).accept(io).await?;
+    Ok(s.into())
+}
+
+fn detached() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the connection was handed to a TLS handshake that failed",
+    )
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Detached => Poll::Ready(Err(detached())),
+        }
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::Detached => Poll::Ready(Ok(())),
+        }
     }
 }
 

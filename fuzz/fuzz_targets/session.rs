@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             server: &w.cfg.server,
             policy: &w.policy,
             queue: &w.queue,
-            routes: None,
+            outbound: None,
             limits: None,
             client: "127.0.0.1".parse().expect("ip"),
             tls: None,

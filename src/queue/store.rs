@@ -17,7 +17,7 @@
 //! State records only ever refer to data in the same or older segments, so
 //! these dependencies cannot form a cycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -29,6 +29,7 @@ use super::spool::SpoolWriter;
 use super::state::{self, SEQ_STEP, Saved, StateFile};
 use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, Queue, QueueError, Recovered};
+use crate::smtp::RcptIndex;
 
 /// How long a finished-recipient record may wait for a sync that a commit
 /// would have done anyway. Losing it in a crash means a duplicate delivery,
@@ -88,7 +89,7 @@ pub(super) enum Request {
     /// memory says about the message when it gets to it.
     Outcome {
         id: u64,
-        newly_done: Vec<u16>,
+        newly_done: Vec<RcptIndex>,
         /// Operator delete: every recipient is finished, whatever memory
         /// says by the time the writer gets here (a report that could not
         /// be queued puts its recipients back in the meantime).
@@ -377,9 +378,7 @@ impl Store {
                         };
                         self.max_id_seen = self.max_id_seen.max(id);
                         if let Some(r) = msgs.get_mut(&id) {
-                            let n = r.loaded.meta.rcpts.len();
-                            r.loaded.meta.done =
-                                done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                            r.loaded.meta.done = in_range(done, &r.loaded.meta);
                             r.loaded.state_seg = Some(*no);
                         }
                     }
@@ -439,8 +438,7 @@ impl Store {
                     continue;
                 };
                 if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
-                    let n = r.loaded.meta.rcpts.len();
-                    r.loaded.meta.done = done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                    r.loaded.meta.done = in_range(done, &r.loaded.meta);
                     r.loaded.state_seg = Some(*no);
                 }
             }
@@ -450,7 +448,7 @@ impl Store {
         let mut out = Vec::new();
         for (id, r) in msgs {
             let finished = done_at.get(&id).copied();
-            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.rcpts.len();
+            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.envelope.rcpts.len();
             if finished.is_some() || all_rcpts_done {
                 match (&r.loaded.loc, finished) {
                     (Loc::Big { path }, _) => {
@@ -1098,12 +1096,14 @@ impl Store {
             };
             // Recipients whose failure report is not durable yet are left
             // out: a later outcome must not record them ahead of it.
-            let list: Vec<u16> = e
+            let unreported: HashSet<RcptIndex> = e.unreported.iter().copied().collect();
+            let list: Vec<RcptIndex> = e
                 .done
                 .iter()
                 .enumerate()
-                .filter(|(i, d)| **d && !e.unreported.contains(&(*i as u16)))
-                .map(|(i, _)| i as u16)
+                .filter(|(_, d)| **d)
+                .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
+                .filter(|i| !unreported.contains(i))
                 .collect();
             let all = e.pending() == 0 && e.unreported.is_empty();
             (e.loc.clone(), e.state_seg, list, all)
@@ -1231,12 +1231,21 @@ impl Store {
 #[derive(Debug)]
 struct AfterSync {
     id: u64,
-    newly_done: Vec<u16>,
+    newly_done: Vec<RcptIndex>,
     ack: Option<Ack>,
     /// The report came with this outcome.
     with_report: bool,
     /// Operator delete.
     delete: bool,
+}
+
+/// The indices of a recipients-done record that name a recipient of
+/// `meta` (a record never names others; a damaged one is not trusted to).
+fn in_range(done: Vec<RcptIndex>, meta: &MessageMeta) -> Vec<RcptIndex> {
+    let n = meta.envelope.rcpts.len();
+    done.into_iter()
+        .filter(|d| usize::try_from(*d).is_ok_and(|d| d < n))
+        .collect()
 }
 
 /// A committed message waiting for its sync before it joins the schedule.
@@ -1339,6 +1348,10 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How much of a big message file of the first record layout is searched
+/// for its envelope.
+const FIRST_LAYOUT_META_MAX: usize = 1 << 20;
+
 /// Check a big message file whole; returns its meta, the body's offset in
 /// the payload, and the file's length.
 fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
@@ -1363,7 +1376,11 @@ fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64)
             .map_err(|_| RecordError::Checksum)?;
         at += n as u64;
         crc.update(&buf[..n]);
-        if first.len() < (1 << 20) {
+        // Keep the whole envelope (its length is in the record; a message
+        // at the recipient bound has megabytes of it), or for records of the
+        // first layout, which do not say, the first MiB as always.
+        let keep = MessageMeta::encoded_len(&first).unwrap_or(FIRST_LAYOUT_META_MAX);
+        if first.len() < keep {
             first.extend_from_slice(&buf[..n]);
         }
         left -= n as u64;
@@ -1380,7 +1397,7 @@ impl Queue {
         let now = std::time::Instant::now();
         let mut st = self.state();
         st.bytes += p.record_len;
-        let n = p.meta.rcpts.len();
+        let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
         st.entries.insert(
             p.id,

@@ -7,18 +7,16 @@
 //! per-client rates live in [`super::limits`].
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::session::{ClientFacts, Gates, SessionCore, Step, queue_error_reply};
-use crate::config::BareNewlineMode;
+use super::reply::Answer;
+use super::session::{ClientFacts, Gates, SessionCore, Step};
 use crate::smtp::command::{self, MAX_COMMAND_LINE};
 use crate::smtp::header::{HeaderFixer, Received, format_date};
-use crate::smtp::reply::EnhancedStatus as S;
-use crate::smtp::{Address, BareNewline, Command, DataDecoder, Reply};
+use crate::smtp::{BareNewline, Command, DataDecoder, Reply};
+pub use crate::tls::Stream;
 
 // The bounds of one session.
 /// Read buffer size: a few command lines, or one chunk of DATA.
@@ -36,72 +34,6 @@ pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
 pub const MAX_JUNK_COMMANDS: u32 = 100;
 /// Wait after a failed AUTH, times the failures so far: slows guessing.
 const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
-
-/// The client's byte stream: plain TCP, or TLS over it.
-pub enum Stream<T> {
-    /// No TLS (yet).
-    Plain(T),
-    /// After STARTTLS, or on the implicit-TLS port.
-    Tls(Box<futures_rustls::server::TlsStream<T>>),
-    /// Between the two, while the handshake owns the socket.
-    Gone,
-}
-
-impl<T> std::fmt::Debug for Stream<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Stream::Plain(_) => "Plain",
-            Stream::Tls(_) => "Tls",
-            Stream::Gone => "Gone",
-        })
-    }
-}
-
-fn gone() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::NotConnected, "TLS handshake failed")
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
@@ -178,11 +110,9 @@ async fn timeout<T>(
     dur: Duration,
     f: impl std::future::Future<Output = T>,
 ) -> Result<T, ConnError> {
-    smol::future::or(async { Ok(f.await) }, async {
-        smol::Timer::after(dur).await;
-        Err(ConnError::Timeout)
-    })
-    .await
+    crate::deadline::timeout(dur, f)
+        .await
+        .map_err(|_| ConnError::Timeout)
 }
 
 /// The driver of one connection.
@@ -349,8 +279,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         self.errors += 1;
         self.queue_reply(&r);
         if self.errors >= MAX_ERRORS {
-            let bye = Reply::new(421, S::new(4, 7, 0), "Too many errors, closing connection");
-            self.send(&bye).await?;
+            self.send(&Answer::TooManyErrors.reply()).await?;
             return Ok(false);
         }
         Ok(true)
@@ -372,31 +301,27 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
     pub async fn run(&mut self) -> Result<(), ConnError> {
         if self.talked_first().await? {
             tracing::info!(client = %self.peer.ip(), "refused: sent data before the greeting");
-            let r = Reply::new(
-                554,
-                S::new(5, 5, 0),
-                "Error: SMTP protocol violation (data sent before the greeting)",
-            );
-            self.send(&r).await?;
+            self.send(&Answer::TalkedFirst.reply()).await?;
             return Ok(());
         }
-        let greeting = Reply::plain(220, format!("{} ESMTP postern", self.gates.hostname));
+        let greeting = Answer::Greeting {
+            hostname: self.gates.hostname.to_string(),
+        }
+        .reply();
         self.send(&greeting).await?;
         loop {
             let Some(line) = self.next_line_or_stop().await? else {
-                let bye = Reply::new(
-                    421,
-                    S::new(4, 3, 2),
-                    format!("{} shutting down, try again later", self.gates.hostname),
-                );
+                let bye = Answer::ShuttingDown {
+                    hostname: self.gates.hostname.to_string(),
+                }
+                .reply();
                 self.send(&bye).await?;
                 return Ok(());
             };
             self.idle = self.gates.server.command_timeout.value;
             let len = match line {
                 Line::TooLong => {
-                    let r = Reply::new(500, S::new(5, 5, 2), "Error: line too long");
-                    if !self.error(r).await? {
+                    if !self.error(Answer::LineTooLong.reply()).await? {
                         return Ok(());
                     }
                     continue;
@@ -412,7 +337,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             let cmd = match command::parse(text) {
                 Ok(c) => c,
                 Err(e) => {
-                    if !self.error(e.reply()).await? {
+                    if !self.error(Answer::BadCommand(e).reply()).await? {
                         return Ok(());
                     }
                     continue;
@@ -422,12 +347,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 // PIPELINING is an EHLO extension: a client that did not
                 // say EHLO (or before it) must wait for each reply.
                 tracing::info!(client = %self.peer.ip(), "refused: pipelining without EHLO");
-                let r = Reply::new(
-                    554,
-                    S::new(5, 5, 0),
-                    "Error: improper command pipelining (PIPELINING needs EHLO)",
-                );
-                self.send(&r).await?;
+                self.send(&Answer::PipeliningWithoutEhlo.reply()).await?;
                 return Ok(());
             }
             let moves = matches!(
@@ -450,12 +370,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             } else {
                 self.junk += 1;
                 if self.junk > MAX_JUNK_COMMANDS {
-                    let bye = Reply::new(
-                        421,
-                        S::new(4, 7, 0),
-                        "Too many commands without a transaction, closing connection",
-                    );
-                    self.send(&bye).await?;
+                    self.send(&Answer::TooManyJunkCommands.reply()).await?;
                     return Ok(());
                 }
             }
@@ -514,29 +429,22 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
     /// close the connection.
     async fn starttls(&mut self) -> Result<bool, ConnError> {
         let Some(cfg) = self.gates.tls.cloned() else {
-            self.queue_reply(&Reply::new(454, S::new(4, 7, 0), "TLS not available"));
+            self.queue_reply(&Answer::TlsNotAvailable.reply());
             return Ok(true);
         };
         if !self.rbuf.data().is_empty() {
             tracing::info!(client = %self.peer.ip(), "refused: commands pipelined after STARTTLS");
-            let r = Reply::new(
-                554,
-                S::new(5, 5, 0),
-                "Error: commands pipelined after STARTTLS (RFC 3207 §4.2)",
-            );
-            self.send(&r).await?;
+            self.send(&Answer::PipelinedAfterStartTls.reply()).await?;
             return Ok(false);
         }
-        self.send(&Reply::new(220, S::new(2, 0, 0), "Ready to start TLS"))
-            .await?;
-        let Stream::Plain(plain) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+        self.send(&Answer::ReadyForTls.reply()).await?;
+        let Some(plain) = self.stream.take_plain() else {
             return Ok(false);
         };
-        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
         let t = self.gates.server.command_timeout.value;
-        match timeout(t, acceptor.accept(plain)).await {
+        match timeout(t, crate::tls::accept(cfg, plain)).await {
             Ok(Ok(tls)) => {
-                self.stream = Stream::Tls(Box::new(tls));
+                self.stream = tls;
                 self.rbuf.clear();
                 self.core.tls_started();
                 Ok(true)
@@ -554,8 +462,8 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
 
     /// One base64 line of an AUTH exchange after a 334 prompt; `None` when
     /// the client cancelled with `*`.
-    async fn auth_line(&mut self, prompt: &str) -> Result<Option<Vec<u8>>, ConnError> {
-        self.send(&Reply::plain(334, prompt)).await?;
+    async fn auth_line(&mut self, prompt: &'static str) -> Result<Option<Vec<u8>>, ConnError> {
+        self.send(&Answer::AuthChallenge(prompt).reply()).await?;
         let len = match self.next_line().await? {
             Line::Ok(len) => len,
             Line::TooLong => return Ok(Some(Vec::new())),
@@ -599,11 +507,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             }
         };
         let Some(creds) = creds else {
-            self.queue_reply(&Reply::new(
-                501,
-                S::new(5, 7, 0),
-                "Authentication cancelled",
-            ));
+            self.queue_reply(&Answer::AuthCancelled.reply());
             return Ok(true);
         };
         let login = match creds {
@@ -614,11 +518,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             Ok(login) => {
                 tracing::info!(client = %self.peer.ip(), user = %login.name, "authenticated");
                 self.core.authenticated(login);
-                self.queue_reply(&Reply::new(
-                    235,
-                    S::new(2, 7, 0),
-                    "Authentication successful",
-                ));
+                self.queue_reply(&Answer::AuthOk.reply());
                 Ok(true)
             }
             Err(name) => {
@@ -627,19 +527,10 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 self.flush().await?;
                 smol::Timer::after(AUTH_FAIL_DELAY * self.auth_failures).await;
                 if self.auth_failures >= self.gates.server.max_auth_failures {
-                    let bye = Reply::new(
-                        421,
-                        S::new(4, 7, 0),
-                        "Too many failed authentication attempts, closing connection",
-                    );
-                    self.send(&bye).await?;
+                    self.send(&Answer::TooManyAuthFailures.reply()).await?;
                     return Ok(false);
                 }
-                self.queue_reply(&Reply::new(
-                    535,
-                    S::new(5, 7, 8),
-                    "Authentication credentials invalid",
-                ));
+                self.queue_reply(&Answer::AuthFailed.reply());
                 Ok(true)
             }
         }
@@ -647,14 +538,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
 
     /// Receive one message after DATA. False: the framing cannot be
     /// trusted any more (a bare newline in reject mode); close.
-    async fn data(&mut self, msg: crate::queue::NewMessage) -> Result<bool, ConnError> {
+    async fn data(&mut self, msg: crate::smtp::Envelope) -> Result<bool, ConnError> {
         let q = self.gates.queue;
         let rcpt_count = msg.rcpts.len();
-        let from = msg.from.clone().unwrap_or_default();
-        let single_rcpt = if rcpt_count == 1 {
-            msg.rcpts.first().and_then(|r| Address::parse(r).ok())
-        } else {
-            None
+        let from = msg.from.clone();
+        let single_rcpt = match msg.rcpts.as_slice() {
+            [only] => Some(only.addr.clone()),
+            _ => None,
         };
         let mut w = Some(q.begin(msg));
         // The spool writer counts itself now, until it is handed over.
@@ -684,7 +574,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             format!("<{id_text}.postern@{}>", self.gates.hostname),
         );
         let ip = self.peer.ip().to_canonical();
-        let normalize = self.gates.server.bare_newline == BareNewlineMode::Normalize
+        let normalize = self.gates.server.bare_newline == BareNewline::Normalize
             || self
                 .gates
                 .server
@@ -709,8 +599,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
         {
             io_error = Some(e);
         }
-        self.send(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
-            .await?;
+        self.send(&Answer::StartData.reply()).await?;
         let mut size: u64 = 0;
         loop {
             if self.rbuf.data().is_empty() {
@@ -728,11 +617,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     self.rbuf.clear();
                     self.stats.refused += 1;
                     tracing::info!(id = %id, from = %from, client = %ip, "refused: bare CR or LF in message data");
-                    self.queue_reply(&Reply::new(
-                        550,
-                        S::new(5, 6, 0),
-                        "Message refused: bare CR or LF in the data (lines must end in CRLF)",
-                    ));
+                    self.queue_reply(&Answer::BareNewline.reply());
                     return Ok(false);
                 }
             };
@@ -765,29 +650,20 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             }
         }
         let reply = if line_too_long {
-            Reply::new(
-                550,
-                S::new(5, 6, 0),
-                format!(
-                    "Message refused: a text line is longer than {} octets (RFC 5321 §4.5.3.1.6)",
-                    MAX_DATA_LINE + 2
-                ),
-            )
+            Answer::DataLineTooLong {
+                limit: MAX_DATA_LINE + 2,
+            }
+            .reply()
         } else if header_len > MAX_HEADER_SECTION {
-            Reply::new(
-                552,
-                S::new(5, 3, 4),
-                format!("Message header section exceeds {MAX_HEADER_SECTION} octets"),
-            )
+            Answer::HeaderTooBig {
+                limit: MAX_HEADER_SECTION,
+            }
+            .reply()
         } else if too_big {
-            Reply::new(
-                552,
-                S::new(5, 3, 4),
-                format!("Message size exceeds fixed limit of {limit} octets"),
-            )
+            Answer::MessageTooBig { limit }.reply()
         } else if let Some(e) = io_error {
             tracing::error!(id = %id, error = %e, "cannot spool message");
-            queue_error_reply(&crate::queue::QueueError::Io(e))
+            Answer::queue_error(&crate::queue::QueueError::Io(e)).reply()
         } else if let Some(wr) = w.take() {
             let body = wr.body_len();
             let limit = self.gates.server.data_end_timeout.value;
@@ -802,25 +678,21 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     // stuck, becomes durable later, and the client's retry
                     // makes a duplicate: better than a client that times out
                     // unsure, or a message lost.
-                    tracing::error!(id = %id, client = %self.peer.ip(), limit = %self.gates.server.data_end_timeout.text, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
-                    Reply::new(
-                        451,
-                        S::new(4, 3, 0),
-                        "Queue storage too slow, try again later",
-                    )
+                    tracing::error!(id = %id, client = %self.peer.ip(), limit = %self.gates.server.data_end_timeout, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
+                    Answer::StorageTooSlow.reply()
                 }
                 Some(Ok(id)) => {
                     tracing::info!(id = %id, from = %from, rcpts = rcpt_count, size = body, client = %self.peer.ip(), "queued");
                     self.stats.accepted += 1;
-                    Reply::new(250, S::new(2, 0, 0), format!("Ok: queued as {id}"))
+                    Answer::Queued { id }.reply()
                 }
                 Some(Err(e)) => {
                     tracing::warn!(id = %id, error = %e, client = %self.peer.ip(), "message not queued");
-                    queue_error_reply(&e)
+                    Answer::queue_error(&e).reply()
                 }
             }
         } else {
-            Reply::new(451, S::new(4, 3, 0), "Local error in processing")
+            Answer::LocalError.reply()
         };
         if !reply.is_positive() {
             self.stats.refused += 1;

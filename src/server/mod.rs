@@ -9,6 +9,7 @@
 
 pub mod conn;
 pub mod limits;
+pub mod reply;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -21,9 +22,9 @@ use crate::config::Config;
 use crate::policy::Policy;
 use crate::queue::Queue;
 use crate::smtp::Reply;
-use crate::smtp::reply::EnhancedStatus;
 use conn::{Conn, ConnError};
 use limits::ClientLimits;
+use reply::Answer;
 use session::{ClientFacts, Gates};
 
 /// Why the server could not start.
@@ -54,8 +55,9 @@ pub struct Shared {
     pub queue: Queue,
     /// One permit per open connection.
     pub slots: Arc<smol::lock::Semaphore>,
-    /// Outbound routes: aliases at RCPT, the upstream size limit.
-    pub routes: Option<crate::delivery::SharedRoutes>,
+    /// Aliases at RCPT and the upstream size limit (the daemon shares
+    /// them with delivery, which learns the limits).
+    pub outbound: Option<crate::policy::Outbound>,
     /// Listener TLS, from `[server] tls_cert`/`tls_key`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `[[user]]` accounts for AUTH.
@@ -88,7 +90,7 @@ impl Shared {
             policy,
             queue,
             slots,
-            routes: None,
+            outbound: None,
             tls,
             users,
             limits,
@@ -128,7 +130,7 @@ impl Shared {
             }
             Err(refusal) => {
                 tracing::info!(client = %ip, reason = %refusal, "refused at connect");
-                Err(refusal.reply_for(ip))
+                Err(Answer::refused(&refusal, ip).reply())
             }
         }
     }
@@ -253,12 +255,7 @@ async fn handle(
     let peer = SocketAddr::new(ip, peer.port());
     let Some(_permit) = shared.slots.try_acquire_arc() else {
         tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
-        let r = Reply::new(
-            421,
-            EnhancedStatus::new(4, 7, 0),
-            "Too many connections, try again later",
-        );
-        refuse(&mut stream, &r).await;
+        refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
         return;
     };
     let facts = match shared.client_facts(ip, implicit_tls) {
@@ -274,12 +271,7 @@ async fn handle(
         Ok(slot) => slot,
         Err(why) => {
             tracing::warn!(client = %ip, why = ?why, "refused: per-client limit");
-            let r = Reply::new(
-                421,
-                EnhancedStatus::new(4, 7, 0),
-                "Too many connections from your address, try again later",
-            );
-            refuse(&mut stream, &r).await;
+            refuse(&mut stream, &Answer::TooManyFromClient.reply()).await;
             return;
         }
     };
@@ -288,7 +280,7 @@ async fn handle(
         server: &shared.config.server,
         policy: &shared.policy,
         queue: &shared.queue,
-        routes: shared.routes.as_ref(),
+        outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
         client: ip,
         tls: shared.tls.as_ref(),
@@ -298,27 +290,21 @@ async fn handle(
         let Some(cfg) = shared.tls.clone() else {
             return;
         };
-        let acceptor = futures_rustls::TlsAcceptor::from(cfg);
         // The handshake stands where the first command would.
         let t = shared.config.server.greeting_timeout.value;
-        match smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
-            smol::Timer::after(t).await;
-            None
-        })
-        .await
-        {
-            Some(Ok(s)) => conn::Stream::Tls(Box::new(s)),
-            Some(Err(e)) => {
+        match crate::deadline::timeout(t, crate::tls::accept(cfg, stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::info!(client = %ip, error = %e, "TLS handshake failed");
                 return;
             }
-            None => {
+            Err(_) => {
                 tracing::info!(client = %ip, "TLS handshake timed out");
                 return;
             }
         }
     } else {
-        conn::Stream::Plain(stream)
+        crate::tls::Stream::Plain(stream)
     };
     let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
     conn.stop_on(stop);
@@ -337,12 +323,7 @@ async fn handle(
         "connection"
     );
     if let Err(ConnError::Timeout | ConnError::SessionLimit) = result {
-        let r = Reply::new(
-            421,
-            EnhancedStatus::new(4, 4, 2),
-            "Timeout, closing connection",
-        );
-        let _ = conn.send(&r).await;
+        let _ = conn.send(&Answer::Timeout.reply()).await;
     }
 }
 

@@ -17,12 +17,12 @@
 //! | NOOP/VRFY/HELP | same | same       | same        | same          |
 //! | QUIT      | close     | close      | close       | close         |
 
+use super::reply::Answer;
 use crate::auth::Login;
 use crate::config::ServerConfig;
-use crate::policy::Policy;
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, Queue, QueueError};
-use crate::smtp::reply::EnhancedStatus as S;
-use crate::smtp::{Address, BodyType, Command, MailParams, Reply};
+use crate::policy::{Outbound, Policy};
+use crate::queue::Queue;
+use crate::smtp::{Address, BodyType, Command, Envelope, MailParams, Recipient, Reply};
 
 /// Where the session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub enum Step {
     /// Send this reply and read the next command.
     Reply(Reply),
     /// Send 354 and receive the message for this envelope.
-    Data(NewMessage),
+    Data(Envelope),
     /// Send this reply and close the connection.
     Close(Reply),
     /// Send 220, run the TLS handshake, then [`SessionCore::tls_started`].
@@ -111,8 +111,8 @@ pub struct Gates<'a> {
     pub policy: &'a Policy,
     /// The queue, for room checks.
     pub queue: &'a Queue,
-    /// Outbound routes: aliases, upstream size limit.
-    pub routes: Option<&'a crate::delivery::SharedRoutes>,
+    /// Aliases and the upstream size limit.
+    pub outbound: Option<&'a Outbound>,
     /// Per-client rates; `None` in tests that do not need them.
     pub limits: Option<&'a super::limits::ClientLimits>,
     /// The client's address, for the per-client rates.
@@ -129,8 +129,8 @@ impl Gates<'_> {
     /// (devices get 552 at MAIL instead of a bounce later).
     pub fn max_message_size(&self) -> u64 {
         let own = self.server.max_message_size.bytes;
-        self.routes
-            .and_then(|r| r.max_message_size())
+        self.outbound
+            .and_then(Outbound::max_message_size)
             .map_or(own, |up| up.min(own))
     }
 }
@@ -153,27 +153,6 @@ pub struct SessionCore {
 impl Default for SessionCore {
     fn default() -> Self {
         SessionCore::new(ClientFacts::allowed_plain(), false)
-    }
-}
-
-fn r(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply::new(code, S::new(st.0, st.1, st.2), text)
-}
-
-/// The reply for a queue error at MAIL or after DATA.
-pub fn queue_error_reply(e: &QueueError) -> Reply {
-    match e {
-        QueueError::Full => r(
-            452,
-            (4, 3, 1),
-            "Insufficient system storage: queue full, try again later",
-        ),
-        QueueError::Closed => r(421, (4, 3, 2), "Service shutting down, try again later"),
-        _ => r(
-            451,
-            (4, 3, 0),
-            "Local error in processing: could not store the message, try again later",
-        ),
     }
 }
 
@@ -237,78 +216,52 @@ impl SessionCore {
         }
     }
 
-    /// The EHLO reply's lines.
+    /// The EHLO reply.
     fn ehlo_reply(&self, g: &Gates) -> Reply {
-        let mut lines = vec![
-            g.hostname.to_string(),
-            "PIPELINING".into(),
-            format!("SIZE {}", g.max_message_size()),
-            "8BITMIME".into(),
-            "SMTPUTF8".into(),
-            "ENHANCEDSTATUSCODES".into(),
-        ];
-        if self.offers_starttls() {
-            lines.push("STARTTLS".into());
+        Answer::Ehlo {
+            hostname: g.hostname.to_string(),
+            size: g.max_message_size(),
+            starttls: self.offers_starttls(),
+            auth: self.offers_auth(),
         }
-        if self.offers_auth() {
-            lines.push("AUTH PLAIN LOGIN".into());
-        }
-        Reply {
-            code: 250,
-            status: None,
-            lines,
-        }
+        .reply()
     }
 
     fn starttls(&mut self) -> Step {
         if self.tls {
-            return Step::Reply(r(503, (5, 5, 1), "Error: TLS already active"));
+            return Step::Reply(Answer::TlsAlreadyActive.reply());
         }
         if !self.facts.starttls {
-            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+            return Step::Reply(Answer::NotImplemented.reply());
         }
         match self.phase {
             Phase::Ready if self.esmtp => Step::StartTls,
-            Phase::Mail { .. } | Phase::Rcpt { .. } => Step::Reply(r(
-                503,
-                (5, 5, 1),
-                "Error: STARTTLS not allowed during a mail transaction",
-            )),
-            _ => Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+            Phase::Mail { .. } | Phase::Rcpt { .. } => {
+                Step::Reply(Answer::StartTlsInTransaction.reply())
+            }
+            _ => Step::Reply(Answer::SendEhloFirst.reply()),
         }
     }
 
     fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
         if !self.facts.users {
-            return Step::Reply(r(502, (5, 5, 1), "Error: command not implemented"));
+            return Step::Reply(Answer::NotImplemented.reply());
         }
         if self.login.is_some() {
-            return Step::Reply(r(503, (5, 5, 1), "Error: already authenticated"));
+            return Step::Reply(Answer::AlreadyAuthenticated.reply());
         }
         match self.phase {
             Phase::Ready if self.esmtp => {}
             Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(r(
-                    503,
-                    (5, 5, 1),
-                    "Error: AUTH not allowed during a mail transaction",
-                ));
+                return Step::Reply(Answer::AuthInTransaction.reply());
             }
-            _ => return Step::Reply(r(503, (5, 5, 1), "Error: send EHLO first")),
+            _ => return Step::Reply(Answer::SendEhloFirst.reply()),
         }
         if !self.tls && !self.facts.plain_auth {
-            return Step::Reply(r(
-                538,
-                (5, 7, 11),
-                "Encryption required for requested authentication mechanism",
-            ));
+            return Step::Reply(Answer::EncryptionRequired.reply());
         }
         if mechanism != "PLAIN" && mechanism != "LOGIN" {
-            return Step::Reply(r(
-                504,
-                (5, 5, 4),
-                "Unrecognized authentication type; use PLAIN or LOGIN",
-            ));
+            return Step::Reply(Answer::UnknownAuthMechanism.reply());
         }
         Step::Auth { mechanism, initial }
     }
@@ -326,7 +279,12 @@ impl SessionCore {
                 self.helo = Some(name);
                 self.esmtp = false;
                 self.phase = Phase::Ready;
-                Step::Reply(Reply::plain(250, g.hostname))
+                Step::Reply(
+                    Answer::Helo {
+                        hostname: g.hostname.to_string(),
+                    }
+                    .reply(),
+                )
             }
             Command::Mail { from, params } => self.mail(from, params, g),
             Command::Rcpt { to } => self.rcpt(to, g),
@@ -336,38 +294,22 @@ impl SessionCore {
                     params,
                     rcpts,
                 } => {
-                    let mut flags = 0;
-                    if params.body == BodyType::EightBitMime {
-                        flags |= FLAG_8BITMIME;
-                    }
-                    if params.smtputf8 {
-                        flags |= FLAG_SMTPUTF8;
-                    }
-                    Step::Data(NewMessage {
-                        from: from.as_ref().map(|a| a.as_str().to_string()),
-                        rcpts: rcpts.iter().map(|a| a.as_str().to_string()).collect(),
-                        flags,
-                    })
+                    let mut envelope = Envelope::new(from.clone().into(), params);
+                    // Each address once, however many RCPTs (aliases) led to it.
+                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
+                    Step::Data(envelope)
                 }
-                Phase::Mail { .. } => Step::Reply(r(503, (5, 5, 1), "Error: need RCPT command")),
-                _ => Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command")),
+                Phase::Mail { .. } => Step::Reply(Answer::NeedRcpt.reply()),
+                _ => Step::Reply(Answer::NeedMail.reply()),
             },
             Command::Rset => {
                 self.reset();
-                Step::Reply(r(250, (2, 0, 0), "Ok"))
+                Step::Reply(Answer::Ok.reply())
             }
-            Command::Noop => Step::Reply(r(250, (2, 0, 0), "Ok")),
-            Command::Quit => Step::Close(r(221, (2, 0, 0), "Bye")),
-            Command::Vrfy(_) => Step::Reply(r(
-                252,
-                (2, 5, 0),
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
-            Command::Help => Step::Reply(r(
-                214,
-                (2, 0, 0),
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321",
-            )),
+            Command::Noop => Step::Reply(Answer::Ok.reply()),
+            Command::Quit => Step::Close(Answer::Bye.reply()),
+            Command::Vrfy(_) => Step::Reply(Answer::Vrfy.reply()),
+            Command::Help => Step::Reply(Answer::Help.reply()),
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
         }
@@ -376,39 +318,35 @@ impl SessionCore {
     fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
         match self.phase {
             Phase::Connected => {
-                return Step::Reply(r(503, (5, 5, 1), "Error: send HELO/EHLO first"));
+                return Step::Reply(Answer::SendHeloFirst.reply());
             }
             Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(r(503, (5, 5, 1), "Error: nested MAIL command"));
+                return Step::Reply(Answer::NestedMail.reply());
             }
             Phase::Ready => {}
         }
         if !self.esmtp
             && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
         {
-            return Step::Reply(r(555, (5, 5, 4), "MAIL parameters need EHLO"));
+            return Step::Reply(Answer::ParamsNeedEhlo.reply());
         }
         let limit = g.max_message_size();
         if let Some(size) = params.size
             && size > limit
         {
-            return Step::Reply(r(
-                552,
-                (5, 3, 4),
-                format!("Message size exceeds fixed limit of {limit} octets"),
-            ));
+            return Step::Reply(Answer::MessageTooBig { limit }.reply());
         }
         if let Some(a) = &from
             && a.is_utf8()
             && !params.smtputf8
         {
-            return Step::Reply(r(553, (5, 6, 7), "Non-ASCII sender address needs SMTPUTF8"));
+            return Step::Reply(Answer::Utf8SenderNeedsSmtputf8.reply());
         }
         if let Err(e) = g.queue.check_room(params.size.unwrap_or(0)) {
-            return Step::Reply(queue_error_reply(&e));
+            return Step::Reply(Answer::queue_error(&e).reply());
         }
         if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
-            return Step::Reply(refusal.reply());
+            return Step::Reply(Answer::refused(&refusal, g.client).reply());
         }
         if let Some(login) = &self.login
             && !login.allowed_senders.is_empty()
@@ -416,30 +354,22 @@ impl SessionCore {
                 .as_ref()
                 .is_some_and(|a| login.allowed_senders.iter().any(|p| p.matches(a)))
         {
-            return Step::Reply(r(
-                550,
-                (5, 7, 1),
-                "Sender address rejected: not owned by the authenticated user",
-            ));
+            return Step::Reply(Answer::SenderNotOwned.reply());
         }
         if let Some(limits) = g.limits
             && !limits.note_message(g.client)
         {
-            return Step::Reply(r(
-                450,
-                (4, 7, 1),
-                "Too many messages from this client, try again later",
-            ));
+            return Step::Reply(Answer::MessageRate.reply());
         }
         self.phase = Phase::Mail { from, params };
-        Step::Reply(r(250, (2, 1, 0), "Ok"))
+        Step::Reply(Answer::SenderOk.reply())
     }
 
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
         // [aliases] map root, admin, *@lan… to real addresses,
         // before policy sees the recipient.
-        let to = match g.routes.and_then(|r| r.alias(to.as_str())) {
-            Some(target) => Address::parse(&target).unwrap_or(to),
+        let to = match g.outbound.and_then(|o| o.alias(&to)) {
+            Some(target) => target.clone(),
             None => to,
         };
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
@@ -451,32 +381,24 @@ impl SessionCore {
             } => (from, params, rcpts),
             other => {
                 self.phase = other;
-                return Step::Reply(r(503, (5, 5, 1), "Error: need MAIL command"));
+                return Step::Reply(Answer::NeedMail.reply());
             }
         };
         let may_relay =
             self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
-        let reply = if !may_relay {
-            r(
-                550,
-                (5, 7, 1),
-                "Relaying denied: authenticate first (AUTH), or relay from an allowed client",
-            )
+        let answer = if !may_relay {
+            Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
-            r(452, (4, 5, 3), "Error: too many recipients")
+            Answer::TooManyRecipients
         } else if g.limits.is_some_and(|l| !l.note_recipient(g.client)) {
-            r(
-                450,
-                (4, 7, 1),
-                "Too many recipients from this client, try again later",
-            )
+            Answer::RecipientRate
         } else if to.is_utf8() && !params.smtputf8 {
-            r(553, (5, 6, 7), "Non-ASCII recipient address needs SMTPUTF8")
+            Answer::Utf8RecipientNeedsSmtputf8
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
-            refusal.reply()
+            Answer::refused(&refusal, g.client)
         } else {
             rcpts.push(to);
-            r(250, (2, 1, 5), "Ok")
+            Answer::RecipientOk
         };
         self.phase = if rcpts.is_empty() {
             Phase::Mail { from, params }
@@ -487,7 +409,7 @@ impl SessionCore {
                 rcpts,
             }
         };
-        Step::Reply(reply)
+        Step::Reply(answer.reply())
     }
 }
 
@@ -496,6 +418,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
     use crate::queue::Limits;
+    use crate::smtp::reply::EnhancedStatus as S;
     use proptest::prelude::*;
     use std::path::Path;
     use std::time::Duration;
@@ -546,7 +469,7 @@ pub(crate) mod tests {
             server: &w.cfg.server,
             policy: &w.policy,
             queue: &w.queue,
-            routes: None,
+            outbound: None,
             limits: None,
             client: "127.0.0.1".parse().unwrap(),
             tls: None,
@@ -661,6 +584,56 @@ pub(crate) mod tests {
         };
         assert_eq!(r.code, 503);
         assert!(matches!(core.phase(), Phase::Mail { from: Some(f), .. } if *f == a));
+    }
+
+    #[test]
+    fn recipients_aliased_to_one_address_are_in_the_envelope_once() {
+        let w = world();
+        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                    [upstream]\nkind = \"maildir\"\ndir = \"out\"\n\
+                    [aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n";
+        let opts = ParseOptions {
+            skip_file_checks: true,
+            default_hostname: Some("relay.test".into()),
+        };
+        let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
+        let outbound = Outbound::from_config(&cfg);
+        let g = Gates {
+            outbound: Some(&outbound),
+            ..gates(&w)
+        };
+        let mut core = SessionCore::default();
+        core.command(Command::Ehlo("d".into()), &g);
+        core.command(
+            Command::Mail {
+                from: None,
+                params: MailParams::default(),
+            },
+            &g,
+        );
+        for to in [
+            "root",
+            "admin@localhost",
+            "ops@example.test",
+            "OPS@Example.Test",
+            "b@x.test",
+        ] {
+            let Step::Reply(r) = core.command(
+                Command::Rcpt {
+                    to: Address::parse(to).unwrap(),
+                },
+                &g,
+            ) else {
+                panic!()
+            };
+            // Every RCPT is accepted; the duplicates just add nothing.
+            assert_eq!(r.code, 250, "{to}");
+        }
+        let Step::Data(env) = core.command(Command::Data, &g) else {
+            panic!("DATA should start")
+        };
+        let rcpts: Vec<&str> = env.rcpts.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(rcpts, ["ops@example.test", "OPS@Example.Test", "b@x.test"]);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Client commands (RFC 5321 §4.1), parsed from one line without its CRLF.
 
 use super::address::{Address, AddressError, check_domain_name};
-use super::reply::{EnhancedStatus, Reply};
 
 /// Longest command line accepted, CRLF included. RFC 5321 §4.5.3.1.4 gives
 /// 512; RFC 1870 (SIZE) and RFC 6152 (BODY) add parameters to MAIL, so we
@@ -72,7 +71,8 @@ pub struct MailParams {
     pub smtputf8: bool,
 }
 
-/// Why a command line was refused; each maps to one reply.
+/// Why a command line was refused; each maps to one reply (the listener's
+/// `server::reply` says which).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError {
@@ -96,31 +96,6 @@ pub enum CommandError {
     BadCharacters,
 }
 
-impl CommandError {
-    /// The reply a server sends for this error.
-    pub fn reply(&self) -> Reply {
-        let st = EnhancedStatus::new;
-        match self {
-            CommandError::Unrecognized => Reply::new(500, st(5, 5, 1), "Command unrecognized"),
-            CommandError::Syntax(what) => Reply::new(501, st(5, 5, 4), *what),
-            CommandError::UnknownParameter(p) => {
-                Reply::new(555, st(5, 5, 4), format!("Parameter not supported: {p}"))
-            }
-            CommandError::BadSender(e) => {
-                Reply::new(501, st(5, 1, 7), format!("Bad sender address syntax: {e}"))
-            }
-            CommandError::BadRecipient(e) => Reply::new(
-                501,
-                st(5, 1, 3),
-                format!("Bad recipient address syntax: {e}"),
-            ),
-            CommandError::BadCharacters => {
-                Reply::new(500, st(5, 5, 2), "Invalid characters in command")
-            }
-        }
-    }
-}
-
 /// Longest verb we know (`STARTTLS`); anything longer is unrecognized
 /// without further work.
 const MAX_VERB_LEN: usize = 8;
@@ -132,7 +107,8 @@ const MAX_ECHOED_PARAM: usize = 64;
 /// Longest SASL mechanism name (RFC 4422 §3.1).
 const MAX_MECHANISM_LEN: usize = 20;
 
-const MAIL_SYNTAX: &str = "Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]";
+pub(crate) const MAIL_SYNTAX: &str =
+    "Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]";
 const RCPT_SYNTAX: &str = "Syntax: RCPT TO:<address>";
 const AUTH_SYNTAX: &str = "Syntax: AUTH mechanism [initial-response]";
 
@@ -794,36 +770,6 @@ mod tests {
         }
         // HTAB is allowed as a blank.
         assert_eq!(p("EHLO\tx"), Ok(Command::Ehlo("x".into())));
-    }
-
-    #[test]
-    fn error_replies() {
-        let check = |e: CommandError, code: u16, status: (u8, u16, u16)| {
-            let r = e.reply();
-            assert_eq!(r.code, code, "{e:?}");
-            assert_eq!(
-                r.status,
-                Some(EnhancedStatus::new(status.0, status.1, status.2)),
-                "{e:?}"
-            );
-            r
-        };
-        check(CommandError::Unrecognized, 500, (5, 5, 1));
-        let r = check(CommandError::Syntax(MAIL_SYNTAX), 501, (5, 5, 4));
-        assert_eq!(r.lines, vec![MAIL_SYNTAX]);
-        let r = check(CommandError::UnknownParameter("RET".into()), 555, (5, 5, 4));
-        assert!(r.lines[0].contains("RET"));
-        check(
-            CommandError::BadSender(AddressError::Domain),
-            501,
-            (5, 1, 7),
-        );
-        check(
-            CommandError::BadRecipient(AddressError::Empty),
-            501,
-            (5, 1, 3),
-        );
-        check(CommandError::BadCharacters, 500, (5, 5, 2));
     }
 
     /// xorshift64: deterministic, no crate needed.

@@ -155,3 +155,134 @@ fn daemon_down_says_so_and_exits_75() {
     let out = pipe_into(&bin(), &["sendmail", "-C", cfg.to_str().unwrap()], b"x\n");
     assert_eq!(out.status.code(), Some(64), "{out:?}");
 }
+
+/// Run `program args` in `cwd` with `input` on stdin (relative paths in the
+/// config are taken from the working directory, as the daemon's are).
+fn pipe_in(cwd: &Path, program: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("LOGNAME", "backup")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn mail_sent_while_the_daemon_is_down_is_kept_and_taken_in_when_it_starts() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let cfg_text = config(
+        port,
+        &smarthost(up.port),
+        "deny_recipients = [\"blocked.test\"]",
+    );
+    let mut p = Postern::start(dir.path(), &cfg_text, port);
+    let drop_dir = dir.path().join("maildrop");
+    // The daemon made the drop directory: anyone may drop, nobody lists.
+    assert_eq!(
+        std::fs::metadata(&drop_dir).unwrap().mode() & 0o7777,
+        0o1733
+    );
+    assert!(p.stop().success());
+    let cfg = dir.path().join("postern.toml");
+    let send = |to: &str, subject: &str| {
+        pipe_in(
+            dir.path(),
+            &bin(),
+            &["sendmail", "-C", cfg.to_str().unwrap(), to],
+            format!("Subject: {subject}\n\nthe disk is failing\n").as_bytes(),
+        )
+    };
+    // cron at boot: the daemon is not up yet. The command still succeeds.
+    let out = send("ops@example.test", "smartd at boot");
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kept the message in"), "{err}");
+    let out = send("x@blocked.test", "to a refused address");
+    assert!(out.status.success(), "{out:?}");
+    let files: Vec<_> = std::fs::read_dir(&drop_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        assert_eq!(std::fs::metadata(f).unwrap().mode() & 0o777, 0o644);
+    }
+    // The daemon starts and takes both in: one is delivered, the other is
+    // refused by policy, set aside and logged, never dropped silently.
+    let mut p = Postern::start(dir.path(), &cfg_text, port);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    assert!(
+        String::from_utf8_lossy(&got.data).contains("Subject: smartd at boot"),
+        "{}",
+        String::from_utf8_lossy(&got.data)
+    );
+    p.wait_log("maildrop: not taken in");
+    let log = p.log();
+    assert!(log.contains("maildrop: taken in"), "{log}");
+    let left: Vec<String> = std::fs::read_dir(&drop_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with(".msg.refused"), "{left:?}");
+}
+
+#[test]
+fn a_line_longer_than_smtp_allows_is_encoded_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let p = Postern::start(dir.path(), &config(port, &smarthost(up.port), ""), port);
+    let cfg = dir.path().join("postern.toml");
+    let long = "0123456789=é".repeat(400);
+    let msg = format!("Subject: json dump\n\n{{\"rows\": \"{long}\"}}\nshort line\n");
+    let out = pipe_in(
+        dir.path(),
+        &bin(),
+        &["sendmail", "-C", cfg.to_str().unwrap(), "ops@example.test"],
+        msg.as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}\n{}", p.log());
+    let got = up.next();
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    assert!(
+        text.contains("\r\nContent-Transfer-Encoding: quoted-printable\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nMIME-Version: 1.0\r\n"), "{text}");
+    assert!(text.split("\r\n").all(|l| l.len() <= 998));
+    // The body decodes back to what the program wrote.
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let mut decoded = Vec::new();
+    for line in body.split("\r\n") {
+        let (l, soft) = match line.strip_suffix('=') {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let b = l.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'=' {
+                decoded.push(u8::from_str_radix(&l[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                decoded.push(b[i]);
+                i += 1;
+            }
+        }
+        if !soft {
+            decoded.extend_from_slice(b"\r\n");
+        }
+    }
+    let want = format!("{{\"rows\": \"{long}\"}}\r\nshort line\r\n\r\n");
+    assert_eq!(String::from_utf8(decoded).unwrap(), want);
+}

@@ -22,10 +22,10 @@ fn open(fs: &SimFs) -> Queue {
 fn deliver_all(q: &Queue) -> usize {
     let jobs = due(q);
     for j in &jobs {
-        let o: Vec<(u16, RcptOutcome)> = j
-            .rcpts
+        let o: Vec<(RcptIndex, RcptOutcome)> = j
+            .pending
             .iter()
-            .map(|(i, _)| (*i, RcptOutcome::Delivered))
+            .map(|i| (*i, RcptOutcome::Delivered))
             .collect();
         q.finish(j, &o, None);
     }
