@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 SECS=${1:-30}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(command data reply header session config)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(command data reply header session config https token)
 
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

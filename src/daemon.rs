@@ -17,6 +17,7 @@ use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
 use crate::maildrop;
 use crate::notify::Notifier;
+use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
 
@@ -120,10 +121,15 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         set_aside = recovered.set_aside,
         "queue opened"
     );
-    // Outbound: every route built in one place; the listener
-    // shares them for aliases and the size limit. A reload builds new
-    // Routes::from_config and calls routes.replace(..).
-    let routes = SharedRoutes::new(Routes::from_config(&cfg, Resolver::from_system())?);
+    // Outbound: every route built in one place. What the listener needs of
+    // it (aliases, the upstream size limit that routes learn) is policy's
+    // Outbound, shared by both. A reload builds both again and swaps them.
+    let outbound = Outbound::from_config(&cfg);
+    let routes = SharedRoutes::new(Routes::from_config(
+        &cfg,
+        Resolver::from_system(),
+        &outbound,
+    )?);
     // Signals arrive as bytes on a pipe, read in the event loop like any
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -135,7 +141,7 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
         let mut shared = Shared::new(cfg, queue.clone())?;
-        shared.routes = Some(routes.clone());
+        shared.outbound = Some(outbound);
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
         let current = Arc::new(Current::new(shared));
@@ -335,7 +341,8 @@ async fn try_reload(
     listeners: &mut Listeners,
 ) -> Result<(), ReloadError> {
     let cfg = config::load(path)?;
-    let new_routes = Routes::from_config(&cfg, Resolver::from_system())?;
+    let outbound = Outbound::from_config(&cfg);
+    let new_routes = Routes::from_config(&cfg, Resolver::from_system(), &outbound)?;
     let old = current.get();
     for what in restart_only_changes(&old.config, &cfg) {
         tracing::warn!("reload: {what} changed; that takes effect at the next restart");
@@ -359,7 +366,7 @@ async fn try_reload(
     let mut shared = Shared::new(cfg, old.queue.clone())?;
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
-    shared.routes = Some(routes.clone());
+    shared.outbound = Some(outbound);
     let mut keep: Vec<SocketAddr> = shared.config.server.listen.clone();
     keep.extend(shared.config.server.listen_tls.iter().copied());
     current.replace(shared);

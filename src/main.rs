@@ -274,6 +274,7 @@ fn main() -> ExitCode {
                 let routes = match postern::delivery::Routes::from_config(
                     &cfg,
                     postern::dns::Resolver::from_system(),
+                    &postern::policy::Outbound::from_config(&cfg),
                 ) {
                     Ok(r) => r,
                     Err(e) => {

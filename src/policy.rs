@@ -1,6 +1,13 @@
 //! Relay policy: which clients may connect, which senders and recipients are
-//! allowed. Deny lists win over allow lists. Pure functions over the
-//! configured lists; the server calls them at the earliest point.
+//! allowed (deny lists win over allow lists), and what the listener must
+//! know of the outbound side ([`Outbound`]: aliases, the upstream size
+//! limit). Pure functions over the configured lists; the server calls them
+//! at the earliest point. Uses `config` and `smtp`; `server`, `delivery` and
+//! `daemon` use it.
+
+mod outbound;
+
+pub use outbound::{Aliases, Outbound, UpstreamSize};
 
 use std::fmt;
 use std::net::IpAddr;

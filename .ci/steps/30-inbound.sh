@@ -5,8 +5,9 @@
 #    Postfix's smtp-sink (~15 s once built);
 #  - bench/flood.py: 500 connections from one address while a device on
 #    another relays; prints latency and peak RSS (~5 s);
-#  - fuzz/run.sh: six libFuzzer targets (command, data, reply, header,
-#    session, config), 15 s each (~1.5 min), after building the fuzz crate
+#  - fuzz/run.sh: eight libFuzzer targets (command, data, reply, header,
+#    session, config, and the token endpoint's https reply reader and token
+#    JSON), 15 s each (~2 min), after building the fuzz crate
 #    (a few minutes on 2 cores; 13 min on a machine shared by four builds).
 # The state-machine and allow/deny tests against the binary run in `cargo
 # test` (tests/it/inbound.rs, src/server/session.rs property test).

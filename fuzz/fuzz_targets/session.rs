@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
         let (server, mut client) = UnixStream::pair().expect("socketpair");
         let live = Live {
             queue: &w.queue,
-            routes: None,
+            outbound: None,
             limits: None,
         };
         let gates = Gates {

@@ -16,9 +16,7 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8};
-use crate::smtp::reply::MAX_REPLY_LINE;
-use crate::smtp::{Capabilities, DotStuffer, Reply, ReplyParser};
+use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath};
 use crate::tls::Stream;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
@@ -163,15 +161,17 @@ fn note(t: &Option<Transcript>, line: String) {
     }
 }
 
-/// The envelope and body source of one message to send.
+/// The envelope of one message to send, as it goes on the wire.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
-    /// Envelope sender, empty for `<>`.
-    pub from: &'a str,
+    /// Envelope sender (after any rewrite).
+    pub from: &'a ReversePath,
     /// Recipients.
-    pub rcpts: Vec<&'a str>,
-    /// FLAG_* bits from the queue.
-    pub flags: u8,
+    pub rcpts: Vec<&'a Address>,
+    /// `BODY=` as the client declared it.
+    pub body: BodyType,
+    /// The client used SMTPUTF8.
+    pub smtputf8: bool,
     /// Body size, for SIZE=.
     pub size: u64,
 }
@@ -191,7 +191,7 @@ pub enum RcptResult {
 pub struct Client {
     stream: Stream<TcpStream>,
     rbuf: Vec<u8>,
-    parser: ReplyParser,
+    reader: ReplyReader,
     caps: Capabilities,
     /// `host[ip]:port`, for logs.
     pub relay: String,
@@ -418,7 +418,7 @@ impl Client {
         let mut c = Client {
             stream,
             rbuf: Vec::with_capacity(1024),
-            parser: ReplyParser::new(),
+            reader: ReplyReader::new(),
             caps: Capabilities::default(),
             relay,
             timeout: cfg.command_timeout.value,
@@ -454,7 +454,7 @@ impl Client {
             // Anything the server sent after its 220 was sent in clear and
             // could have been injected: drop it (the NO STARTTLS attacks).
             c.rbuf.clear();
-            c.parser = ReplyParser::new();
+            c.reader = ReplyReader::new();
             let Some(tcp) = c.stream.take_plain() else {
                 return Err(ClientError::Protocol("STARTTLS on a TLS stream".into()));
             };
@@ -627,7 +627,7 @@ impl Client {
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 && !self.caps.smtputf8 {
+        if msg.smtputf8 && !self.caps.smtputf8 {
             let r = Reply::new(
                 553,
                 crate::smtp::EnhancedStatus::new(5, 6, 7),
@@ -636,10 +636,10 @@ impl Client {
             return Ok(vec![RcptResult::Failed(r); n]);
         }
         let mut mail = format!("MAIL FROM:<{}>", msg.from);
-        if msg.flags & FLAG_8BITMIME != 0 && self.caps.eightbitmime {
+        if msg.body == BodyType::EightBitMime && self.caps.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
         }
-        if msg.flags & FLAG_SMTPUTF8 != 0 {
+        if msg.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
         if self.caps.size.is_some() {
@@ -740,9 +740,7 @@ impl Client {
         out.clear();
         stuffer.finish(&mut out);
         self.write(&out).await?;
-        let final_r = self
-            .read_reply_within(DATA_END_TIMEOUT.max(self.timeout), "end of data")
-            .await?;
+        let final_r = self.read_final_reply().await?;
         let outcome = if final_r.is_positive() {
             RcptResult::Sent(final_r)
         } else {
@@ -825,30 +823,24 @@ impl Client {
     async fn read_reply_now(&mut self) -> Result<Reply, ClientError> {
         let mut tmp = [0u8; 4096];
         loop {
-            while let Some(i) = self.rbuf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.rbuf.drain(..=i).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                match self.parser.push_line(&line) {
-                    Ok(Some(r)) => {
-                        tracing::trace!(relay = %self.relay, "< {}", r.to_log_string());
-                        if self.transcript.is_some() {
-                            let mut out = Vec::new();
-                            r.write_to(&mut out);
-                            for l in String::from_utf8_lossy(&out).lines() {
-                                note(&self.transcript, format!("S: {l}"));
-                            }
+            // The reader takes what it needs and keeps at most one bounded
+            // line: rbuf holds only what came after a complete reply.
+            let (used, got) = self.reader.feed(&self.rbuf);
+            self.rbuf.drain(..used);
+            match got {
+                Some(Ok(r)) => {
+                    tracing::trace!(relay = %self.relay, "< {}", r.to_log_string());
+                    if self.transcript.is_some() {
+                        let mut out = Vec::new();
+                        r.write_to(&mut out);
+                        for l in String::from_utf8_lossy(&out).lines() {
+                            note(&self.transcript, format!("S: {l}"));
                         }
-                        return Ok(r);
                     }
-                    Ok(None) => {}
-                    Err(e) => return Err(ClientError::Protocol(e.to_string())),
+                    return Ok(r);
                 }
-            }
-            if self.rbuf.len() > MAX_REPLY_LINE {
-                return Err(ClientError::Protocol("reply line too long".into()));
+                Some(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+                None => {}
             }
             let n = self.stream.read(&mut tmp).await?;
             if n == 0 {
@@ -858,6 +850,28 @@ impl Client {
                 )));
             }
             self.rbuf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// The reply to the final dot. A reply that began with 2xx means the
+    /// server took the message, even if the rest of it never came or made
+    /// no sense: sending it again would deliver it twice. Such a reply
+    /// counts as accepted, and the connection is not used again.
+    async fn read_final_reply(&mut self) -> Result<Reply, ClientError> {
+        let wait = DATA_END_TIMEOUT.max(self.timeout);
+        match self.read_reply_within(wait, "end of data").await {
+            Ok(r) => Ok(r),
+            Err(e) => match self.reader.partial_code() {
+                Some(code) if (200..300).contains(&code) => {
+                    self.broken = true;
+                    tracing::warn!(relay = %self.relay, code, error = %e, "the reply to the end of data began with {code} but did not complete; the message counts as accepted and is not sent again");
+                    Ok(Reply::plain(
+                        code,
+                        format!("(the rest of the reply was lost: {e})"),
+                    ))
+                }
+                _ => Err(e),
+            },
         }
     }
 }

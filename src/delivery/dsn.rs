@@ -4,12 +4,13 @@
 use std::fmt::Write as _;
 
 use crate::smtp::header::format_date;
+use crate::smtp::{Address, ReversePath};
 
 /// One failed recipient.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// The recipient address.
-    pub rcpt: String,
+    pub rcpt: Address,
     /// RFC 3463 status, e.g. `5.1.1`, or `4.4.7` for an expired message.
     pub status: String,
     /// `smtp; 550 5.1.1 …` or a local explanation, one line.
@@ -24,7 +25,7 @@ pub struct Original<'a> {
     /// Our queue id.
     pub id: &'a str,
     /// Envelope sender (the report's recipient).
-    pub from: &'a str,
+    pub from: &'a ReversePath,
     /// Arrival time, unix seconds.
     pub arrival: u64,
     /// The original header section (CRLF lines), possibly truncated.
@@ -40,12 +41,22 @@ fn one_line(s: &str) -> String {
 
 /// The complete report message, CRLF lines.
 pub fn render(hostname: &str, orig: &Original<'_>, failures: &[Failure], now: u64) -> Vec<u8> {
-    render_to(hostname, orig, failures, now, orig.from)
+    render_for(hostname, orig, failures, now, orig.from.as_str())
 }
 
 /// [`render`] addressed to `to` (the `postmaster`, when set) instead of the
 /// original sender.
 pub fn render_to(
+    hostname: &str,
+    orig: &Original<'_>,
+    failures: &[Failure],
+    now: u64,
+    to: &Address,
+) -> Vec<u8> {
+    render_for(hostname, orig, failures, now, to.as_str())
+}
+
+fn render_for(
     hostname: &str,
     orig: &Original<'_>,
     failures: &[Failure],
@@ -90,7 +101,7 @@ pub fn render_to(
         let _ = write!(
             m,
             "<{}>: {}\r\n",
-            one_line(&f.rcpt),
+            one_line(f.rcpt.as_str()),
             one_line(&f.diagnostic)
         );
     }
@@ -109,7 +120,7 @@ pub fn render_to(
         let _ = write!(
             m,
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
-            one_line(&f.rcpt),
+            one_line(f.rcpt.as_str()),
             one_line(&f.status),
         );
         if let Some(r) = &f.remote {
@@ -146,14 +157,14 @@ mod tests {
     #[test]
     fn report_names_only_the_failed_recipients_and_carries_the_headers() {
         let f = vec![Failure {
-            rcpt: "bad@x.example".into(),
+            rcpt: Address::parse("bad@x.example").unwrap(),
             status: "5.1.1".into(),
             diagnostic: "smtp; 550 5.1.1 no such user".into(),
             remote: Some("mx[192.0.2.1]:25".into()),
         }];
         let orig = Original {
             id: "AB12",
-            from: "dev@lan",
+            from: &ReversePath::Path(Address::parse("dev@lan").unwrap()),
             arrival: 0,
             headers: b"Subject: hi\r\nFrom: dev@lan\r\n",
         };
@@ -181,14 +192,14 @@ mod tests {
     #[test]
     fn hostile_text_cannot_break_a_header_line() {
         let f = vec![Failure {
-            rcpt: "a@b".into(),
+            rcpt: Address::parse("a@b").unwrap(),
             status: "5.0.0".into(),
             diagnostic: "smtp; 550 evil\r\nBcc: victim@x".into(),
             remote: None,
         }];
         let orig = Original {
             id: "1",
-            from: "x@y",
+            from: &ReversePath::Path(Address::parse("x@y").unwrap()),
             arrival: 0,
             headers: b"",
         };

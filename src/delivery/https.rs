@@ -226,17 +226,22 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, String>
         };
         let v = v.trim();
         if k.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                v.parse::<usize>()
-                    .map_err(|_| format!("bad Content-Length {v:?}"))?,
-            );
+            let n = v
+                .parse::<usize>()
+                .map_err(|_| format!("bad Content-Length {v:?}"))?;
+            if n > MAX_RESPONSE {
+                return Err(format!(
+                    "Content-Length {n} is over the {MAX_RESPONSE}-octet limit"
+                ));
+            }
+            length = Some(n);
         } else if k.eq_ignore_ascii_case("transfer-encoding")
             && v.to_ascii_lowercase().contains("chunked")
         {
             chunked = true;
         }
     }
-    let body = &buf[end + 4..];
+    let body = buf.get(end.saturating_add(4)..).unwrap_or_default();
     if chunked {
         return dechunk(body).map(|b| b.map(|body| Response { status, body }));
     }
@@ -255,7 +260,9 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, String>
     }
 }
 
-/// Decode a chunked body; `None` until the last chunk has arrived.
+/// Decode a chunked body; `None` until the last chunk has arrived. Chunk
+/// sizes come from the network: one over [`MAX_RESPONSE`] is refused
+/// before any arithmetic is done with it.
 fn dechunk(mut b: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let mut out = Vec::new();
     loop {
@@ -266,14 +273,23 @@ fn dechunk(mut b: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let size_text = size_text.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        if size > MAX_RESPONSE {
+            return Err(format!(
+                "chunk of {size} octets is over the {MAX_RESPONSE}-octet limit"
+            ));
+        }
         b = &b[i + 2..];
         if size == 0 {
             return Ok(Some(out));
         }
-        if b.len() < size + 2 {
+        // size <= MAX_RESPONSE: no overflow.
+        let Some(data) = b.get(..size + 2) else {
             return Ok(None);
+        };
+        if !data.ends_with(b"\r\n") {
+            return Err("chunk not followed by CRLF".into());
         }
-        out.extend_from_slice(&b[..size]);
+        out.extend_from_slice(&data[..size]);
         b = &b[size + 2..];
     }
 }
@@ -324,6 +340,31 @@ mod tests {
         assert!(parse_response(e, false).unwrap().is_none());
         assert_eq!(parse_response(e, true).unwrap().unwrap().body, b"{}");
         assert!(parse_response(b"SMTP 220\r\n\r\n", false).is_err());
+        // A chunk that does not end where its size says: refused.
+        let c = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n";
+        assert!(parse_response(c, false).is_err());
         assert!(parse_response(b"HTTP/1.1 200", true).is_err());
+    }
+
+    #[test]
+    fn sizes_from_the_network_never_overflow() {
+        // usize::MAX as a chunk size once made `size + 2` overflow (a panic,
+        // and in the release build an abort, at every retry of the mail).
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "ffffffff", "10001"] {
+            let r =
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n");
+            for eof in [false, true] {
+                let got = parse_response(r.as_bytes(), eof);
+                assert!(got.is_err(), "{size}: {got:?}");
+            }
+        }
+        // Too many hex digits for a usize.
+        let r =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nabc\r\n";
+        assert!(parse_response(r, false).is_err());
+        for len in ["18446744073709551615", "99999999999999999999999", "65537"] {
+            let r = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n{{}}");
+            assert!(parse_response(r.as_bytes(), false).is_err(), "{len}");
+        }
     }
 }

@@ -20,11 +20,11 @@ pub fn deliver(dir: &Path, job: &Job, mut body: BodyReader) -> std::io::Result<P
         .truncate(true)
         .open(&tmp)?;
     let res = (|| {
-        let rcpts: Vec<&str> = job.rcpts.iter().map(|(_, r)| r.as_str()).collect();
+        let rcpts: Vec<&str> = job.rcpts().map(|(_, r)| r.addr.as_str()).collect();
         write!(
             f,
             "Return-Path: <{}>\r\nX-Envelope-To: {}\r\n",
-            job.from,
+            job.envelope.from,
             rcpts.join(", ")
         )?;
         let mut buf = Vec::with_capacity(64 << 10);

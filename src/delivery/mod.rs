@@ -1,8 +1,3 @@
-//! Outbound delivery: takes due messages from the queue, hands them to the
-//! route (a smarthost over SMTP, or a maildir-style outbox), and settles
-//! each recipient: delivered, deferred with backoff, or failed with a report
-//! to the sender. A message past `max_age` fails instead of deferring.
-
 //! Outbound delivery: takes due messages from the queue, splits each by
 //! route (first route whose `domains` take the recipient's domain; MX routes
 //! further by domain), hands each part to its route (smarthosts with
@@ -10,6 +5,17 @@
 //! delivered, deferred with backoff, held by rate shaping (not an attempt),
 //! or failed with a report to the sender (or `postmaster`). A message past
 //! `max_age` fails instead of deferring.
+//!
+//! Reads the queued [`Envelope`](crate::smtp::Envelope): recipients are
+//! routed by their parsed domain and go out as they were stored. Uses
+//! `queue`, `policy` (each route's size limit), `smtp`, `dns`, `tls` and
+//! `config`; never `server`.
+//!
+//! Routes do not wait for each other: a message is taken from the queue
+//! only when every route it needs has a free connection slot
+//! ([`Queue::take_due_with`]), so a route whose upstream hangs holds its
+//! own slots and nothing else, and a message waiting for a slot is still
+//! just queued (it can be deleted or held).
 
 pub mod client;
 pub mod dsn;
@@ -25,12 +31,13 @@ pub mod sendtest;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::queue::{BodyReader, FLAG_8BITMIME, Job, Queue, QueueId, RcptOutcome};
-use crate::smtp::{EnhancedStatus, Reply};
+use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
+use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::Failure;
 pub use routes::{Route, Routes, SharedRoutes, Target};
@@ -43,6 +50,13 @@ const POOL_IDLE: Duration = Duration::from_secs(15);
 const POOL_SWEEP: Duration = Duration::from_secs(5);
 /// The window of `max_reports_per_hour`.
 const REPORT_WINDOW: Duration = Duration::from_secs(3600);
+/// Most attempts running at once. Each holds a connection slot of its
+/// routes (`max_connections`), which bounds them first; this bounds the
+/// rest (messages none of whose recipients has a route).
+const MAX_ATTEMPTS: usize = 256;
+/// The scheduler looks again at least this often while messages wait for
+/// a slot or for room (a finished attempt wakes it sooner).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// Why the delivery side could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +68,15 @@ pub enum SetupError {
     /// The XOAUTH2 token source could not be built.
     #[error("route XOAUTH2: {0}")]
     OAuth(String),
+    /// A configured address does not parse (the config reader checks them,
+    /// so this is a bug if it happens).
+    #[error("{key}: not a mail address ({error})")]
+    Address {
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        error: crate::smtp::AddressError,
+    },
 }
 
 /// What happened to one recipient in one attempt, for watchers
@@ -119,10 +142,28 @@ fn unix_now() -> u64 {
 }
 
 /// The recipients of a job that take one route: (route index, MX domain, recipients).
-type Part = (usize, Option<String>, Vec<(u16, String)>);
+type Part = (usize, Option<String>, Vec<RcptIndex>);
 
 /// One recipient's result of an attempt: (index, relay, outcome).
-type Outcome = (u16, String, Result<Reply, Attempt>);
+type Outcome = (RcptIndex, String, Result<Reply, Attempt>);
+
+/// A connection slot of a route (`max_connections` of them per route).
+type Slot = smol::lock::SemaphoreGuardArc;
+
+/// A free connection slot on every route `job` needs (one per route: its
+/// parts go one after the other), or `None` when one of them has none
+/// free; then whatever was taken is given back at once.
+fn slots_for(routes: &Routes, job: &Job) -> Option<Vec<Slot>> {
+    let mut taken: Vec<(usize, Slot)> = Vec::new();
+    for (_, rcpt) in job.rcpts() {
+        if let Some((ri, route)) = routes.route_for(&rcpt.addr)
+            && !taken.iter().any(|(r, _)| *r == ri)
+        {
+            taken.push((ri, route.slots.try_acquire_arc()?));
+        }
+    }
+    Some(taken.into_iter().map(|(_, s)| s).collect())
+}
 
 fn reply(code: u16, st: (u8, u16, u16), text: impl Into<String>) -> Reply {
     Reply::new(code, EnhancedStatus::new(st.0, st.1, st.2), text)
@@ -155,41 +196,44 @@ impl Delivery {
 
     /// Run until the task is dropped.
     pub async fn run(self) {
-        let workers = self.routes.current().parallel();
-        let (tx, rx) = smol::channel::bounded::<Job>(workers * 2);
         let this = Arc::new(self);
-        let mut tasks = Vec::new();
-        for _ in 0..workers {
-            let rx = rx.clone();
-            let me = this.clone();
-            tasks.push(smol::spawn(async move {
-                while let Ok(job) = rx.recv().await {
-                    me.deliver(job).await;
-                }
-            }));
-        }
+        let running = Arc::new(AtomicUsize::new(0));
         let sweeper = this.routes.clone();
-        tasks.push(smol::spawn(async move {
+        let _sweep = smol::spawn(async move {
             loop {
                 smol::Timer::after(POOL_SWEEP).await;
                 sweep_idle(&sweeper.current()).await;
             }
-        }));
+        });
+        // Attempts run as tasks of their own, dropped (cancelled) with this
+        // one; each ends by settling its message, which wakes this loop.
+        let mut attempts: Vec<smol::Task<()>> = Vec::new();
         loop {
-            let room = tx.capacity().unwrap_or(1).saturating_sub(tx.len());
-            let (jobs, next) = this.queue.take_due(Instant::now(), room);
+            attempts.retain(|t| !t.is_finished());
+            let routes = this.routes.current();
+            let room = MAX_ATTEMPTS.saturating_sub(running.load(Ordering::SeqCst));
+            let mut waiting = false;
+            let (jobs, next) = this.queue.take_due_with(Instant::now(), room, |job| {
+                let slots = slots_for(&routes, job);
+                waiting |= slots.is_none();
+                slots
+            });
             let took = jobs.len();
-            for j in jobs {
-                if tx.send(j).await.is_err() {
-                    return;
-                }
+            for (job, slots) in jobs {
+                running.fetch_add(1, Ordering::SeqCst);
+                let (me, routes, running) = (this.clone(), routes.clone(), running.clone());
+                attempts.push(smol::spawn(async move {
+                    me.deliver(job, &routes, slots).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }));
             }
-            if took == room {
-                // Every worker is busy (or just got work): whatever else is
-                // due waits until one finishes, which kicks the queue. The
-                // timer is only a backstop.
+            if waiting || took == room {
+                // Whatever waits for a slot or for room goes when an attempt
+                // ends (its settling kicks the queue); the timer is only a
+                // backstop.
+                let backstop = Instant::now() + RECHECK;
                 this.queue
-                    .wait(Some(Instant::now() + Duration::from_secs(1)))
+                    .wait(Some(next.map_or(backstop, |n| n.min(backstop))))
                     .await;
             } else {
                 this.queue.wait(next).await;
@@ -201,15 +245,16 @@ impl Delivery {
     }
 
     /// One job: split by route, deliver each part, settle everything.
-    async fn deliver(&self, job: Job) {
-        let routes = self.routes.current();
+    /// `slots` are the connection slots of its routes, held until the
+    /// attempt is over.
+    async fn deliver(&self, job: Job, routes: &Routes, slots: Vec<Slot>) {
         let started = Instant::now();
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
-        for (i, rcpt) in &job.rcpts {
-            match routes.route_for(rcpt) {
+        for (i, rcpt) in job.rcpts() {
+            match routes.route_for(&rcpt.addr) {
                 None => outcomes.push((
-                    *i,
+                    i,
                     "none".into(),
                     Err(Attempt::Fail(reply(
                         550,
@@ -220,11 +265,11 @@ impl Delivery {
                 Some((ri, route)) => {
                     let key = route
                         .is_mx()
-                        .then(|| rcpt.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()))
+                        .then(|| rcpt.addr.domain().map(str::to_ascii_lowercase))
                         .flatten();
                     match parts.iter_mut().find(|(r, k, _)| *r == ri && *k == key) {
-                        Some(p) => p.2.push((*i, rcpt.clone())),
-                        None => parts.push((ri, key, vec![(*i, rcpt.clone())])),
+                        Some(p) => p.2.push(i),
+                        None => parts.push((ri, key, vec![i])),
                     }
                 }
             }
@@ -240,11 +285,11 @@ impl Delivery {
                 .reserve(n, Instant::now());
             if let Err(until) = reserved {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs();
-                for (_, r) in &rcpts {
+                for r in rcpts.iter().filter_map(|i| job.rcpt(*i)).map(|r| &r.addr) {
                     tracing::info!(id = %job.id, to = %r, route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
                     self.event(
                         &job,
-                        r,
+                        r.as_str(),
                         "held",
                         &route.name,
                         &format!("rate limit: waits {wait}s"),
@@ -254,13 +299,16 @@ impl Delivery {
                 continue;
             }
             let mut part = job.clone();
-            part.rcpts = rcpts;
+            part.pending = rcpts;
             let got = match &route.target {
                 Target::Maildir(dir) => self.to_maildir(dir, &part).await,
                 Target::Smtp(sh) => self.to_smtp(&route, sh, &part, key).await,
             };
             outcomes.extend(got);
         }
+        // Free the slots before settling: settling wakes the scheduler,
+        // which should find them free.
+        drop(slots);
         self.settle(&job, started, outcomes, held).await;
     }
 
@@ -273,9 +321,9 @@ impl Delivery {
             Err(e) => Err(e),
         };
         let relay = format!("maildir:{}", dir.display());
-        job.rcpts
+        job.pending
             .iter()
-            .map(|(i, _)| {
+            .map(|i| {
                 let o = match &res {
                     Ok(path) => Ok(Reply::plain(250, format!("written to {}", path.display()))),
                     Err(e) => Err(Attempt::Defer(format!("cannot write: {e}"))),
@@ -311,12 +359,11 @@ impl Delivery {
         job: &Job,
         key: Option<String>,
     ) -> Vec<Outcome> {
-        let _slot = route.slots.acquire_arc().await;
         let name_for_mx = key.clone().or_else(|| {
-            job.rcpts
-                .first()
-                .and_then(|(_, r)| r.rsplit_once('@'))
-                .map(|(_, d)| d.to_string())
+            job.rcpts()
+                .next()
+                .and_then(|(_, r)| r.addr.domain())
+                .map(str::to_string)
         });
         let (mut client, sent_before) = match self.pooled(route, &key).await {
             Some(c) => c,
@@ -337,9 +384,9 @@ impl Delivery {
                         Attempt::Defer(e.to_string())
                     };
                     return job
-                        .rcpts
+                        .pending
                         .iter()
-                        .map(|(i, _)| (*i, relay.clone(), Err(o.clone())))
+                        .map(|i| (*i, relay.clone(), Err(o.clone())))
                         .collect();
                 }
             },
@@ -372,16 +419,13 @@ impl Delivery {
         route: &Route,
         client: &mut Client,
         job: &Job,
-    ) -> Vec<(u16, Result<Reply, Attempt>)> {
-        let all = |o: Attempt| -> Vec<(u16, Result<Reply, Attempt>)> {
-            job.rcpts
-                .iter()
-                .map(|(i, _)| (*i, Err(o.clone())))
-                .collect()
+    ) -> Vec<(RcptIndex, Result<Reply, Attempt>)> {
+        let all = |o: Attempt| -> Vec<(RcptIndex, Result<Reply, Attempt>)> {
+            job.pending.iter().map(|i| (*i, Err(o.clone()))).collect()
         };
         // RFC 6152: never 8-bit to a hop without 8BITMIME. Only a message
         // that really has 8-bit octets is refused; a 7-bit one goes as is.
-        if job.flags & FLAG_8BITMIME != 0 && !client.caps().eightbitmime {
+        if job.envelope.body == BodyType::EightBitMime && !client.caps().eightbitmime {
             match self.has_8bit(job).await {
                 Ok(false) => {}
                 Ok(true) => {
@@ -399,29 +443,27 @@ impl Delivery {
             Err(e) => return all(Attempt::Defer(format!("cannot read queued message: {e}"))),
         };
         let mut src = QueuedBody { reader: Some(body) };
-        let from = match &route.rewrite_sender {
-            Some(s) => s.as_str(),
-            None => job.from.as_str(),
-        };
+        let rewritten = route.rewrite_sender.clone().map(ReversePath::Path);
         let msg = Outgoing {
-            from,
-            rcpts: job.rcpts.iter().map(|(_, r)| r.as_str()).collect(),
-            flags: job.flags,
+            from: rewritten.as_ref().unwrap_or(&job.envelope.from),
+            rcpts: job.rcpts().map(|(_, r)| &r.addr).collect(),
+            body: job.envelope.body,
+            smtputf8: job.envelope.smtputf8,
             size: job.body_len,
         };
         let res = match (&route.rewrite_sender, route.rewrite_from) {
             (Some(addr), true) => {
-                let mut rw = rewrite::RewritingBody::new(&mut src, addr);
+                let mut rw = rewrite::RewritingBody::new(&mut src, addr.as_str());
                 client.send(&msg, &mut rw).await
             }
             _ => client.send(&msg, &mut src).await,
         };
         match res {
             Ok(results) => job
-                .rcpts
+                .pending
                 .iter()
                 .zip(results)
-                .map(|((i, _), r)| {
+                .map(|(i, r)| {
                     let o = match r {
                         RcptResult::Sent(reply) => Ok(reply),
                         RcptResult::Deferred(why) => Err(Attempt::Defer(why)),
@@ -498,12 +540,12 @@ impl Delivery {
         let took = started.elapsed().as_millis();
         for (i, relay, o) in outcomes {
             let relay = relay.as_str();
-            let to = job
-                .rcpts
-                .iter()
-                .find(|(j, _)| *j == i)
-                .map(|(_, r)| r.as_str())
-                .unwrap_or("");
+            let Some(rcpt) = job.rcpt(i) else {
+                // Outcomes only ever name the job's own recipients.
+                tracing::error!(id = %job.id, index = i, "outcome for a recipient the message does not have; ignored");
+                continue;
+            };
+            let to = rcpt.addr.as_str();
             let outcome = match o {
                 Ok(reply) => {
                     let text = reply.to_log_string();
@@ -516,7 +558,7 @@ impl Delivery {
                     tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
                     self.event(job, to, "expired", relay, &why);
                     failures.push(Failure {
-                        rcpt: to.into(),
+                        rcpt: rcpt.addr.clone(),
                         status: "4.4.7".into(),
                         diagnostic: diag.clone(),
                         remote: None,
@@ -524,7 +566,7 @@ impl Delivery {
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts + 1, "delivery");
+                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
                     RcptOutcome::Deferred(why)
                 }
@@ -544,7 +586,7 @@ impl Delivery {
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "5.0.0".into());
                     failures.push(Failure {
-                        rcpt: to.into(),
+                        rcpt: rcpt.addr.clone(),
                         status,
                         diagnostic: format!("smtp; {text}"),
                         remote: Some(relay.to_string()),
@@ -556,16 +598,11 @@ impl Delivery {
         }
         let routes = self.routes.current();
         // RFC 5321 §6.1 / §4.5.5: never report on a report (mail from <>).
-        let report_to = if job.from.is_empty() {
-            None
-        } else {
-            Some(
-                routes
-                    .postmaster
-                    .clone()
-                    .unwrap_or_else(|| job.from.clone()),
-            )
-        };
+        let report_to = job
+            .envelope
+            .from
+            .address()
+            .map(|sender| routes.postmaster.clone().unwrap_or_else(|| sender.clone()));
         let mut report = None;
         if let (false, Some(to)) = (failures.is_empty(), report_to) {
             if !self.reports {
@@ -597,7 +634,7 @@ impl Delivery {
         &self,
         job: &Job,
         failures: &[Failure],
-        to: String,
+        to: Address,
     ) -> Option<crate::queue::SpoolWriter> {
         let body = self.queue.open_body(job).ok();
         let headers = match body {
@@ -612,7 +649,7 @@ impl Delivery {
         let id = job.id.to_string();
         let orig = dsn::Original {
             id: &id,
-            from: &job.from,
+            from: &job.envelope.from,
             arrival: job.arrival,
             headers: dsn::header_section(&headers),
         };

@@ -20,8 +20,12 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// The whole token request, connect to reply.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Assumed lifetime when the endpoint does not say (RFC 6749 §5.1 makes
-/// `expires_in` optional).
+/// `expires_in` optional) or says something that is not a number of seconds.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest lifetime believed. Real tokens live an hour or a day; a reply
+/// that claims more (up to 10^19 s has been seen from broken endpoints) is
+/// cut to this, so the refresh time is always a valid instant.
+const MAX_LIFETIME: Duration = Duration::from_secs(86_400);
 
 /// Why no token could be had. All are deferrals for mail.
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +127,15 @@ impl TokenSource {
         let (token, lifetime) = self.fetch().await?;
         let margin = REFRESH_MARGIN.min(lifetime / 2);
         tracing::info!(endpoint = %self.cfg.token_url, expires_in = lifetime.as_secs(), "OAuth2 access token obtained");
+        let now = Instant::now();
+        // The lifetime is already capped at MAX_LIFETIME; should the clock
+        // still not have room, refetch next time rather than panic.
+        let refresh_at = now
+            .checked_add(lifetime.saturating_sub(margin))
+            .unwrap_or(now);
         *cached = Some(Cached {
             token: token.clone(),
-            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+            refresh_at,
         });
         Ok(token)
     }
@@ -183,57 +193,13 @@ impl TokenSource {
             TOKEN_TIMEOUT,
         )
         .await?;
-        let reply: TokenReply = serde_json::from_slice(&r.body).map_err(|e| {
-            OAuthError::Bad(format!(
-                "HTTP {} with a body that is not a JSON token reply ({e})",
-                r.status
-            ))
-        })?;
-        if r.status != 200 || reply.access_token.is_none() {
-            let error = reply.error.unwrap_or_else(|| format!("HTTP {}", r.status));
-            let hint = match error.as_str() {
-                "invalid_grant" => Some(
-                    "the refresh token is expired or revoked: get a new one and put it in oauth_refresh_token_file",
-                ),
-                "invalid_client" | "unauthorized_client" => {
-                    Some("check oauth_client_id and oauth_client_secret_file")
-                }
-                "invalid_scope" => Some("check oauth_scope"),
-                _ => None,
-            };
-            let desc = reply
-                .error_description
-                .map(|d| {
-                    let d: String = d
-                        .chars()
-                        .take(200)
-                        .map(|c| if c.is_control() { ' ' } else { c })
-                        .collect();
-                    format!(": {d}")
-                })
-                .unwrap_or_default();
-            return Err(OAuthError::Refused {
-                status: r.status,
-                error: format!("{error}{desc}"),
-                hint,
-            });
-        }
-        let token = reply.access_token.unwrap_or_default();
-        if token.is_empty() || token.bytes().any(|b| b < 0x20 || b == 0x7f) {
-            return Err(OAuthError::Bad("empty or malformed access_token".into()));
-        }
-        let lifetime = match reply.expires_in {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(Duration::from_secs),
-            Some(serde_json::Value::String(s)) => s.parse().ok().map(Duration::from_secs),
-            _ => None,
-        }
-        .unwrap_or(DEFAULT_LIFETIME);
+        let reply = parse_token_reply(r.status, &r.body)?;
         if let Some(new) = reply.refresh_token
             && c.flow == OAuthFlow::RefreshToken
         {
             self.keep_refresh_token(new);
         }
-        Ok((token, lifetime))
+        Ok((reply.access_token, reply.lifetime))
     }
 
     /// The endpoint rotated the refresh token (Microsoft does): save it
@@ -275,6 +241,100 @@ impl TokenSource {
     }
 }
 
+/// What a token endpoint's successful reply gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The bearer token (printable ASCII, not empty).
+    pub access_token: String,
+    /// How long it may be used: `expires_in`, capped at a day
+    /// ([`MAX_LIFETIME`]); an hour when absent or not a number.
+    pub lifetime: Duration,
+    /// A rotated refresh token, if the endpoint sent one.
+    pub refresh_token: Option<String>,
+}
+
+/// Read a token endpoint's reply (RFC 6749 §5.1 and §5.2): the token and
+/// its lifetime, or why there is none. Everything in it comes from the
+/// network: no value may panic or overflow later (fuzzed: fuzz/token).
+pub fn parse_token_reply(status: u16, body: &[u8]) -> Result<Token, OAuthError> {
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| {
+        OAuthError::Bad(format!(
+            "HTTP {status} with a body that is not a JSON token reply ({e})"
+        ))
+    })?;
+    if status != 200 || reply.access_token.is_none() {
+        let error = reply.error.unwrap_or_else(|| format!("HTTP {status}"));
+        let hint = match error.as_str() {
+            "invalid_grant" => Some(
+                "the refresh token is expired or revoked: get a new one and put it in oauth_refresh_token_file",
+            ),
+            "invalid_client" | "unauthorized_client" => {
+                Some("check oauth_client_id and oauth_client_secret_file")
+            }
+            "invalid_scope" => Some("check oauth_scope"),
+            _ => None,
+        };
+        let clean = |d: String| -> String {
+            d.chars()
+                .take(200)
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        };
+        let desc = reply
+            .error_description
+            .map(|d| format!(": {}", clean(d)))
+            .unwrap_or_default();
+        return Err(OAuthError::Refused {
+            status,
+            error: format!("{}{desc}", clean(error)),
+            hint,
+        });
+    }
+    let token = reply.access_token.unwrap_or_default();
+    if token.is_empty() || token.bytes().any(is_control) {
+        return Err(OAuthError::Bad("empty or malformed access_token".into()));
+    }
+    Ok(Token {
+        access_token: token,
+        lifetime: lifetime(reply.expires_in.as_ref()),
+        refresh_token: reply
+            .refresh_token
+            .filter(|t| !t.is_empty() && !t.bytes().any(is_control)),
+    })
+}
+
+/// A control octet: never in a token that goes into a command line or the
+/// refresh-token file.
+fn is_control(b: u8) -> bool {
+    b < 0x20 || b == 0x7f
+}
+
+/// `expires_in` as a duration, as a number or a string of digits (both are
+/// seen), capped at [`MAX_LIFETIME`]; [`DEFAULT_LIFETIME`] when it is
+/// missing, negative or not a number.
+fn lifetime(v: Option<&serde_json::Value>) -> Duration {
+    let secs = match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().or_else(|| {
+            // 3599.5 or 1e30: whole seconds, saturating.
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f.min(MAX_LIFETIME.as_secs_f64()) as u64)
+        }),
+        Some(serde_json::Value::String(s)) => match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            // More digits than a u64 holds: as long as can be.
+            Err(_) if !s.trim().is_empty() && s.trim().bytes().all(|b| b.is_ascii_digit()) => {
+                Some(u64::MAX)
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    secs.map_or(DEFAULT_LIFETIME, |s| {
+        Duration::from_secs(s).min(MAX_LIFETIME)
+    })
+}
+
 /// The XOAUTH2 initial response: base64 of
 /// `user=<user>^Aauth=Bearer <token>^A^A`. Several KB with Microsoft's
 /// tokens: sent as one line, whatever its length.
@@ -286,6 +346,66 @@ pub fn xoauth2_response(user: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ok(body: &str) -> Token {
+        parse_token_reply(200, body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn expires_in_is_capped_whatever_its_form() {
+        let day = MAX_LIFETIME;
+        for v in [
+            "10000000000000000000",
+            "\"10000000000000000000\"",
+            "18446744073709551615",
+            "\"999999999999999999999999999\"",
+            "1e30",
+        ] {
+            let t = ok(&format!("{{\"access_token\":\"t\",\"expires_in\":{v}}}"));
+            assert_eq!(t.lifetime, day, "{v}");
+        }
+        assert_eq!(
+            ok(r#"{"access_token":"t","expires_in":3599}"#).lifetime,
+            Duration::from_secs(3599)
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"t","expires_in":"3599"}"#).lifetime,
+            Duration::from_secs(3599)
+        );
+        for v in ["-5", "\"soon\"", "null", "[]", "\"-1\"", "\"\""] {
+            let t = ok(&format!("{{\"access_token\":\"t\",\"expires_in\":{v}}}"));
+            assert_eq!(t.lifetime, DEFAULT_LIFETIME, "{v}");
+        }
+        assert_eq!(ok(r#"{"access_token":"t"}"#).lifetime, DEFAULT_LIFETIME);
+    }
+
+    #[test]
+    fn a_huge_lifetime_gives_a_valid_refresh_time() {
+        // What token() does with the lifetime: must not overflow.
+        let t = ok(r#"{"access_token":"t","expires_in":10000000000000000000}"#);
+        let margin = REFRESH_MARGIN.min(t.lifetime / 2);
+        let now = Instant::now();
+        assert!(now.checked_add(t.lifetime.saturating_sub(margin)).is_some());
+    }
+
+    #[test]
+    fn refusals_and_bad_tokens() {
+        let e = parse_token_reply(
+            400,
+            br#"{"error":"invalid_grant","error_description":"a\nb"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid_grant: a b"), "{e}");
+        assert!(e.contains("hint: the refresh token"), "{e}");
+        assert!(parse_token_reply(200, br#"{"access_token":"a\r\nb"}"#).is_err());
+        assert!(parse_token_reply(200, br#"{"access_token":""}"#).is_err());
+        assert!(parse_token_reply(200, b"<html>").is_err());
+        let t = ok(r#"{"access_token":"t","refresh_token":"r\nx"}"#);
+        assert_eq!(t.refresh_token, None);
+        let t = ok(r#"{"access_token":"t","refresh_token":"r2"}"#);
+        assert_eq!(t.refresh_token.as_deref(), Some("r2"));
+    }
 
     #[test]
     fn xoauth2_string() {

@@ -3,18 +3,17 @@
 //! and swaps them in ([`SharedRoutes::replace`]); deliveries in progress
 //! finish on the routes they started with.
 //!
-//! Also here, because they are decided per recipient from the same config:
-//! aliases (applied at RCPT, before policy) and the message size limit the
-//! listener must advertise (the smallest of the routes' upstream limits).
+//! Aliases and the size limit the listener advertises are `policy`'s
+//! ([`Outbound`]); a route only reports its upstream's SIZE there.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::config::{Config, DomainPattern, TlsMode, Upstream};
 use crate::dns::Resolver;
+use crate::policy::{Outbound, UpstreamSize};
+use crate::smtp::Address;
 
 use super::SetupError;
 use super::client::{Client, Smarthost};
@@ -48,7 +47,7 @@ pub struct Route {
     /// Where mail goes.
     pub target: Target,
     /// Envelope sender rewrite (route's, else global).
-    pub rewrite_sender: Option<String>,
+    pub rewrite_sender: Option<Address>,
     /// From header rewrite.
     pub rewrite_from: bool,
     /// Parallel connections.
@@ -56,10 +55,9 @@ pub struct Route {
     /// Messages per connection.
     pub per_conn: usize,
     pub(crate) limiter: Mutex<Limiter>,
-    /// The configured upstream limit (0: none).
-    config_size: u64,
-    /// The upstream's EHLO SIZE as last seen (0: unknown or unlimited).
-    learned_size: AtomicU64,
+    /// The upstream's size limit, configured and learned; shared with the
+    /// listener through `policy`.
+    size: Arc<UpstreamSize>,
     pub(crate) slots: Arc<smol::lock::Semaphore>,
     pub(crate) pool: Mutex<Vec<Pooled>>,
 }
@@ -78,17 +76,12 @@ impl Route {
 
     /// The smallest known upstream limit of this route, if any.
     pub fn size_limit(&self) -> Option<u64> {
-        let learned = self.learned_size.load(Ordering::Relaxed);
-        [self.config_size, learned]
-            .into_iter()
-            .filter(|n| *n > 0)
-            .min()
+        self.size.limit()
     }
 
     /// Remember the upstream's advertised SIZE (0 = no limit).
     pub fn learn_size(&self, size: Option<u64>) {
-        self.learned_size
-            .store(size.unwrap_or(0), Ordering::Relaxed);
+        self.size.learn(size);
     }
 
     /// Is this an MX route (one connection per recipient domain)?
@@ -97,76 +90,13 @@ impl Route {
     }
 }
 
-/// Alias table: `[aliases]`.
-#[derive(Debug, Default)]
-pub struct Aliases {
-    /// `user@domain` → target.
-    exact: HashMap<String, String>,
-    /// `*@domain` → target.
-    domains: HashMap<String, String>,
-    /// `root` → target, for bare local parts and local domains.
-    locals: HashMap<String, String>,
-    /// Domains that count as "this machine": localhost, our hostname.
-    local_domains: Vec<String>,
-}
-
-impl Aliases {
-    /// From `[aliases]` and our hostname.
-    pub fn new(entries: &[(String, String)], hostname: &str) -> Aliases {
-        let mut a = Aliases::default();
-        for (k, v) in entries {
-            match k.split_once('@') {
-                Some(("*", d)) => a.domains.insert(d.to_ascii_lowercase(), v.clone()),
-                Some(_) => a.exact.insert(k.to_ascii_lowercase(), v.clone()),
-                None => a.locals.insert(k.to_ascii_lowercase(), v.clone()),
-            };
-        }
-        let host = hostname.to_ascii_lowercase();
-        let short = host.split('.').next().unwrap_or("").to_string();
-        a.local_domains = vec![
-            "localhost".into(),
-            "localhost.localdomain".into(),
-            host,
-            short,
-        ];
-        a
-    }
-
-    /// The address `rcpt` maps to, if any.
-    pub fn resolve(&self, rcpt: &str) -> Option<&str> {
-        let lower = rcpt.to_ascii_lowercase();
-        if let Some(t) = self.exact.get(&lower) {
-            return Some(t);
-        }
-        match lower.rsplit_once('@') {
-            Some((local, domain)) => {
-                if let Some(t) = self.domains.get(domain) {
-                    return Some(t);
-                }
-                if self.local_domains.iter().any(|d| d == domain) {
-                    return self.locals.get(local).map(String::as_str);
-                }
-                None
-            }
-            None => self.locals.get(&lower).map(String::as_str),
-        }
-    }
-
-    /// True when there are no aliases.
-    pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.domains.is_empty() && self.locals.is_empty()
-    }
-}
-
-/// Everything delivery decides from the config: routes, aliases, reports.
+/// Everything delivery decides from the config: routes, reports.
 #[derive(Debug)]
 pub struct Routes {
     /// In config order; the first that takes a recipient's domain wins.
     pub routes: Vec<Arc<Route>>,
-    /// `[aliases]`.
-    pub aliases: Aliases,
     /// Failure reports go here instead of the sender, when set.
-    pub postmaster: Option<String>,
+    pub postmaster: Option<Address>,
     /// Failure reports per hour.
     pub max_reports_per_hour: u32,
     /// The resolver the routes use.
@@ -175,8 +105,13 @@ pub struct Routes {
 
 impl Routes {
     /// Build every route from `cfg`. `resolver` is used unless the config
-    /// names its own DNS servers (`dns_servers`).
-    pub fn from_config(cfg: &Config, resolver: Resolver) -> Result<Routes, SetupError> {
+    /// names its own DNS servers (`dns_servers`). Each route reports its
+    /// upstream's size limit into `outbound` (built from the same config).
+    pub fn from_config(
+        cfg: &Config,
+        resolver: Resolver,
+        outbound: &Outbound,
+    ) -> Result<Routes, SetupError> {
         let o = &cfg.outbound;
         let resolver = if o.dns_servers.is_empty() {
             resolver
@@ -195,8 +130,7 @@ impl Routes {
                     parallel: 1,
                     per_conn: 1,
                     limiter: Mutex::new(Limiter::new(None, None)),
-                    config_size: 0,
-                    learned_size: AtomicU64::new(0),
+                    size: outbound.upstream_size(n),
                     slots: Arc::new(smol::lock::Semaphore::new(1)),
                     pool: Mutex::new(Vec::new()),
                 },
@@ -241,7 +175,10 @@ impl Routes {
                     Route {
                         name: format!("route {} ({what})", n + 1),
                         domains: r.domains.clone(),
-                        rewrite_sender: s.rewrite_sender.clone().or(o.rewrite_sender.clone()),
+                        rewrite_sender: mailbox(
+                            s.rewrite_sender.as_ref().or(o.rewrite_sender.as_ref()),
+                            "rewrite_sender",
+                        )?,
                         rewrite_from: s.rewrite_from.unwrap_or(o.rewrite_from),
                         parallel: s.max_connections.max(1),
                         per_conn: s.messages_per_connection.max(1),
@@ -249,8 +186,7 @@ impl Routes {
                             s.max_messages_per_minute,
                             s.max_recipients_per_day,
                         )),
-                        config_size: s.max_message_size.as_ref().map_or(0, |m| m.bytes),
-                        learned_size: AtomicU64::new(0),
+                        size: outbound.upstream_size(n),
                         slots: Arc::new(smol::lock::Semaphore::new(s.max_connections.max(1))),
                         pool: Mutex::new(Vec::new()),
                         target: Target::Smtp(Arc::new(Smarthost {
@@ -269,40 +205,24 @@ impl Routes {
         }
         Ok(Routes {
             routes,
-            aliases: Aliases::new(&o.aliases, &cfg.hostname),
-            postmaster: o.postmaster.clone(),
+            postmaster: mailbox(o.postmaster.as_ref(), "postmaster")?,
             max_reports_per_hour: o.max_reports_per_hour,
             resolver,
         })
     }
 
     /// The route for a recipient, by its domain; `None` if no route takes it.
-    pub fn route_for(&self, rcpt: &str) -> Option<(usize, &Arc<Route>)> {
-        let domain = rcpt.rsplit_once('@').map(|(_, d)| d);
+    pub fn route_for(&self, rcpt: &Address) -> Option<(usize, &Arc<Route>)> {
+        let domain = rcpt.domain();
         self.routes
             .iter()
             .enumerate()
             .find(|(_, r)| r.takes(domain))
     }
-
-    /// The smallest upstream size limit over every route (configured or
-    /// learned from EHLO SIZE), if any route has one.
-    pub fn max_message_size(&self) -> Option<u64> {
-        self.routes.iter().filter_map(|r| r.size_limit()).min()
-    }
-
-    /// Total workers worth running for these routes.
-    pub fn parallel(&self) -> usize {
-        self.routes
-            .iter()
-            .map(|r| r.parallel)
-            .sum::<usize>()
-            .clamp(1, 64)
-    }
 }
 
-/// The routes in force, shared by the listener (aliases, size) and the
-/// delivery workers; a reload swaps in new ones.
+/// The routes in force, shared by the delivery workers; a reload swaps in
+/// new ones.
 #[derive(Debug, Clone)]
 pub struct SharedRoutes(Arc<RwLock<Arc<Routes>>>);
 
@@ -322,40 +242,10 @@ impl SharedRoutes {
     pub fn replace(&self, routes: Routes) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
     }
-
-    /// `[aliases]` mapping for a recipient, applied at RCPT before policy.
-    pub fn alias(&self, rcpt: &str) -> Option<String> {
-        self.current().aliases.resolve(rcpt).map(str::to_string)
-    }
-
-    /// The size limit the listener should advertise and enforce: the
-    /// smallest upstream limit among the routes, if any is known.
-    pub fn max_message_size(&self) -> Option<u64> {
-        self.current().max_message_size()
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aliases_map_local_parts_local_domains_and_wildcards() {
-        let a = Aliases::new(
-            &[
-                ("root".into(), "ops@example.com".into()),
-                ("admin@lan".into(), "boss@example.com".into()),
-                ("*@cams.lan".into(), "video@example.com".into()),
-            ],
-            "relay.lan",
-        );
-        assert_eq!(a.resolve("root"), Some("ops@example.com"));
-        assert_eq!(a.resolve("ROOT@localhost"), Some("ops@example.com"));
-        assert_eq!(a.resolve("root@relay.lan"), Some("ops@example.com"));
-        assert_eq!(a.resolve("root@relay"), Some("ops@example.com"));
-        assert_eq!(a.resolve("root@example.org"), None);
-        assert_eq!(a.resolve("admin@lan"), Some("boss@example.com"));
-        assert_eq!(a.resolve("x@cams.lan"), Some("video@example.com"));
-        assert_eq!(a.resolve("x@lan"), None);
-    }
+/// A mailbox from the config (checked by its reader), parsed once here.
+fn mailbox(s: Option<&String>, key: &'static str) -> Result<Option<Address>, SetupError> {
+    s.map(|s| Address::parse(s).map_err(|e| SetupError::Address { key, error: e }))
+        .transpose()
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::dns::Resolver;
-use crate::queue::{Limits, NewMessage, Queue};
+use crate::policy::Outbound;
+use crate::queue::{Limits, Queue};
+use crate::smtp::{Address, Envelope, Recipient, ReversePath};
 
 use super::{Delivery, Routes, SharedRoutes};
 
@@ -31,6 +33,9 @@ pub enum SendTestError {
     /// The recipient is not an address.
     #[error("--to {0}: not a mail address")]
     BadAddress(String),
+    /// The sender is not an address.
+    #[error("{0}: not a mail address to send from; give one with --from")]
+    BadSender(String),
 }
 
 /// How it ended.
@@ -51,15 +56,19 @@ pub fn run(
     from: Option<&str>,
     wait: Duration,
 ) -> Result<Outcome, SendTestError> {
-    if crate::smtp::Address::parse(to).is_err() {
+    let Ok(to) = Address::parse(to) else {
         return Err(SendTestError::BadAddress(to.to_string()));
-    }
-    let routes = Routes::from_config(cfg, Resolver::from_system())?;
-    let to = routes.aliases.resolve(to).unwrap_or(to).to_string();
+    };
+    let outbound = Outbound::from_config(cfg);
+    let routes = Routes::from_config(cfg, Resolver::from_system(), &outbound)?;
+    let to = outbound.alias(&to).cloned().unwrap_or(to);
     let from = from
         .map(str::to_string)
         .or_else(|| cfg.outbound.postmaster.clone())
         .unwrap_or_else(|| format!("postern@{}", cfg.hostname));
+    let Ok(from) = Address::parse(&from) else {
+        return Err(SendTestError::BadSender(from));
+    };
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -84,15 +93,15 @@ async fn follow(
     cfg: &Config,
     queue: Queue,
     routes: Routes,
-    from: &str,
-    to: &str,
+    from: &Address,
+    to: &Address,
     wait: Duration,
     stamp: u64,
 ) -> Result<Outcome, SendTestError> {
-    let mut w = queue.begin(NewMessage {
-        from: Some(from.to_string()),
-        rcpts: vec![to.to_string()],
-        flags: 0,
+    let mut w = queue.begin(Envelope {
+        from: ReversePath::Path(from.clone()),
+        rcpts: vec![Recipient::new(to.clone())],
+        ..Envelope::default()
     });
     let text = format!(
         "Date: {date}\r\nFrom: postern <{from}>\r\nTo: <{to}>\r\nSubject: postern test message from {host}\r\n\
@@ -116,9 +125,13 @@ async fn follow(
     .with_events(tx)
     .without_reports();
     let task = smol::spawn(delivery.run());
-    let deadline = Instant::now() + wait;
+    // `--wait` may be any duration the parser takes (years): past what the
+    // clock can hold, it means "until there is an outcome".
+    let deadline = Instant::now().checked_add(wait);
     let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let ev = smol::future::or(async { rx.recv().await.ok() }, async {
             smol::Timer::after(left).await;
             None

@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 pub use clock::{Clock, SystemClock};
-pub use record::{FLAG_8BITMIME, FLAG_SMTPUTF8};
 pub use spool::SpoolWriter;
 pub use storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 pub use store::StoreOptions;
@@ -43,6 +42,8 @@ impl std::str::FromStr for QueueId {
 
 use record::MessageMeta;
 use store::Request;
+
+use crate::smtp::{Address, BodyType, Envelope, RcptIndex, Recipient, ReversePath};
 
 /// A queue id, shown to clients (`queued as …`) and in every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,7 +142,7 @@ struct Entry {
     held: bool,
     /// Recipients finished in memory whose failure report is still on its
     /// way to disk: never recorded as finished before it is.
-    unreported: Vec<u16>,
+    unreported: Vec<RcptIndex>,
     last_error: Option<String>,
     /// Queue time of arrival (`clock.rs`).
     queued: Duration,
@@ -211,29 +212,17 @@ pub struct Recovered {
     pub set_aside: usize,
 }
 
-/// The envelope of a new message.
-#[derive(Debug, Clone)]
-pub struct NewMessage {
-    /// Envelope sender; `None` for `<>`.
-    pub from: Option<String>,
-    /// Envelope recipients (at least one).
-    pub rcpts: Vec<String>,
-    /// FLAG_8BITMIME / FLAG_SMTPUTF8.
-    pub flags: u8,
-}
-
-/// A message handed to delivery: the recipients still pending, and where to
-/// read the body.
+/// A message handed to delivery: its envelope, the recipients still
+/// pending, and where to read the body.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Queue id.
     pub id: QueueId,
-    /// Envelope sender; empty for `<>`.
-    pub from: String,
-    /// (index, address) of each pending recipient.
-    pub rcpts: Vec<(u16, String)>,
-    /// FLAG_* bits.
-    pub flags: u8,
+    /// The envelope as accepted (every recipient, finished or not).
+    pub envelope: Arc<Envelope>,
+    /// Indices in `envelope.rcpts` of the recipients this attempt is for:
+    /// those still pending (delivery narrows it to one route's share).
+    pub pending: Vec<RcptIndex>,
     /// Attempts made before this one.
     pub attempts: u32,
     /// How long the message has been queued.
@@ -244,6 +233,20 @@ pub struct Job {
     pub body_len: u64,
     path: PathBuf,
     body_start: u64,
+}
+
+impl Job {
+    /// The pending recipients with their indices.
+    pub fn rcpts(&self) -> impl Iterator<Item = (RcptIndex, &Recipient)> + '_ {
+        self.pending
+            .iter()
+            .filter_map(|i| Some((*i, self.rcpt(*i)?)))
+    }
+
+    /// Recipient `i` of the envelope.
+    pub fn rcpt(&self, i: RcptIndex) -> Option<&Recipient> {
+        self.envelope.rcpts.get(usize::try_from(i).ok()?)
+    }
 }
 
 /// What happened to one recipient in an attempt.
@@ -329,9 +332,9 @@ impl Queue {
         for l in loaded {
             max_id = max_id.max(l.meta.id);
             state.bytes += l.record_len;
-            let mut done = vec![false; l.meta.rcpts.len()];
+            let mut done = vec![false; l.meta.envelope.rcpts.len()];
             for &d in &l.meta.done {
-                if let Some(x) = done.get_mut(usize::from(d)) {
+                if let Some(x) = usize::try_from(d).ok().and_then(|d| done.get_mut(d)) {
                     *x = true;
                 }
             }
@@ -432,21 +435,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Start receiving a message; the id is assigned now (it goes into the
-    /// Received header before the body).
-    pub fn begin(&self, msg: NewMessage) -> SpoolWriter {
-        self.begin_inner(msg, false)
+    /// Start receiving a message for `envelope` (at least one recipient);
+    /// the id is assigned now (it goes into the Received header before the
+    /// body).
+    pub fn begin(&self, envelope: Envelope) -> SpoolWriter {
+        self.begin_inner(envelope, false)
     }
 
-    fn begin_inner(&self, msg: NewMessage, internal: bool) -> SpoolWriter {
+    fn begin_inner(&self, envelope: Envelope, internal: bool) -> SpoolWriter {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let meta = MessageMeta {
             id,
             arrival: self.shared.clock.wall(),
-            flags: msg.flags,
-            queued_ms: Some(self.qnow().as_millis() as u64),
-            from: msg.from.unwrap_or_default(),
-            rcpts: msg.rcpts,
+            queued_ms: Some(u64::try_from(self.qnow().as_millis()).unwrap_or(u64::MAX)),
+            envelope: Arc::new(envelope),
             done: Vec::new(),
         };
         let mut w = SpoolWriter::new(
@@ -504,6 +506,24 @@ impl Queue {
     /// Take up to `max` due messages (marking them in flight) and say when
     /// the next one not taken is due.
     pub fn take_due(&self, now: Instant, max: usize) -> (Vec<Job>, Option<Instant>) {
+        let (jobs, next) = self.take_due_with(now, max, |_| Some(()));
+        (jobs.into_iter().map(|(j, ())| j).collect(), next)
+    }
+
+    /// Like [`Queue::take_due`], but a due message is taken (and is in
+    /// flight) only if `admit` returns something for it — delivery asks for
+    /// its routes' connection slots here, so that a message waiting for a
+    /// slot stays queued: it can be deleted or held, and it keeps no worker.
+    /// `admit` runs under the queue's lock: it must not block. A refused
+    /// message does not count for the returned wake-up time; the attempt
+    /// that frees what it waits for ends with [`Queue::finish`], which wakes
+    /// [`Queue::wait`].
+    pub fn take_due_with<T>(
+        &self,
+        now: Instant,
+        max: usize,
+        mut admit: impl FnMut(&Job) -> Option<T>,
+    ) -> (Vec<(Job, T)>, Option<Instant>) {
         let qnow = self.qnow();
         let mut st = self.state();
         let mut jobs = Vec::new();
@@ -524,30 +544,25 @@ impl Queue {
                 next = Some(next.map_or(e.next_attempt, |n: Instant| n.min(e.next_attempt)));
                 continue;
             }
-            e.in_flight = true;
             let path = match &e.loc {
                 Loc::Seg { path, .. } => path.as_ref().clone(),
                 Loc::Big { path } => path.clone(),
             };
-            jobs.push(Job {
+            let job = Job {
                 id: QueueId(id),
-                from: e.meta.from.clone(),
-                rcpts: e
-                    .meta
-                    .rcpts
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !e.done[*i])
-                    .map(|(i, r)| (i as u16, r.clone()))
-                    .collect(),
-                flags: e.meta.flags & !record::FLAG_QTIME,
+                envelope: e.meta.envelope.clone(),
+                pending: pending_indices(&e.done).collect(),
                 attempts: e.attempts,
                 age: e.age(qnow),
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
                 path,
                 body_start: e.body_start,
-            });
+            };
+            if let Some(t) = admit(&job) {
+                e.in_flight = true;
+                jobs.push((job, t));
+            }
         }
         (jobs, next)
     }
@@ -566,7 +581,12 @@ impl Queue {
     /// the others are rescheduled, or failed if the message is too old.
     /// `report` is a failure report to queue in the same durable step as the
     /// failure it reports (see [`Queue::begin_report`]).
-    pub fn finish(&self, job: &Job, outcomes: &[(u16, RcptOutcome)], report: Option<SpoolWriter>) {
+    pub fn finish(
+        &self,
+        job: &Job,
+        outcomes: &[(RcptIndex, RcptOutcome)],
+        report: Option<SpoolWriter>,
+    ) {
         self.finish_inner(job, outcomes, report, None)
     }
 
@@ -577,7 +597,7 @@ impl Queue {
     pub fn finish_held(
         &self,
         job: &Job,
-        outcomes: &[(u16, RcptOutcome)],
+        outcomes: &[(RcptIndex, RcptOutcome)],
         report: Option<SpoolWriter>,
         held_until: Instant,
     ) {
@@ -587,7 +607,7 @@ impl Queue {
     fn finish_inner(
         &self,
         job: &Job,
-        outcomes: &[(u16, RcptOutcome)],
+        outcomes: &[(RcptIndex, RcptOutcome)],
         report: Option<SpoolWriter>,
         held_until: Option<Instant>,
     ) {
@@ -605,7 +625,7 @@ impl Queue {
             }
             let mut deferred = None;
             for (i, o) in outcomes {
-                let Some(slot) = e.done.get_mut(usize::from(*i)) else {
+                let Some(slot) = usize::try_from(*i).ok().and_then(|i| e.done.get_mut(i)) else {
                     continue;
                 };
                 match o {
@@ -654,15 +674,14 @@ impl Queue {
     /// Start a failure report: an internal message from `<>` that the
     /// queue's size limits never refuse (losing a report is worse than
     /// exceeding a limit by one small message).
-    pub fn begin_report(&self, to: String) -> SpoolWriter {
-        self.begin_inner(
-            NewMessage {
-                from: None,
-                rcpts: vec![to],
-                flags: FLAG_8BITMIME,
-            },
-            true,
-        )
+    pub fn begin_report(&self, to: Address) -> SpoolWriter {
+        let envelope = Envelope {
+            from: ReversePath::Null,
+            rcpts: vec![Recipient::new(to)],
+            body: BodyType::EightBitMime,
+            ..Envelope::default()
+        };
+        self.begin_inner(envelope, true)
     }
 
     /// Make every queued message due now.
@@ -730,13 +749,8 @@ impl Queue {
             if e.in_flight {
                 return Err(OpError::InFlight(id));
             }
-            let mut v = Vec::new();
-            for (i, d) in e.done.iter_mut().enumerate() {
-                if !*d {
-                    *d = true;
-                    v.push(i as u16);
-                }
-            }
+            let v: Vec<RcptIndex> = pending_indices(&e.done).collect();
+            e.done.iter_mut().for_each(|d| *d = true);
             v
         };
         let (tx, rx) = mpsc::channel();
@@ -756,7 +770,7 @@ impl Queue {
     }
 
     /// The report covering these recipients is durable.
-    fn reported(&self, id: u64, idx: &[u16]) {
+    fn reported(&self, id: u64, idx: &[RcptIndex]) {
         if let Some(e) = self.state().entries.get_mut(&id) {
             e.unreported.retain(|u| !idx.contains(u));
         }
@@ -764,12 +778,12 @@ impl Queue {
 
     /// A report could not be made durable: the recipients it covered are
     /// pending again (found failed again at the next attempt, reported then).
-    fn undo_done(&self, id: u64, idx: &[u16]) {
+    fn undo_done(&self, id: u64, idx: &[RcptIndex]) {
         let mut st = self.state();
         if let Some(e) = st.entries.get_mut(&id) {
             e.unreported.retain(|u| !idx.contains(u));
             for i in idx {
-                if let Some(d) = e.done.get_mut(usize::from(*i)) {
+                if let Some(d) = usize::try_from(*i).ok().and_then(|i| e.done.get_mut(i)) {
                     *d = false;
                 }
             }
@@ -797,28 +811,35 @@ impl Queue {
     }
 }
 
+/// Indices of the recipients not finished, by the done flags.
+fn pending_indices(done: &[bool]) -> impl Iterator<Item = RcptIndex> + '_ {
+    done.iter()
+        .enumerate()
+        .filter(|(_, d)| !**d)
+        .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
+}
+
 fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
+    let env = &e.meta.envelope;
     Summary {
         id: QueueId(id),
-        from: e.meta.from.clone(),
-        pending: e
-            .meta
+        from: env.from.to_string(),
+        pending: env
             .rcpts
             .iter()
             .zip(&e.done)
             .filter(|(_, d)| !**d)
-            .map(|(r, _)| r.clone())
+            .map(|(r, _)| r.addr.to_string())
             .collect(),
         size: e.body_len,
         age: e.age(qnow),
         attempts: e.attempts,
         next_in: e.next_attempt.saturating_duration_since(now),
         last_error: e.last_error.clone(),
-        rcpts: e
-            .meta
+        rcpts: env
             .rcpts
             .iter()
-            .cloned()
+            .map(|r| r.addr.to_string())
             .zip(e.done.iter().copied())
             .collect(),
         arrival: e.meta.arrival,

@@ -385,9 +385,8 @@ mod tests {
     //! `POSTERN_POWERCUT_FIRST=S` starts at seed S (to replay one).
 
     use super::*;
-    use crate::queue::{
-        Job, Limits, NewMessage, Queue, QueueError, QueueId, RcptOutcome, StoreOptions,
-    };
+    use crate::queue::{Job, Limits, Queue, QueueError, QueueId, RcptOutcome, StoreOptions};
+    use crate::smtp::{Address, Envelope, Recipient, ReversePath};
     use std::time::{Duration, Instant};
 
     const DIR: &str = "/spool";
@@ -453,10 +452,13 @@ mod tests {
                 1..=3 => rng.below(40) as usize,
                 _ => rng.below(3000) as usize,
             };
-            let mut w = q.begin(NewMessage {
-                from: Some("dev@lan".into()),
-                rcpts: (0..rcpts).map(|i| format!("r{i}@x.example")).collect(),
-                flags: 0,
+            let addr = |s: &str| Address::parse(s).expect("a test address");
+            let mut w = q.begin(Envelope {
+                from: ReversePath::Path(addr("dev@lan")),
+                rcpts: (0..rcpts)
+                    .map(|i| Recipient::new(addr(&format!("r{i}@x.example"))))
+                    .collect(),
+                ..Envelope::default()
             });
             let id = w.id();
             model.insert(
@@ -510,27 +512,27 @@ mod tests {
             }
             let mut outcomes = Vec::new();
             let mut failed = Vec::new();
-            for (i, _) in &job.rcpts {
+            for i in &job.pending {
                 // Attempted again: any earlier report for it was never made
                 // durable (the queue put the recipient back).
-                m.reports.retain(|(j, _)| *j != usize::from(*i));
+                m.reports.retain(|(j, _)| *j != *i as usize);
                 let o = match rng.below(4) {
                     0 | 1 => RcptOutcome::Delivered,
                     2 => RcptOutcome::Deferred("451 later".into()),
                     _ => {
-                        failed.push(usize::from(*i));
+                        failed.push(*i as usize);
                         RcptOutcome::Failed("550 no".into())
                     }
                 };
                 if o != RcptOutcome::Deferred("451 later".into()) {
-                    m.may_be_done[usize::from(*i)] = true;
+                    m.may_be_done[*i as usize] = true;
                 }
                 outcomes.push((*i, o));
             }
             let report = if failed.is_empty() {
                 None
             } else {
-                let mut w = q.begin_report("dev@lan".into());
+                let mut w = q.begin_report(Address::parse("dev@lan").expect("a test address"));
                 let rid = w.id();
                 let len = 100 + rng.below(500) as usize;
                 let _ = w.write(&body(rid, len));
@@ -659,7 +661,7 @@ mod tests {
                 "seed {seed}: {} recovered with different bytes",
                 job.id
             );
-            let pending: Vec<usize> = job.rcpts.iter().map(|(i, _)| usize::from(*i)).collect();
+            let pending: Vec<usize> = job.pending.iter().map(|i| *i as usize).collect();
             for i in 0..m.rcpts {
                 if !pending.contains(&i) {
                     assert!(

@@ -17,7 +17,7 @@
 //! State records only ever refer to data in the same or older segments, so
 //! these dependencies cannot form a cycle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -29,6 +29,7 @@ use super::spool::SpoolWriter;
 use super::state::{self, SEQ_STEP, Saved, StateFile};
 use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, Queue, QueueError, Recovered};
+use crate::smtp::RcptIndex;
 
 /// How long a finished-recipient record may wait for a sync that a commit
 /// would have done anyway. Losing it in a crash means a duplicate delivery,
@@ -80,7 +81,7 @@ pub(super) enum Request {
     },
     Outcome {
         id: u64,
-        newly_done: Vec<u16>,
+        newly_done: Vec<RcptIndex>,
         all_done: bool,
         report: Option<SpoolWriter>,
         /// Answered once the outcome is durable (operator delete).
@@ -350,9 +351,7 @@ impl Store {
                         };
                         self.max_id_seen = self.max_id_seen.max(id);
                         if let Some(r) = msgs.get_mut(&id) {
-                            let n = r.loaded.meta.rcpts.len();
-                            r.loaded.meta.done =
-                                done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                            r.loaded.meta.done = in_range(done, &r.loaded.meta);
                             r.loaded.state_seg = Some(*no);
                         }
                     }
@@ -412,8 +411,7 @@ impl Store {
                     continue;
                 };
                 if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
-                    let n = r.loaded.meta.rcpts.len();
-                    r.loaded.meta.done = done.into_iter().filter(|d| usize::from(*d) < n).collect();
+                    r.loaded.meta.done = in_range(done, &r.loaded.meta);
                     r.loaded.state_seg = Some(*no);
                 }
             }
@@ -423,7 +421,7 @@ impl Store {
         let mut out = Vec::new();
         for (id, r) in msgs {
             let finished = done_at.get(&id).copied();
-            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.rcpts.len();
+            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.envelope.rcpts.len();
             if finished.is_some() || all_rcpts_done {
                 match (&r.loaded.loc, finished) {
                     (Loc::Big { path }, _) => {
@@ -957,12 +955,14 @@ impl Store {
             };
             // Recipients whose failure report is not durable yet are left
             // out: a later outcome must not record them ahead of it.
-            let list: Vec<u16> = e
+            let unreported: HashSet<RcptIndex> = e.unreported.iter().copied().collect();
+            let list: Vec<RcptIndex> = e
                 .done
                 .iter()
                 .enumerate()
-                .filter(|(i, d)| **d && !e.unreported.contains(&(*i as u16)))
-                .map(|(i, _)| i as u16)
+                .filter(|(_, d)| **d)
+                .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
+                .filter(|i| !unreported.contains(i))
                 .collect();
             let all = all_done && e.unreported.is_empty();
             (e.loc.clone(), e.state_seg, list, all)
@@ -1027,6 +1027,15 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The indices of a recipients-done record that name a recipient of
+/// `meta` (a record never names others; a damaged one is not trusted to).
+fn in_range(done: Vec<RcptIndex>, meta: &MessageMeta) -> Vec<RcptIndex> {
+    let n = meta.envelope.rcpts.len();
+    done.into_iter()
+        .filter(|d| usize::try_from(*d).is_ok_and(|d| d < n))
+        .collect()
 }
 
 /// A committed message waiting for its sync before it joins the schedule.
@@ -1129,6 +1138,10 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How much of a big message file of the first record layout is searched
+/// for its envelope.
+const FIRST_LAYOUT_META_MAX: usize = 1 << 20;
+
 /// Check a big message file whole; returns its meta, the body's offset in
 /// the payload, and the file's length.
 fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
@@ -1153,7 +1166,11 @@ fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64)
             .map_err(|_| RecordError::Checksum)?;
         at += n as u64;
         crc.update(&buf[..n]);
-        if first.len() < (1 << 20) {
+        // Keep the whole envelope (its length is in the record; a message
+        // at the recipient bound has megabytes of it), or for records of the
+        // first layout, which do not say, the first MiB as always.
+        let keep = MessageMeta::encoded_len(&first).unwrap_or(FIRST_LAYOUT_META_MAX);
+        if first.len() < keep {
             first.extend_from_slice(&buf[..n]);
         }
         left -= n as u64;
@@ -1170,7 +1187,7 @@ impl Queue {
         let now = std::time::Instant::now();
         let mut st = self.state();
         st.bytes += p.record_len;
-        let n = p.meta.rcpts.len();
+        let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
         st.entries.insert(
             p.id,

@@ -20,12 +20,21 @@ fn small() -> StoreOptions {
     }
 }
 
-fn msg(rcpts: &[&str]) -> NewMessage {
-    NewMessage {
-        from: Some("dev@lan".into()),
-        rcpts: rcpts.iter().map(|s| s.to_string()).collect(),
-        flags: 0,
+fn addr(s: &str) -> Address {
+    Address::parse(s).unwrap()
+}
+
+fn msg(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        from: ReversePath::Path(addr("dev@lan")),
+        rcpts: rcpts.iter().map(|s| Recipient::new(addr(s))).collect(),
+        ..Envelope::default()
     }
+}
+
+/// A job's pending recipients as (index, address).
+fn pending(j: &Job) -> Vec<(RcptIndex, String)> {
+    j.rcpts().map(|(i, r)| (i, r.addr.to_string())).collect()
 }
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
@@ -87,9 +96,9 @@ fn committed_messages_survive_a_restart_byte_for_byte() {
     assert_eq!(jobs.len(), 4);
     for j in &jobs {
         assert_eq!(read_body(&q, j), bodies[&j.id], "body of {}", j.id);
-        assert_eq!(j.from, "dev@lan");
+        assert_eq!(j.envelope.from.as_str(), "dev@lan");
         assert_eq!(
-            j.rcpts,
+            pending(j),
             vec![
                 (0, "a@x.example".to_string()),
                 (1, "b@y.example".to_string())
@@ -128,7 +137,7 @@ fn finished_recipients_stay_finished_after_restart() {
     let jobs = due(&q);
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].id, a);
-    assert_eq!(jobs[0].rcpts, vec![(1, "2@x".to_string())]);
+    assert_eq!(pending(&jobs[0]), vec![(1, "2@x".to_string())]);
     let _ = b;
     q.close();
 }
@@ -242,7 +251,7 @@ fn big_messages_get_their_own_file_and_it_goes_when_delivered() {
     q.close();
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
     let j = due(&q).remove(0);
-    assert_eq!(j.rcpts, vec![(1, "b@x".to_string())]);
+    assert_eq!(pending(&j), vec![(1, "b@x".to_string())]);
     q.finish(&j, &[(1, RcptOutcome::Delivered)], None);
     q.sync().unwrap();
     assert!(!big.exists());
@@ -278,7 +287,7 @@ fn full_queue_refuses_and_frees_when_delivered() {
     q.check_room(10).unwrap();
     // Reports are never refused for space.
     put(&q, &["a@x"], b"3\r\n");
-    let mut rep = q.begin_report("dev@lan".into());
+    let mut rep = q.begin_report(addr("dev@lan"));
     rep.write(b"report\r\n").unwrap();
     smol::block_on(q.commit(rep)).unwrap();
     assert_eq!(q.usage().0, 3);
@@ -465,4 +474,124 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &t).unwrap();
         }
     }
+}
+
+/// The most recipients the config allows: stored, recovered after a
+/// restart, every one listed and handed to delivery, and finished ones
+/// (more than 16 bits of them) stay finished, whether the message is in a
+/// segment or a file of its own.
+#[test]
+fn a_message_at_the_recipient_bound_survives_restarts_whole() {
+    use crate::smtp::envelope::MAX_RECIPIENTS;
+    let n = MAX_RECIPIENTS;
+    let names: Vec<String> = (0..n).map(|i| format!("r{i}@x.example")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all: Vec<(RcptIndex, String)> = (0..).zip(names.iter().cloned()).collect();
+    let in_segment = StoreOptions {
+        segment_size: 8 << 20,
+        big_threshold: 8 << 20,
+        ..StoreOptions::default()
+    };
+    for (what, opts) in [("file of its own", small()), ("segment", in_segment)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = {
+            let (q, _) = Queue::open_with(tmp.path(), limits(), opts.clone()).unwrap();
+            let id = put(&q, &refs, b"Subject: many\r\n\r\nhi\r\n");
+            q.close();
+            id
+        };
+        let (q, r) = Queue::open_with(tmp.path(), limits(), opts.clone()).unwrap();
+        assert_eq!(r.messages, 1, "{what}");
+        let listed = q.show(id).unwrap();
+        assert_eq!(listed.rcpts.len(), n, "{what}");
+        assert_eq!(listed.pending, names, "{what}");
+        let j = due(&q).remove(0);
+        assert_eq!(pending(&j), all, "{what}");
+        assert_eq!(read_body(&q, &j), b"Subject: many\r\n\r\nhi\r\n");
+        let first: Vec<(RcptIndex, RcptOutcome)> =
+            (0..70_000).map(|i| (i, RcptOutcome::Delivered)).collect();
+        q.finish(&j, &first, None);
+        q.sync().unwrap();
+        q.close();
+
+        let (q, r) = Queue::open_with(tmp.path(), limits(), opts.clone()).unwrap();
+        assert_eq!(r.messages, 1, "{what}");
+        let j = due(&q).remove(0);
+        assert_eq!(pending(&j), all[70_000..], "{what}");
+        let rest: Vec<(RcptIndex, RcptOutcome)> = j
+            .pending
+            .iter()
+            .map(|i| (*i, RcptOutcome::Delivered))
+            .collect();
+        q.finish(&j, &rest, None);
+        q.sync().unwrap();
+        assert_eq!(q.usage().0, 0, "{what}");
+        q.close();
+
+        let (q, r) = Queue::open_with(tmp.path(), limits(), opts).unwrap();
+        assert_eq!(r.messages, 0, "{what}: delivered, so gone");
+        q.close();
+    }
+}
+
+/// A spool written by the first record layout (16-bit counts, flags in the
+/// format byte) recovers: the message and its finished recipient.
+#[test]
+fn a_queue_of_the_first_record_layout_recovers() {
+    use super::record::{Header, Kind};
+    let tmp = tempfile::tempdir().unwrap();
+    // A segment as the first layout wrote it: its start record, a message
+    // record for three recipients with the first one done in the message
+    // record, then a recipients-done record finishing the third too.
+    let seq: u64 = 1;
+    let mut seg = Vec::new();
+    let start = seq.to_le_bytes();
+    seg.extend_from_slice(&Header::encode(Kind::SegmentStart, seq as u32, &start));
+    seg.extend_from_slice(&start);
+    let id: u64 = 0xABC;
+    let mut p = Vec::new();
+    p.extend_from_slice(&id.to_le_bytes());
+    p.extend_from_slice(&1_790_000_000u64.to_le_bytes());
+    p.push(0x80 | 2); // queue time follows; SMTPUTF8
+    p.extend_from_slice(&5_000u64.to_le_bytes());
+    let s16 = |p: &mut Vec<u8>, s: &str| {
+        p.extend_from_slice(&(s.len() as u16).to_le_bytes());
+        p.extend_from_slice(s.as_bytes());
+    };
+    s16(&mut p, "dev@lan");
+    p.extend_from_slice(&3u16.to_le_bytes());
+    for r in ["a@x.example", "jörg@x.example", "root"] {
+        s16(&mut p, r);
+    }
+    p.extend_from_slice(&1u16.to_le_bytes());
+    p.extend_from_slice(&0u16.to_le_bytes());
+    p.extend_from_slice(b"Subject: old\r\n\r\nold body\r\n");
+    seg.extend_from_slice(&Header::encode(Kind::Message, seq as u32, &p));
+    seg.extend_from_slice(&p);
+    // (A recipients-done record holds the complete list.)
+    let mut d = id.to_le_bytes().to_vec();
+    d.extend_from_slice(&2u16.to_le_bytes());
+    d.extend_from_slice(&0u16.to_le_bytes());
+    d.extend_from_slice(&2u16.to_le_bytes());
+    seg.extend_from_slice(&Header::encode(Kind::RcptsDone, seq as u32, &d));
+    seg.extend_from_slice(&d);
+    seg.resize(64 << 10, 0);
+    std::fs::write(tmp.path().join("seg-000001.log"), &seg).unwrap();
+
+    let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!((r.messages, r.set_aside), (1, 0));
+    let j = due(&q).remove(0);
+    assert_eq!(j.id, QueueId(id));
+    assert_eq!(j.envelope.from.as_str(), "dev@lan");
+    assert!(j.envelope.smtputf8);
+    assert_eq!(j.envelope.body, BodyType::SevenBit);
+    assert_eq!(pending(&j), vec![(1, "jörg@x.example".to_string())]);
+    assert_eq!(j.rcpt(1).and_then(|r| r.addr.domain()), Some("x.example"));
+    assert_eq!(read_body(&q, &j), b"Subject: old\r\n\r\nold body\r\n");
+    q.finish(&j, &[(1, RcptOutcome::Delivered)], None);
+    q.sync().unwrap();
+    assert_eq!(q.usage().0, 0);
+    q.close();
+    let (_, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!(r.messages, 0);
 }

@@ -4,7 +4,7 @@
 //! It decides nothing itself: every reply comes from the session.
 //!
 //! Uses the rest of `server`, `queue` (spooling), `tls`, `auth` (the
-//! password check), `delivery` (the aliases and the upstream SIZE, for
+//! password check), `policy` (the aliases and the upstream SIZE, for
 //! [`Live`]) and `deadline`.
 
 use std::net::SocketAddr;
@@ -16,18 +16,19 @@ use smol::io::{AsyncRead, AsyncWrite};
 use super::connection::{ConnError, Connection, Line};
 use super::limits::ClientLimits;
 use super::session::{ClientFacts, Gates, Out, Services, Session, SessionStats, Then};
-use crate::queue::{NewMessage, Queue, QueueError, QueueId, Transaction};
-use crate::smtp::Address;
+use crate::policy::Outbound;
+use crate::queue::{Queue, QueueError, QueueId, Transaction};
+use crate::smtp::{Address, Envelope};
 use crate::tls::Stream;
 
-/// The daemon's side of [`Services`]: the queue, the routes (aliases,
-/// upstream SIZE), the per-client rates.
+/// The daemon's side of [`Services`]: the queue, the aliases and upstream
+/// SIZE limits, the per-client rates.
 #[derive(Debug, Clone, Copy)]
 pub struct Live<'a> {
     /// The queue, for its room.
     pub queue: &'a Queue,
-    /// Outbound routes: aliases, upstream size limit.
-    pub routes: Option<&'a crate::delivery::SharedRoutes>,
+    /// Aliases and the upstream size limits.
+    pub outbound: Option<&'a Outbound>,
     /// Per-client rates; `None` where they do not apply (tests, fuzzing).
     pub limits: Option<&'a ClientLimits>,
 }
@@ -43,11 +44,10 @@ impl Services for Live<'_> {
         self.limits.is_none_or(|l| l.note_recipient(client))
     }
     fn alias(&self, rcpt: &Address) -> Option<Address> {
-        let target = self.routes?.alias(rcpt.as_str())?;
-        Address::parse(&target).ok()
+        self.outbound?.alias(rcpt).cloned()
     }
     fn upstream_size_limit(&self) -> Option<u64> {
-        self.routes?.max_message_size()
+        self.outbound?.max_message_size()
     }
 }
 
@@ -222,7 +222,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
     }
 
     /// Receive one message into a spool writer and commit it.
-    async fn receive(&mut self, msg: NewMessage) -> Result<Then, ConnError> {
+    async fn receive(&mut self, msg: Envelope) -> Result<Then, ConnError> {
         let q = self.backing.queue;
         let mut writer = Some(q.begin(msg));
         // The spool writer counts itself now, until it is handed over.
@@ -265,15 +265,15 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
             intake.spool_failed();
         }
         let out = match (self.session.data_end(&intake), writer) {
-            (Err(out), _) => out,
-            (Ok(()), Some(w)) => {
+            (Some(refusal), _) => refusal,
+            (None, Some(w)) => {
                 let size = w.body_len();
                 let limit = self.session.data_end_timeout();
                 let committed = crate::deadline::timeout(limit, q.commit(w)).await.ok();
                 self.session.data_committed(committed, size)
             }
             // Without a writer the intake has refused the message already.
-            (Ok(()), None) => self
+            (None, None) => self
                 .session
                 .data_committed(Some(Err(QueueError::Failed("no spool writer".into()))), 0),
         };
@@ -352,7 +352,7 @@ mod tests {
             let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
             let live = Live {
                 queue: &w.queue,
-                routes: None,
+                outbound: None,
                 limits: None,
             };
             let gates = Gates {

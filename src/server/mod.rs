@@ -59,8 +59,9 @@ pub struct Shared {
     pub queue: Queue,
     /// One permit per open connection.
     pub slots: Arc<smol::lock::Semaphore>,
-    /// Outbound routes: aliases at RCPT, the upstream size limit.
-    pub routes: Option<crate::delivery::SharedRoutes>,
+    /// Aliases at RCPT and the upstream size limit (the daemon shares
+    /// them with delivery, which learns the limits).
+    pub outbound: Option<crate::policy::Outbound>,
     /// Listener TLS, from `[server] tls_cert`/`tls_key`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `[[user]]` accounts for AUTH.
@@ -93,7 +94,7 @@ impl Shared {
             policy,
             queue,
             slots,
-            routes: None,
+            outbound: None,
             tls,
             users,
             limits,
@@ -280,7 +281,7 @@ async fn handle(
     };
     let live = Live {
         queue: &shared.queue,
-        routes: shared.routes.as_ref(),
+        outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
     };
     let gates = Gates {

@@ -42,9 +42,12 @@ use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
 use crate::config::{BareNewlineMode, ServerConfig};
 use crate::policy::Policy;
-use crate::queue::{FLAG_8BITMIME, FLAG_SMTPUTF8, NewMessage, QueueError, QueueId};
+use crate::queue::{QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
-use crate::smtp::{Address, BareNewline, BodyType, Command, MailParams, Reply, command};
+use crate::smtp::{
+    Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
+    command,
+};
 
 // The bounds of a session.
 /// Errors (bad commands, refusals of syntax) before we hang up (421).
@@ -86,7 +89,7 @@ pub enum Step {
     /// Send this reply and read the next command.
     Reply(Reply),
     /// Send 354 and receive the message for this envelope.
-    Data(NewMessage),
+    Data(Envelope),
     /// Send this reply and close the connection.
     Close(Reply),
     /// Send 220, run the TLS handshake, then [`SessionCore::tls_started`].
@@ -333,18 +336,10 @@ impl SessionCore {
                     params,
                     rcpts,
                 } => {
-                    let mut flags = 0;
-                    if params.body == BodyType::EightBitMime {
-                        flags |= FLAG_8BITMIME;
-                    }
-                    if params.smtputf8 {
-                        flags |= FLAG_SMTPUTF8;
-                    }
-                    Step::Data(NewMessage {
-                        from: from.as_ref().map(|a| a.as_str().to_string()),
-                        rcpts: rcpts.iter().map(|a| a.as_str().to_string()).collect(),
-                        flags,
-                    })
+                    let mut envelope = Envelope::new(from.clone().into(), params);
+                    // Each address once, however many RCPTs (aliases) led to it.
+                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
+                    Step::Data(envelope)
                 }
                 Phase::Mail { .. } => Step::Reply(Answer::NeedRcpt.reply()),
                 _ => Step::Reply(Answer::NeedMail.reply()),
@@ -470,7 +465,7 @@ pub enum Then {
     /// [`Session::login_checked`].
     CheckLogin(Credentials),
     /// Open a spool writer for this message, then [`Session::data_begin`].
-    Receive(NewMessage),
+    Receive(Envelope),
 }
 
 /// The session's answer to one input.
@@ -530,7 +525,7 @@ pub struct SessionStats {
 #[derive(Debug)]
 struct Receiving {
     id: QueueId,
-    from: String,
+    from: ReversePath,
     rcpts: usize,
     /// The recipient, when there is exactly one (Received's `for`).
     single_rcpt: Option<Address>,
@@ -682,10 +677,6 @@ impl<'a> Session<'a> {
                 return Out::close(vec![Answer::TooManyJunkCommands.reply()]);
             }
         }
-        let single_rcpt = match self.core.phase() {
-            Phase::Rcpt { rcpts, .. } if rcpts.len() == 1 => rcpts.first().cloned(),
-            _ => None,
-        };
         let step = self.core.command(cmd, &self.gates);
         self.stats.helo.clone_from(&self.core.helo);
         match step {
@@ -720,9 +711,12 @@ impl<'a> Session<'a> {
             Step::Data(msg) => {
                 self.receiving = Some(Receiving {
                     id: QueueId(0),
-                    from: msg.from.clone().unwrap_or_default(),
+                    from: msg.from.clone(),
                     rcpts: msg.rcpts.len(),
-                    single_rcpt,
+                    single_rcpt: match msg.rcpts.as_slice() {
+                        [only] => Some(only.addr.clone()),
+                        _ => None,
+                    },
                 });
                 // The spool writer takes over the transaction's place.
                 self.core.reset();
@@ -821,13 +815,13 @@ impl<'a> Session<'a> {
         (Out::read(vec![Answer::StartData.reply()], true), intake)
     }
 
-    /// The end of data: `Ok` to commit the message, or the refusal.
-    pub fn data_end(&mut self, intake: &Intake) -> Result<(), Out> {
+    /// The end of data: the refusal, or `None` to commit the message.
+    pub fn data_end(&mut self, intake: &Intake) -> Option<Out> {
         let Err(why) = intake.end() else {
-            return Ok(());
+            return None;
         };
         let r = self.receiving.take();
-        let (id, from) = r.map_or((QueueId(0), String::new()), |r| (r.id, r.from));
+        let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
         let client = self.gates.client;
         self.stats.refused = self.stats.refused.saturating_add(1);
         let answer = match why {
@@ -848,7 +842,7 @@ impl<'a> Session<'a> {
             }
             Refused::SpoolFailed => Answer::QueueFailed,
         };
-        Err(if why.ends_session() {
+        Some(if why.ends_session() {
             Out::close(vec![answer.reply()])
         } else {
             Out::read(vec![answer.reply()], false)
@@ -863,8 +857,9 @@ impl<'a> Session<'a> {
         size: u64,
     ) -> Out {
         let r = self.receiving.take();
-        let (id, rcpts, from) =
-            r.map_or((QueueId(0), 0, String::new()), |r| (r.id, r.rcpts, r.from));
+        let (id, rcpts, from) = r.map_or((QueueId(0), 0, ReversePath::Null), |r| {
+            (r.id, r.rcpts, r.from)
+        });
         let client = self.gates.client;
         let answer = match result {
             None => {
@@ -912,6 +907,8 @@ pub(crate) mod tests {
         pub(crate) aliases: Vec<(String, String)>,
         /// The per-client rates are used up.
         pub(crate) over_rate: bool,
+        /// Aliases from a config, after `aliases`.
+        pub(crate) outbound: Option<crate::policy::Outbound>,
     }
 
     impl Services for Fake {
@@ -933,6 +930,7 @@ pub(crate) mod tests {
                 .iter()
                 .find(|(from, _)| from == rcpt.as_str())
                 .and_then(|(_, to)| Address::parse(to).ok())
+                .or_else(|| self.outbound.as_ref()?.alias(rcpt).cloned())
         }
         fn upstream_size_limit(&self) -> Option<u64> {
             self.upstream
@@ -1087,6 +1085,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn recipients_aliased_to_one_address_are_in_the_envelope_once() {
+        let mut w = world();
+        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                    [upstream]\nkind = \"maildir\"\ndir = \"out\"\n\
+                    [aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n";
+        let opts = ParseOptions {
+            skip_file_checks: true,
+            default_hostname: Some("relay.test".into()),
+        };
+        let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
+        w.fake.outbound = Some(crate::policy::Outbound::from_config(&cfg));
+        let g = gates(&w);
+        let mut core = SessionCore::default();
+        core.command(Command::Ehlo("d".into()), &g);
+        core.command(
+            Command::Mail {
+                from: None,
+                params: MailParams::default(),
+            },
+            &g,
+        );
+        for to in [
+            "root",
+            "admin@localhost",
+            "ops@example.test",
+            "OPS@Example.Test",
+            "b@x.test",
+        ] {
+            let Step::Reply(r) = core.command(
+                Command::Rcpt {
+                    to: Address::parse(to).unwrap(),
+                },
+                &g,
+            ) else {
+                panic!()
+            };
+            // Every RCPT is accepted; the duplicates just add nothing.
+            assert_eq!(r.code, 250, "{to}");
+        }
+        let Step::Data(env) = core.command(Command::Data, &g) else {
+            panic!("DATA should start")
+        };
+        let rcpts: Vec<&str> = env.rcpts.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(rcpts, ["ops@example.test", "OPS@Example.Test", "b@x.test"]);
+    }
+
+    #[test]
     fn outside_client_without_login_gets_550_at_rcpt() {
         let w = world();
         let g = gates(&w);
@@ -1165,7 +1210,8 @@ pub(crate) mod tests {
         let Then::Receive(msg) = say(&mut s, "DATA").then else {
             panic!("no DATA")
         };
-        assert_eq!(msg.rcpts, vec!["ops@example.test".to_string()]);
+        let rcpts: Vec<&str> = msg.rcpts.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(rcpts, ["ops@example.test"]);
         w.fake.over_rate = true;
         let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
         say(&mut s, "EHLO dev");
@@ -1276,7 +1322,7 @@ pub(crate) mod tests {
             spooled.contains("Message-ID: <1F.postern@relay.test>"),
             "{spooled}"
         );
-        assert!(s.data_end(&intake).is_ok());
+        assert!(s.data_end(&intake).is_none());
         let out = s.data_committed(Some(Ok(QueueId(0x1F))), 10);
         assert_eq!(wire(&out), "250 2.0.0 Ok: queued as 1F\r\n");
         assert_eq!(s.stats.accepted, 1);

@@ -60,6 +60,29 @@ impl Address {
             at,
         })
     }
+    /// A mailbox read back from the queue, where [`Address::parse`] put it
+    /// once. Only split, not validated again: a parser made stricter since
+    /// the message was accepted must not turn queued mail into a record
+    /// that cannot be read. Fails only for an empty string.
+    pub fn from_stored(s: &str) -> Result<Address, AddressError> {
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        // The local part ends at the first `@` outside a leading
+        // quoted-string; a domain never holds an `@`.
+        let local_end = match s.strip_prefix('"') {
+            Some(quoted) => quoted_len(quoted).map_or(0, |n| n + 1),
+            None => 0,
+        };
+        let at = s
+            .get(local_end..)
+            .and_then(|rest| rest.find('@'))
+            .map(|i| local_end + i);
+        Ok(Address {
+            text: s.to_owned(),
+            at,
+        })
+    }
     /// The whole mailbox as text.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -397,6 +420,27 @@ mod tests {
         // The limit counts octets, not characters.
         let utf8 = "é".repeat(MAX_ADDRESS_LEN / 2 + 1);
         assert_eq!(err(&utf8), AddressError::TooLong);
+    }
+
+    #[test]
+    fn stored_addresses_split_as_parsed_ones_without_validation() {
+        for s in [
+            "user@example.com",
+            "root",
+            "\"a@b\"@example.com",
+            "\"a@b\"",
+            r#""a\"@b"@x"#,
+            "用户@例子.广告",
+            "user@[IPv6:2001:db8::1]",
+        ] {
+            let stored = Address::from_stored(s).unwrap();
+            assert_eq!(stored, ok(s), "{s:?}");
+            assert_eq!(stored.domain(), ok(s).domain(), "{s:?}");
+        }
+        // What a stricter parser would refuse still reads back.
+        let odd = Address::from_stored("a\u{202e}b@ex ample.com").unwrap();
+        assert_eq!(odd.domain(), Some("ex ample.com"));
+        assert_eq!(Address::from_stored(""), Err(AddressError::Empty));
     }
 
     #[test]

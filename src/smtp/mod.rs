@@ -5,6 +5,7 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod envelope;
 pub mod header;
 pub mod longlines;
 pub mod reply;
@@ -12,5 +13,6 @@ pub mod reply;
 pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, CommandError, MailParams};
 pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
+pub use envelope::{Envelope, Notify, RcptIndex, Recipient, Ret, ReversePath};
 pub use header::{HeaderFixer, HeaderSummary, Received, format_date};
-pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser};
+pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser, ReplyReader};

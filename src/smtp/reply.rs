@@ -160,15 +160,41 @@ pub enum ReplyError {
 }
 
 /// Assembles a (possibly multi-line) reply from lines read off the wire.
+///
+/// Strict by default: a line over [`MAX_REPLY_LINE`] or a reply over
+/// [`MAX_REPLY_LINES`] is an error. [`ReplyParser::lenient`] keeps what it
+/// can instead (see there); the smarthost client reads replies that way,
+/// through [`ReplyReader`].
 #[derive(Debug, Default)]
 pub struct ReplyParser {
     partial: Option<Reply>,
+    lenient: bool,
+    /// Lines of the partial reply not kept (lenient mode).
+    skipped: usize,
 }
 
 impl ReplyParser {
     /// A parser with no partial reply.
     pub fn new() -> Self {
         ReplyParser::default()
+    }
+
+    /// A parser that reads liberally but stays bounded: a long line keeps
+    /// its first [`MAX_REPLY_LINE`] octets (code, enhanced code and the
+    /// start of the text); a reply of more than [`MAX_REPLY_LINES`] lines
+    /// keeps the first ones and the last, and says how many it left out.
+    /// Servers that write a 100 KB banner or a 200-line 250 are odd, not
+    /// wrong, and what matters most is their reply code.
+    pub fn lenient() -> Self {
+        ReplyParser {
+            lenient: true,
+            ..ReplyParser::default()
+        }
+    }
+
+    /// The code of the reply being assembled, once its first line is in.
+    pub fn partial_code(&self) -> Option<u16> {
+        self.partial.as_ref().map(|r| r.code)
     }
     /// Feed one line (CRLF or LF already stripped). Returns the reply once its
     /// last line (`ddd ` or bare `ddd`) has arrived. The enhanced status code
@@ -183,15 +209,19 @@ impl ReplyParser {
         let result = self.push_inner(line);
         if result.is_err() {
             self.partial = None;
+            self.skipped = 0;
         }
         result
     }
 
     fn push_inner(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyError> {
         // The bound counts the CRLF the caller already stripped.
-        if line.len().saturating_add(2) > MAX_REPLY_LINE {
-            return Err(ReplyError::LineTooLong);
-        }
+        let keep = MAX_REPLY_LINE - 2;
+        let line = match line.get(..keep) {
+            Some(cut) if line.len() > keep && self.lenient => cut,
+            Some(_) if line.len() > keep => return Err(ReplyError::LineTooLong),
+            _ => line,
+        };
         let (code, last, text) = split_reply_line(line)?;
         let text = String::from_utf8_lossy(text);
         let reply = match self.partial.take() {
@@ -210,14 +240,31 @@ impl ReplyParser {
                 if reply.code != code {
                     return Err(ReplyError::Malformed);
                 }
-                if reply.lines.len() >= MAX_REPLY_LINES {
+                // Lenient: room for a note on what was left out and the
+                // last line, which are kept whatever comes between.
+                let full = if self.lenient {
+                    reply.lines.len() >= MAX_REPLY_LINES - 2
+                } else {
+                    reply.lines.len() >= MAX_REPLY_LINES
+                };
+                if full && !self.lenient {
                     return Err(ReplyError::TooManyLines);
                 }
                 let text = match (reply.status, split_status(&text, code)) {
                     (Some(_), Some((_, rest))) => rest,
                     _ => &*text,
                 };
-                reply.lines.push(text.to_owned());
+                if full && !last {
+                    self.skipped = self.skipped.saturating_add(1);
+                } else {
+                    if self.skipped > 0 {
+                        reply
+                            .lines
+                            .push(format!("[{} more lines not kept]", self.skipped));
+                        self.skipped = 0;
+                    }
+                    reply.lines.push(text.to_owned());
+                }
                 reply
             }
         };
@@ -227,6 +274,96 @@ impl ReplyParser {
             self.partial = Some(reply);
             Ok(None)
         }
+    }
+}
+
+/// Reads replies from a byte stream, as they arrive in whatever pieces,
+/// with a lenient [`ReplyParser`]: memory stays bounded (at most one
+/// [`MAX_REPLY_LINE`] of the current line, and the kept lines) however
+/// long a line or a reply is. Lines end in LF, with or without CR.
+#[derive(Debug)]
+pub struct ReplyReader {
+    parser: ReplyParser,
+    /// The current line so far, at most [`MAX_REPLY_LINE`] octets.
+    line: Vec<u8>,
+    /// The code the reply in progress began with; kept after an error.
+    started: Option<u16>,
+}
+
+impl Default for ReplyReader {
+    fn default() -> Self {
+        ReplyReader::new()
+    }
+}
+
+impl ReplyReader {
+    /// A reader with nothing buffered.
+    pub fn new() -> Self {
+        ReplyReader {
+            parser: ReplyParser::lenient(),
+            line: Vec::with_capacity(128),
+            started: None,
+        }
+    }
+
+    /// Take bytes from `input` up to the end of the next complete reply.
+    /// Returns how many octets were used (the rest belongs to later
+    /// replies) and the reply, if one is complete. After an error, the
+    /// reply in progress is dropped (the framing is not to be trusted).
+    pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Result<Reply, ReplyError>>) {
+        let mut used = 0;
+        while used < input.len() {
+            let rest = &input[used..];
+            let (chunk, end_of_line) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            used += chunk.len() + usize::from(end_of_line);
+            let room = MAX_REPLY_LINE.saturating_sub(self.line.len());
+            self.line
+                .extend_from_slice(chunk.get(..room).unwrap_or(chunk));
+            if self.parser.partial_code().is_none()
+                && let Some(code) = code_of(&self.line)
+            {
+                // The first line of a reply: what the server began to say.
+                self.started = Some(code);
+            }
+            if !end_of_line {
+                break;
+            }
+            if self.line.last() == Some(&b'\r') {
+                self.line.pop();
+            }
+            let res = self.parser.push_line(&self.line);
+            self.line.clear();
+            match res {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    self.started = None;
+                    return (used, Some(Ok(r)));
+                }
+                Err(e) => return (used, Some(Err(e))),
+            }
+        }
+        (used, None)
+    }
+
+    /// The code the reply being read began with, once its first three
+    /// octets are in, and still after the reply turned out malformed: what
+    /// a server began to say, for when it never finishes properly (a 250 to
+    /// the final dot that is cut off still means "accepted").
+    pub fn partial_code(&self) -> Option<u16> {
+        self.started
+    }
+}
+
+/// The reply code at the start of `line`, if it starts with one.
+fn code_of(line: &[u8]) -> Option<u16> {
+    match line.get(..3) {
+        Some(&[a @ b'2'..=b'5', b, c]) if b.is_ascii_digit() && c.is_ascii_digit() => {
+            Some(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'))
+        }
+        _ => None,
     }
 }
 
@@ -645,6 +782,104 @@ mod tests {
             got = p.push_line(line.as_bytes()).unwrap();
         }
         assert_eq!(got, Some(r));
+    }
+
+    /// Feed `wire` to a reader in pieces of `step` octets; every reply.
+    fn read_all(wire: &[u8], step: usize) -> Vec<Result<Reply, ReplyError>> {
+        let mut r = ReplyReader::new();
+        let mut out = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for piece in wire.chunks(step) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (used, got) = r.feed(&pending);
+                pending.drain(..used);
+                match got {
+                    Some(x) => out.push(x),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_long_reply_line_keeps_its_code_status_and_start() {
+        // A 100 KB 250 to the final dot once made the message be sent again
+        // at every retry.
+        let mut wire = b"250 2.0.0 queued as X".to_vec();
+        wire.extend(std::iter::repeat_n(b'y', 100_000));
+        wire.extend_from_slice(b"\r\n221 bye\r\n");
+        for step in [1, 7, 4096, wire.len()] {
+            let got = read_all(&wire, step);
+            assert_eq!(got.len(), 2, "step {step}");
+            let r = got[0].clone().unwrap();
+            assert_eq!(r.code, 250);
+            assert_eq!(r.status, Some(EnhancedStatus::new(2, 0, 0)));
+            assert!(r.lines[0].starts_with("queued as Xyyy"));
+            assert!(r.lines[0].len() <= MAX_REPLY_LINE);
+            assert_eq!(got[1].clone().unwrap().code, 221);
+        }
+    }
+
+    #[test]
+    fn a_reply_of_many_lines_keeps_the_first_and_the_last() {
+        let mut wire = Vec::new();
+        for i in 0..500 {
+            wire.extend_from_slice(format!("250-2.0.0 line {i}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"250 2.0.0 the end\n");
+        for step in [3, 1000, wire.len()] {
+            let got = read_all(&wire, step);
+            let r = got[0].clone().unwrap();
+            assert_eq!(r.lines.len(), MAX_REPLY_LINES, "step {step}");
+            assert_eq!(r.lines[0], "line 0");
+            assert_eq!(r.lines[MAX_REPLY_LINES - 1], "the end");
+            let skipped = 500 - (MAX_REPLY_LINES - 2);
+            assert_eq!(
+                r.lines[MAX_REPLY_LINES - 2],
+                format!("[{skipped} more lines not kept]")
+            );
+        }
+    }
+
+    #[test]
+    fn the_code_of_a_reply_cut_short_is_known() {
+        let mut r = ReplyReader::new();
+        assert_eq!(r.partial_code(), None);
+        assert_eq!(r.feed(b"25"), (2, None));
+        assert_eq!(r.partial_code(), None);
+        let long = [b'x'; 5000];
+        r.feed(b"0 ");
+        r.feed(&long);
+        assert_eq!(r.partial_code(), Some(250));
+        let mut r = ReplyReader::new();
+        assert_eq!(r.feed(b"250-first\r\n"), (11, None));
+        assert_eq!(r.partial_code(), Some(250));
+        // The code changes: malformed, but it began as a 250.
+        let (_, got) = r.feed(b"550 no\r\n");
+        assert_eq!(got, Some(Err(ReplyError::Malformed)));
+        assert_eq!(r.partial_code(), Some(250));
+        // A complete reply: nothing in progress.
+        let (_, got) = r.feed(b"221 bye\r\n");
+        assert_eq!(got.unwrap().unwrap().code, 221);
+        assert_eq!(r.partial_code(), None);
+        let mut r = ReplyReader::new();
+        r.feed(b"xyz");
+        assert_eq!(r.partial_code(), None);
+    }
+
+    #[test]
+    fn the_strict_parser_is_unchanged_by_the_lenient_one() {
+        let mut p = ReplyParser::lenient();
+        let mut line = b"250 ".to_vec();
+        line.resize(MAX_REPLY_LINE * 3, b'x');
+        let r = p.push_line(&line).unwrap().unwrap();
+        assert_eq!(r.lines[0].len(), MAX_REPLY_LINE - 6);
+        assert_eq!(
+            ReplyParser::new().push_line(&line),
+            Err(ReplyError::LineTooLong)
+        );
     }
 
     fn ehlo(lines: &[&str]) -> Capabilities {

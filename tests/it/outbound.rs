@@ -149,6 +149,122 @@ fn a_5xx_for_one_of_three_recipients_reports_only_that_one_to_the_postmaster() {
 }
 
 #[test]
+fn a_long_many_line_or_cut_off_250_after_the_dot_is_delivered_once() {
+    // Each of these once counted as an error: the message was deferred and
+    // sent again at every retry (43 copies in 10 minutes for the long line).
+    let long_line = {
+        let mut r = b"250 2.0.0 queued as ".to_vec();
+        r.extend(std::iter::repeat_n(b'Q', 100_000));
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let many_lines = {
+        let mut r = Vec::new();
+        for i in 0..300 {
+            r.extend_from_slice(format!("250-2.0.0 line {i}\r\n").as_bytes());
+        }
+        r.extend_from_slice(b"250 2.0.0 done\r\n");
+        r
+    };
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("long", long_line),
+        ("many", many_lines),
+        ("cut", b"250-2.0.0 queued\r\n250-more".to_vec()),
+        ("garbled", b"250-2.0.0 queued\r\n%%% nonsense\r\n".to_vec()),
+    ];
+    for (name, reply) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = Upstream::start(UpstreamOpts {
+            data_reply: Some(reply),
+            ..Default::default()
+        });
+        let port = free_port();
+        let mut p = Postern::start(dir.path(), &conf(port, "", &smarthost(odd.port, "")), port);
+        submit(&p, "printer@lan.test", &["ops@example.test"], MSG);
+        assert_eq!(odd.next().rcpts, vec!["ops@example.test"], "{name}");
+        p.wait_log("status=sent");
+        // A second message behind it: the next thing the upstream sees is
+        // that one, not a copy of the first (retry_intervals is 1s).
+        let second = MSG
+            .to_vec()
+            .into_iter()
+            .chain(*b"second\r\n")
+            .collect::<Vec<u8>>();
+        submit(&p, "printer@lan.test", &["two@example.test"], &second);
+        let next = odd.next();
+        assert_eq!(
+            next.rcpts,
+            vec!["two@example.test"],
+            "{name}: a copy came first"
+        );
+        wait_log_count(&mut p, "status=sent", 2, DEADLINE);
+        let log = p.log();
+        assert!(!log.contains("status=deferred"), "{name}: {log}");
+        assert!(odd.rx.try_recv().is_err(), "{name}: a copy");
+    }
+}
+
+#[test]
+fn a_route_whose_upstream_never_greets_delays_only_its_own_mail() {
+    // Once, delivery workers waiting for the stuck route's one connection
+    // slot were every worker there was: mail for a healthy route waited
+    // for the stuck one's timeouts (59-119 s with command_timeout = 30s),
+    // and a message that only waited for a slot was "being delivered".
+    let dir = tempfile::tempdir().unwrap();
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Accept and say nothing; keep the sockets open.
+        for s in mute.incoming() {
+            let Ok(s) = s else { return };
+            if held_tx.send(s).is_err() {
+                return;
+            }
+        }
+    });
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let tail = format!(
+        "[[route]]\ndomains = [\"stuck.test\"]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {mute_port}\n\
+         tls = \"none\"\nmax_connections = 1\ncommand_timeout = \"30s\"\n\n\
+         [[route]]\ndomains = [\"*\"]\nkind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = \"none\"\nmax_connections = 1\n",
+        up.port
+    );
+    let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO dev.lan.test", 250);
+        let (code, text) = c.send_mail("dev@lan.test", &[&format!("x{n}@stuck.test")], MSG);
+        assert_eq!(code, 250, "{text}");
+        ids.push(text.trim().rsplit(' ').next().unwrap().to_string());
+        c.cmd("QUIT", 221);
+    }
+    // The first one holds the stuck route's only connection.
+    let _held = held_rx.recv_timeout(DEADLINE).unwrap();
+    submit(&p, "dev@lan.test", &["ops@example.test"], MSG);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    p.wait_log("status=sent");
+    // A message waiting for the stuck route's slot is only queued: it can
+    // be held and deleted.
+    let cfg = dir.path().join("postern.toml");
+    let cfg = cfg.to_str().unwrap();
+    let (ok, out) = run_postern(dir.path(), &["queue", "hold", &ids[2], "--config", cfg]);
+    assert!(ok, "{out}");
+    let (ok, out) = run_postern(dir.path(), &["queue", "delete", &ids[3], "--config", cfg]);
+    assert!(ok, "{out}");
+    let (_, list) = run_postern(dir.path(), &["queue", "list", "--config", cfg]);
+    assert!(!list.contains(&ids[3]), "{list}");
+    assert!(list.contains(&ids[2]), "{list}");
+    // The stuck route made one connection: nothing else waits on it.
+    assert!(held_rx.try_recv().is_err());
+}
+
+#[test]
 fn a_message_split_across_two_routes_goes_to_each_upstream_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = Upstream::start(UpstreamOpts::default());
@@ -208,6 +324,36 @@ fn envelope_and_from_rewriting() {
     );
     assert!(!text.contains("From: Printer <printer@lan.test>"), "{text}");
     assert!(text.contains("\r\n\r\nBlack toner at 5%.\r\n"), "{text}");
+    p.wait_log("status=sent");
+}
+
+#[test]
+fn recipients_aliased_to_one_address_go_upstream_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let text = conf(
+        port,
+        "",
+        &format!(
+            "{}\n[aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n",
+            smarthost(up.port, "")
+        ),
+    );
+    let mut p = Postern::start(dir.path(), &text, port);
+    submit(
+        &p,
+        "nas@lan.test",
+        &[
+            "root",
+            "admin@localhost",
+            "ops@example.test",
+            "boss@example.test",
+        ],
+        MSG,
+    );
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test", "boss@example.test"]);
     p.wait_log("status=sent");
 }
 
@@ -588,6 +734,11 @@ struct TokenEndpoint {
 }
 
 fn token_endpoint(tls: Arc<rustls::ServerConfig>, lifetime: u64) -> TokenEndpoint {
+    token_endpoint_saying(tls, lifetime.to_string())
+}
+
+/// A token endpoint whose replies carry `expires_in` as the JSON text given.
+fn token_endpoint_saying(tls: Arc<rustls::ServerConfig>, expires_in: String) -> TokenEndpoint {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -625,7 +776,7 @@ fn token_endpoint(tls: Arc<rustls::ServerConfig>, lifetime: u64) -> TokenEndpoin
             // A long token, as Microsoft's are: no line-length limit may cut it.
             let token = format!("tok-{}-{}", n + 1, "x".repeat(3000));
             let json = format!(
-                "{{\"access_token\":\"{token}\",\"expires_in\":{lifetime},\"token_type\":\"Bearer\"}}"
+                "{{\"access_token\":\"{token}\",\"expires_in\":{expires_in},\"token_type\":\"Bearer\"}}"
             );
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
@@ -698,6 +849,48 @@ fn xoauth2_with_a_refresh_token_and_refresh_before_expiry() {
     let log = p.log();
     for secret in ["rt-secret-1", "cs-secret-1", "tok-1-", "tok-2-"] {
         assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+/// A route with XOAUTH2 through `ep`, towards `up`.
+fn xoauth2_route(dir: &std::path::Path, ca: &std::path::Path, ep: u16, up: u16) -> String {
+    std::fs::write(dir.join("refresh"), "rt-secret-1\n").unwrap();
+    std::fs::write(dir.join("client-secret"), "cs-secret-1\n").unwrap();
+    format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {up}\n\
+         tls = \"starttls\"\nca_file = \"{ca}\"\nusername = \"alerts@example.test\"\nauth = \"xoauth2\"\n\
+         oauth_token_url = \"https://127.0.0.1:{ep}/token\"\noauth_client_id = \"client-1\"\n\
+         oauth_client_secret_file = \"client-secret\"\noauth_refresh_token_file = \"refresh\"\n\
+         oauth_ca_file = \"{ca}\"\nmessages_per_connection = 1\n",
+        ca = ca.display(),
+    )
+}
+
+#[test]
+fn a_token_lifetime_near_u64_max_is_capped_not_a_crash() {
+    // expires_in = 10^19 once overflowed `Instant + Duration` in the
+    // delivery task (an abort in the release build, again at every retry).
+    for expires_in in ["10000000000000000000", "\"10000000000000000000\""] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, tls) = test_tls(dir.path());
+        let ep = token_endpoint_saying(tls.clone(), expires_in.into());
+        let up = Upstream::start(UpstreamOpts {
+            tls: Some(tls),
+            auth: Some(("alerts@example.test".into(), String::new())),
+            xoauth2: true,
+            ..Default::default()
+        });
+        let port = free_port();
+        let tail = xoauth2_route(dir.path(), &ca, ep.port, up.port);
+        let mut p = Postern::start(dir.path(), &conf(port, "", &tail), port);
+        submit(&p, "a@lan.test", &["ops@example.test"], MSG);
+        assert!(up.next().auth_token.unwrap().starts_with("tok-1-"));
+        // The token is cached (for at most a day), not fetched again.
+        submit(&p, "b@lan.test", &["ops@example.test"], MSG);
+        assert!(up.next().auth_token.unwrap().starts_with("tok-1-"));
+        assert_eq!(ep.requests.lock().unwrap().len(), 1);
+        wait_log_count(&mut p, "status=sent", 2, DEADLINE);
+        assert!(p.log().contains("expires_in=86400"), "{}", p.log());
     }
 }
 

@@ -283,6 +283,9 @@ pub struct UpstreamOpts {
     pub size: Option<u64>,
     /// An old hop: no 8BITMIME in the EHLO reply.
     pub no_8bitmime: bool,
+    /// Say these bytes after the final dot instead of a plain 250 (the
+    /// message counts as received), then close the connection.
+    pub data_reply: Option<Vec<u8>>,
 }
 
 pub struct Upstream {
@@ -521,6 +524,12 @@ fn serve_upstream(
                 conn.write_all(b"451 4.3.0 try again later\r\n")?;
                 conn.flush()?;
                 continue;
+            }
+            if let Some(reply) = &opts.data_reply {
+                let _ = tx.send(std::mem::take(&mut cur));
+                conn.write_all(reply)?;
+                conn.flush()?;
+                return Ok(());
             }
             conn.write_all(b"250 2.0.0 accepted\r\n")?;
             let _ = tx.send(std::mem::take(&mut cur));
