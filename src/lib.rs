@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`auth`]: listener AUTH accounts (Argon2id hashes).
-//! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
+//! - [`config`]: the TOML schema (one file per table), validation and
+//!   `FILE:LINE:COL` errors.
 //! - [`smtp`]: the wire grammar shared by server and client, and the one
 //!   envelope type (`smtp::Envelope`) from session to queue to delivery;
 //!   bytes in, values out, no sockets.
@@ -25,6 +26,7 @@
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
 //!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
+//! - [`logging`]: log lines on stderr, with journal priorities under systemd.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -35,6 +37,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod logging;
 pub mod maildrop;
 pub mod notify;
 pub mod policy;

@@ -40,7 +40,7 @@ use super::intake::{Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, Refused};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
-use crate::config::{BareNewlineMode, ServerConfig};
+use crate::config::ServerConfig;
 use crate::policy::Policy;
 use crate::queue::{QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
@@ -796,7 +796,7 @@ impl<'a> Session<'a> {
         }
         .render();
         let ip = g.client.to_canonical();
-        let normalize = g.server.bare_newline == BareNewlineMode::Normalize
+        let normalize = g.server.bare_newline == BareNewline::Normalize
             || g.server
                 .bare_newline_normalize_clients
                 .iter()
@@ -868,7 +868,7 @@ impl<'a> Session<'a> {
                 // becomes durable later, and the client's retry makes a
                 // duplicate: better than a client that times out unsure, or
                 // a message lost.
-                tracing::error!(id = %id, client = %client, limit = %self.gates.server.data_end_timeout.text, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
+                tracing::error!(id = %id, client = %client, limit = %self.gates.server.data_end_timeout, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
                 Answer::StorageTooSlow
             }
             Some(Ok(id)) => {
