@@ -76,7 +76,12 @@ impl Store {
                 );
             } else if !matches!(
                 name.as_str(),
-                "lock" | "big" | "tmp" | "corrupt" | state::FILE_NAME | crate::control::SOCKET_NAME
+                "lock"
+                    | "big"
+                    | "tmp"
+                    | "corrupt"
+                    | state::FILE_NAME
+                    | super::super::CONTROL_SOCKET
             ) {
                 tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
             }
