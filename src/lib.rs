@@ -25,6 +25,7 @@
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
 //!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
+//! - [`logging`]: log lines on stderr, with journal priorities under systemd.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -35,6 +36,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod logging;
 pub mod maildrop;
 pub mod notify;
 pub mod policy;
