@@ -35,8 +35,8 @@ table! {
         /// Default 10MiB. Advertised in EHLO SIZE.
         max_message_size: Size =
             default(Size::new(10 << 20), size(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE)),
-        /// Default 100 (RFC 5321 §4.5.3.1.8's minimum); at most what one
-        /// envelope, and so one queue record, holds.
+        /// Default 100 (RFC 5321 §4.5.3.1.8's minimum); at most
+        /// `smtp::envelope::MAX_RECIPIENTS`, what a queued message can hold.
         max_recipients: usize = default(100, count(1, MAX_RECIPIENTS)),
         /// Default 64, across all listeners.
         max_connections: usize = default(64, count(1, 10_000)),
