@@ -27,9 +27,7 @@ pub const MAX_ERRORS: u32 = 20;
 /// Longest text line in DATA, without its CRLF (RFC 5321 §4.5.3.1.6: 1000
 /// with CRLF). Longer lines get the message refused (550 5.6.0), never cut.
 pub const MAX_DATA_LINE: usize = 998;
-/// Largest header section accepted (552 5.3.4 past it); a device's header
-/// is a few KiB, and downstream filters choke on huge ones.
-pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
+pub use crate::smtp::header::MAX_HEADER_SECTION;
 /// Commands in a row that move no transaction forward (NOOP, RSET, VRFY,
 /// HELP, EHLO…) before 421, like Postfix's smtpd_junk_command_limit.
 pub const MAX_JUNK_COMMANDS: u32 = 100;
@@ -635,8 +633,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             fixed.clear();
             fixer.process(&decoded, &mut fixed);
             if d.finished {
-                header_len = fixer.finish(&mut fixed).header_len;
-                if header_len > MAX_HEADER_SECTION {
+                // Counted as stored, our Received field included: delivery's
+                // From rewriter reads that much and no more.
+                header_len = fixer
+                    .finish(&mut fixed)
+                    .header_len
+                    .saturating_add(received.len() as u64);
+                if header_len > MAX_HEADER_SECTION as u64 {
                     w = None;
                 }
             }
@@ -655,9 +658,9 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 limit: MAX_DATA_LINE + 2,
             }
             .reply()
-        } else if header_len > MAX_HEADER_SECTION {
+        } else if header_len > MAX_HEADER_SECTION as u64 {
             Answer::HeaderTooBig {
-                limit: MAX_HEADER_SECTION,
+                limit: MAX_HEADER_SECTION as u64,
             }
             .reply()
         } else if too_big {
