@@ -51,46 +51,10 @@ pub enum DaemonError {
     Signals(std::io::Error),
 }
 
-/// Start logging to stderr: RUST_LOG if set, else the config's level.
-pub fn init_logging(level: &str) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
-    let filter: Targets = spec
-        .parse()
-        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
-    // Only our own crate talks at info; rustls and hickory only when asked.
-    let filter = if spec.contains('=') {
-        filter
-    } else {
-        quiet_deps(filter, &spec)
-    };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false);
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .try_init();
-}
-
-fn quiet_deps(
-    _: tracing_subscriber::filter::Targets,
-    spec: &str,
-) -> tracing_subscriber::filter::Targets {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    let level: LevelFilter = spec.parse().unwrap_or(LevelFilter::INFO);
-    Targets::new()
-        .with_default(LevelFilter::WARN.min(level))
-        .with_target("postern", level)
-}
-
 /// Run the relay until SIGTERM or SIGINT; SIGHUP re-reads `config_path`.
 pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = config::load(config_path)?;
-    init_logging(&cfg.log_level);
+    crate::logging::init(&cfg.log_level);
     run_with(cfg, Some(config_path))
 }
 

@@ -8,9 +8,11 @@
 //!
 //! - [`auth`]: listener AUTH accounts (Argon2id hashes).
 //! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
-//! - [`smtp`]: the wire grammar shared by server and client; bytes in, values
-//!   out, no sockets.
-//! - [`policy`]: who may relay, from and to whom.
+//! - [`smtp`]: the wire grammar shared by server and client, and the one
+//!   envelope type (`smtp::Envelope`) from session to queue to delivery;
+//!   bytes in, values out, no sockets.
+//! - [`policy`]: who may relay, from and to whom; aliases and the upstream
+//!   size limit the listener advertises.
 //! - [`server`]: listeners and the inbound session state machine.
 //! - [`queue`]: the durable store, recovery and the in-memory schedule; the
 //!   only code that touches the spool directory.
@@ -23,6 +25,7 @@
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
 //!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
+//! - [`logging`]: log lines on stderr, with journal priorities under systemd.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -33,6 +36,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod logging;
 pub mod maildrop;
 pub mod notify;
 pub mod policy;

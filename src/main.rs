@@ -253,7 +253,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            postern::daemon::init_logging(&cfg.log_level);
+            postern::logging::init(&cfg.log_level);
             match postern::delivery::sendtest::run(&cfg, &to, from.as_deref(), wait) {
                 Ok(postern::delivery::sendtest::Outcome::Delivered) => {
                     println!("delivered");

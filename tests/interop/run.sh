@@ -472,6 +472,10 @@ retry_intervals = ["1s"]
 
 [upstream]
 $upstream
+
+[aliases]
+root = "ops@example.net"
+admin = "ops@example.net"
 EOF
 }
 
@@ -778,6 +782,21 @@ EOF
   echo "aiosmtpd saw TLS and user $AUTH_USER; message intact, CRLF only"
 }
 
+chk_aliases_once() { # two RCPTs aliased to one address, and that address: aiosmtpd sees one RCPT
+  need auth || return 1
+  send_swaks auth swaks-aliases -f dev@lan.example -t root,admin@localhost,ops@example.net --body "$BODY" || return 1
+  expect_queued_sent auth "$QID" || return 1
+  local got
+  got=$("${MSGTOOL[@]}" wait --dir "$WORK/auth-out" --format raw --token "$TOKEN" --timeout "$WAIT") || { echo "$got"; return 1; }
+  "$PY" - "${got%.eml}.json" <<'EOF' || return 1
+import json, sys
+m = json.load(open(sys.argv[1]))
+if m["rcpt_tos"] != ["ops@example.net"]:
+    print("aiosmtpd saw RCPT %r, expected ['ops@example.net'] once" % (m["rcpt_tos"],)); sys.exit(1)
+EOF
+  echo "root, admin@localhost and ops@example.net went upstream as one RCPT TO:<ops@example.net>"
+}
+
 chk_auth_wrong_password() {
   need badauth || return 1
   send_swaks badauth swaks-badauth -f dev@lan.example -t ops@example.net || return 1
@@ -938,6 +957,7 @@ if [ "$HARNESS_ONLY" -eq 0 ]; then
   check "STARTTLS with an untrusted certificate: deferred, not sent" chk_untrusted_ca
   check "STARTTLS + AUTH -> aiosmtpd: arrives, user seen" chk_auth
   check "curl fixture -> aiosmtpd: bare LF arrives as CRLF, byte for byte" chk_curl_auth_crlf
+  check "aliases: two RCPTs aliased to one address -> aiosmtpd sees it once" chk_aliases_once
   check "AUTH with a wrong password: deferred, retried, never bounced" chk_auth_wrong_password
 
   banner "maildir upstream"

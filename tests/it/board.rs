@@ -258,3 +258,96 @@ fn tells_the_service_manager_ready_watchdog_reloading_stopping() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Start postern with stderr going to `log`, whose device and inode are in
+/// `JOURNAL_STREAM` when `journal` (what systemd does for a service whose
+/// output goes to the journal).
+fn start_with_stderr_file(dir: &std::path::Path, port: u16, journal: bool) -> std::process::Child {
+    use std::os::unix::fs::MetadataExt;
+    let cfg = dir.join("postern.toml");
+    std::fs::write(
+        &cfg,
+        config(port, "kind = \"maildir\"\ndir = \"outbox\"", ""),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let meta = log.metadata().unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stderr(log);
+    if journal {
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    } else {
+        cmd.env_remove("JOURNAL_STREAM");
+    }
+    cmd.spawn().unwrap()
+}
+
+fn read_until(path: &std::path::Path, needle: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < end, "never logged {needle:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn under_the_journal_each_line_has_its_priority_and_no_timestamp_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_with_stderr_file(dir.path(), port, true);
+    let log = dir.path().join("stderr.log");
+    read_until(&log, "postern started");
+    // A broken config on SIGHUP is an error-level line.
+    std::fs::write(dir.path().join("postern.toml"), "[server\n").unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = read_until(&log, "reload failed");
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in text.lines() {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "a line without a priority prefix: {line:?}"
+        );
+        // No timestamp of our own: the journal keeps one.
+        assert!(!line.contains("Z "), "a timestamp in {line:?}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("postern started")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<3>") && l.contains("reload failed")),
+        "{text}"
+    );
+
+    // Outside systemd (or when stderr is not the stream systemd set up),
+    // the output stays as it was: timestamped, no prefixes.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_with_stderr_file(dir.path(), port, false);
+    let text = read_until(&dir.path().join("stderr.log"), "postern started");
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = text
+        .lines()
+        .find(|l| l.contains("postern started"))
+        .unwrap();
+    assert!(!line.starts_with('<'), "{line}");
+    assert!(line.starts_with("20"), "no timestamp: {line}");
+}
