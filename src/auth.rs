@@ -10,16 +10,13 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 
-use crate::config::{AddressPattern, UserConfig};
+use crate::config::{AddressPattern, HashFormatError, UserConfig};
 
 /// Argon2id cost for new hashes: OWASP's minimum (19 MiB, t=2, p=1); small
 /// enough for the ARM board, where one check takes a few tenths of a second.
 const M_COST_KIB: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
-/// Largest memory cost we agree to verify: a hash from a hostile or mistaken
-/// config must not make one AUTH allocate gigabytes.
-const MAX_M_COST_KIB: u32 = 256 * 1024;
 /// Longest password accepted (from `postern passwd` or AUTH).
 pub const MAX_PASSWORD: usize = 256;
 
@@ -47,24 +44,14 @@ pub enum AuthError {
     Random(String),
 }
 
-/// Is `s` an Argon2id hash we can verify, with sane parameters?
+/// Is `s` an Argon2id hash we can verify, with sane parameters? The rules
+/// live with the config, which checks every `[[user]]` hash on load.
 pub fn check_hash_format(s: &str) -> Result<(), AuthError> {
-    let h = PasswordHash::new(s).map_err(|_| AuthError::NotPhc)?;
-    if h.algorithm.as_str() != "argon2id" {
-        return Err(AuthError::Algorithm(h.algorithm.as_str().to_string()));
-    }
-    let params = Params::try_from(&h).map_err(|e| AuthError::Params(e.to_string()))?;
-    if params.m_cost() > MAX_M_COST_KIB {
-        return Err(AuthError::Params(format!(
-            "m={} KiB is above the {} KiB this relay allows",
-            params.m_cost(),
-            MAX_M_COST_KIB
-        )));
-    }
-    if h.hash.is_none() {
-        return Err(AuthError::NotPhc);
-    }
-    Ok(())
+    crate::config::check_hash_format(s).map_err(|e| match e {
+        HashFormatError::Algorithm(a) => AuthError::Algorithm(a),
+        HashFormatError::Params(p) => AuthError::Params(p),
+        HashFormatError::NotPhc => AuthError::NotPhc,
+    })
 }
 
 /// A new Argon2id PHC string for `password`, with a random salt.

@@ -384,14 +384,14 @@ fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {
 }
 
 fn describe_upstream(cfg: &Config) -> String {
-    if cfg.outbound.routes.len() > 1 {
-        return format!("{} routes", cfg.outbound.routes.len());
-    }
-    match &cfg.upstream {
-        config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
-        config::Upstream::Smarthost(s) => {
-            format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
-        }
-        config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
+    match cfg.outbound.routes.as_slice() {
+        [only] => match &only.upstream {
+            config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
+            config::Upstream::Smarthost(s) => {
+                format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
+            }
+            config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
+        },
+        routes => format!("{} routes", routes.len()),
     }
 }

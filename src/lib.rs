@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`auth`]: listener AUTH accounts (Argon2id hashes).
-//! - [`config`]: the TOML schema, validation and `FILE:LINE:COL` errors.
+//! - [`config`]: the TOML schema (one file per table), validation and
+//!   `FILE:LINE:COL` errors.
 //! - [`smtp`]: the wire grammar shared by server and client, and the one
 //!   envelope type (`smtp::Envelope`) from session to queue to delivery;
 //!   bytes in, values out, no sockets.

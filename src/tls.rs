@@ -22,6 +22,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, RootCertStore};
 
+mod describe;
+pub use describe::{describe_cert, file_problem};
+
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

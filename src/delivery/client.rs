@@ -967,7 +967,7 @@ async fn handshake(
             for (i, c) in certs.iter().enumerate() {
                 note(
                     transcript,
-                    format!("-- certificate #{i}: {}", super::probe::describe_cert(c)),
+                    format!("-- certificate #{i}: {}", crate::tls::describe_cert(c)),
                 );
             }
         }

@@ -13,7 +13,6 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::reply::Answer;
 use super::session::{ClientFacts, Gates, SessionCore, Step};
-use crate::config::BareNewlineMode;
 use crate::smtp::command::{self, MAX_COMMAND_LINE};
 use crate::smtp::header::{HeaderFixer, Received, format_date};
 use crate::smtp::{BareNewline, Command, DataDecoder, Reply};
@@ -573,7 +572,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             format!("<{id_text}.postern@{}>", self.gates.hostname),
         );
         let ip = self.peer.ip().to_canonical();
-        let normalize = self.gates.server.bare_newline == BareNewlineMode::Normalize
+        let normalize = self.gates.server.bare_newline == BareNewline::Normalize
             || self
                 .gates
                 .server
@@ -682,7 +681,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                     // stuck, becomes durable later, and the client's retry
                     // makes a duplicate: better than a client that times out
                     // unsure, or a message lost.
-                    tracing::error!(id = %id, client = %self.peer.ip(), limit = %self.gates.server.data_end_timeout.text, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
+                    tracing::error!(id = %id, client = %self.peer.ip(), limit = %self.gates.server.data_end_timeout, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
                     Answer::StorageTooSlow.reply()
                 }
                 Some(Ok(id)) => {

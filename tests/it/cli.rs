@@ -42,7 +42,8 @@ fn check_accepts_the_shipped_config_and_prints_the_effective_one() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("max_message_size = \"10MiB\""), "{text}");
+    // Resolved values: the size in bytes, not the file's "10MiB".
+    assert!(text.contains("max_message_size = 10485760\n"), "{text}");
     assert!(text.contains("kind = \"maildir\""), "{text}");
 }
 
