@@ -613,7 +613,6 @@ impl Queue {
     ) {
         let now = Instant::now();
         let mut newly_done = Vec::new();
-        let all_done;
         {
             let mut st = self.state();
             let Some(e) = st.entries.get_mut(&job.id.0) else {
@@ -647,7 +646,6 @@ impl Queue {
             if let Some(why) = deferred {
                 e.last_error = Some(why);
             }
-            all_done = e.pending() == 0;
             if report.is_some() {
                 e.unreported.extend_from_slice(&newly_done);
             }
@@ -656,7 +654,7 @@ impl Queue {
             let _ = self.send(Request::Outcome {
                 id: job.id.0,
                 newly_done,
-                all_done,
+                delete: false,
                 report,
                 ack: None,
             });
@@ -757,7 +755,7 @@ impl Queue {
         self.send(Request::Outcome {
             id: id.0,
             newly_done,
-            all_done: true,
+            delete: true,
             report: None,
             ack: Some(tx),
         })
@@ -767,6 +765,15 @@ impl Queue {
             .map_err(|e| OpError::Failed(e.to_string()))?;
         self.kick();
         Ok(())
+    }
+
+    /// Every recipient of `id` is finished (operator delete); reports
+    /// still on their way no longer matter.
+    fn finish_all(&self, id: u64) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.done.iter_mut().for_each(|d| *d = true);
+            e.unreported.clear();
+        }
     }
 
     /// The report covering these recipients is durable.

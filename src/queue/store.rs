@@ -41,6 +41,9 @@ const MAX_BATCH: usize = 256;
 /// that they share its sync (a sync costs a flash page or more; 5 ms is
 /// little next to an SMTP round trip).
 const GROUP_WAIT: Duration = Duration::from_millis(5);
+/// How often a state record the disk refused (full, read-only) is tried
+/// again. Each try may attempt to make a segment, so not in a busy loop.
+const STATE_RETRY: Duration = Duration::from_secs(1);
 
 /// Tunables of the on-disk layout.
 #[derive(Debug, Clone)]
@@ -72,6 +75,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// Answered once an operator's change is durable (or with why not).
+pub(super) type Ack = mpsc::Sender<Result<(), QueueError>>;
+
 /// Requests to the writer thread.
 #[derive(Debug)]
 pub(super) enum Request {
@@ -79,16 +85,30 @@ pub(super) enum Request {
         w: SpoolWriter,
         reply: smol::channel::Sender<Result<u64, QueueError>>,
     },
+    /// Recipients of `id` finished in memory; the writer records what
+    /// memory says about the message when it gets to it.
     Outcome {
         id: u64,
         newly_done: Vec<RcptIndex>,
-        all_done: bool,
+        /// Operator delete: every recipient is finished, whatever memory
+        /// says by the time the writer gets here (a report that could not
+        /// be queued puts its recipients back in the meantime).
+        delete: bool,
         report: Option<SpoolWriter>,
         /// Answered once the outcome is durable (operator delete).
-        ack: Option<mpsc::Sender<Result<(), QueueError>>>,
+        ack: Option<Ack>,
     },
     Sync(mpsc::Sender<Result<(), QueueError>>),
     Shutdown,
+}
+
+/// What a record is written for (`Store::active_with_room`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A message: only while a free segment stays in reserve.
+    Message,
+    /// A state record: may take the reserve.
+    State,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +167,11 @@ pub(super) struct Store {
     pub(super) qclock: QueueClock,
     clock: Arc<dyn Clock>,
     _lock: Box<dyn StorageLock>,
+    /// Messages finished in memory whose state record the disk did not
+    /// take (full, read-only): written as soon as it does.
+    unrecorded: Vec<u64>,
+    /// When `unrecorded` was last tried.
+    last_retry: std::time::Instant,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -208,6 +233,8 @@ impl Store {
             clock: clock.clone(),
             state: state_file,
             _lock: lock_file,
+            unrecorded: Vec::new(),
+            last_retry: clock.mono(),
         };
         let mut recovered = Recovered::default();
         let loaded = store.recover(&mut recovered)?;
@@ -508,7 +535,10 @@ impl Store {
             .map(|(n, _)| *n)
             .collect();
         free.sort();
-        while free.len() > self.opts.keep_free {
+        // Never below one: the last free segment is the reserve for state
+        // records (`active_with_room`), and making it again costs a
+        // segment's worth of writes.
+        while free.len() > self.opts.keep_free.max(1) {
             if let Some(no) = free.pop()
                 && let Some(s) = self.segs.remove(&no)
             {
@@ -521,11 +551,33 @@ impl Store {
 
     /// The active segment, with room for `len` more bytes; switching to a
     /// free or new segment when needed.
-    fn active_with_room(&mut self, len: u64) -> Result<u32, QueueError> {
-        if let Some(no) = self.active
-            && let Some(s) = self.segs.get(&no)
-            && s.pos + len <= self.opts.segment_size
-        {
+    ///
+    /// A message is written only while a free segment stays in reserve
+    /// behind it (made now if need be): on a full disk the message is
+    /// refused, and the state records that finish messages ("done",
+    /// "recipients done", holds) still have somewhere to go. Without the
+    /// reserve a delivered message whose "done" record found no room stayed
+    /// queued, pinned its segment, and was sent again after every restart.
+    fn active_with_room(&mut self, len: u64, use_: Use) -> Result<u32, QueueError> {
+        let active = self
+            .active
+            .and_then(|no| self.segs.get(&no).map(|s| (no, s)));
+        let fits = active.is_some_and(|(_, s)| s.pos + len <= self.opts.segment_size);
+        if use_ == Use::Message {
+            // Switching seals the active segment; if nothing in it matters
+            // any more it is recycled at once and counts as free.
+            let recyclable = !fits && active.is_some_and(|(_, s)| s.live == 0 && s.pins == 0);
+            let need = if fits { 1 } else { 2 };
+            let mut have = self.free_count() + usize::from(recyclable);
+            while have < need {
+                if self.segs.len() >= self.opts.max_segments {
+                    return Err(QueueError::Full);
+                }
+                self.create_segment()?;
+                have += 1;
+            }
+        }
+        if fits && let Some(no) = self.active {
             return Ok(no);
         }
         if let Some(no) = self.active.take() {
@@ -537,8 +589,9 @@ impl Store {
         let free = self
             .segs
             .iter()
-            .find(|(_, s)| s.state == SegState::Free)
-            .map(|(n, _)| *n);
+            .filter(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n)
+            .min();
         let no = match free {
             Some(no) => no,
             None => {
@@ -573,17 +626,31 @@ impl Store {
         Ok(no)
     }
 
+    fn free_count(&self) -> usize {
+        self.segs
+            .values()
+            .filter(|s| s.state == SegState::Free)
+            .count()
+    }
+
     /// A new segment file, written full of zeroes once so that later appends
     /// are overwrites of allocated blocks: fdatasync then has no metadata to
     /// journal, which is most of what a small sync costs on ext4.
     fn create_segment(&mut self) -> io::Result<u32> {
         let no = self.next_file_no;
-        self.next_file_no += 1;
         let path = self.dir.join(seg_name(no));
-        let file = self
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(|e| io_context(e, "cannot create", &path))?;
+        let file = match self.fs.open(&path, OpenMode::CreateNew) {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    // Not ours (or a leftover we could not remove): leave
+                    // it for recovery to set aside, use the next name.
+                    self.next_file_no += 1;
+                }
+                return Err(io_context(e, "cannot create", &path));
+            }
+        };
+        self.next_file_no += 1;
         let zeroes = vec![0u8; 64 << 10];
         let mut at = 0;
         let mut res = Ok(());
@@ -594,8 +661,9 @@ impl Store {
         }
         if let Err(e) = res.and_then(|_| file.sync_all()) {
             // Disk full: leave no half-made segment behind to fill it more.
-            let _ = self.fs.remove(&path);
-            self.next_file_no -= 1;
+            if self.fs.remove(&path).is_ok() {
+                self.next_file_no -= 1;
+            }
             return Err(io_context(e, "cannot preallocate", &path));
         }
         self.dirty_dirs.push(self.dir.clone());
@@ -619,7 +687,7 @@ impl Store {
     /// Append one small record to the active segment.
     fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<u32, QueueError> {
         let len = (HEADER_LEN + payload.len()) as u64;
-        let no = self.active_with_room(len)?;
+        let no = self.active_with_room(len, Use::State)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
         let mut buf = Vec::with_capacity(len as usize);
         buf.extend_from_slice(&Header::encode(kind, s.seq as u32, payload));
@@ -658,7 +726,7 @@ impl Store {
         if big {
             return self.write_big(w, payload_len, env_len);
         }
-        let no = self.active_with_room(record_len)?;
+        let no = self.active_with_room(record_len, Use::Message)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
         let head =
             Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);
@@ -747,17 +815,26 @@ impl Store {
         let mut stop = false;
         let mut last_save = self.clock.mono();
         while !stop {
-            if self.clock.mono().saturating_duration_since(last_save) >= SAVE_EVERY {
-                last_save = self.clock.mono();
+            let now = self.clock.mono();
+            if now.saturating_duration_since(last_save) >= SAVE_EVERY {
+                last_save = now;
                 if let Err(e) = self.save_clock() {
                     tracing::warn!(error = %e, "cannot save the queue clock");
                 }
             }
-            let wait = if self.is_dirty() {
+            if !self.unrecorded.is_empty()
+                && now.saturating_duration_since(self.last_retry) >= STATE_RETRY
+            {
+                self.retry_unrecorded(&q);
+            }
+            let mut wait = if self.is_dirty() {
                 LAZY_SYNC
             } else {
                 SAVE_EVERY
             };
+            if !self.unrecorded.is_empty() {
+                wait = wait.min(STATE_RETRY);
+            }
             let first = match rx.recv_timeout(wait) {
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) if self.is_dirty() => None,
@@ -788,7 +865,7 @@ impl Store {
                 }
             }
             let mut answers = Vec::new();
-            let mut after_sync = Vec::new();
+            let mut after_sync: Vec<AfterSync> = Vec::new();
             let mut acks = Vec::new();
             let mut syncs = Vec::new();
             let mut must_sync = batch.is_empty();
@@ -811,7 +888,7 @@ impl Store {
                     Request::Outcome {
                         id,
                         newly_done,
-                        all_done,
+                        delete,
                         report,
                         ack,
                     } => {
@@ -822,7 +899,13 @@ impl Store {
                             match self.commit_one(&q, &mut rep) {
                                 Ok(p) => {
                                     answers.push((None, Ok(p)));
-                                    after_sync.push((id, newly_done, all_done, None));
+                                    after_sync.push(AfterSync {
+                                        id,
+                                        newly_done,
+                                        ack: None,
+                                        with_report: true,
+                                        delete: false,
+                                    });
                                 }
                                 Err(e) => {
                                     tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
@@ -832,19 +915,32 @@ impl Store {
                             }
                             continue;
                         }
-                        if after_sync.iter().any(|a| a.0 == id) {
+                        if after_sync.iter().any(|a| a.id == id) {
                             // A report for this message waits for the sync:
                             // what follows it must not overtake it.
-                            after_sync.push((id, newly_done, all_done, ack));
+                            after_sync.push(AfterSync {
+                                id,
+                                newly_done,
+                                ack,
+                                with_report: false,
+                                delete,
+                            });
                             continue;
                         }
-                        let r = self.outcome(&q, id, all_done);
-                        if let Err(e) = &r {
-                            tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
+                        if delete {
+                            q.finish_all(id);
                         }
-                        if let Some(tx) = ack {
-                            must_sync = true;
-                            acks.push((tx, r, id, newly_done));
+                        match ack {
+                            None => {
+                                let _ = self.record(&q, id);
+                            }
+                            Some(tx) => {
+                                // An operator waits: durable, or an error
+                                // and nothing changed, never "later".
+                                let r = self.outcome(&q, id);
+                                must_sync = true;
+                                acks.push((tx, r, id, newly_done));
+                            }
                         }
                     }
                     Request::Sync(tx) => {
@@ -853,6 +949,11 @@ impl Store {
                     }
                     Request::Shutdown => stop = true,
                 }
+            }
+            if !syncs.is_empty() || stop {
+                // A sync means everything: state records the disk refused
+                // before are tried again first.
+                self.retry_unrecorded(&q);
             }
             let synced = if must_sync || stop {
                 self.sync()
@@ -882,23 +983,44 @@ impl Store {
                     let _ = reply.try_send(r);
                 }
             }
-            for (id, newly_done, all_done, ack) in after_sync {
-                let r = match &synced {
-                    Err(e) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
-                    Ok(()) => {
+            for AfterSync {
+                id,
+                newly_done,
+                ack,
+                with_report,
+                delete,
+            } in after_sync
+            {
+                if delete && synced.is_ok() {
+                    q.finish_all(id);
+                }
+                let r = match (&synced, &ack) {
+                    (Err(e), _) => {
+                        if with_report || ack.is_some() {
+                            // The report is not durable: the recipients it
+                            // covers are pending again (reported next time).
+                            q.undo_done(id, &newly_done);
+                        } else {
+                            self.record_later(id);
+                        }
+                        Err(QueueError::Io(io::Error::new(e.kind(), e.to_string())))
+                    }
+                    (Ok(()), None) => {
                         q.reported(id, &newly_done);
-                        self.outcome(&q, id, all_done)
+                        let _ = self.record(&q, id);
+                        Ok(())
+                    }
+                    (Ok(()), Some(_)) => {
+                        // An operator waits for this one to be durable.
+                        let r = self
+                            .outcome(&q, id)
+                            .and_then(|()| self.sync().map_err(QueueError::Io));
+                        if r.is_err() {
+                            q.undo_done(id, &newly_done);
+                        }
+                        r
                     }
                 };
-                let r = match (r, &ack) {
-                    // An operator waits for this one to be durable.
-                    (Ok(()), Some(_)) => self.sync().map_err(QueueError::Io),
-                    (r, _) => r,
-                };
-                if let Err(e) = &r {
-                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; will try again");
-                    q.undo_done(id, &newly_done);
-                }
                 if let Some(tx) = ack {
                     let _ = tx.send(r);
                 }
@@ -916,12 +1038,26 @@ impl Store {
                 }
                 let _ = tx.send(r);
             }
+            let unrecorded = self.unrecorded.len();
             for tx in syncs {
-                let _ = tx.send(
-                    synced
-                        .as_ref()
-                        .map_err(|e| QueueError::Io(io::Error::new(e.kind(), e.to_string())))
-                        .copied(),
+                let r = match &synced {
+                    Err(e) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
+                    Ok(()) if unrecorded > 0 => Err(QueueError::Io(io::Error::other(format!(
+                        "{unrecorded} delivery state records not written yet (disk full or read-only?); kept in memory and tried again"
+                    )))),
+                    Ok(()) => Ok(()),
+                };
+                let _ = tx.send(r);
+            }
+            if stop && !self.unrecorded.is_empty() {
+                let ids: Vec<String> = self
+                    .unrecorded
+                    .iter()
+                    .map(|id| super::QueueId(*id).to_string())
+                    .collect();
+                tracing::error!(
+                    ids = %ids.join(" "),
+                    "stopping with delivery state not written (disk full or read-only): these messages will be delivered again after the restart; free space in the queue directory"
                 );
             }
         }
@@ -947,7 +1083,12 @@ impl Store {
         })
     }
 
-    fn outcome(&mut self, q: &Queue, id: u64, all_done: bool) -> Result<(), QueueError> {
+    /// Write the state record for what memory says about message `id`
+    /// now: "done" once every recipient is finished (and each failure's
+    /// report is durable), else "recipients done". Nothing changes in
+    /// memory unless the record was written, so a failure can simply be
+    /// tried again ([`Store::record_later`]).
+    fn outcome(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
         let (loc, old_state, done_list, all_done) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
@@ -964,59 +1105,49 @@ impl Store {
                 .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
                 .filter(|i| !unreported.contains(i))
                 .collect();
-            let all = all_done && e.unreported.is_empty();
+            let all = e.pending() == 0 && e.unreported.is_empty();
             (e.loc.clone(), e.state_seg, list, all)
-        };
-        let data_seg = match &loc {
-            Loc::Seg { file_no, .. } => Some(*file_no),
-            Loc::Big { .. } => None,
         };
         if all_done && let Loc::Big { path } = &loc {
             // A file of its own needs no "done" record: removing it is the
             // record (and needs no room, which matters on a full disk).
-            self.dirty_dirs.push(self.dir.join("big"));
-            if let Err(e) = self.fs.remove(path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
+            match self.fs.remove(path) {
+                Ok(()) => self.dirty_dirs.push(self.dir.join("big")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Cannot remove it (read-only or immutable): a "done"
+                    // record finishes it instead; recovery removes the file.
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file; writing a done record instead");
+                    let z = self.append(Kind::Done, &record::encode_u64(id))?;
+                    // Kept while this process runs: the file is still there.
+                    self.pin(z);
+                }
             }
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
+            self.release(old_state);
             q.remove(id);
         } else if all_done {
             let z = self.append(Kind::Done, &record::encode_u64(id))?;
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
-            match (&loc, data_seg) {
-                (Loc::Big { path }, _) => {
-                    self.dirty_dirs.push(self.dir.join("big"));
-                    if let Err(e) = self.fs.remove(path) {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
-                    }
-                }
-                (_, Some(x)) => {
-                    if x != z {
-                        self.pin(z);
-                        if let Some(xs) = self.segs.get_mut(&x) {
-                            xs.dependents.push(z);
-                        }
-                    }
+            self.release(old_state);
+            if let Loc::Seg { file_no: x, .. } = loc {
+                if x != z {
+                    self.pin(z);
                     if let Some(xs) = self.segs.get_mut(&x) {
-                        xs.live = xs.live.saturating_sub(1);
+                        xs.dependents.push(z);
                     }
-                    self.maybe_recycle(x)?;
                 }
-                _ => {}
+                if let Some(xs) = self.segs.get_mut(&x) {
+                    xs.live = xs.live.saturating_sub(1);
+                }
+                self.recycle_soft(x);
             }
             q.remove(id);
         } else {
             let a = self.append(Kind::RcptsDone, &record::encode_rcpts_done(id, &done_list))?;
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
+            self.release(old_state);
+            let data_seg = match &loc {
+                Loc::Seg { file_no, .. } => Some(*file_no),
+                Loc::Big { .. } => None,
+            };
             let new_state = if Some(a) != data_seg {
                 self.pin(a);
                 Some(a)
@@ -1027,6 +1158,85 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Write the state record of `id` now, or keep it for later when the
+    /// disk will not take it: the message stays finished in memory (never
+    /// sent again while running) and the record is tried again every
+    /// [`STATE_RETRY`], at every sync and at shutdown.
+    fn record(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
+        let r = self.outcome(q, id);
+        if let Err(e) = &r {
+            tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; kept in memory and tried again");
+            self.record_later(id);
+        }
+        r
+    }
+
+    fn record_later(&mut self, id: u64) {
+        if !self.unrecorded.contains(&id) {
+            self.unrecorded.push(id);
+        }
+    }
+
+    /// Try again every state record the disk did not take; say how many
+    /// are still waiting.
+    fn retry_unrecorded(&mut self, q: &Queue) -> usize {
+        self.last_retry = self.clock.mono();
+        // Sealed segments whose recycling failed: try them too.
+        let idle: Vec<u32> = self
+            .segs
+            .iter()
+            .filter(|(_, s)| s.state == SegState::Sealed && s.live == 0 && s.pins == 0)
+            .map(|(n, _)| *n)
+            .collect();
+        for no in idle {
+            self.recycle_soft(no);
+        }
+        if self.unrecorded.is_empty() {
+            return 0;
+        }
+        let ids = std::mem::take(&mut self.unrecorded);
+        let n = ids.len();
+        for id in ids {
+            if self.outcome(q, id).is_err() {
+                self.unrecorded.push(id);
+            }
+        }
+        if self.unrecorded.is_empty() {
+            tracing::info!(records = n, "delivery state written after all");
+        }
+        self.unrecorded.len()
+    }
+
+    /// A state record no longer pins its segment.
+    fn release(&mut self, seg: Option<u32>) {
+        if let Some(s) = seg {
+            self.unpin(s);
+            self.recycle_soft(s);
+        }
+    }
+
+    /// Recycle if possible; a failure only delays it (`retry_unrecorded`
+    /// tries idle segments again), so it must not undo the record that
+    /// made the segment idle.
+    fn recycle_soft(&mut self, no: u32) {
+        if let Err(e) = self.maybe_recycle(no) {
+            tracing::warn!(segment = no, error = %e, "cannot recycle queue segment yet; will try again");
+        }
+    }
+}
+
+/// An outcome that waits for the sync of a failure report (its own, or an
+/// earlier one for the same message that it must not overtake).
+#[derive(Debug)]
+struct AfterSync {
+    id: u64,
+    newly_done: Vec<RcptIndex>,
+    ack: Option<Ack>,
+    /// The report came with this outcome.
+    with_report: bool,
+    /// Operator delete.
+    delete: bool,
 }
 
 /// The indices of a recipients-done record that name a recipient of
