@@ -17,9 +17,10 @@ use super::connection::READ_BUF;
 /// Longest text line in DATA, without its CRLF (RFC 5321 §4.5.3.1.6: 1000
 /// with CRLF). Longer lines get the message refused (550 5.6.0), never cut.
 pub const MAX_DATA_LINE: usize = 998;
-/// Largest header section accepted (552 5.3.4 past it); a device's header
-/// is a few KiB, and downstream filters choke on huge ones.
-pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
+/// Largest header section accepted (552 5.3.4 past it), our Received field
+/// included: the one limit delivery's From rewriter shares
+/// ([`crate::smtp::header::MAX_HEADER_SECTION`]).
+pub const MAX_HEADER_SECTION: u64 = crate::smtp::header::MAX_HEADER_SECTION as u64;
 /// Most `Received:` fields an incoming message may carry (Postfix's
 /// hopcount_limit). More, and it is going round in a loop: refused with
 /// 554 5.4.6 at the end of data, so a loop stops at the first relay that
@@ -99,6 +100,8 @@ pub struct Intake {
     out: Vec<u8>,
     /// The Received field is in `out` and not yet handed out.
     fresh: bool,
+    /// Its length: it counts towards the header section as stored.
+    received_len: u64,
     /// Message octets from the client, decoded.
     size: u64,
     /// Octets handed out to spool (Received field and added fields
@@ -127,12 +130,14 @@ impl Intake {
     ) -> Intake {
         let mut out = Vec::with_capacity(READ_BUF + 256);
         out.extend_from_slice(received.as_bytes());
+        let received_len = u64::try_from(received.len()).unwrap_or(u64::MAX);
         Intake {
             decoder: DataDecoder::new(mode),
             fixer: HeaderFixer::new(date, message_id),
             decoded: Vec::with_capacity(READ_BUF),
             out,
             fresh: true,
+            received_len,
             size: 0,
             spooled: 0,
             limit,
@@ -220,7 +225,7 @@ impl Intake {
             })
         } else if self.decoder.longest_line() > MAX_DATA_LINE {
             Some(Refused::LineTooLong)
-        } else if self.summary.header_len > MAX_HEADER_SECTION {
+        } else if self.summary.header_len.saturating_add(self.received_len) > MAX_HEADER_SECTION {
             Some(Refused::HeaderTooBig)
         } else if self.summary.received > MAX_HOPS {
             Some(Refused::TooManyHops)
