@@ -16,9 +16,10 @@ use super::connection::READ_BUF;
 /// Longest text line in DATA, without its CRLF (RFC 5321 §4.5.3.1.6: 1000
 /// with CRLF). Longer lines get the message refused (550 5.6.0), never cut.
 pub const MAX_DATA_LINE: usize = 998;
-/// Largest header section accepted (552 5.3.4 past it); a device's header
-/// is a few KiB, and downstream filters choke on huge ones.
-pub const MAX_HEADER_SECTION: u64 = 100 * 1024;
+/// Largest header section accepted (552 5.3.4 past it), our Received field
+/// included: the one limit delivery's From rewriter shares
+/// ([`crate::smtp::header::MAX_HEADER_SECTION`]).
+pub const MAX_HEADER_SECTION: u64 = crate::smtp::header::MAX_HEADER_SECTION as u64;
 
 /// Why a message is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub struct Intake {
     out: Vec<u8>,
     /// The Received field is in `out` and not yet handed out.
     fresh: bool,
+    /// Its length: it counts towards the header section as stored.
+    received_len: u64,
     /// Message octets from the client, decoded.
     size: u64,
     /// The most the client may send: the SIZE advertised.
@@ -95,12 +98,14 @@ impl Intake {
     ) -> Intake {
         let mut out = Vec::with_capacity(READ_BUF + 256);
         out.extend_from_slice(received.as_bytes());
+        let received_len = u64::try_from(received.len()).unwrap_or(u64::MAX);
         Intake {
             decoder: DataDecoder::new(mode),
             fixer: HeaderFixer::new(date, message_id),
             decoded: Vec::with_capacity(READ_BUF),
             out,
             fresh: true,
+            received_len,
             size: 0,
             limit,
             summary: HeaderSummary::default(),
@@ -170,7 +175,7 @@ impl Intake {
             Some(Refused::BareNewline)
         } else if self.decoder.longest_line() > MAX_DATA_LINE {
             Some(Refused::LineTooLong)
-        } else if self.summary.header_len > MAX_HEADER_SECTION {
+        } else if self.summary.header_len.saturating_add(self.received_len) > MAX_HEADER_SECTION {
             Some(Refused::HeaderTooBig)
         } else if self.size > self.limit {
             Some(Refused::TooBig)
