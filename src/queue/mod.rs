@@ -45,6 +45,16 @@ use store::Request;
 
 use crate::smtp::{Address, BodyType, Envelope, RcptIndex, Recipient, ReversePath};
 
+/// File name of the control socket (`postern queue …` to the daemon) in
+/// the queue directory: the daemon binds it there, and recovery knows it
+/// as one of the directory's own entries.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// The control socket's path for a queue directory.
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join(CONTROL_SOCKET)
+}
+
 /// A queue id, shown to clients (`queued as …`) and in every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub u64);
