@@ -617,10 +617,15 @@ fn route_size_limit_is_advertised_and_enforced_at_mail() {
         ),
         port,
     );
+    // The route's limit, less room for the fields postern adds.
+    let room = postern::server::intake::added_bound("relay.test");
     let mut c = p.smtp();
     c.reply();
     let ehlo = c.cmd("EHLO dev", 250);
-    assert!(ehlo.contains("SIZE 102400"), "{ehlo}");
+    assert!(
+        ehlo.contains(&format!("SIZE {}\r\n", 102_400 - room)),
+        "{ehlo}"
+    );
     c.send("MAIL FROM:<a@lan.test> SIZE=200000");
     let (code, text) = c.reply();
     assert_eq!(code, 552, "{text}");
@@ -632,7 +637,68 @@ fn route_size_limit_is_advertised_and_enforced_at_mail() {
     let mut c = p.smtp();
     c.reply();
     let ehlo = c.cmd("EHLO dev", 250);
-    assert!(ehlo.contains("SIZE 90000"), "{ehlo}");
+    assert!(
+        ehlo.contains(&format!("SIZE {}\r\n", 90_000 - room)),
+        "{ehlo}"
+    );
+}
+
+/// `len` octets of message as the listener counts them (its last CRLF
+/// included), with no Date or Message-ID: postern adds both.
+fn message_of(len: usize) -> Vec<u8> {
+    let mut m = b"Subject: exactly at SIZE\r\n\r\n".to_vec();
+    let rest = len - m.len() - 2;
+    for _ in 0..rest / 902 {
+        m.extend(std::iter::repeat_n(b'x', 900));
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend(std::iter::repeat_n(b'x', rest % 902));
+    m
+}
+
+#[test]
+fn a_message_exactly_at_the_advertised_size_reaches_the_upstream_within_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let limit = 102_400;
+    let p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "",
+            &smarthost(up.port, "max_message_size = \"100KiB\""),
+        ),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    let ehlo = c.cmd("EHLO dev", 250);
+    let size: usize = ehlo
+        .lines()
+        .find_map(|l| l.strip_prefix("250-SIZE "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("SIZE advertised");
+    // One octet more than SIZE: refused at the dot, never 250 then a bounce.
+    let (code, text) = c.send_mail("a@lan.test", &["ops@example.test"], &message_of(size + 1));
+    assert!(text.starts_with("552 5.3.4 "), "{text}");
+    assert_eq!(code, 552);
+    // Exactly SIZE: accepted, and with Received, Date and Message-ID added
+    // it still fits the upstream's limit.
+    let (code, text) = c.send_mail("a@lan.test", &["ops@example.test"], &message_of(size));
+    assert_eq!(code, 250, "{text}");
+    let got = up.next();
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(
+        text.starts_with("Received: ") && text.contains("\r\nMessage-ID: <"),
+        "{}",
+        &text[..200]
+    );
+    assert!(
+        got.data.len() <= limit,
+        "{} octets reached an upstream whose limit is {limit}",
+        got.data.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
