@@ -137,6 +137,8 @@ pub struct Conn<'a, T> {
     transaction: Option<crate::queue::Transaction>,
     /// Connection stats for the log line.
     pub stats: ConnStats,
+    /// The daemon's counters (status, metrics), when it keeps them.
+    observer: Option<crate::observe::Observer>,
 }
 
 impl<T> std::fmt::Debug for Conn<'_, T> {
@@ -176,7 +178,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
             stop: None,
             transaction: None,
             stats: ConnStats::default(),
+            observer: None,
         }
+    }
+
+    /// Count what this session accepts in `observer`.
+    pub fn observe_with(&mut self, observer: crate::observe::Observer) {
+        self.observer = Some(observer);
     }
 
     /// End the session with 421 between commands once `stop` is closed
@@ -684,6 +692,9 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Conn<'a, T> {
                 Some(Ok(id)) => {
                     tracing::info!(id = %id, from = %from, rcpts = rcpt_count, size = body, client = %self.peer.ip(), "queued");
                     self.stats.accepted += 1;
+                    if let Some(o) = &self.observer {
+                        o.accepted();
+                    }
                     Answer::Queued { id }.reply()
                 }
                 Some(Err(e)) => {

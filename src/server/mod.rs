@@ -64,6 +64,8 @@ pub struct Shared {
     pub users: crate::auth::Users,
     /// Per-client connection and rate limits.
     pub limits: Arc<ClientLimits>,
+    /// The daemon's counters for status and metrics (kept across reloads).
+    pub observer: crate::observe::Observer,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             tls,
             users,
             limits,
+            observer: crate::observe::Observer::new(),
         })
     }
 
@@ -258,6 +261,7 @@ async fn handle(
         refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
         return;
     };
+    let _session = shared.observer.session();
     let facts = match shared.client_facts(ip, implicit_tls) {
         Ok(f) => f,
         Err(reply) => {
@@ -308,6 +312,7 @@ async fn handle(
     };
     let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
     conn.stop_on(stop);
+    conn.observe_with(shared.observer.clone());
     let result = conn.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),

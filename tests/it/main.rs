@@ -8,4 +8,5 @@ mod outbound;
 mod queue;
 mod relay;
 mod sendmail;
+mod status;
 mod util;
