@@ -47,6 +47,9 @@ pub enum DaemonError {
     /// A listener could not be bound.
     #[error("{0}")]
     Server(#[from] server::ServerError),
+    /// The status listener could not be bound.
+    #[error("{0}")]
+    Web(#[from] crate::web::WebError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -106,6 +109,21 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     let cfg_queue_path = cfg.queue.dir.clone();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
+        // The status listener, when configured: bound before anything
+        // starts, so a port in use stops the start with a clear error.
+        let web = match cfg.status.listen {
+            Some(addr) => {
+                let l = crate::web::bind(addr).await?;
+                let src = crate::web::Source {
+                    queue: queue.clone(),
+                    observer: observer.clone(),
+                    allow: Arc::new(cfg.status.allow_clients.clone()),
+                    hostname: cfg.hostname.clone(),
+                };
+                Some(smol::spawn(crate::web::serve(l, src)))
+            }
+            None => None,
+        };
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
         let mut shared = Shared::new(cfg, queue.clone())?;
@@ -221,6 +239,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         pickup.cancel().await;
         delivery.cancel().await;
         control.cancel().await;
+        if let Some(w) = web {
+            w.cancel().await;
+        }
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
         Ok::<(), DaemonError>(())
     });
@@ -380,6 +401,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.server.max_connections != new.server.max_connections {
         out.push("[server] max_connections");
+    }
+    if old.status.listen != new.status.listen
+        || old.status.allow_clients != new.status.allow_clients
+    {
+        out.push("[status] listen or allow_clients");
     }
     if old.log_level != new.log_level {
         out.push("log_level");

@@ -29,6 +29,7 @@
 //! - [`logging`]: log lines on stderr, with journal priorities under systemd.
 //! - [`status`]: the daemon's state as one snapshot, judged (ok, warning,
 //!   critical), as text, JSON, Prometheus metrics and a page.
+//! - [`web`]: the status listener (`/metrics`, the status page).
 //! - [`observe`]: counters and route states the daemon keeps for status and metrics.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -51,3 +52,4 @@ pub mod server;
 pub mod smtp;
 pub mod status;
 pub mod tls;
+pub mod web;

@@ -571,7 +571,7 @@ fn check_top_level(ctx: &mut Ctx, root: &DeTable) {
                 message.push_str(&format!("; did you mean [{s}]?"));
             } else {
                 message.push_str(
-                    "; the tables are [server], [policy], [queue], [upstream] (or [[route]]), [aliases] and [status]",
+                    "; the tables are [server], [policy], [queue], [upstream] (or [[route]]) and [aliases]",
                 );
             }
         } else {

@@ -10,3 +10,4 @@ mod relay;
 mod sendmail;
 mod status;
 mod util;
+mod web;
