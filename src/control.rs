@@ -30,12 +30,10 @@ use crate::queue::{Queue, QueueId, Summary};
 const MAX_REQUEST: usize = 256;
 /// A client that sends nothing for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// File name of the socket inside the queue directory.
-pub const SOCKET_NAME: &str = "control.sock";
-
-/// The socket path for a queue directory.
+/// The socket path for a queue directory (the queue owns the name: it is
+/// the only code that knows what lives in its directory).
 pub fn socket_path(queue_dir: &Path) -> PathBuf {
-    queue_dir.join(SOCKET_NAME)
+    crate::queue::control_socket(queue_dir)
 }
 
 /// Why a control command failed, on the client side.

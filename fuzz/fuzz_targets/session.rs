@@ -5,8 +5,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use postern::server::conn::{Conn, Stream};
+use postern::server::handler::{Backing, Handler, Live};
 use postern::server::session::{ClientFacts, Gates};
+use postern::tls::Stream;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::unix::UnixStream;
 
@@ -51,22 +52,29 @@ fuzz_target!(|data: &[u8]| {
     let w = world();
     smol::block_on(async {
         let (server, mut client) = UnixStream::pair().expect("socketpair");
+        let live = Live {
+            queue: &w.queue,
+            outbound: None,
+            limits: None,
+        };
         let gates = Gates {
             hostname: "relay.test",
             server: &w.cfg.server,
             policy: &w.policy,
-            queue: &w.queue,
-            outbound: None,
-            limits: None,
+            services: &live,
             client: "127.0.0.1".parse().expect("ip"),
+        };
+        let backing = Backing {
+            queue: &w.queue,
             tls: None,
             users: &w.users,
         };
         let peer = "127.0.0.1:1".parse().expect("addr");
-        let mut conn = Conn::new(
+        let mut conn = Handler::new(
             Stream::Plain(server),
             peer,
             gates,
+            backing,
             ClientFacts::allowed_plain(),
             false,
         );

@@ -394,7 +394,7 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
 // Reading the document.
 
 /// The keys allowed at the top of the file, above the first table.
-const TOP_KEYS: &[&[&str]] = &[Config::KEYS, OutboundConfig::KEYS];
+const TOP_LEVEL: &[&[&str]] = &[Config::KEYS, OutboundConfig::KEYS];
 
 /// Every table and the keys it may hold, from the tables' declarations.
 const TABLES: &[(&str, &[&[&str]])] = &[
@@ -554,7 +554,7 @@ fn system_hostname() -> String {
 // Unknown keys and tables, with suggestions.
 
 fn is_top_key(name: &str) -> bool {
-    TOP_KEYS.iter().any(|l| l.contains(&name))
+    TOP_LEVEL.iter().any(|l| l.contains(&name))
 }
 
 fn check_top_level(ctx: &mut Ctx, root: &DeTable) {
@@ -576,7 +576,7 @@ fn check_top_level(ctx: &mut Ctx, root: &DeTable) {
             }
         } else {
             message = format!("unknown key '{name}' at the top level");
-            let top: Vec<&str> = TOP_KEYS.iter().flat_map(|l| l.iter().copied()).collect();
+            let top: Vec<&str> = TOP_LEVEL.iter().flat_map(|l| l.iter().copied()).collect();
             if let Some(s) = nearest(name, &top) {
                 message.push_str(&format!("; did you mean '{s}'?"));
             } else if let Some(table) = home_table(name, None) {

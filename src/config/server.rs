@@ -18,6 +18,7 @@ use super::schema::{
 use super::values::{Dur, Size};
 use super::{Ctx, Reported};
 use crate::smtp::BareNewline;
+use crate::smtp::envelope::MAX_RECIPIENTS;
 
 // Bounds. Each is a sanity range: wide enough for any real site, narrow
 // enough that a typo (an extra zero, a missing unit) is caught here and not
@@ -34,8 +35,9 @@ table! {
         /// Default 10MiB. Advertised in EHLO SIZE.
         max_message_size: Size =
             default(Size::new(10 << 20), size(MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE)),
-        /// Default 100 (RFC 5321 §4.5.3.1.8's minimum).
-        max_recipients: usize = default(100, count(1, 100_000)),
+        /// Default 100 (RFC 5321 §4.5.3.1.8's minimum); at most
+        /// `smtp::envelope::MAX_RECIPIENTS`, what a queued message can hold.
+        max_recipients: usize = default(100, count(1, MAX_RECIPIENTS)),
         /// Default 64, across all listeners.
         max_connections: usize = default(64, count(1, 10_000)),
         /// Default 5m (RFC 5321 §4.5.3.2.7): idle time allowed between commands

@@ -370,6 +370,18 @@ impl Delivery {
         job: &Job,
         key: Option<String>,
     ) -> Vec<Outcome> {
+        // Before any connection: a message whose From cannot be rewritten
+        // fails here, and a connection is not opened for nothing.
+        let rewrite = match self.plan_rewrite(route, job).await {
+            Ok(r) => r,
+            Err(o) => {
+                return job
+                    .pending
+                    .iter()
+                    .map(|i| (*i, route.name.clone(), Err(o.clone())))
+                    .collect();
+            }
+        };
         let name_for_mx = key.clone().or_else(|| {
             job.rcpts()
                 .next()
@@ -402,7 +414,7 @@ impl Delivery {
                 }
             },
         };
-        let outcomes = self.send_one(route, &mut client, job).await;
+        let outcomes = self.send_one(route, &mut client, job, rewrite).await;
         let relay = client.relay.clone();
         let sent = sent_before + 1;
         if !client.broken && sent < route.per_conn {
@@ -425,11 +437,48 @@ impl Delivery {
             .collect()
     }
 
+    /// The From rewrite of `job` on `route` (`rewrite_from`), planned from
+    /// its header section; `None` when the route does not rewrite.
+    async fn plan_rewrite(
+        &self,
+        route: &Route,
+        job: &Job,
+    ) -> Result<Option<rewrite::Rewrite>, Attempt> {
+        let (Some(addr), true) = (&route.rewrite_sender, route.rewrite_from) else {
+            return Ok(None);
+        };
+        let unreadable =
+            |e: std::io::Error| Attempt::Defer(format!("cannot read queued message: {e}"));
+        let mut r = self.queue.open_body(job).map_err(unreadable)?;
+        // The header section, and the empty line after it.
+        let want = rewrite::MAX_HEADER_SECTION + 2;
+        let (start, res) = smol::unblock(move || {
+            let mut b = Vec::new();
+            let res = r.read_chunk(&mut b, want);
+            (b, res)
+        })
+        .await;
+        res.map_err(unreadable)?;
+        let whole = u64::try_from(start.len()).is_ok_and(|n| n >= job.body_len);
+        match rewrite::prepare(&start, whole, addr.as_str()) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                tracing::warn!(id = %job.id, route = %route.name, error = %e, "rewrite_from refuses the message");
+                Err(Attempt::Fail(reply(
+                    554,
+                    (5, 6, 0),
+                    format!("rewrite_from: {e}"),
+                )))
+            }
+        }
+    }
+
     async fn send_one(
         &self,
         route: &Route,
         client: &mut Client,
         job: &Job,
+        rewrite: Option<rewrite::Rewrite>,
     ) -> Vec<(RcptIndex, Result<Reply, Attempt>)> {
         let all = |o: Attempt| -> Vec<(RcptIndex, Result<Reply, Attempt>)> {
             job.pending.iter().map(|i| (*i, Err(o.clone()))).collect()
@@ -455,19 +504,27 @@ impl Delivery {
         };
         let mut src = QueuedBody { reader: Some(body) };
         let rewritten = route.rewrite_sender.clone().map(ReversePath::Path);
+        // SIZE= is what goes out: the rewritten header instead of the old.
+        let size = match &rewrite {
+            Some(r) => job
+                .body_len
+                .saturating_sub(u64::try_from(r.replaced).unwrap_or(u64::MAX))
+                .saturating_add(u64::try_from(r.header.len()).unwrap_or(u64::MAX)),
+            None => job.body_len,
+        };
         let msg = Outgoing {
             from: rewritten.as_ref().unwrap_or(&job.envelope.from),
             rcpts: job.rcpts().map(|(_, r)| &r.addr).collect(),
             body: job.envelope.body,
             smtputf8: job.envelope.smtputf8,
-            size: job.body_len,
+            size,
         };
-        let res = match (&route.rewrite_sender, route.rewrite_from) {
-            (Some(addr), true) => {
-                let mut rw = rewrite::RewritingBody::new(&mut src, addr.as_str());
+        let res = match rewrite {
+            Some(plan) => {
+                let mut rw = rewrite::RewritingBody::new(&mut src, plan);
                 client.send(&msg, &mut rw).await
             }
-            _ => client.send(&msg, &mut src).await,
+            None => client.send(&msg, &mut src).await,
         };
         match res {
             Ok(results) => job

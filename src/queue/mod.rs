@@ -45,6 +45,16 @@ use store::Request;
 
 use crate::smtp::{Address, BodyType, Envelope, RcptIndex, Recipient, ReversePath};
 
+/// File name of the control socket (`postern queue …` to the daemon) in
+/// the queue directory: the daemon binds it there, and recovery knows it
+/// as one of the directory's own entries.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// The control socket's path for a queue directory.
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join(CONTROL_SOCKET)
+}
+
 /// A queue id, shown to clients (`queued as …`) and in every log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(pub u64);
@@ -632,7 +642,6 @@ impl Queue {
     ) {
         let now = Instant::now();
         let mut newly_done = Vec::new();
-        let all_done;
         {
             let mut st = self.state();
             let Some(e) = st.entries.get_mut(&job.id.0) else {
@@ -666,7 +675,6 @@ impl Queue {
             if let Some(why) = deferred {
                 e.last_error = Some(why);
             }
-            all_done = e.pending() == 0;
             if report.is_some() {
                 e.unreported.extend_from_slice(&newly_done);
             }
@@ -675,7 +683,7 @@ impl Queue {
             let _ = self.send(Request::Outcome {
                 id: job.id.0,
                 newly_done,
-                all_done,
+                delete: false,
                 report,
                 ack: None,
             });
@@ -819,7 +827,7 @@ impl Queue {
         self.send(Request::Outcome {
             id: id.0,
             newly_done,
-            all_done: true,
+            delete: true,
             report: None,
             ack: Some(tx),
         })
@@ -829,6 +837,15 @@ impl Queue {
             .map_err(|e| OpError::Failed(e.to_string()))?;
         self.kick();
         Ok(())
+    }
+
+    /// Every recipient of `id` is finished (operator delete); reports
+    /// still on their way no longer matter.
+    fn finish_all(&self, id: u64) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.done.iter_mut().for_each(|d| *d = true);
+            e.unreported.clear();
+        }
     }
 
     /// The report covering these recipients is durable.

@@ -80,6 +80,10 @@ struct Sim {
     /// The image taken at the power cut; set once, then every op fails.
     image: Option<SimFs>,
     rng: Rng,
+    /// Most bytes the files may hold together (a full disk); `None`: no limit.
+    capacity: Option<u64>,
+    /// Every change fails, as on a read-only or immutable filesystem.
+    read_only: bool,
 }
 
 /// The simulated filesystem; clones share it.
@@ -107,7 +111,25 @@ impl SimFs {
             cut_at: None,
             image: None,
             rng: Rng::new(seed),
+            capacity: None,
+            read_only: false,
         })))
+    }
+
+    /// Limit what the files may hold together: writes past it fail with
+    /// ENOSPC, as on a full disk. `None` lifts the limit.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.sim().capacity = bytes;
+    }
+
+    /// Make every change fail (EROFS), or work again.
+    pub fn set_read_only(&self, ro: bool) {
+        self.sim().read_only = ro;
+    }
+
+    /// Bytes the named files hold together.
+    pub fn used(&self) -> u64 {
+        self.sim().used()
     }
 
     fn sim(&self) -> MutexGuard<'_, Sim> {
@@ -136,7 +158,33 @@ impl SimFs {
     }
 }
 
+fn erofs() -> io::Error {
+    io::Error::from_raw_os_error(30)
+}
+
 impl Sim {
+    fn used(&self) -> u64 {
+        let inos: BTreeSet<u64> = self.names.values().copied().collect();
+        inos.iter()
+            .filter_map(|i| self.inodes.get(i))
+            .map(|i| i.data.len() as u64)
+            .sum()
+    }
+
+    /// Would growing inode `ino` to `end` bytes overflow the disk?
+    fn check_room(&self, ino: u64, end: u64) -> io::Result<()> {
+        let Some(cap) = self.capacity else {
+            return Ok(());
+        };
+        let cur = self.inodes.get(&ino).map_or(0, |i| i.data.len() as u64);
+        let grow = end.saturating_sub(cur);
+        if grow > 0 && self.used() + grow > cap {
+            // ENOSPC
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+
     /// Count a mutating operation; fail once the power is gone.
     fn tick(&mut self) -> io::Result<()> {
         if self.image.is_some() {
@@ -234,6 +282,10 @@ impl StorageFile for SimFile {
         if s.image.is_some() {
             return Err(eio());
         }
+        if s.read_only {
+            return Err(erofs());
+        }
+        s.check_room(self.ino, off + buf.len() as u64)?;
         // The write is in the cache before the cut can take it (torn).
         let i = s.inodes.get_mut(&self.ino).ok_or_else(eio)?;
         apply(&mut i.data, off, buf);
@@ -287,6 +339,9 @@ impl Storage for SimFs {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
             }
             (OpenMode::CreateNew, None) => {
+                if s.read_only {
+                    return Err(erofs());
+                }
                 if !s.dirs.contains(&parent(path)) {
                     return Err(io::Error::new(io::ErrorKind::NotFound, "no such dir"));
                 }
@@ -332,6 +387,9 @@ impl Storage for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.sim();
+        if s.read_only {
+            return Err(erofs());
+        }
         s.tick()?;
         let ino = s
             .names
@@ -345,6 +403,9 @@ impl Storage for SimFs {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut s = self.sim();
+        if s.read_only {
+            return Err(erofs());
+        }
         s.tick()?;
         s.names
             .remove(path)
@@ -769,13 +830,24 @@ mod tests {
                     if fs.sim().image.is_some() {
                         break;
                     }
-                    match rng.below(10) {
+                    match rng.below(12) {
                         0..=4 => commit_some(&q, &mut rng, &mut model),
                         5..=7 => deliver_some(&q, &mut rng, &mut model, seed),
                         8 => {
                             let _ = q.sync();
                         }
-                        _ => delete_one(&q, &mut rng, &mut model, &fs),
+                        9 => delete_one(&q, &mut rng, &mut model, &fs),
+                        // The disk fills up (to a little more than it holds
+                        // now) or frees again.
+                        10 => {
+                            let full = fs.sim().capacity.is_some();
+                            fs.set_capacity((!full).then(|| fs.used() + rng.below(20 << 10)));
+                        }
+                        // Read-only for a while (remounted, `chattr +i`).
+                        _ => {
+                            let ro = fs.sim().read_only;
+                            fs.set_read_only(!ro);
+                        }
                     }
                 }
                 let img = fs.power_cut();

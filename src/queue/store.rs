@@ -1,4 +1,8 @@
-//! Segment files, the writer thread, and recovery.
+//! Segment files: the writer's view of the spool directory, how records
+//! are placed in segments, and when a segment is recycled. The writer
+//! thread's loop is in `writer.rs`, recovery at start in `recover.rs`.
+//! Uses only the queue's own modules (record format, storage, state file,
+//! clock, spool writer).
 //!
 //! Layout of the spool directory:
 //! - `seg-NNNNNN.log`: preallocated segment files (written full of zeroes
@@ -17,30 +21,23 @@
 //! State records only ever refer to data in the same or older segments, so
 //! these dependencies cannot form a cycle.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::clock::{Clock, QueueClock, SAVE_EVERY, SystemClock};
-use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
+use super::clock::{Clock, QueueClock, SystemClock};
+use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta};
 use super::spool::SpoolWriter;
 use super::state::{self, SEQ_STEP, Saved, StateFile};
 use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
-use super::{Loc, Queue, QueueError, Recovered};
-use crate::smtp::RcptIndex;
+use super::{Loc, QueueError, Recovered};
 
-/// How long a finished-recipient record may wait for a sync that a commit
-/// would have done anyway. Losing it in a crash means a duplicate delivery,
-/// never a lost message, so it is worth batching.
-const LAZY_SYNC: Duration = Duration::from_secs(1);
-/// Most requests handled in one group commit.
-const MAX_BATCH: usize = 256;
-/// How long a commit waits for other sessions with a transaction open, so
-/// that they share its sync (a sync costs a flash page or more; 5 ms is
-/// little next to an SMTP round trip).
-const GROUP_WAIT: Duration = Duration::from_millis(5);
+mod recover;
+mod writer;
+
+pub(super) use writer::Request;
 
 /// Tunables of the on-disk layout.
 #[derive(Debug, Clone)]
@@ -72,23 +69,13 @@ impl Default for StoreOptions {
     }
 }
 
-/// Requests to the writer thread.
-#[derive(Debug)]
-pub(super) enum Request {
-    Commit {
-        w: SpoolWriter,
-        reply: smol::channel::Sender<Result<u64, QueueError>>,
-    },
-    Outcome {
-        id: u64,
-        newly_done: Vec<RcptIndex>,
-        all_done: bool,
-        report: Option<SpoolWriter>,
-        /// Answered once the outcome is durable (operator delete).
-        ack: Option<mpsc::Sender<Result<(), QueueError>>>,
-    },
-    Sync(mpsc::Sender<Result<(), QueueError>>),
-    Shutdown,
+/// What a record is written for (`Store::active_with_room`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A message: only while a free segment stays in reserve.
+    Message,
+    /// A state record: may take the reserve.
+    State,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +134,11 @@ pub(super) struct Store {
     pub(super) qclock: QueueClock,
     clock: Arc<dyn Clock>,
     _lock: Box<dyn StorageLock>,
+    /// Messages finished in memory whose state record the disk did not
+    /// take (full, read-only): written as soon as it does.
+    unrecorded: Vec<u64>,
+    /// When `unrecorded` was last tried.
+    last_retry: std::time::Instant,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -208,6 +200,8 @@ impl Store {
             clock: clock.clone(),
             state: state_file,
             _lock: lock_file,
+            unrecorded: Vec::new(),
+            last_retry: clock.mono(),
         };
         let mut recovered = Recovered::default();
         let loaded = store.recover(&mut recovered)?;
@@ -231,235 +225,6 @@ impl Store {
 
     pub(super) fn max_id_seen(&self) -> u64 {
         self.max_id_seen
-    }
-
-    fn set_aside(&self, path: &Path, why: &str, recovered: &mut Recovered) {
-        let name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let to = self.dir.join("corrupt").join(name);
-        tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
-        if let Err(e) = self.fs.rename(path, &to) {
-            tracing::error!(file = %path.display(), error = %e, "cannot set queue file aside");
-        }
-        recovered.set_aside += 1;
-    }
-
-    fn recover(&mut self, recovered: &mut Recovered) -> Result<Vec<Loaded>, QueueError> {
-        // 1. Segments, by sequence number.
-        let mut found: Vec<(u64, u32, PathBuf)> = Vec::new();
-        for ent in self.fs.list(&self.dir)? {
-            let path = self.dir.join(&ent);
-            let name = ent.to_string_lossy().into_owned();
-            if let Some(no) = name
-                .strip_prefix("seg-")
-                .and_then(|s| s.strip_suffix(".log"))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
-                self.next_file_no = self.next_file_no.max(no + 1);
-                let file = self
-                    .fs
-                    .open(&path, OpenMode::ReadWrite)
-                    .map_err(|e| io_context(e, "cannot open", &path))?;
-                let seq = read_segment_start(file.as_ref());
-                let state = if seq.is_some() {
-                    SegState::Sealed
-                } else {
-                    SegState::Free
-                };
-                if let Some(seq) = seq {
-                    found.push((seq, no, path.clone()));
-                    self.next_seq = self.next_seq.max(seq + 1);
-                }
-                // A recycled segment's start record is erased, but records
-                // of its last life follow it: a new life must never take
-                // that sequence number again, or they would read as new.
-                if let Some(old) = stale_seq(file.as_ref()) {
-                    self.next_seq = self.next_seq.max(u64::from(old) + 1);
-                }
-                self.segs.insert(
-                    no,
-                    Segment {
-                        path: Arc::new(path),
-                        file,
-                        seq: seq.unwrap_or(0),
-                        pos: 0,
-                        live: 0,
-                        pins: 0,
-                        dependents: Vec::new(),
-                        state,
-                        dirty: false,
-                    },
-                );
-            } else if !matches!(
-                name.as_str(),
-                "lock" | "big" | "tmp" | "corrupt" | state::FILE_NAME | crate::control::SOCKET_NAME
-            ) {
-                tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
-            }
-        }
-        found.sort();
-
-        struct Rec {
-            loaded: Loaded,
-            data_seg: Option<u32>,
-        }
-        let mut msgs: HashMap<u64, Rec> = HashMap::new();
-        // id -> segment holding its done record
-        let mut done_at: HashMap<u64, u32> = HashMap::new();
-        for (seq, no, path) in &found {
-            let Some(seg) = self.segs.get(no) else {
-                continue;
-            };
-            let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
-            while let Some((offset, h, payload)) = scan.next_record()? {
-                match h.kind {
-                    Kind::SegmentStart => {}
-                    Kind::Message => {
-                        let Ok((meta, body_off)) = MessageMeta::decode(&payload) else {
-                            tracing::warn!(segment = %path.display(), offset, "undecodable message record skipped");
-                            continue;
-                        };
-                        self.max_id_seen = self.max_id_seen.max(meta.id);
-                        let id = meta.id;
-                        let body_start = offset + (HEADER_LEN + body_off) as u64;
-                        let body_len = (payload.len() - body_off) as u64;
-                        // A copy carried forward supersedes the older one.
-                        msgs.insert(
-                            id,
-                            Rec {
-                                loaded: Loaded {
-                                    meta,
-                                    loc: Loc::Seg {
-                                        file_no: *no,
-                                        path: seg.path.clone(),
-                                    },
-                                    body_start,
-                                    body_len,
-                                    record_len: (HEADER_LEN + payload.len()) as u64,
-                                    state_seg: None,
-                                },
-                                data_seg: Some(*no),
-                            },
-                        );
-                        done_at.remove(&id);
-                    }
-                    Kind::RcptsDone => {
-                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
-                            continue;
-                        };
-                        self.max_id_seen = self.max_id_seen.max(id);
-                        if let Some(r) = msgs.get_mut(&id) {
-                            r.loaded.meta.done = in_range(done, &r.loaded.meta);
-                            r.loaded.state_seg = Some(*no);
-                        }
-                    }
-                    Kind::Done => {
-                        let Ok(id) = record::decode_u64(&payload) else {
-                            continue;
-                        };
-                        self.max_id_seen = self.max_id_seen.max(id);
-                        done_at.insert(id, *no);
-                    }
-                }
-            }
-        }
-
-        // 2. Big messages.
-        let big_dir = self.dir.join("big");
-        for ent in self.fs.list(&big_dir)? {
-            let path = big_dir.join(&ent);
-            let Some(id) = ent.to_str().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
-                self.set_aside(&path, "not a queue file name", recovered);
-                continue;
-            };
-            match read_big(self.fs.as_ref(), &path) {
-                Ok((meta, body_off, total)) if meta.id == id => {
-                    self.max_id_seen = self.max_id_seen.max(id);
-                    msgs.insert(
-                        id,
-                        Rec {
-                            loaded: Loaded {
-                                meta,
-                                loc: Loc::Big { path: path.clone() },
-                                body_start: (HEADER_LEN + body_off) as u64,
-                                body_len: total - (HEADER_LEN + body_off) as u64,
-                                record_len: total,
-                                state_seg: None,
-                            },
-                            data_seg: None,
-                        },
-                    );
-                }
-                Ok(_) => self.set_aside(&path, "id does not match file name", recovered),
-                Err(e) => self.set_aside(&path, &e.to_string(), recovered),
-            }
-        }
-        // Re-apply state records to big messages (their data was read after
-        // the segments, so the loop above could not attach them).
-        for (seq, no, _) in &found {
-            let Some(seg) = self.segs.get(no) else {
-                continue;
-            };
-            let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
-            while let Some((_, h, payload)) = scan.next_record()? {
-                if h.kind != Kind::RcptsDone {
-                    continue;
-                }
-                let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
-                    continue;
-                };
-                if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
-                    r.loaded.meta.done = in_range(done, &r.loaded.meta);
-                    r.loaded.state_seg = Some(*no);
-                }
-            }
-        }
-
-        // 3. Finished messages leave; their done records pin as at run time.
-        let mut out = Vec::new();
-        for (id, r) in msgs {
-            let finished = done_at.get(&id).copied();
-            let all_rcpts_done = r.loaded.meta.done.len() >= r.loaded.meta.envelope.rcpts.len();
-            if finished.is_some() || all_rcpts_done {
-                match (&r.loaded.loc, finished) {
-                    (Loc::Big { path }, _) => {
-                        let _ = self.fs.remove(path);
-                        self.dirty_dirs.push(big_dir.clone());
-                    }
-                    (Loc::Seg { file_no, .. }, Some(z)) if z != *file_no => {
-                        self.pin(z);
-                        if let Some(x) = self.segs.get_mut(file_no) {
-                            x.dependents.push(z);
-                        }
-                    }
-                    _ => {}
-                }
-                continue;
-            }
-            if let Some(x) = r.data_seg.and_then(|no| self.segs.get_mut(&no)) {
-                x.live += 1;
-            }
-            if let Some(s) = r.loaded.state_seg {
-                if Some(s) != r.data_seg {
-                    self.pin(s);
-                } else {
-                    // A state record beside its own data pins nothing.
-                }
-            }
-            let mut loaded = r.loaded;
-            if loaded.state_seg.is_some() && loaded.state_seg == r.data_seg {
-                loaded.state_seg = None;
-            }
-            out.push(loaded);
-        }
-        // 4. Whatever no longer matters is recycled.
-        let nos: Vec<u32> = self.segs.keys().copied().collect();
-        for no in nos {
-            self.maybe_recycle(no)?;
-        }
-        Ok(out)
     }
 
     fn pin(&mut self, no: u32) {
@@ -508,7 +273,10 @@ impl Store {
             .map(|(n, _)| *n)
             .collect();
         free.sort();
-        while free.len() > self.opts.keep_free {
+        // Never below one: the last free segment is the reserve for state
+        // records (`active_with_room`), and making it again costs a
+        // segment's worth of writes.
+        while free.len() > self.opts.keep_free.max(1) {
             if let Some(no) = free.pop()
                 && let Some(s) = self.segs.remove(&no)
             {
@@ -521,11 +289,33 @@ impl Store {
 
     /// The active segment, with room for `len` more bytes; switching to a
     /// free or new segment when needed.
-    fn active_with_room(&mut self, len: u64) -> Result<u32, QueueError> {
-        if let Some(no) = self.active
-            && let Some(s) = self.segs.get(&no)
-            && s.pos + len <= self.opts.segment_size
-        {
+    ///
+    /// A message is written only while a free segment stays in reserve
+    /// behind it (made now if need be): on a full disk the message is
+    /// refused, and the state records that finish messages ("done",
+    /// "recipients done", holds) still have somewhere to go. Without the
+    /// reserve a delivered message whose "done" record found no room stayed
+    /// queued, pinned its segment, and was sent again after every restart.
+    fn active_with_room(&mut self, len: u64, use_: Use) -> Result<u32, QueueError> {
+        let active = self
+            .active
+            .and_then(|no| self.segs.get(&no).map(|s| (no, s)));
+        let fits = active.is_some_and(|(_, s)| s.pos + len <= self.opts.segment_size);
+        if use_ == Use::Message {
+            // Switching seals the active segment; if nothing in it matters
+            // any more it is recycled at once and counts as free.
+            let recyclable = !fits && active.is_some_and(|(_, s)| s.live == 0 && s.pins == 0);
+            let need = if fits { 1 } else { 2 };
+            let mut have = self.free_count() + usize::from(recyclable);
+            while have < need {
+                if self.segs.len() >= self.opts.max_segments {
+                    return Err(QueueError::Full);
+                }
+                self.create_segment()?;
+                have += 1;
+            }
+        }
+        if fits && let Some(no) = self.active {
             return Ok(no);
         }
         if let Some(no) = self.active.take() {
@@ -537,8 +327,9 @@ impl Store {
         let free = self
             .segs
             .iter()
-            .find(|(_, s)| s.state == SegState::Free)
-            .map(|(n, _)| *n);
+            .filter(|(_, s)| s.state == SegState::Free)
+            .map(|(n, _)| *n)
+            .min();
         let no = match free {
             Some(no) => no,
             None => {
@@ -573,17 +364,31 @@ impl Store {
         Ok(no)
     }
 
+    fn free_count(&self) -> usize {
+        self.segs
+            .values()
+            .filter(|s| s.state == SegState::Free)
+            .count()
+    }
+
     /// A new segment file, written full of zeroes once so that later appends
     /// are overwrites of allocated blocks: fdatasync then has no metadata to
     /// journal, which is most of what a small sync costs on ext4.
     fn create_segment(&mut self) -> io::Result<u32> {
         let no = self.next_file_no;
-        self.next_file_no += 1;
         let path = self.dir.join(seg_name(no));
-        let file = self
-            .fs
-            .open(&path, OpenMode::CreateNew)
-            .map_err(|e| io_context(e, "cannot create", &path))?;
+        let file = match self.fs.open(&path, OpenMode::CreateNew) {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    // Not ours (or a leftover we could not remove): leave
+                    // it for recovery to set aside, use the next name.
+                    self.next_file_no += 1;
+                }
+                return Err(io_context(e, "cannot create", &path));
+            }
+        };
+        self.next_file_no += 1;
         let zeroes = vec![0u8; 64 << 10];
         let mut at = 0;
         let mut res = Ok(());
@@ -594,8 +399,9 @@ impl Store {
         }
         if let Err(e) = res.and_then(|_| file.sync_all()) {
             // Disk full: leave no half-made segment behind to fill it more.
-            let _ = self.fs.remove(&path);
-            self.next_file_no -= 1;
+            if self.fs.remove(&path).is_ok() {
+                self.next_file_no -= 1;
+            }
             return Err(io_context(e, "cannot preallocate", &path));
         }
         self.dirty_dirs.push(self.dir.clone());
@@ -619,7 +425,7 @@ impl Store {
     /// Append one small record to the active segment.
     fn append(&mut self, kind: Kind, payload: &[u8]) -> Result<u32, QueueError> {
         let len = (HEADER_LEN + payload.len()) as u64;
-        let no = self.active_with_room(len)?;
+        let no = self.active_with_room(len, Use::State)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
         let mut buf = Vec::with_capacity(len as usize);
         buf.extend_from_slice(&Header::encode(kind, s.seq as u32, payload));
@@ -658,7 +464,7 @@ impl Store {
         if big {
             return self.write_big(w, payload_len, env_len);
         }
-        let no = self.active_with_room(record_len)?;
+        let no = self.active_with_room(record_len, Use::Message)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
         let head =
             Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);
@@ -741,301 +547,22 @@ impl Store {
         !self.dirty_dirs.is_empty() || self.segs.values().any(|s| s.dirty)
     }
 
-    /// The writer thread: take every request that is waiting, write them,
-    /// sync once, then answer.
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Request>, q: Queue) {
-        let mut stop = false;
-        let mut last_save = self.clock.mono();
-        while !stop {
-            if self.clock.mono().saturating_duration_since(last_save) >= SAVE_EVERY {
-                last_save = self.clock.mono();
-                if let Err(e) = self.save_clock() {
-                    tracing::warn!(error = %e, "cannot save the queue clock");
-                }
-            }
-            let wait = if self.is_dirty() {
-                LAZY_SYNC
-            } else {
-                SAVE_EVERY
-            };
-            let first = match rx.recv_timeout(wait) {
-                Ok(r) => Some(r),
-                Err(mpsc::RecvTimeoutError::Timeout) if self.is_dirty() => None,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
-            };
-            let mut batch: Vec<Request> = first.into_iter().collect();
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            if batch.iter().any(|r| matches!(r, Request::Commit { .. })) {
-                let until = std::time::Instant::now() + GROUP_WAIT;
-                while batch.len() < MAX_BATCH
-                    && q.shared.receiving.load(std::sync::atomic::Ordering::SeqCst) > 0
-                {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(r) => batch.push(r),
-                        Err(mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            batch.push(Request::Shutdown);
-                            break;
-                        }
-                    }
-                }
-            }
-            let mut answers = Vec::new();
-            let mut after_sync = Vec::new();
-            let mut acks = Vec::new();
-            let mut syncs = Vec::new();
-            let mut must_sync = batch.is_empty();
-            for req in batch {
-                match req {
-                    Request::Commit { mut w, reply } => {
-                        if reply.is_closed() {
-                            // The session stopped waiting before its message
-                            // was written (data_end_timeout on a stuck device,
-                            // or the session ended): the client was not told
-                            // 250 and will send it again, so writing it now
-                            // could only make a duplicate.
-                            tracing::warn!(id = %super::QueueId(w.meta.id), "message abandoned by its session before it was written; not queued");
-                            continue;
-                        }
-                        must_sync = true;
-                        let r = self.commit_one(&q, &mut w);
-                        answers.push((Some(reply), r));
-                    }
-                    Request::Outcome {
-                        id,
-                        newly_done,
-                        all_done,
-                        report,
-                        ack,
-                    } => {
-                        if let Some(mut rep) = report {
-                            // The report must be durable before the failure
-                            // it reports is: the outcome waits for the sync.
-                            must_sync = true;
-                            match self.commit_one(&q, &mut rep) {
-                                Ok(p) => {
-                                    answers.push((None, Ok(p)));
-                                    after_sync.push((id, newly_done, all_done, None));
-                                }
-                                Err(e) => {
-                                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot queue failure report; will retry");
-                                    // Keep the recipients pending: the failure is found again.
-                                    q.undo_done(id, &newly_done);
-                                }
-                            }
-                            continue;
-                        }
-                        if after_sync.iter().any(|a| a.0 == id) {
-                            // A report for this message waits for the sync:
-                            // what follows it must not overtake it.
-                            after_sync.push((id, newly_done, all_done, ack));
-                            continue;
-                        }
-                        let r = self.outcome(&q, id, all_done);
-                        if let Err(e) = &r {
-                            tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; may deliver again");
-                        }
-                        if let Some(tx) = ack {
-                            must_sync = true;
-                            acks.push((tx, r, id, newly_done));
-                        }
-                    }
-                    Request::Sync(tx) => {
-                        must_sync = true;
-                        syncs.push(tx);
-                    }
-                    Request::Shutdown => stop = true,
-                }
-            }
-            let synced = if must_sync || stop {
-                self.sync()
-            } else {
-                Ok(())
-            };
-            if stop && let Err(e) = self.save_clock() {
-                tracing::warn!(error = %e, "cannot save the queue clock");
-            }
-            if let Err(e) = &synced {
-                tracing::error!(error = %e, "queue sync failed; new mail refused until it works again");
-                // After a failed fsync the page cache is not to be trusted:
-                // never append to this segment again.
-                self.abandon_active();
-            }
-            for (reply, r) in answers {
-                let r = match (r, &synced) {
-                    (Ok(pending), Ok(())) => {
-                        let id = pending.id;
-                        q.insert(pending);
-                        Ok(id)
-                    }
-                    (Ok(_), Err(e)) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
-                    (Err(e), _) => Err(e),
-                };
-                if let Some(reply) = reply {
-                    let _ = reply.try_send(r);
-                }
-            }
-            for (id, newly_done, all_done, ack) in after_sync {
-                let r = match &synced {
-                    Err(e) => Err(QueueError::Io(io::Error::new(e.kind(), e.to_string()))),
-                    Ok(()) => {
-                        q.reported(id, &newly_done);
-                        self.outcome(&q, id, all_done)
-                    }
-                };
-                let r = match (r, &ack) {
-                    // An operator waits for this one to be durable.
-                    (Ok(()), Some(_)) => self.sync().map_err(QueueError::Io),
-                    (r, _) => r,
-                };
-                if let Err(e) = &r {
-                    tracing::error!(id = %super::QueueId(id), error = %e, "cannot record delivery state; will try again");
-                    q.undo_done(id, &newly_done);
-                }
-                if let Some(tx) = ack {
-                    let _ = tx.send(r);
-                }
-            }
-            for (tx, r, id, newly_done) in acks {
-                let r = match (r, &synced) {
-                    (Ok(()), Ok(())) => Ok(()),
-                    (Ok(()), Err(e)) => {
-                        Err(QueueError::Io(io::Error::new(e.kind(), e.to_string())))
-                    }
-                    (Err(e), _) => Err(e),
-                };
-                if r.is_err() {
-                    q.undo_done(id, &newly_done);
-                }
-                let _ = tx.send(r);
-            }
-            for tx in syncs {
-                let _ = tx.send(
-                    synced
-                        .as_ref()
-                        .map_err(|e| QueueError::Io(io::Error::new(e.kind(), e.to_string())))
-                        .copied(),
-                );
-            }
+    /// A state record no longer pins its segment.
+    fn release(&mut self, seg: Option<u32>) {
+        if let Some(s) = seg {
+            self.unpin(s);
+            self.recycle_soft(s);
         }
     }
 
-    fn commit_one(&mut self, q: &Queue, w: &mut SpoolWriter) -> Result<Pending, QueueError> {
-        if !w.internal {
-            q.check_room(w.record_len())?;
+    /// Recycle if possible; a failure only delays it (`retry_unrecorded`
+    /// tries idle segments again), so it must not undo the record that
+    /// made the segment idle.
+    fn recycle_soft(&mut self, no: u32) {
+        if let Err(e) = self.maybe_recycle(no) {
+            tracing::warn!(segment = no, error = %e, "cannot recycle queue segment yet; will try again");
         }
-        let (loc, body_start) = self.write_message(w)?;
-        if let Loc::Seg { file_no, .. } = &loc
-            && let Some(s) = self.segs.get_mut(file_no)
-        {
-            s.live += 1;
-        }
-        Ok(Pending {
-            id: w.meta.id,
-            meta: w.meta.clone(),
-            loc,
-            body_start,
-            body_len: w.body_len,
-            record_len: w.record_len(),
-        })
     }
-
-    fn outcome(&mut self, q: &Queue, id: u64, all_done: bool) -> Result<(), QueueError> {
-        let (loc, old_state, done_list, all_done) = {
-            let st = q.state();
-            let Some(e) = st.entries.get(&id) else {
-                return Ok(());
-            };
-            // Recipients whose failure report is not durable yet are left
-            // out: a later outcome must not record them ahead of it.
-            let unreported: HashSet<RcptIndex> = e.unreported.iter().copied().collect();
-            let list: Vec<RcptIndex> = e
-                .done
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| **d)
-                .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
-                .filter(|i| !unreported.contains(i))
-                .collect();
-            let all = all_done && e.unreported.is_empty();
-            (e.loc.clone(), e.state_seg, list, all)
-        };
-        let data_seg = match &loc {
-            Loc::Seg { file_no, .. } => Some(*file_no),
-            Loc::Big { .. } => None,
-        };
-        if all_done && let Loc::Big { path } = &loc {
-            // A file of its own needs no "done" record: removing it is the
-            // record (and needs no room, which matters on a full disk).
-            self.dirty_dirs.push(self.dir.join("big"));
-            if let Err(e) = self.fs.remove(path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
-            }
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
-            q.remove(id);
-        } else if all_done {
-            let z = self.append(Kind::Done, &record::encode_u64(id))?;
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
-            match (&loc, data_seg) {
-                (Loc::Big { path }, _) => {
-                    self.dirty_dirs.push(self.dir.join("big"));
-                    if let Err(e) = self.fs.remove(path) {
-                        tracing::warn!(file = %path.display(), error = %e, "cannot remove delivered message file");
-                    }
-                }
-                (_, Some(x)) => {
-                    if x != z {
-                        self.pin(z);
-                        if let Some(xs) = self.segs.get_mut(&x) {
-                            xs.dependents.push(z);
-                        }
-                    }
-                    if let Some(xs) = self.segs.get_mut(&x) {
-                        xs.live = xs.live.saturating_sub(1);
-                    }
-                    self.maybe_recycle(x)?;
-                }
-                _ => {}
-            }
-            q.remove(id);
-        } else {
-            let a = self.append(Kind::RcptsDone, &record::encode_rcpts_done(id, &done_list))?;
-            if let Some(s) = old_state {
-                self.unpin(s);
-                self.maybe_recycle(s)?;
-            }
-            let new_state = if Some(a) != data_seg {
-                self.pin(a);
-                Some(a)
-            } else {
-                None
-            };
-            q.set_state_seg(id, new_state);
-        }
-        Ok(())
-    }
-}
-
-/// The indices of a recipients-done record that name a recipient of
-/// `meta` (a record never names others; a damaged one is not trusted to).
-fn in_range(done: Vec<RcptIndex>, meta: &MessageMeta) -> Vec<RcptIndex> {
-    let n = meta.envelope.rcpts.len();
-    done.into_iter()
-        .filter(|d| usize::try_from(*d).is_ok_and(|d| d < n))
-        .collect()
 }
 
 /// A committed message waiting for its sync before it joins the schedule.
@@ -1066,162 +593,4 @@ fn copy_spill(
         at += n as u64;
     }
     Ok(())
-}
-
-/// The sequence number in a segment's start record, if it has a valid one.
-fn read_segment_start(file: &dyn StorageFile) -> Option<u64> {
-    let mut head = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut head, 0).ok()?;
-    let h = Header::decode(&head).ok()?;
-    if h.kind != Kind::SegmentStart || h.len != 8 {
-        return None;
-    }
-    let mut p = [0u8; 8];
-    file.read_exact_at(&mut p, HEADER_LEN as u64).ok()?;
-    h.verify(&p).ok()?;
-    let seq = record::decode_u64(&p).ok()?;
-    (seq as u32 == h.seq).then_some(seq)
-}
-
-/// The sequence stamp of the record after the start record, if one is
-/// there: the last life's, since each life writes from the start.
-fn stale_seq(file: &dyn StorageFile) -> Option<u32> {
-    let mut head = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut head, (HEADER_LEN + 8) as u64)
-        .ok()?;
-    Header::decode(&head).ok().map(|h| h.seq)
-}
-
-/// Reads a segment's records in order until the first one that is not
-/// whole, not of this segment's life, or not there.
-struct Scanner<'a> {
-    file: &'a dyn StorageFile,
-    seq: u32,
-    pos: u64,
-    len: u64,
-}
-
-impl<'a> Scanner<'a> {
-    fn new(file: &'a dyn StorageFile, seq: u64) -> io::Result<Scanner<'a>> {
-        Ok(Scanner {
-            file,
-            seq: seq as u32,
-            pos: 0,
-            len: file.size()?,
-        })
-    }
-
-    fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
-        if self.pos + HEADER_LEN as u64 > self.len {
-            return Ok(None);
-        }
-        let mut head = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut head, self.pos)?;
-        let h = match Header::decode(&head) {
-            Ok(h) if h.seq == self.seq => h,
-            _ => return Ok(None),
-        };
-        let end = self.pos + HEADER_LEN as u64 + u64::from(h.len);
-        if end > self.len {
-            return Ok(None);
-        }
-        let mut payload = vec![0u8; h.len as usize];
-        self.file
-            .read_exact_at(&mut payload, self.pos + HEADER_LEN as u64)?;
-        if h.verify(&payload).is_err() {
-            // A torn tail: what follows was never acknowledged.
-            return Ok(None);
-        }
-        let at = self.pos;
-        self.pos = end;
-        Ok(Some((at, h, payload)))
-    }
-}
-
-/// How much of a big message file of the first record layout is searched
-/// for its envelope.
-const FIRST_LAYOUT_META_MAX: usize = 1 << 20;
-
-/// Check a big message file whole; returns its meta, the body's offset in
-/// the payload, and the file's length.
-fn read_big(fsys: &dyn Storage, path: &Path) -> Result<(MessageMeta, usize, u64), RecordError> {
-    let f = fsys
-        .open(path, OpenMode::Read)
-        .map_err(|_| RecordError::NoRecord)?;
-    let mut head = [0u8; HEADER_LEN];
-    f.read_exact_at(&mut head, 0)
-        .map_err(|_| RecordError::NoRecord)?;
-    let mut at = HEADER_LEN as u64;
-    let h = Header::decode(&head)?;
-    if h.kind != Kind::Message {
-        return Err(RecordError::Malformed);
-    }
-    let mut crc = h.verifier();
-    let mut first: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut left = u64::from(h.len);
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        f.read_exact_at(&mut buf[..n], at)
-            .map_err(|_| RecordError::Checksum)?;
-        at += n as u64;
-        crc.update(&buf[..n]);
-        // Keep the whole envelope (its length is in the record; a message
-        // at the recipient bound has megabytes of it), or for records of the
-        // first layout, which do not say, the first MiB as always.
-        let keep = MessageMeta::encoded_len(&first).unwrap_or(FIRST_LAYOUT_META_MAX);
-        if first.len() < keep {
-            first.extend_from_slice(&buf[..n]);
-        }
-        left -= n as u64;
-    }
-    if crc.finalize() != h.crc {
-        return Err(RecordError::Checksum);
-    }
-    let (meta, body_off) = MessageMeta::decode(&first)?;
-    Ok((meta, body_off, HEADER_LEN as u64 + u64::from(h.len)))
-}
-
-impl Queue {
-    fn insert(&self, p: Pending) {
-        let now = std::time::Instant::now();
-        let mut st = self.state();
-        st.bytes += p.record_len;
-        let n = p.meta.envelope.rcpts.len();
-        let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
-        st.entries.insert(
-            p.id,
-            super::Entry {
-                meta: Arc::new(p.meta),
-                done: vec![false; n],
-                loc: p.loc,
-                body_start: p.body_start,
-                body_len: p.body_len,
-                record_len: p.record_len,
-                state_seg: None,
-                attempts: 0,
-                next_attempt: now,
-                in_flight: false,
-                held: false,
-                unreported: Vec::new(),
-                last_error: None,
-                queued,
-            },
-        );
-        drop(st);
-        self.kick();
-    }
-
-    fn remove(&self, id: u64) {
-        let mut st = self.state();
-        if let Some(e) = st.entries.remove(&id) {
-            st.bytes = st.bytes.saturating_sub(e.record_len);
-        }
-    }
-
-    fn set_state_seg(&self, id: u64, seg: Option<u32>) {
-        if let Some(e) = self.state().entries.get_mut(&id) {
-            e.state_seg = seg;
-        }
-    }
 }

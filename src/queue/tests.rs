@@ -595,3 +595,7 @@ fn a_queue_of_the_first_record_layout_recovers() {
     let (_, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
     assert_eq!(r.messages, 0);
 }
+
+/// The queue at its edges: a full or read-only disk, files changed from
+/// outside, holds across a restart, file modes.
+mod edges;

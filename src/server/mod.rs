@@ -7,9 +7,12 @@
 //! changes the rules under an open session. A stop closes [`Current`]'s stop
 //! channel: sessions waiting for a command get 421, sessions in DATA finish.
 
-pub mod conn;
+pub mod connection;
+pub mod handler;
+pub mod intake;
 pub mod limits;
 pub mod reply;
+pub mod sasl;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -22,7 +25,8 @@ use crate::config::Config;
 use crate::policy::Policy;
 use crate::queue::Queue;
 use crate::smtp::Reply;
-use conn::{Conn, ConnError};
+use connection::ConnError;
+use handler::{Backing, Handler, Live};
 use limits::ClientLimits;
 use reply::Answer;
 use session::{ClientFacts, Gates};
@@ -279,14 +283,20 @@ async fn handle(
             return;
         }
     };
+    let live = Live {
+        queue: &shared.queue,
+        outbound: shared.outbound.as_ref(),
+        limits: Some(&shared.limits),
+    };
     let gates = Gates {
         hostname: &shared.config.hostname,
         server: &shared.config.server,
         policy: &shared.policy,
-        queue: &shared.queue,
-        outbound: shared.outbound.as_ref(),
-        limits: Some(&shared.limits),
+        services: &live,
         client: ip,
+    };
+    let backing = Backing {
+        queue: &shared.queue,
         tls: shared.tls.as_ref(),
         users: &shared.users,
     };
@@ -310,26 +320,24 @@ async fn handle(
     } else {
         crate::tls::Stream::Plain(stream)
     };
-    let mut conn = Conn::new(stream, peer, gates, facts, implicit_tls);
-    conn.stop_on(stop);
-    conn.observe_with(shared.observer.clone());
-    let result = conn.run().await;
+    let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
+    handler.stop_on(stop);
+    handler.observe_with(shared.observer.clone());
+    let result = handler.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),
         Err(e) => e.to_string(),
     };
+    let stats = handler.stats();
     tracing::info!(
         client = %ip,
-        helo = %conn.stats.helo.as_deref().unwrap_or("-"),
-        accepted = conn.stats.accepted,
-        refused = conn.stats.refused,
+        helo = %stats.helo.as_deref().unwrap_or("-"),
+        accepted = stats.accepted,
+        refused = stats.refused,
         secs = started.elapsed().as_secs(),
         end = %outcome,
         "connection"
     );
-    if let Err(ConnError::Timeout | ConnError::SessionLimit) = result {
-        let _ = conn.send(&Answer::Timeout.reply()).await;
-    }
 }
 
 /// Say why and hang up, without waiting long on a client that won't read.

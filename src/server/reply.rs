@@ -112,8 +112,6 @@ pub enum Answer {
     // STARTTLS.
     /// Go ahead with the handshake.
     ReadyForTls,
-    /// STARTTLS offered, yet no certificate to use.
-    TlsNotAvailable,
     /// Commands pipelined behind STARTTLS (CVE-2011-0411).
     PipelinedAfterStartTls,
 
@@ -188,8 +186,6 @@ pub enum Answer {
         /// Its queue id.
         id: QueueId,
     },
-    /// No message to commit (cannot happen; said rather than hidden).
-    LocalError,
 }
 
 impl Answer {
@@ -316,7 +312,6 @@ impl Answer {
                 "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321".into(),
             ),
             A::ReadyForTls => (220, Some(st(2, 0, 0)), "Ready to start TLS".into()),
-            A::TlsNotAvailable => (454, Some(st(4, 7, 0)), "TLS not available".into()),
             A::PipelinedAfterStartTls => (
                 554,
                 Some(st(5, 5, 0)),
@@ -433,7 +428,6 @@ impl Answer {
                 "Queue storage too slow, try again later".into(),
             ),
             A::Queued { id } => (250, Some(st(2, 0, 0)), format!("Ok: queued as {id}").into()),
-            A::LocalError => (451, Some(st(4, 3, 0)), "Local error in processing".into()),
         };
         Reply {
             code,

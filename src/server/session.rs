@@ -1,7 +1,17 @@
-//! The SMTP session state machine, without I/O: a command goes in, a reply
-//! (or the instruction to receive data, start TLS, run AUTH, or close) comes
-//! out. Every command that arrives out of sequence gets 503 and changes
-//! nothing (a property test drives random sequences through it).
+//! The session layer of an inbound connection: every protocol rule, and no
+//! I/O. Lines go in ([`Session::line`]), replies and the next thing to do
+//! come out ([`Out`]); AUTH is a phase of it (the exchange in
+//! [`super::sasl`]), and so is DATA (the intake in [`super::intake`]). The
+//! queue's room, the per-client rates and the aliases are reached through
+//! the [`Services`] trait, so the tests need no disk.
+//!
+//! Inside, [`SessionCore`] is the command state machine: a command goes in,
+//! a reply (or the instruction to receive data, start TLS, run AUTH, or
+//! close) comes out. Every command that arrives out of sequence gets 503 and
+//! changes nothing (a property test drives random sequences through it).
+//! [`Session`] wraps it with what is about lines rather than commands: the
+//! line and error limits, pipelining, idle commands, the AUTH and DATA
+//! phases.
 //!
 //! The state table (phase × command → reply, next phase):
 //!
@@ -16,13 +26,37 @@
 //! | RSET      | Connected | Ready      | Ready       | Ready         |
 //! | NOOP/VRFY/HELP | same | same       | same        | same          |
 //! | QUIT      | close     | close      | close       | close         |
+//!
+//! Uses `smtp` (commands, addresses, the header lines), `policy`, `auth`
+//! (who logged in), `config` and `queue` (the message it hands over, the
+//! queue's errors and ids); the rest of `server` for replies, SASL and the
+//! intake.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::connection::Line;
+use super::intake::{Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, Refused};
 use super::reply::Answer;
+use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
 use crate::config::ServerConfig;
-use crate::policy::{Outbound, Policy};
-use crate::queue::Queue;
-use crate::smtp::{Address, BodyType, Command, Envelope, MailParams, Recipient, Reply};
+use crate::policy::Policy;
+use crate::queue::{QueueError, QueueId};
+use crate::smtp::header::{Received, format_date};
+use crate::smtp::{
+    Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
+    command,
+};
+
+// The bounds of a session.
+/// Errors (bad commands, refusals of syntax) before we hang up (421).
+pub const MAX_ERRORS: u32 = 20;
+/// Commands in a row that move no transaction forward (NOOP, RSET, VRFY,
+/// HELP, EHLO…) before 421, like Postfix's smtpd_junk_command_limit.
+pub const MAX_JUNK_COMMANDS: u32 = 100;
+/// Wait after a failed AUTH, times the failures so far: slows guessing.
+pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
 
 /// Where the session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +134,22 @@ impl ClientFacts {
     }
 }
 
+/// What a session asks of the rest of the daemon while it decides. The
+/// daemon's side is `handler::Live`; tests use a fake.
+pub trait Services: std::fmt::Debug {
+    /// Is there room in the queue for a message of `size` octets (0 when
+    /// the client gave no SIZE)?
+    fn queue_room(&self, size: u64) -> Result<(), QueueError>;
+    /// Count a message from `client`; false when that is over its rate.
+    fn note_message(&self, client: IpAddr) -> bool;
+    /// Count a recipient from `client`; false when that is over its rate.
+    fn note_recipient(&self, client: IpAddr) -> bool;
+    /// What `[aliases]` maps `rcpt` to, if anything.
+    fn alias(&self, rcpt: &Address) -> Option<Address>;
+    /// The smallest SIZE limit of the upstreams, when one is known.
+    fn upstream_size_limit(&self) -> Option<u64>;
+}
+
 /// The parts of the daemon a session consults.
 #[derive(Debug, Clone, Copy)]
 pub struct Gates<'a> {
@@ -109,18 +159,10 @@ pub struct Gates<'a> {
     pub server: &'a ServerConfig,
     /// Relay policy.
     pub policy: &'a Policy,
-    /// The queue, for room checks.
-    pub queue: &'a Queue,
-    /// Aliases and the upstream size limit.
-    pub outbound: Option<&'a Outbound>,
-    /// Per-client rates; `None` in tests that do not need them.
-    pub limits: Option<&'a super::limits::ClientLimits>,
-    /// The client's address, for the per-client rates.
-    pub client: std::net::IpAddr,
-    /// Listener TLS, for STARTTLS.
-    pub tls: Option<&'a std::sync::Arc<rustls::ServerConfig>>,
-    /// `[[user]]` accounts, for AUTH.
-    pub users: &'a crate::auth::Users,
+    /// The queue's room, the rates, the aliases, the upstream SIZE.
+    pub services: &'a (dyn Services + Sync),
+    /// The client's address (IPv4-mapped IPv6 already made IPv4).
+    pub client: IpAddr,
 }
 
 impl Gates<'_> {
@@ -129,8 +171,8 @@ impl Gates<'_> {
     /// (devices get 552 at MAIL instead of a bounce later).
     pub fn max_message_size(&self) -> u64 {
         let own = self.server.max_message_size.bytes;
-        self.outbound
-            .and_then(Outbound::max_message_size)
+        self.services
+            .upstream_size_limit()
             .map_or(own, |up| up.min(own))
     }
 }
@@ -342,7 +384,7 @@ impl SessionCore {
         {
             return Step::Reply(Answer::Utf8SenderNeedsSmtputf8.reply());
         }
-        if let Err(e) = g.queue.check_room(params.size.unwrap_or(0)) {
+        if let Err(e) = g.services.queue_room(params.size.unwrap_or(0)) {
             return Step::Reply(Answer::queue_error(&e).reply());
         }
         if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
@@ -356,9 +398,7 @@ impl SessionCore {
         {
             return Step::Reply(Answer::SenderNotOwned.reply());
         }
-        if let Some(limits) = g.limits
-            && !limits.note_message(g.client)
-        {
+        if !g.services.note_message(g.client) {
             return Step::Reply(Answer::MessageRate.reply());
         }
         self.phase = Phase::Mail { from, params };
@@ -368,10 +408,7 @@ impl SessionCore {
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
         // [aliases] map root, admin, *@lan… to real addresses,
         // before policy sees the recipient.
-        let to = match g.outbound.and_then(|o| o.alias(&to)) {
-            Some(target) => target.clone(),
-            None => to,
-        };
+        let to = g.services.alias(&to).unwrap_or(to);
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
             Phase::Rcpt {
@@ -390,7 +427,7 @@ impl SessionCore {
             Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
             Answer::TooManyRecipients
-        } else if g.limits.is_some_and(|l| !l.note_recipient(g.client)) {
+        } else if !g.services.note_recipient(g.client) {
             Answer::RecipientRate
         } else if to.is_utf8() && !params.smtputf8 {
             Answer::Utf8RecipientNeedsSmtputf8
@@ -413,30 +450,505 @@ impl SessionCore {
     }
 }
 
+/// What the handler does next, once the replies of an [`Out`] are queued.
+#[derive(Debug)]
+pub enum Then {
+    /// Read the next line (a command, or the response to a 334 prompt) and
+    /// give it to [`Session::line`].
+    Read,
+    /// Close the connection.
+    Close,
+    /// Run the TLS handshake, then [`Session::tls_started`]; close if it
+    /// fails.
+    StartTls,
+    /// Check these credentials (a slow password hash), then
+    /// [`Session::login_checked`].
+    CheckLogin(Credentials),
+    /// Open a spool writer for this message, then [`Session::data_begin`].
+    Receive(Envelope),
+}
+
+/// The session's answer to one input.
+#[derive(Debug)]
+pub struct Out {
+    /// Send what was queued before, then wait this long before the
+    /// replies: a failed login is answered slowly.
+    pub pause: Option<Duration>,
+    /// Replies, in order.
+    pub replies: Vec<Reply>,
+    /// Send them before reading on: the end of a pipelined group (RFC 2920
+    /// §3.1) or a prompt. Closing always sends.
+    pub flush: bool,
+    /// Then this.
+    pub then: Then,
+}
+
+impl Out {
+    fn read(replies: Vec<Reply>, flush: bool) -> Out {
+        Out {
+            pause: None,
+            replies,
+            flush,
+            then: Then::Read,
+        }
+    }
+    fn close(replies: Vec<Reply>) -> Out {
+        Out {
+            pause: None,
+            replies,
+            flush: true,
+            then: Then::Close,
+        }
+    }
+    fn then(then: Then) -> Out {
+        Out {
+            pause: None,
+            replies: Vec::new(),
+            flush: false,
+            then,
+        }
+    }
+}
+
+/// What a finished connection did, for its log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Messages accepted.
+    pub accepted: u32,
+    /// Messages refused after DATA.
+    pub refused: u32,
+    /// The last EHLO/HELO name.
+    pub helo: Option<String>,
+}
+
+/// The message being received, for its log lines and its Received field.
+#[derive(Debug)]
+struct Receiving {
+    id: QueueId,
+    from: ReversePath,
+    rcpts: usize,
+    /// The recipient, when there is exactly one (Received's `for`).
+    single_rcpt: Option<Address>,
+}
+
+/// One inbound session's rules: [`SessionCore`] plus the line-level
+/// limits and the AUTH and DATA phases.
+#[derive(Debug)]
+pub struct Session<'a> {
+    core: SessionCore,
+    gates: Gates<'a>,
+    /// A command line has arrived: command_timeout applies from now on,
+    /// greeting_timeout before.
+    spoke: bool,
+    /// Protocol errors so far ([`MAX_ERRORS`]).
+    errors: u32,
+    /// Commands in a row that moved nothing ([`MAX_JUNK_COMMANDS`]).
+    junk: u32,
+    /// Failed logins so far (`max_auth_failures`).
+    auth_failures: u32,
+    /// An AUTH exchange waits for the client's response.
+    sasl: Option<Exchange>,
+    /// DATA was accepted; the message is being received.
+    receiving: Option<Receiving>,
+    /// For the connection's log line.
+    pub stats: SessionStats,
+}
+
+impl<'a> Session<'a> {
+    /// A session with a client that passed the connect-time checks; `tls`
+    /// when the stream is TLS already (implicit-TLS port).
+    pub fn new(gates: Gates<'a>, facts: ClientFacts, tls: bool) -> Session<'a> {
+        Session {
+            core: SessionCore::new(facts, tls),
+            gates,
+            spoke: false,
+            errors: 0,
+            junk: 0,
+            auth_failures: 0,
+            sasl: None,
+            receiving: None,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The command state machine.
+    pub fn core(&self) -> &SessionCore {
+        &self.core
+    }
+
+    /// How long to wait for the next line.
+    pub fn idle_timeout(&self) -> Duration {
+        if self.spoke {
+            self.gates.server.command_timeout.value
+        } else {
+            self.gates.server.greeting_timeout.value
+        }
+    }
+
+    /// How long to wait for more of a message.
+    pub fn data_timeout(&self) -> Duration {
+        self.gates.server.data_timeout.value
+    }
+
+    /// How long the queue may take to confirm a message.
+    pub fn data_end_timeout(&self) -> Duration {
+        self.gates.server.data_end_timeout.value
+    }
+
+    /// How long a STARTTLS handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.gates.server.command_timeout.value
+    }
+
+    /// A mail transaction is open (MAIL accepted, no DATA yet): the queue
+    /// counts it for group commit.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.core.phase(), Phase::Mail { .. } | Phase::Rcpt { .. })
+    }
+
+    /// The start: `talked_first` when the client sent something before our
+    /// greeting (a protocol violation typical of spam bots and of
+    /// pipelining attacks; RFC 5321 §4.3.1).
+    pub fn greet(&mut self, talked_first: bool) -> Out {
+        if talked_first {
+            tracing::info!(client = %self.gates.client, "refused: sent data before the greeting");
+            return Out::close(vec![Answer::TalkedFirst.reply()]);
+        }
+        let hostname = self.gates.hostname.to_string();
+        Out::read(vec![Answer::Greeting { hostname }.reply()], true)
+    }
+
+    /// The daemon is stopping (between commands).
+    pub fn stopping(&self) -> Out {
+        let hostname = self.gates.hostname.to_string();
+        Out::close(vec![Answer::ShuttingDown { hostname }.reply()])
+    }
+
+    /// The last word to a client that went quiet or ran out of time.
+    pub fn timed_out(&self) -> Reply {
+        Answer::Timeout.reply()
+    }
+
+    /// A line from the client; `pipelined` when more input is already
+    /// buffered behind it.
+    pub fn line(&mut self, line: Line, pipelined: bool) -> Out {
+        self.spoke = true;
+        if let Some(state) = self.sasl.take() {
+            let text = match &line {
+                Line::Text(t) => Some(&t[..]),
+                Line::TooLong => None,
+            };
+            return self.sasl_progress(sasl::respond(state, text));
+        }
+        let text = match line {
+            Line::Text(t) => t,
+            Line::TooLong => return self.error(Answer::LineTooLong.reply()),
+        };
+        let cmd = match command::parse(&text) {
+            Ok(c) => c,
+            Err(e) => return self.error(Answer::BadCommand(e).reply()),
+        };
+        if !self.core.esmtp && pipelined {
+            // PIPELINING is an EHLO extension: a client that did not say
+            // EHLO (or before it) must wait for each reply.
+            tracing::info!(client = %self.gates.client, "refused: pipelining without EHLO");
+            return Out::close(vec![Answer::PipeliningWithoutEhlo.reply()]);
+        }
+        let moves = matches!(
+            cmd,
+            Command::Mail { .. } | Command::Rcpt { .. } | Command::Data | Command::Quit
+        );
+        // RFC 2920 §3.1: these end a pipeline group; their replies go out
+        // before anything after them is read.
+        let ends_group = matches!(
+            cmd,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::Noop
+                | Command::Vrfy(_)
+                | Command::Help
+                | Command::Quit
+        );
+        if moves {
+            self.junk = 0;
+        } else {
+            self.junk = self.junk.saturating_add(1);
+            if self.junk > MAX_JUNK_COMMANDS {
+                return Out::close(vec![Answer::TooManyJunkCommands.reply()]);
+            }
+        }
+        let step = self.core.command(cmd, &self.gates);
+        self.stats.helo.clone_from(&self.core.helo);
+        match step {
+            Step::Reply(r) => {
+                // Protocol errors count; policy refusals of single
+                // addresses are normal traffic.
+                if r.code >= 500 && r.code != 550 && r.code != 552 && r.code != 553 {
+                    let mut out = self.error(r);
+                    out.flush |= ends_group;
+                    return out;
+                }
+                Out::read(vec![r], ends_group)
+            }
+            Step::Close(r) => Out::close(vec![r]),
+            Step::StartTls => {
+                if pipelined {
+                    // CVE-2011-0411: what follows STARTTLS in the same
+                    // packet would be taken as sent over TLS.
+                    tracing::info!(client = %self.gates.client, "refused: commands pipelined after STARTTLS");
+                    return Out::close(vec![Answer::PipelinedAfterStartTls.reply()]);
+                }
+                Out {
+                    pause: None,
+                    replies: vec![Answer::ReadyForTls.reply()],
+                    flush: true,
+                    then: Then::StartTls,
+                }
+            }
+            Step::Auth { mechanism, initial } => {
+                self.sasl_progress(sasl::start(&mechanism, initial))
+            }
+            Step::Data(msg) => {
+                self.receiving = Some(Receiving {
+                    id: QueueId(0),
+                    from: msg.from.clone(),
+                    rcpts: msg.rcpts.len(),
+                    single_rcpt: match msg.rcpts.as_slice() {
+                        [only] => Some(only.addr.clone()),
+                        _ => None,
+                    },
+                });
+                // The spool writer takes over the transaction's place.
+                self.core.reset();
+                Out::then(Then::Receive(msg))
+            }
+        }
+    }
+
+    /// Count a protocol error and answer it; past the limit, say 421 too
+    /// and close.
+    fn error(&mut self, r: Reply) -> Out {
+        self.errors = self.errors.saturating_add(1);
+        if self.errors >= MAX_ERRORS {
+            return Out::close(vec![r, Answer::TooManyErrors.reply()]);
+        }
+        Out::read(vec![r], false)
+    }
+
+    /// The TLS handshake after STARTTLS succeeded.
+    pub fn tls_started(&mut self) -> Out {
+        self.core.tls_started();
+        Out::then(Then::Read)
+    }
+
+    fn sasl_progress(&mut self, p: Progress) -> Out {
+        match p {
+            Progress::Prompt(text, state) => {
+                self.sasl = Some(state);
+                Out::read(vec![Answer::AuthChallenge(text).reply()], true)
+            }
+            Progress::Cancelled => Out::read(vec![Answer::AuthCancelled.reply()], false),
+            Progress::Check(creds) => Out::then(Then::CheckLogin(creds)),
+            Progress::Malformed => self.login_checked("", None),
+        }
+    }
+
+    /// The result of checking the credentials of [`Then::CheckLogin`]
+    /// named `name`.
+    pub fn login_checked(&mut self, name: &str, login: Option<Login>) -> Out {
+        if let Some(login) = login {
+            tracing::info!(client = %self.gates.client, user = %login.name, "authenticated");
+            self.core.authenticated(login);
+            return Out::read(vec![Answer::AuthOk.reply()], false);
+        }
+        self.auth_failures = self.auth_failures.saturating_add(1);
+        tracing::warn!(client = %self.gates.client, user = %name.escape_debug(), failures = self.auth_failures, "AUTH failed");
+        let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
+        if self.auth_failures >= self.gates.server.max_auth_failures {
+            let mut out = Out::close(vec![Answer::TooManyAuthFailures.reply()]);
+            out.pause = pause;
+            return out;
+        }
+        let mut out = Out::read(vec![Answer::AuthFailed.reply()], false);
+        out.pause = pause;
+        out
+    }
+
+    /// The spool writer for [`Then::Receive`] is open as message `id`;
+    /// `unix_secs` is the time now. The 354, and the intake that takes the
+    /// message.
+    pub fn data_begin(&mut self, id: QueueId, unix_secs: u64) -> (Out, Intake) {
+        let g = self.gates;
+        let id_text = id.to_string();
+        let helo = self.core.helo.clone().unwrap_or_default();
+        let single_rcpt = self.receiving.as_mut().and_then(|r| {
+            r.id = id;
+            r.single_rcpt.take()
+        });
+        let received = Received {
+            helo: &helo,
+            client_ip: g.client,
+            by: g.hostname,
+            with: self.core.protocol(),
+            id: &id_text,
+            for_rcpt: single_rcpt.as_ref(),
+            unix_secs,
+        }
+        .render();
+        let ip = g.client.to_canonical();
+        let normalize = g.server.bare_newline == BareNewline::Normalize
+            || g.server
+                .bare_newline_normalize_clients
+                .iter()
+                .any(|n| n.contains(&ip));
+        let intake = Intake::new(
+            received,
+            format_date(unix_secs),
+            format!("<{id_text}.postern@{}>", g.hostname),
+            if normalize {
+                BareNewline::Normalize
+            } else {
+                BareNewline::Reject
+            },
+            g.max_message_size(),
+        );
+        (Out::read(vec![Answer::StartData.reply()], true), intake)
+    }
+
+    /// The end of data: the refusal, or `None` to commit the message.
+    pub fn data_end(&mut self, intake: &Intake) -> Option<Out> {
+        let Err(why) = intake.end() else {
+            return None;
+        };
+        let r = self.receiving.take();
+        let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
+        let client = self.gates.client;
+        self.stats.refused = self.stats.refused.saturating_add(1);
+        let answer = match why {
+            Refused::BareNewline => {
+                tracing::info!(id = %id, from = %from, client = %client, "refused: bare CR or LF in message data");
+                Answer::BareNewline
+            }
+            Refused::LineTooLong => Answer::DataLineTooLong {
+                limit: MAX_DATA_LINE + 2,
+            },
+            Refused::HeaderTooBig => Answer::HeaderTooBig {
+                limit: MAX_HEADER_SECTION,
+            },
+            Refused::TooBig => {
+                let limit = self.gates.max_message_size();
+                tracing::info!(id = %id, from = %from, size = intake.size(), limit, client = %client, "refused: message too big");
+                Answer::MessageTooBig { limit }
+            }
+            Refused::SpoolFailed => Answer::QueueFailed,
+        };
+        Some(if why.ends_session() {
+            Out::close(vec![answer.reply()])
+        } else {
+            Out::read(vec![answer.reply()], false)
+        })
+    }
+
+    /// What the queue said to the commit of a message of `size` octets:
+    /// `None` when it did not answer within data_end_timeout.
+    pub fn data_committed(
+        &mut self,
+        result: Option<Result<QueueId, QueueError>>,
+        size: u64,
+    ) -> Out {
+        let r = self.receiving.take();
+        let (id, rcpts, from) = r.map_or((QueueId(0), 0, ReversePath::Null), |r| {
+            (r.id, r.rcpts, r.from)
+        });
+        let client = self.gates.client;
+        let answer = match result {
+            None => {
+                // A message the writer has not reached yet is dropped (it
+                // sees nobody waits); one already written, its sync stuck,
+                // becomes durable later, and the client's retry makes a
+                // duplicate: better than a client that times out unsure, or
+                // a message lost.
+                tracing::error!(id = %id, client = %client, limit = %self.gates.server.data_end_timeout, "queue storage did not confirm the message within data_end_timeout; answered 451 (if it was already written it will still be delivered, and the client's retry then twice); check the storage device");
+                Answer::StorageTooSlow
+            }
+            Some(Ok(id)) => {
+                tracing::info!(id = %id, from = %from, rcpts, size, client = %client, "queued");
+                self.stats.accepted = self.stats.accepted.saturating_add(1);
+                Answer::Queued { id }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(id = %id, error = %e, client = %client, "message not queued");
+                Answer::queue_error(&e)
+            }
+        };
+        if !matches!(answer, Answer::Queued { .. }) {
+            self.stats.refused = self.stats.refused.saturating_add(1);
+        }
+        Out::read(vec![answer.reply()], false)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
-    use crate::queue::Limits;
     use crate::smtp::reply::EnhancedStatus as S;
     use proptest::prelude::*;
     use std::path::Path;
-    use std::time::Duration;
+
+    /// The daemon as the session sees it, without a disk.
+    #[derive(Debug, Default)]
+    pub(crate) struct Fake {
+        /// queue_room answers this.
+        pub(crate) full: bool,
+        /// The upstream SIZE.
+        pub(crate) upstream: Option<u64>,
+        /// `[aliases]`: exact addresses.
+        pub(crate) aliases: Vec<(String, String)>,
+        /// The per-client rates are used up.
+        pub(crate) over_rate: bool,
+        /// Aliases from a config, after `aliases`.
+        pub(crate) outbound: Option<crate::policy::Outbound>,
+    }
+
+    impl Services for Fake {
+        fn queue_room(&self, _size: u64) -> Result<(), QueueError> {
+            if self.full {
+                Err(QueueError::Full)
+            } else {
+                Ok(())
+            }
+        }
+        fn note_message(&self, _client: IpAddr) -> bool {
+            !self.over_rate
+        }
+        fn note_recipient(&self, _client: IpAddr) -> bool {
+            !self.over_rate
+        }
+        fn alias(&self, rcpt: &Address) -> Option<Address> {
+            self.aliases
+                .iter()
+                .find(|(from, _)| from == rcpt.as_str())
+                .and_then(|(_, to)| Address::parse(to).ok())
+                .or_else(|| self.outbound.as_ref()?.alias(rcpt).cloned())
+        }
+        fn upstream_size_limit(&self) -> Option<u64> {
+            self.upstream
+        }
+    }
 
     pub(crate) struct World {
         cfg: config::Config,
         policy: Policy,
-        pub(crate) queue: Queue,
-        users: crate::auth::Users,
-        _dir: tempfile::TempDir,
+        pub(crate) fake: Fake,
     }
 
     pub(crate) fn world() -> World {
-        world_with("", crate::queue::StoreOptions::default())
+        world_with("")
     }
 
-    /// A world with extra `[server]` keys and its queue on `store`.
-    pub(crate) fn world_with(server: &str, store: crate::queue::StoreOptions) -> World {
+    /// A world with extra `[server]` keys.
+    pub(crate) fn world_with(server: &str) -> World {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
              [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
@@ -446,20 +958,10 @@ pub(crate) mod tests {
             default_hostname: Some("relay.test".into()),
         };
         let cfg = config::parse_with(&text, Path::new("t.toml"), &opts).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            max_bytes: 1 << 20,
-            max_messages: 100,
-            max_age: Duration::from_secs(3600),
-            retry_intervals: vec![Duration::from_secs(60)],
-        };
-        let (queue, _) = Queue::open_with(dir.path(), limits, store).unwrap();
         World {
             policy: Policy::new(&cfg.policy),
             cfg,
-            queue,
-            users: crate::auth::Users::default(),
-            _dir: dir,
+            fake: Fake::default(),
         }
     }
 
@@ -468,12 +970,8 @@ pub(crate) mod tests {
             hostname: "relay.test",
             server: &w.cfg.server,
             policy: &w.policy,
-            queue: &w.queue,
-            outbound: None,
-            limits: None,
+            services: &w.fake,
             client: "127.0.0.1".parse().unwrap(),
-            tls: None,
-            users: &w.users,
         }
     }
 
@@ -588,7 +1086,7 @@ pub(crate) mod tests {
 
     #[test]
     fn recipients_aliased_to_one_address_are_in_the_envelope_once() {
-        let w = world();
+        let mut w = world();
         let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
                     [upstream]\nkind = \"maildir\"\ndir = \"out\"\n\
                     [aliases]\nroot = \"ops@example.test\"\nadmin = \"ops@example.test\"\n";
@@ -597,11 +1095,8 @@ pub(crate) mod tests {
             default_hostname: Some("relay.test".into()),
         };
         let cfg = config::parse_with(text, Path::new("t.toml"), &opts).unwrap();
-        let outbound = Outbound::from_config(&cfg);
-        let g = Gates {
-            outbound: Some(&outbound),
-            ..gates(&w)
-        };
+        w.fake.outbound = Some(crate::policy::Outbound::from_config(&cfg));
+        let g = gates(&w);
         let mut core = SessionCore::default();
         core.command(Command::Ehlo("d".into()), &g);
         core.command(
@@ -665,5 +1160,174 @@ pub(crate) mod tests {
             panic!()
         };
         assert_eq!((r.code, r.status), (550, Some(S::new(5, 7, 1))));
+    }
+
+    // The line-level rules, with the fake: no disk, no sockets.
+
+    /// The wire form of an Out's replies.
+    fn wire(out: &Out) -> String {
+        let mut b = Vec::new();
+        for r in &out.replies {
+            r.write_to(&mut b);
+        }
+        String::from_utf8(b).unwrap()
+    }
+
+    fn say(s: &mut Session, line: &str) -> Out {
+        s.line(Line::Text(line.as_bytes().to_vec()), false)
+    }
+
+    fn users_facts() -> ClientFacts {
+        ClientFacts {
+            plain_auth: true,
+            users: true,
+            ..ClientFacts::allowed_plain()
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_452_at_mail() {
+        let mut w = world();
+        w.fake.full = true;
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        let out = say(&mut s, "MAIL FROM:<a@lan.test>");
+        assert!(wire(&out).starts_with("452 4.3.1 "), "{}", wire(&out));
+        assert!(!s.in_transaction());
+    }
+
+    #[test]
+    fn aliases_and_rates_come_from_the_services() {
+        let mut w = world();
+        w.fake
+            .aliases
+            .push(("root".into(), "ops@example.test".into()));
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        assert!(s.in_transaction());
+        assert!(wire(&say(&mut s, "RCPT TO:<root>")).starts_with("250 2.1.5 "));
+        let Then::Receive(msg) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        let rcpts: Vec<&str> = msg.rcpts.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(rcpts, ["ops@example.test"]);
+        w.fake.over_rate = true;
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("450 4.7.1 "));
+    }
+
+    #[test]
+    fn pipelining_without_ehlo_is_refused_and_closes() {
+        let w = world();
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        let out = s.line(Line::Text(b"HELO dev".to_vec()), true);
+        assert!(wire(&out).starts_with("554 5.5.0 "), "{}", wire(&out));
+        assert!(matches!(out.then, Then::Close));
+    }
+
+    #[test]
+    fn errors_and_idle_commands_are_counted_to_421() {
+        let w = world();
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        for _ in 1..MAX_ERRORS {
+            assert!(matches!(say(&mut s, "BOGUS").then, Then::Read));
+        }
+        let out = say(&mut s, "BOGUS");
+        assert!(wire(&out).starts_with("500 5.5.1 "), "{}", wire(&out));
+        assert!(wire(&out).contains("\r\n421 4.7.0 "), "{}", wire(&out));
+        assert!(matches!(out.then, Then::Close));
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        let mut last = None;
+        for _ in 0..=MAX_JUNK_COMMANDS {
+            last = Some(say(&mut s, "NOOP"));
+        }
+        let out = last.unwrap();
+        assert!(wire(&out).starts_with("421 4.7.0 "), "{}", wire(&out));
+        assert!(matches!(out.then, Then::Close));
+    }
+
+    #[test]
+    fn starttls_with_commands_behind_it_is_refused() {
+        let w = world();
+        let facts = ClientFacts {
+            starttls: true,
+            ..ClientFacts::allowed_plain()
+        };
+        let mut s = Session::new(gates(&w), facts, false);
+        say(&mut s, "EHLO dev");
+        let out = s.line(Line::Text(b"STARTTLS".to_vec()), true);
+        assert!(wire(&out).starts_with("554 5.5.0 "), "{}", wire(&out));
+        assert!(matches!(out.then, Then::Close));
+        let mut s = Session::new(gates(&w), facts, false);
+        say(&mut s, "EHLO dev");
+        let out = say(&mut s, "STARTTLS");
+        assert_eq!(wire(&out), "220 2.0.0 Ready to start TLS\r\n");
+        assert!(matches!(out.then, Then::StartTls));
+    }
+
+    #[test]
+    fn auth_is_a_phase_and_failures_are_slowed_then_421() {
+        let w = world();
+        let mut s = Session::new(gates(&w), users_facts(), false);
+        say(&mut s, "EHLO dev");
+        let out = say(&mut s, "AUTH LOGIN");
+        assert!(wire(&out).starts_with("334 VXNlcm5hbWU6"), "{}", wire(&out));
+        assert!(out.flush);
+        say(&mut s, "ZGV2");
+        let Then::CheckLogin(creds) = say(&mut s, "cHc=").then else {
+            panic!("no credentials")
+        };
+        assert_eq!(
+            (creds.name.as_str(), &creds.password[..]),
+            ("dev", &b"pw"[..])
+        );
+        let out = s.login_checked(&creds.name, None);
+        assert_eq!(out.pause, Some(AUTH_FAIL_DELAY));
+        assert!(wire(&out).starts_with("535 5.7.8 "), "{}", wire(&out));
+        // A response that is not `authzid NUL authcid NUL password` is a
+        // failure too; the third (max_auth_failures) ends the session.
+        let out = say(&mut s, "AUTH PLAIN eHg=");
+        assert_eq!(out.pause, Some(AUTH_FAIL_DELAY * 2));
+        assert!(wire(&out).starts_with("535 5.7.8 "), "{}", wire(&out));
+        let out = say(&mut s, "AUTH PLAIN eHg=");
+        assert_eq!(out.pause, Some(AUTH_FAIL_DELAY * 3));
+        assert!(wire(&out).starts_with("421 4.7.0 "), "{}", wire(&out));
+        assert!(matches!(out.then, Then::Close));
+    }
+
+    #[test]
+    fn a_message_goes_through_the_data_phase() {
+        let w = world();
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        say(&mut s, "RCPT TO:<b@example.test>");
+        let Then::Receive(_) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        assert!(!s.in_transaction());
+        let (out, mut intake) = s.data_begin(QueueId(0x1F), 0);
+        assert_eq!(wire(&out), "354 End data with <CR><LF>.<CR><LF>\r\n");
+        let fed = intake.feed(b"Subject: t\r\n\r\nhi\r\n.\r\n");
+        let spooled = String::from_utf8(fed.spool.to_vec()).unwrap();
+        assert!(fed.finished);
+        assert!(
+            spooled.starts_with("Received: from dev ([127.0.0.1])"),
+            "{spooled}"
+        );
+        assert!(spooled.contains("\r\n\tfor <b@example.test>;"), "{spooled}");
+        assert!(
+            spooled.contains("Message-ID: <1F.postern@relay.test>"),
+            "{spooled}"
+        );
+        assert!(s.data_end(&intake).is_none());
+        let out = s.data_committed(Some(Ok(QueueId(0x1F))), 10);
+        assert_eq!(wire(&out), "250 2.0.0 Ok: queued as 1F\r\n");
+        assert_eq!(s.stats.accepted, 1);
+        let out = s.data_committed(None, 10);
+        assert!(wire(&out).starts_with("451 4.3.0 "), "{}", wire(&out));
+        assert_eq!(s.stats.refused, 1);
     }
 }

@@ -6,6 +6,12 @@ use std::net::IpAddr;
 
 use super::address::Address;
 
+/// Largest header section postern stores, its own Received field included:
+/// the listener refuses a bigger one (552 5.3.4), and delivery rewrites the
+/// From of any it stored (`rewrite_from` reads this much and no more). A
+/// device's header is a few KiB, and downstream filters choke on huge ones.
+pub const MAX_HEADER_SECTION: usize = 100 * 1024;
+
 /// Longest header section we scan for Date/Message-ID before treating the
 /// rest as body. Bounded so a hostile header cannot grow our buffers.
 pub const MAX_HEADER_LINE_SCAN: usize = 1000;

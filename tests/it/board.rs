@@ -259,6 +259,71 @@ fn tells_the_service_manager_ready_watchdog_reloading_stopping() {
     }
 }
 
+/// EHLO's SIZE as a number.
+fn advertised_size(p: &Postern) -> u64 {
+    let mut c = p.smtp();
+    c.reply();
+    let ehlo = c.cmd("EHLO dev", 250);
+    c.cmd("QUIT", 221);
+    ehlo.lines()
+        .find_map(|l| l.get(4..).and_then(|t| t.strip_prefix("SIZE ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no SIZE in {ehlo}"))
+}
+
+/// Aliases and the upstream size limit (configured, and learned from the
+/// upstream's EHLO) reach the listener at start and again after a reload.
+#[test]
+fn sighup_brings_new_aliases_and_upstream_size_limits_to_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let up = Upstream::start(UpstreamOpts {
+        size: Some(40_000),
+        ..Default::default()
+    });
+    let with_1mib = |cfg: String| {
+        cfg.replace(
+            "max_message_size = \"64KiB\"",
+            "max_message_size = \"1MiB\"",
+        )
+    };
+    let cfg = with_1mib(config(port, &smarthost(up.port), ""));
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let send_to_root = |p: &Postern| {
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO cron", 250);
+        let (code, _) = c.send_mail("cron@lan.test", &["root"], b"Subject: disk\r\n\r\nfull\r\n");
+        assert_eq!(code, 250);
+        c.cmd("QUIT", 221);
+    };
+    // [server] max_message_size until the upstream has been seen.
+    assert_eq!(advertised_size(&p), 1 << 20);
+    send_to_root(&p);
+    assert_eq!(up.next().rcpts, vec!["root"]);
+    p.wait_log("status=sent");
+    assert_eq!(advertised_size(&p), 40_000);
+
+    let cfg2 = with_1mib(config(
+        port,
+        &format!(
+            "{}\nmax_message_size = \"100KiB\"\n\n[aliases]\nroot = \"ops@example.test\"\n",
+            smarthost(up.port)
+        ),
+        "",
+    ));
+    std::fs::write(dir.path().join("postern.toml"), &cfg2).unwrap();
+    signal(&p, "HUP");
+    wait_log_count(&p, "config reloaded", 1);
+    // The new route's configured limit; what the old one learned is gone
+    // with it, and the new one learns again.
+    assert_eq!(advertised_size(&p), 102_400);
+    send_to_root(&p);
+    assert_eq!(up.next().rcpts, vec!["ops@example.test"]);
+    wait_log_count(&p, "status=sent", 2);
+    assert_eq!(advertised_size(&p), 40_000);
+}
+
 /// Start postern with stderr going to `log`, whose device and inode are in
 /// `JOURNAL_STREAM` when `journal` (what systemd does for a service whose
 /// output goes to the journal).

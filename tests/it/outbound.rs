@@ -358,6 +358,63 @@ fn recipients_aliased_to_one_address_go_upstream_once() {
 }
 
 #[test]
+fn rewrite_from_cannot_be_bypassed_and_writes_a_valid_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let mut p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "postmaster = \"pm@example.test\"",
+            &smarthost(
+                up.port,
+                "rewrite_sender = \"alerts@example.test\"\nrewrite_from = true",
+            ),
+        ),
+        port,
+    );
+    // A second From (here in the obsolete spelling) once went out as the
+    // device wrote it: now the message fails, with a report.
+    let spoof = b"From: Printer <printer@lan.test>\r\nSubject: s\r\nfrom : ceo@bank.example\r\n\r\nPay.\r\n";
+    submit(&p, "printer@lan.test", &["ops@example.test"], spoof);
+    let report = up.next();
+    assert_eq!(report.rcpts, vec!["pm@example.test"]);
+    let text = String::from_utf8_lossy(&report.data);
+    assert!(
+        text.contains("rewrite_from: the message has 2 From header fields"),
+        "{text}"
+    );
+    // A display name with a comma, and a header section between 64 and
+    // 100 KiB (once sent unrewritten): rewritten, and the From parses.
+    let mut big = b"From: Smith, John <printer@lan.test>\r\nSubject: big\r\n".to_vec();
+    while big.len() < 90 * 1024 {
+        big.extend_from_slice(b"X-Pad: 0123456789012345678901234567890123456789\r\n");
+    }
+    big.extend_from_slice(b"\r\nbody\r\n");
+    submit(&p, "printer@lan.test", &["ops@example.test"], &big);
+    let got = up.next();
+    assert_eq!(got.rcpts, vec!["ops@example.test"]);
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(
+        text.contains(
+            "\r\nFrom: \"Smith, John\" <alerts@example.test>\r\nReply-To: <printer@lan.test>\r\n"
+        ),
+        "{}",
+        &text[..400]
+    );
+    assert!(!text.contains("From: Smith, John"), "{}", &text[..400]);
+    let tail = &text[text.len().saturating_sub(120)..];
+    assert!(
+        tail.contains("postern@relay.test>\r\n\r\nbody\r\n"),
+        "{tail:?}"
+    );
+    // Nothing of the refused message reached the upstream.
+    assert!(up.rx.try_recv().is_err());
+    p.wait_log("rewrite_from refuses the message");
+}
+
+#[test]
 fn aliases_apply_at_rcpt_before_policy() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts::default());

@@ -274,3 +274,18 @@ fn a_route_without_kind_is_named_as_a_route_and_keeps_its_domains() {
         "{m}"
     );
 }
+
+#[test]
+fn each_key_is_declared_once_per_table() {
+    // The known-key lists come from the declarations; a key declared twice
+    // (a field and an input, or in two tables read from one section) would
+    // be read twice and complain twice.
+    let mut tables: Vec<(&str, &[&[&str]])> = TABLES.to_vec();
+    tables.push(("top level", TOP_LEVEL));
+    for (table, lists) in tables {
+        let mut seen = std::collections::HashSet::new();
+        for key in lists.iter().flat_map(|l| l.iter()) {
+            assert!(seen.insert(*key), "[{table}] declares '{key}' twice");
+        }
+    }
+}

@@ -369,6 +369,12 @@ fn counts_and_ports() {
     );
     assert!(err("max_recipients = 1.5").contains("expected a whole number from 1 to 100000"));
     assert!(err("max_recipients = 99999999999999999999999999").contains("out of range"));
+    // The most one envelope (one queue record) holds is allowed.
+    let c = ok(&BASE.replace("[queue]", "max_recipients = 100000\n[queue]"));
+    assert_eq!(
+        c.server.max_recipients,
+        crate::smtp::envelope::MAX_RECIPIENTS
+    );
     let c = ok(&BASE.replace("[queue]", "max_recipients = 0x10\n[queue]"));
     assert_eq!(c.server.max_recipients, 16);
     let m = one_error(&smarthost("port = 0\n"), 8, 8);
