@@ -71,7 +71,7 @@ table! {
         no_starttls_clients: Vec<IpNet> = default(Vec::new(), list(net)),
         /// Default empty. Networks that may AUTH without TLS (legacy devices; a warning at start).
         allow_plain_auth_clients: Vec<IpNet> = default(Vec::new(), list(net)),
-        /// Default reject. What a bare CR or LF in message data gets.
+        /// Default reject. What a bare CR or LF, or a NUL, in message data gets.
         bare_newline: BareNewline = default(BareNewline::Reject, bare_newline),
         /// Default empty. Networks whose bare CR/LF are normalised to CRLF
         /// whatever `bare_newline` says (legacy devices).

@@ -702,8 +702,11 @@ impl Queue {
     /// queue's size limits never refuse (losing a report is worse than
     /// exceeding a limit by one small message).
     pub fn begin_report(&self, to: Address) -> SpoolWriter {
+        // A UTF-8 recipient (and the To: field naming it) needs SMTPUTF8
+        // from every hop (RFC 6531); a strict one refuses it otherwise.
         let envelope = Envelope {
             from: ReversePath::Null,
+            smtputf8: to.is_utf8(),
             rcpts: vec![Recipient::new(to)],
             body: BodyType::EightBitMime,
             ..Envelope::default()

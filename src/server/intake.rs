@@ -7,7 +7,8 @@
 //!
 //! Uses `smtp` (the decoder, the header fixer).
 
-use crate::smtp::header::HeaderSummary;
+use crate::queue::QueueId;
+use crate::smtp::header::{HeaderSummary, MAX_DATE_LEN, Received};
 use crate::smtp::{BareNewline, DataDecoder, DataError, HeaderFixer};
 
 use super::connection::READ_BUF;
@@ -20,6 +21,29 @@ pub const MAX_DATA_LINE: usize = 998;
 /// included: the one limit delivery's From rewriter shares
 /// ([`crate::smtp::header::MAX_HEADER_SECTION`]).
 pub const MAX_HEADER_SECTION: u64 = crate::smtp::header::MAX_HEADER_SECTION as u64;
+/// Most `Received:` fields an incoming message may carry (Postfix's
+/// hopcount_limit). More, and it is going round in a loop: refused with
+/// 554 5.4.6 at the end of data, so a loop stops at the first relay that
+/// notices instead of growing until a header limit.
+pub const MAX_HOPS: u32 = 50;
+
+/// The Message-ID postern gives a message that lacks one.
+pub fn message_id(id: QueueId, hostname: &str) -> String {
+    format!("<{id}.postern@{hostname}>")
+}
+
+/// Most octets postern adds to a message: its `Received:` field with every
+/// part at its bound, and `Date:` and `Message-ID:` for a message that
+/// lacks them. The SIZE advertised leaves this much room under the
+/// upstream's limit, so a message within our SIZE is within theirs too.
+pub fn added_bound(hostname: &str) -> u64 {
+    // A queue id is a u64 in hex: 16 digits at most.
+    let longest_id = message_id(QueueId(u64::MAX), hostname).len();
+    let date = "Date: ".len() + MAX_DATE_LEN + "\r\n".len();
+    let message_id = "Message-ID: ".len() + longest_id + "\r\n".len();
+    let n = Received::max_len(hostname) + date + message_id;
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
 
 /// Why a message is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +51,15 @@ pub enum Refused {
     /// A bare CR or LF in reject mode: the client's framing is not ours,
     /// so the connection ends after the reply.
     BareNewline,
+    /// A NUL in reject mode: a next hop that strips NULs would frame the
+    /// message differently; treated like a bare newline.
+    Nul,
     /// A line over [`MAX_DATA_LINE`].
     LineTooLong,
     /// A header section over [`MAX_HEADER_SECTION`].
     HeaderTooBig,
+    /// More `Received:` fields than [`MAX_HOPS`]: a mail loop.
+    TooManyHops,
     /// More octets than the limit.
     TooBig,
     /// The spool could not be written.
@@ -40,7 +69,7 @@ pub enum Refused {
 impl Refused {
     /// The connection cannot go on after this refusal.
     pub fn ends_session(self) -> bool {
-        self == Refused::BareNewline
+        matches!(self, Refused::BareNewline | Refused::Nul)
     }
 }
 
@@ -75,11 +104,14 @@ pub struct Intake {
     received_len: u64,
     /// Message octets from the client, decoded.
     size: u64,
+    /// Octets handed out to spool (Received field and added fields
+    /// included): the size of the message as stored and sent on.
+    spooled: u64,
     /// The most the client may send: the SIZE advertised.
     limit: u64,
     summary: HeaderSummary,
-    /// A bare CR or LF arrived in reject mode.
-    bare_newline: bool,
+    /// A bare CR or LF or a NUL arrived in reject mode.
+    framing: Option<DataError>,
     /// The spool could not be written.
     spool_failed: bool,
     finished: bool,
@@ -107,9 +139,10 @@ impl Intake {
             fresh: true,
             received_len,
             size: 0,
+            spooled: 0,
             limit,
             summary: HeaderSummary::default(),
-            bare_newline: false,
+            framing: None,
             spool_failed: false,
             finished: false,
         }
@@ -126,11 +159,12 @@ impl Intake {
         self.decoded.clear();
         let d = match self.decoder.decode(input, &mut self.decoded) {
             Ok(d) => d,
-            Err(DataError::BareNewline) => {
+            Err(e) => {
                 // Reject mode only (normalize never errs). The client's
                 // idea of where lines and the message end differs from
-                // ours: answer now and hang up rather than guess.
-                self.bare_newline = true;
+                // ours (or from a next hop's): answer now and hang up
+                // rather than guess.
+                self.framing = Some(e);
                 self.finished = true;
                 return self.fed(input.len());
             }
@@ -146,7 +180,9 @@ impl Intake {
         self.fed(d.consumed)
     }
 
-    fn fed(&self, consumed: usize) -> Fed<'_> {
+    fn fed(&mut self, consumed: usize) -> Fed<'_> {
+        let out = u64::try_from(self.out.len()).unwrap_or(u64::MAX);
+        self.spooled = self.spooled.saturating_add(out);
         let refused = self.verdict().is_some();
         Fed {
             consumed,
@@ -167,16 +203,32 @@ impl Intake {
         self.size
     }
 
+    /// The message's size as spooled so far: what the upstream will see.
+    pub fn spooled(&self) -> u64 {
+        self.spooled
+    }
+
+    /// `Received:` fields in the message's header section (known at the
+    /// end of data).
+    pub fn hops(&self) -> u32 {
+        self.summary.received
+    }
+
     /// The reason to refuse the message, if there is one yet. The most
     /// specific comes first: a line too long before a header too big,
     /// that before the size, and our own failure last.
     fn verdict(&self) -> Option<Refused> {
-        if self.bare_newline {
-            Some(Refused::BareNewline)
+        if let Some(e) = self.framing {
+            Some(match e {
+                DataError::Nul => Refused::Nul,
+                _ => Refused::BareNewline,
+            })
         } else if self.decoder.longest_line() > MAX_DATA_LINE {
             Some(Refused::LineTooLong)
         } else if self.summary.header_len.saturating_add(self.received_len) > MAX_HEADER_SECTION {
             Some(Refused::HeaderTooBig)
+        } else if self.summary.received > MAX_HOPS {
+            Some(Refused::TooManyHops)
         } else if self.size > self.limit {
             Some(Refused::TooBig)
         } else if self.spool_failed {
@@ -267,6 +319,29 @@ mod tests {
         input.extend_from_slice(b"\r\n.\r\n");
         let (_, _, verdict) = run(intake(BareNewline::Reject, 10), &input, 64);
         assert_eq!(verdict, Err(Refused::LineTooLong));
+    }
+
+    #[test]
+    fn more_received_fields_than_the_hop_limit_is_a_loop() {
+        let message = |hops: u32| {
+            let mut m = String::new();
+            for i in 0..hops {
+                m.push_str(&format!("Received: from hop{i}\r\n"));
+            }
+            m.push_str("Subject: loop\r\n\r\nbody\r\n.\r\n");
+            m
+        };
+        let (_, _, verdict) = run(
+            intake(BareNewline::Reject, 1 << 20),
+            message(MAX_HOPS).as_bytes(),
+            7,
+        );
+        assert_eq!(verdict, Ok(()));
+        let mut i = intake(BareNewline::Reject, 1 << 20);
+        let fed = i.feed(message(MAX_HOPS + 1).as_bytes());
+        assert!(fed.finished && fed.refused);
+        assert_eq!(i.end(), Err(Refused::TooManyHops));
+        assert_eq!(i.hops(), MAX_HOPS + 1);
     }
 
     #[test]

@@ -169,6 +169,10 @@ pub enum Answer {
     StartData,
     /// A bare CR or LF in the data, in reject mode.
     BareNewline,
+    /// A NUL in the data, in reject mode.
+    NulInData,
+    /// More Received fields than the hop limit: a mail loop.
+    TooManyHops,
     /// A text line over the RFC 5321 limit.
     DataLineTooLong {
         /// Longest allowed line, CRLF included.
@@ -409,6 +413,12 @@ impl Answer {
                 Some(st(5, 6, 0)),
                 "Message refused: bare CR or LF in the data (lines must end in CRLF)".into(),
             ),
+            A::NulInData => (
+                550,
+                Some(st(5, 6, 0)),
+                "Message refused: NUL character in the data".into(),
+            ),
+            A::TooManyHops => (554, Some(st(5, 4, 6)), "Too many hops".into()),
             A::DataLineTooLong { limit } => (
                 550,
                 Some(st(5, 6, 0)),

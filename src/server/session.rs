@@ -36,7 +36,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::connection::Line;
-use super::intake::{Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, Refused};
+use super::intake::{
+    Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, added_bound, message_id,
+};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
@@ -167,13 +169,18 @@ pub struct Gates<'a> {
 
 impl Gates<'_> {
     /// The size limit to advertise and enforce: `[server] max_message_size`,
-    /// or the smallest upstream limit of the routes when that is smaller
-    /// (devices get 552 at MAIL instead of a bounce later).
+    /// or the smallest upstream limit of the routes, less room for what we
+    /// add (`Received:`, `Date:`, `Message-ID:`), when that is smaller.
+    /// Devices get 552 at MAIL or at the dot instead of a bounce later: a
+    /// message within this SIZE is within the upstream's once we have added
+    /// our fields.
     pub fn max_message_size(&self) -> u64 {
         let own = self.server.max_message_size.bytes;
-        self.services
-            .upstream_size_limit()
-            .map_or(own, |up| up.min(own))
+        match self.services.upstream_size_limit() {
+            // Never 0: SIZE 0 says "no limit" (RFC 1870).
+            Some(up) => own.min(up.saturating_sub(added_bound(self.hostname)).max(1)),
+            None => own,
+        }
     }
 }
 
@@ -804,7 +811,7 @@ impl<'a> Session<'a> {
         let intake = Intake::new(
             received,
             format_date(unix_secs),
-            format!("<{id_text}.postern@{}>", g.hostname),
+            message_id(id, g.hostname),
             if normalize {
                 BareNewline::Normalize
             } else {
@@ -817,7 +824,16 @@ impl<'a> Session<'a> {
 
     /// The end of data: the refusal, or `None` to commit the message.
     pub fn data_end(&mut self, intake: &Intake) -> Option<Out> {
-        let Err(why) = intake.end() else {
+        // The SIZE we advertised leaves room for what we add; this holds
+        // the line when the upstream's limit went down since (learned
+        // from its EHLO): never 250 and then a bounce of our making.
+        let upstream = self.gates.services.upstream_size_limit();
+        let over_upstream = upstream.is_some_and(|up| intake.spooled() > up);
+        let verdict = match intake.end() {
+            Ok(()) if over_upstream => Err(Refused::TooBig),
+            v => v,
+        };
+        let Err(why) = verdict else {
             return None;
         };
         let r = self.receiving.take();
@@ -829,15 +845,23 @@ impl<'a> Session<'a> {
                 tracing::info!(id = %id, from = %from, client = %client, "refused: bare CR or LF in message data");
                 Answer::BareNewline
             }
+            Refused::Nul => {
+                tracing::info!(id = %id, from = %from, client = %client, "refused: NUL in message data");
+                Answer::NulInData
+            }
             Refused::LineTooLong => Answer::DataLineTooLong {
                 limit: MAX_DATA_LINE + 2,
             },
             Refused::HeaderTooBig => Answer::HeaderTooBig {
                 limit: MAX_HEADER_SECTION,
             },
+            Refused::TooManyHops => {
+                tracing::warn!(id = %id, from = %from, hops = intake.hops(), limit = MAX_HOPS, client = %client, "refused: too many hops (Received fields), a mail loop?");
+                Answer::TooManyHops
+            }
             Refused::TooBig => {
                 let limit = self.gates.max_message_size();
-                tracing::info!(id = %id, from = %from, size = intake.size(), limit, client = %client, "refused: message too big");
+                tracing::info!(id = %id, from = %from, size = intake.size(), stored = intake.spooled(), limit, upstream, client = %client, "refused: message too big");
                 Answer::MessageTooBig { limit }
             }
             Refused::SpoolFailed => Answer::QueueFailed,
@@ -901,8 +925,8 @@ pub(crate) mod tests {
     pub(crate) struct Fake {
         /// queue_room answers this.
         pub(crate) full: bool,
-        /// The upstream SIZE.
-        pub(crate) upstream: Option<u64>,
+        /// The upstream SIZE (0: none known); it may change mid-session.
+        pub(crate) upstream: std::sync::atomic::AtomicU64,
         /// `[aliases]`: exact addresses.
         pub(crate) aliases: Vec<(String, String)>,
         /// The per-client rates are used up.
@@ -933,7 +957,7 @@ pub(crate) mod tests {
                 .or_else(|| self.outbound.as_ref()?.alias(rcpt).cloned())
         }
         fn upstream_size_limit(&self) -> Option<u64> {
-            self.upstream
+            Some(self.upstream.load(std::sync::atomic::Ordering::Relaxed)).filter(|&n| n > 0)
         }
     }
 
@@ -1268,6 +1292,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn auth_plain_without_an_initial_response_gets_334_and_a_space() {
+        let w = world();
+        let mut s = Session::new(gates(&w), users_facts(), false);
+        say(&mut s, "EHLO dev");
+        let out = say(&mut s, "AUTH PLAIN");
+        // RFC 4954 §4: "334" SP, even before an empty challenge.
+        assert_eq!(wire(&out), "334 \r\n");
+        assert!(out.flush);
+    }
+
+    #[test]
     fn auth_is_a_phase_and_failures_are_slowed_then_421() {
         let w = world();
         let mut s = Session::new(gates(&w), users_facts(), false);
@@ -1328,6 +1363,86 @@ pub(crate) mod tests {
         assert_eq!(s.stats.accepted, 1);
         let out = s.data_committed(None, 10);
         assert!(wire(&out).starts_with("451 4.3.0 "), "{}", wire(&out));
+        assert_eq!(s.stats.refused, 1);
+    }
+
+    /// A message of `n` octets as the decoder counts them (the final CRLF
+    /// included), without Date or Message-ID, and its terminator.
+    fn message_of(n: usize) -> Vec<u8> {
+        let mut m = b"Subject: size\r\n\r\n".to_vec();
+        let rest = n - m.len() - 2;
+        for _ in 0..rest / 902 {
+            m.extend(std::iter::repeat_n(b'x', 900));
+            m.extend_from_slice(b"\r\n");
+        }
+        m.extend(std::iter::repeat_n(b'x', rest % 902));
+        m.extend_from_slice(b"\r\n.\r\n");
+        m
+    }
+
+    /// EHLO, one message of `n` octets: the SIZE advertised, and the end
+    /// of data (None: committed) with the size as it would be stored.
+    fn send_sized(w: &World, n: usize) -> (u64, Option<String>, u64) {
+        let mut s = Session::new(gates(w), ClientFacts::allowed_plain(), false);
+        let ehlo = wire(&say(&mut s, "EHLO dev"));
+        let size = ehlo
+            .lines()
+            .find_map(|l| l.strip_prefix("250-SIZE "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        say(&mut s, "RCPT TO:<b@example.test>");
+        let Then::Receive(_) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        let (_, mut intake) = s.data_begin(QueueId(u64::MAX), 4_102_444_800);
+        let fed = intake.feed(&message_of(n));
+        assert!(fed.finished);
+        assert_eq!(intake.size(), u64::try_from(n).unwrap());
+        let end = s.data_end(&intake).map(|out| wire(&out));
+        (size, end, intake.spooled())
+    }
+
+    #[test]
+    fn a_message_at_the_advertised_size_still_fits_the_upstream_with_our_fields() {
+        let w = world();
+        let upstream = 102_400;
+        w.fake
+            .upstream
+            .store(upstream, std::sync::atomic::Ordering::Relaxed);
+        let (size, end, stored) = send_sized(&w, 1000);
+        // Room for Received, Date and Message-ID under the upstream's limit.
+        assert_eq!(size, upstream - added_bound("relay.test"));
+        assert_eq!(end, None);
+        let n = usize::try_from(size).unwrap();
+        let (_, end, stored_at_limit) = send_sized(&w, n);
+        assert_eq!(end, None, "exactly at SIZE is accepted");
+        assert!(
+            stored_at_limit <= upstream,
+            "{stored_at_limit} > {upstream}"
+        );
+        assert!(stored < stored_at_limit);
+        let (_, end, _) = send_sized(&w, n + 1);
+        let end = end.unwrap();
+        assert!(end.starts_with("552 5.3.4 "), "{end}");
+    }
+
+    #[test]
+    fn a_message_over_an_upstream_limit_learned_mid_session_is_552_not_a_bounce() {
+        let w = world();
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        say(&mut s, "RCPT TO:<b@example.test>");
+        say(&mut s, "DATA");
+        let (_, mut intake) = s.data_begin(QueueId(1), 0);
+        assert!(intake.feed(&message_of(5000)).finished);
+        // A delivery learns a smaller SIZE meanwhile.
+        w.fake
+            .upstream
+            .store(4000, std::sync::atomic::Ordering::Relaxed);
+        let end = wire(&s.data_end(&intake).unwrap());
+        assert!(end.starts_with("552 5.3.4 "), "{end}");
         assert_eq!(s.stats.refused, 1);
     }
 }

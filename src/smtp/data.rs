@@ -3,10 +3,13 @@
 //! (canonical CRLF, dot-stuffing). Both are per-byte state machines that
 //! work across arbitrary chunk boundaries.
 
-/// What to do with a CR or LF that is not part of a CRLF pair.
+/// What to do with a CR or LF that is not part of a CRLF pair, and with a
+/// NUL: a next hop that strips NULs would read `CRLF NUL . CRLF` as the end
+/// of data, so a NUL is as much a framing hazard as a bare newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BareNewline {
-    /// Turn it into CRLF (Postfix ≥ 3.9's default; legacy devices send bare LF).
+    /// Turn a bare CR or LF into CRLF (Postfix ≥ 3.9's default; legacy
+    /// devices send bare LF) and drop NULs.
     #[default]
     Normalize,
     /// Refuse the message.
@@ -14,12 +17,15 @@ pub enum BareNewline {
 }
 
 /// Why the data could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
     /// A bare CR or LF arrived and the mode is [`BareNewline::Reject`].
     #[error("bare CR or LF in message data")]
     BareNewline,
+    /// A NUL arrived and the mode is [`BareNewline::Reject`].
+    #[error("NUL in message data")]
+    Nul,
 }
 
 /// Progress of one [`DataDecoder::decode`] call.
@@ -48,8 +54,12 @@ pub struct Decoded {
 /// the next byte shows whether it was bare, so chunk boundaries never change
 /// the output.
 ///
-/// In [`BareNewline::Reject`] mode the first bare CR or LF is an error, and
-/// the decoder stays failed; the client's framing cannot be trusted after it,
+/// A NUL is dropped in [`BareNewline::Normalize`] mode, but still counts as
+/// line content: `CRLF NUL . CRLF` stays a line holding a dot (stored as
+/// `.`, and dot-stuffed again on the way out), never the end of data.
+///
+/// In [`BareNewline::Reject`] mode the first bare CR or LF or NUL is an
+/// error, and the decoder stays failed; the client's framing cannot be trusted after it,
 /// so the caller should answer and close the connection rather than look for
 /// the end of data. Bytes already appended to `out` belong to a refused
 /// message.
@@ -79,12 +89,13 @@ enum DecodeState {
     Cr,
     /// The terminator has been read.
     Finished,
-    /// A bare newline was refused in reject mode.
-    Failed,
+    /// A bare newline or a NUL was refused in reject mode.
+    Failed(DataError),
 }
 
 const CR: u8 = b'\r';
 const LF: u8 = b'\n';
+const NUL: u8 = 0;
 
 impl DataDecoder {
     /// A decoder positioned just after the `DATA` command's CRLF.
@@ -105,14 +116,14 @@ impl DataDecoder {
         loop {
             match self.state {
                 DecodeState::Finished => break,
-                DecodeState::Failed => return Err(DataError::BareNewline),
+                DecodeState::Failed(e) => return Err(e),
                 DecodeState::InLine => {
-                    // Most bytes are line content: find the next CR or LF
-                    // with memchr (word-at-a-time/SIMD, ~0.1 instruction a
-                    // byte on long lines) and copy the run in one go. Every
-                    // CR and LF still goes through `byte`, so the smuggling
-                    // rules are unchanged.
-                    let run = memchr::memchr2(CR, LF, rest).unwrap_or(rest.len());
+                    // Most bytes are line content: find the next CR, LF or
+                    // NUL with memchr (word-at-a-time/SIMD, ~0.1 instruction
+                    // a byte on long lines) and copy the run in one go.
+                    // Every CR, LF and NUL still goes through `byte`, so the
+                    // smuggling rules are unchanged.
+                    let run = memchr::memchr3(CR, LF, NUL, rest).unwrap_or(rest.len());
                     let (text, tail) = rest.split_at(run);
                     out.extend_from_slice(text);
                     self.line_len = self.line_len.saturating_add(run);
@@ -145,6 +156,7 @@ impl DataDecoder {
                         b'.' => self.state = DecodeState::Dot { after_crlf },
                         CR => self.state = DecodeState::Cr,
                         LF => self.bare_newline(out)?,
+                        NUL => self.nul()?,
                         _ => self.text(b, out),
                     }
                     return Ok(());
@@ -154,6 +166,7 @@ impl DataDecoder {
                         CR if after_crlf => self.state = DecodeState::DotCr,
                         CR => self.state = DecodeState::Cr,
                         LF => self.bare_newline(out)?,
+                        NUL => self.nul()?,
                         _ => self.text(b, out),
                     }
                     return Ok(());
@@ -162,6 +175,7 @@ impl DataDecoder {
                     match b {
                         CR => self.state = DecodeState::Cr,
                         LF => self.bare_newline(out)?,
+                        NUL => self.nul()?,
                         _ => self.text(b, out),
                     }
                     return Ok(());
@@ -183,7 +197,7 @@ impl DataDecoder {
                     // line breaks, never folded into one.
                     self.bare_newline(out)?;
                 }
-                DecodeState::Finished | DecodeState::Failed => return Ok(()),
+                DecodeState::Finished | DecodeState::Failed(_) => return Ok(()),
             }
         }
     }
@@ -208,8 +222,23 @@ impl DataDecoder {
                 Ok(())
             }
             BareNewline::Reject => {
-                self.state = DecodeState::Failed;
+                self.state = DecodeState::Failed(DataError::BareNewline);
                 Err(DataError::BareNewline)
+            }
+        }
+    }
+
+    /// A NUL: dropped, but the line has content now (a dot after it is
+    /// text, not a line-leading dot), or refused.
+    fn nul(&mut self) -> Result<(), DataError> {
+        match self.mode {
+            BareNewline::Normalize => {
+                self.state = DecodeState::InLine;
+                Ok(())
+            }
+            BareNewline::Reject => {
+                self.state = DecodeState::Failed(DataError::Nul);
+                Err(DataError::Nul)
             }
         }
     }
@@ -622,12 +651,38 @@ mod tests {
             let got = decode_all(BareNewline::Reject, &input);
             if bare {
                 assert_eq!(got, Err(DataError::BareNewline), "{vector:?}");
+            } else if vector.contains(&0) {
+                assert_eq!(got, Err(DataError::Nul), "{vector:?}");
             } else {
                 let (_, consumed, finished, _) = got.unwrap();
                 assert!(finished);
                 assert_eq!(consumed, input.len() - b"QUIT\r\n".len(), "{vector:?}");
             }
         }
+    }
+
+    #[test]
+    fn nul_is_refused_in_reject_mode_and_dropped_in_normalize_mode() {
+        // A next hop that strips NULs would see CRLF . CRLF here.
+        let input = b"Subject: t\r\n\r\na\r\n\x00.\r\nMAIL FROM:<x@y>\r\n.\r\nQUIT\r\n";
+        assert_eq!(decode_all(BareNewline::Reject, input), Err(DataError::Nul));
+        let (out, consumed, finished, _) = normalize(input).unwrap();
+        assert!(finished);
+        assert_eq!(&input[consumed..], b"QUIT\r\n");
+        // The dot stays a line of its own, inside the message; stuffed
+        // again on the way out, it cannot end the data there either.
+        assert_eq!(out, b"Subject: t\r\n\r\na\r\n.\r\nMAIL FROM:<x@y>\r\n");
+        assert_eq!(
+            stuff(&out),
+            b"Subject: t\r\n\r\na\r\n..\r\nMAIL FROM:<x@y>\r\n.\r\n"
+        );
+        // Anywhere in a line, and the failure sticks.
+        let (out, ..) = normalize(b"a\x00b\x00\r\n.\x00\r\n.\r\n").unwrap();
+        assert_eq!(out, b"ab\r\n\r\n");
+        let mut d = DataDecoder::new(BareNewline::Reject);
+        let mut out = Vec::new();
+        assert_eq!(d.decode(b"abc\x00", &mut out), Err(DataError::Nul));
+        assert_eq!(d.decode(b"\r\n.\r\n", &mut out), Err(DataError::Nul));
     }
 
     #[test]
@@ -699,7 +754,8 @@ mod tests {
         let mut rng = Rng(0xdead_beef_cafe_f00d);
         for round in 0..3000 {
             let x = rng.bytes(if round < 2000 { 24 } else { 300 });
-            let expected = canonical(&x);
+            // NULs are dropped in normalize mode and refused in reject mode.
+            let expected: Vec<u8> = canonical(&x).into_iter().filter(|&b| b != 0).collect();
 
             // Stuffing in random chunks gives the same wire bytes.
             let wire = stuff(&x);
@@ -718,6 +774,10 @@ mod tests {
             // (it has no bare newline), and nothing after it is taken.
             let input = [&wire[..], b"NOOP\r\n"].concat();
             for mode in [BareNewline::Normalize, BareNewline::Reject] {
+                if mode == BareNewline::Reject && x.contains(&0) {
+                    assert_eq!(decode_all(mode, &input), Err(DataError::Nul), "{x:?}");
+                    continue;
+                }
                 let whole = decode_all(mode, &input).unwrap();
                 assert_eq!(whole.0, expected, "decode(stuff({x:?}))");
                 assert_eq!(whole.1, wire.len());

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::address::Address;
+use super::address::{Address, MAX_ADDRESS_LEN};
 
 /// Largest header section postern stores, its own Received field included:
 /// the listener refuses a bigger one (552 5.3.4), and delivery rewrites the
@@ -25,6 +25,8 @@ pub struct HeaderSummary {
     pub message_id: bool,
     /// A `From:` field was present.
     pub from: bool,
+    /// `Received:` fields: the hops the message has made (loop detection).
+    pub received: u32,
     /// Octets in the header section, up to and including its empty line, as
     /// written by [`HeaderFixer`]: inserted fields (and an inserted empty
     /// line) count. With no empty line, the whole output is header section.
@@ -226,6 +228,8 @@ impl HeaderFixer {
             self.summary.message_id = true;
         } else if is("From") {
             self.summary.from = true;
+        } else if is("Received") {
+            self.summary.received = self.summary.received.saturating_add(1);
         }
         self.seen_field = true;
     }
@@ -416,6 +420,36 @@ impl Received<'_> {
     }
 }
 
+impl Received<'_> {
+    /// The longest field [`Received::render`] can write with `by` as our
+    /// hostname: every other part at its bound (the longest HELO, an IPv6
+    /// literal, the longest address in `for`, the latest date).
+    pub fn max_len(by: &str) -> usize {
+        let by = token(by, MAX_HOST_LEN, "localhost").len();
+        // INET6_ADDRSTRLEN without its NUL: the longest text form.
+        const MAX_IP_LEN: usize = "IPv6:".len() + 45;
+        "Received: from ".len()
+            + MAX_HELO_LEN
+            + " ([".len()
+            + MAX_IP_LEN
+            + "])\r\n\tby ".len()
+            + by
+            + " (postern) with ".len()
+            + MAX_TOKEN_LEN
+            + " id ".len()
+            + MAX_TOKEN_LEN
+            + "\r\n\tfor <".len()
+            + MAX_ADDRESS_LEN
+            + ">; ".len()
+            + MAX_DATE_LEN
+            + "\r\n".len()
+    }
+}
+
+/// Longest date [`format_date`] writes: a u64 of seconds reaches a
+/// 12-digit year.
+pub const MAX_DATE_LEN: usize = 39;
+
 /// Longest HELO name kept in `Received:`.
 const MAX_HELO_LEN: usize = 64;
 /// Longest host name (RFC 1035 §2.3.4 allows 253 in text form).
@@ -482,6 +516,16 @@ mod tests {
 
     fn header_section(out: &str, summary: &HeaderSummary) -> String {
         out[..summary.header_len as usize].to_owned()
+    }
+
+    #[test]
+    fn received_fields_are_counted_in_the_header_section_only() {
+        let (_, s) = fix(
+            "Received: from a\r\n\tby b\r\nreceived : from c\r\nRECEIVED:x\r\n\
+             X-Received: no\r\n\r\nReceived: in the body\r\n",
+        );
+        assert_eq!(s.received, 3);
+        assert_eq!(fix("Subject: x\r\n\r\n").1.received, 0);
     }
 
     #[test]
@@ -768,6 +812,43 @@ mod tests {
             for_rcpt: rcpt,
             unix_secs: 1_795_456_903,
         }
+    }
+
+    #[test]
+    fn max_len_bounds_the_longest_received_field() {
+        let local = "l".repeat(64);
+        let domain = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(59),
+            "d"
+        );
+        let longest = format!("{local}@{domain}");
+        assert_eq!(longest.len(), MAX_ADDRESS_LEN);
+        let rcpt = Address::parse(&longest).unwrap();
+        let by = "relay.example.net";
+        let r = Received {
+            helo: &"h".repeat(300),
+            client_ip: IpAddr::V6(Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xfffe,
+            )),
+            by,
+            with: &"w".repeat(300),
+            id: &"i".repeat(300),
+            for_rcpt: Some(&rcpt),
+            unix_secs: u64::MAX,
+        }
+        .render();
+        assert!(
+            r.len() <= Received::max_len(by),
+            "{} > {}",
+            r.len(),
+            Received::max_len(by)
+        );
+        // Close to it: the bound is not loose by much.
+        assert!(Received::max_len(by) - r.len() < 16, "{r}");
+        assert!(format_date(u64::MAX).len() <= MAX_DATE_LEN);
     }
 
     #[test]

@@ -108,8 +108,11 @@ impl Reply {
             if !text.is_empty() {
                 out.push(if need_sep { sep } else { b' ' });
                 push_sanitised(out, text);
-            } else if need_sep && i != last {
+            } else if need_sep && (i != last || self.code == 334) {
                 // `250-` alone: the dash is what says more lines follow.
+                // `334 ` alone: RFC 4954 §4 puts the space there even before
+                // an empty challenge (AUTH PLAIN), and strict clients wait
+                // for it.
                 out.push(sep);
             }
             out.extend_from_slice(b"\r\n");
@@ -592,6 +595,16 @@ mod tests {
         assert_eq!(wire(&r), "250-\r\n250\r\n");
         let r = Reply::new(250, EnhancedStatus::new(2, 0, 0), "");
         assert_eq!(wire(&r), "250 2.0.0\r\n");
+    }
+
+    #[test]
+    fn an_empty_334_challenge_keeps_its_space() {
+        // RFC 4954 §4: continue-req = "334" SP [base64] CRLF.
+        assert_eq!(wire(&Reply::plain(334, "")), "334 \r\n");
+        assert_eq!(
+            wire(&Reply::plain(334, "VXNlcm5hbWU6")),
+            "334 VXNlcm5hbWU6\r\n"
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ SMTP-Smuggling-Tools list).
 Every smuggling payload is sent twice: from 127.0.0.1 (listed in
 bare_newline_normalize_clients) and from 127.0.0.2 (default: reject). Each
 time at most one message may be accepted, and what reaches Postfix's sink is
-exactly that one message with the payload (the hidden transaction) inside;
-the hidden transaction never arrives on its own.
+exactly that one message with the payload (the hidden transaction) inside,
+without a NUL; the hidden transaction never arrives on its own. In reject
+mode a payload with a bare CR, LF or a NUL is refused with 550 5.6.0.
 
 Usage: inbound.py --bin target/release/postern --work DIR --port-base N
 """
@@ -154,7 +155,10 @@ def run_smuggling(port, sink, token):
             ok = queued <= 1
             if mode == "normalize":
                 ok = ok and queued == 1
-            if mode == "reject" and (b"\r" in ending.replace(b"\r\n", b"") or b"\n" in ending.replace(b"\r\n", b"")):
+            bare = b"\r" in ending.replace(b"\r\n", b"") or b"\n" in ending.replace(b"\r\n", b"")
+            # A NUL is refused like a bare newline: a next hop that strips
+            # NULs would see CRLF.CRLF.
+            if mode == "reject" and (bare or b"\x00" in ending):
                 ok = ok and queued == 0 and "550 5.6.0" in text
             final = [l for l in text.split("\r\n") if "queued as" in l or l.startswith(("550", "554", "421"))]
             check("smuggling %s %s (from %s)" % (mode, name, src), ok,
@@ -185,7 +189,7 @@ def run_smuggling(port, sink, token):
             check("control: %s arrived once" % carrier.split("-", 1)[1], n == 1, "%d copies" % n)
             continue
         with_carrier = [b for b in bodies if carrier.encode() in b]
-        ok = len(with_carrier) == 1 and hidden.encode() in with_carrier[0]
+        ok = len(with_carrier) == 1 and hidden.encode() in with_carrier[0] and b"\x00" not in with_carrier[0]
         alone = [b for b in bodies if hidden.encode() in b and carrier.encode() not in b]
         check("smuggling: %s arrived once with the payload inside" % carrier.split("-", 1)[1], ok and not alone,
               "%d copies, %d smuggled alone" % (len(with_carrier), len(alone)))

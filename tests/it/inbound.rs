@@ -230,6 +230,32 @@ fn failed_auth_is_delayed_counted_and_ends_in_421() {
     assert!(p.log().contains("AUTH failed"), "{}", p.log());
 }
 
+#[test]
+fn auth_plain_without_an_initial_response_is_prompted_with_334_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tail = user("dev", "right", "");
+    let p = Postern::start(
+        dir.path(),
+        &cfg(
+            port,
+            "allow_plain_auth_clients = [\"127.0.0.1\"]",
+            "allow_clients = [\"127.0.0.1\"]",
+            &tail,
+        ),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev", 250);
+    // The exact wire bytes: RFC 4954 §4 wants "334" SP before the
+    // (empty) challenge; a strict client waits for the space.
+    assert_eq!(c.cmd("AUTH PLAIN", 334), "334 \r\n");
+    c.send(&b64(b"\0dev\0right"));
+    let (code, text) = c.reply();
+    assert_eq!(code, 235, "{text}");
+}
+
 /// A blocking TLS line client (rustls) trusting `ca`.
 struct TlsSmtp {
     s: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
@@ -505,6 +531,73 @@ fn bare_newlines_are_refused_by_default_and_the_session_closed() {
     assert!(c.closed());
     std::thread::sleep(Duration::from_millis(300));
     assert!(delivered(dir.path()).is_empty());
+}
+
+#[test]
+fn nul_in_data_is_refused_by_default_and_dropped_when_normalizing() {
+    // A next hop that strips NULs would see CRLF.CRLF in `\r\n\0.\r\n`
+    // and take what follows as a new transaction.
+    let smuggle = b"Subject: nul\r\n\r\nx\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n";
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev", 250);
+    let (code, text) = c.send_mail("a@lan.test", &["b@example.test"], smuggle);
+    assert_eq!(code, 550, "{text}");
+    assert!(text.starts_with("550 5.6.0 "), "{text}");
+    assert!(c.closed());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(delivered(dir.path()).is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "bare_newline = \"normalize\"");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev", 250);
+    let (code, text) = c.send_mail("a@lan.test", &["b@example.test"], smuggle);
+    assert_eq!(code, 250, "{text}");
+    let got = wait_delivered(dir.path(), 1);
+    assert!(!got[0].contains(&0), "a NUL went through");
+    let text = String::from_utf8_lossy(&got[0]);
+    assert!(
+        text.contains("\r\nx\r\n.\r\nMAIL FROM:<evil@x.test>\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_message_that_went_round_too_many_hops_is_554_and_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    let message = |hops: usize| {
+        let mut m = String::new();
+        for i in 0..hops {
+            m.push_str(&format!(
+                "Received: from hop{i}.test ([192.0.2.1])\r\n\tby relay.test (postern) with ESMTP id {i:X}; Mon, 23 Nov 2026 18:01:43 +0000\r\n"
+            ));
+        }
+        m.push_str("Subject: loop\r\n\r\nround and round\r\n");
+        m
+    };
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev", 250);
+    let (code, text) = c.send_mail("a@lan.test", &["b@example.test"], message(51).as_bytes());
+    assert_eq!(text, "554 5.4.6 Too many hops\r\n");
+    assert_eq!(code, 554);
+    // The session goes on, and 50 hops are still fine.
+    let (code, text) = c.send_mail("a@lan.test", &["b@example.test"], message(50).as_bytes());
+    assert_eq!(code, 250, "{text}");
+    let got = wait_delivered(dir.path(), 1);
+    assert!(String::from_utf8_lossy(&got[0]).contains("Subject: loop"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        delivered(dir.path()).len(),
+        1,
+        "the looping message was queued"
+    );
+    assert!(p.log().contains("too many hops"), "{}", p.log());
 }
 
 #[test]

@@ -265,6 +265,119 @@ fn a_route_whose_upstream_never_greets_delays_only_its_own_mail() {
 }
 
 #[test]
+fn a_report_to_a_utf8_sender_goes_with_smtputf8_and_the_global_types() {
+    // Once it went without SMTPUTF8: a strict upstream refused it and, its
+    // sender being <>, it was dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        smtputf8: true,
+        reject_rcpt: Some("nobody".into()),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(dir.path(), &conf(port, "", &smarthost(up.port, "")), port);
+    let sender = "δοκιμή@παράδειγμα.test";
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev.lan.test", 250);
+    c.cmd(&format!("MAIL FROM:<{sender}> SMTPUTF8"), 250);
+    c.cmd("RCPT TO:<nobody@example.test>", 250);
+    c.cmd("DATA", 354);
+    c.raw("From: Δοκιμή <δοκιμή@παράδειγμα.test>\r\nSubject: ação\r\n\r\nbody\r\n.\r\n".as_bytes());
+    assert_eq!(c.reply().0, 250);
+    c.cmd("QUIT", 221);
+    let report = up.next();
+    assert_eq!(report.from, "");
+    assert_eq!(report.rcpts, vec![sender]);
+    assert!(report.smtputf8, "the report's MAIL lacked SMTPUTF8");
+    let text = String::from_utf8_lossy(&report.data);
+    assert!(
+        text.contains("report-type=global-delivery-status"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: message/global-delivery-status\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: message/global-headers\r\n\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Subject: ação\r\n"), "{text}");
+    p.wait_log("failure report queued");
+}
+
+#[test]
+fn a_failed_message_from_null_is_logged_and_copied_to_the_postmaster_once() {
+    // Once a report (or a relayed bounce) that failed was dropped without a
+    // word: no report on a report, and nothing else either.
+    for pm in ["pm@example.test", "nobody-pm@example.test"] {
+        let dir = tempfile::tempdir().unwrap();
+        let up = Upstream::start(UpstreamOpts {
+            reject_rcpt: Some("nobody".into()),
+            ..Default::default()
+        });
+        let port = free_port();
+        let mut p = Postern::start(
+            dir.path(),
+            &conf(
+                port,
+                &format!("postmaster = \"{pm}\""),
+                &smarthost(up.port, ""),
+            ),
+            port,
+        );
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO dev.lan.test", 250);
+        let (code, text) = c.send_mail("", &["nobody@example.test"], MSG);
+        assert_eq!(code, 250, "{text}");
+        let id = text.trim().rsplit(' ').next().unwrap().to_string();
+        c.cmd("QUIT", 221);
+        p.wait_log("a message from <> (a failure report, or a bounce relayed for a device) failed for good");
+        let line = p
+            .log()
+            .lines()
+            .find(|l| l.contains("failed for good"))
+            .unwrap()
+            .to_string();
+        assert!(line.contains("ERROR") && line.contains(&id), "{line}");
+        if pm == "pm@example.test" {
+            // The postmaster's copy, once.
+            let copy = up.next();
+            assert_eq!(
+                (copy.from.as_str(), copy.rcpts.clone()),
+                ("", vec![pm.to_string()])
+            );
+            let text = String::from_utf8_lossy(&copy.data);
+            assert!(
+                text.contains("Subject: Postmaster Copy: Undelivered Mail from <>"),
+                "{text}"
+            );
+            assert!(
+                text.contains("Final-Recipient: rfc822; nobody@example.test"),
+                "{text}"
+            );
+        } else {
+            // The copy fails too: logged, and that is the end of it.
+            p.wait_log("was for the postmaster: nobody else can be told");
+        }
+        // A message sent now is the next thing the upstream sees, and no
+        // report was queued but the one copy.
+        submit(&p, "dev@lan.test", &["ok@example.test"], MSG);
+        assert_eq!(up.next().rcpts, vec!["ok@example.test"]);
+        p.wait_log("status=sent");
+        assert_eq!(
+            p.log().matches("failure report queued").count(),
+            1,
+            "{}",
+            p.log()
+        );
+        assert!(up.rx.try_recv().is_err());
+    }
+}
+
+#[test]
 fn a_message_split_across_two_routes_goes_to_each_upstream_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = Upstream::start(UpstreamOpts::default());
@@ -617,10 +730,15 @@ fn route_size_limit_is_advertised_and_enforced_at_mail() {
         ),
         port,
     );
+    // The route's limit, less room for the fields postern adds.
+    let room = postern::server::intake::added_bound("relay.test");
     let mut c = p.smtp();
     c.reply();
     let ehlo = c.cmd("EHLO dev", 250);
-    assert!(ehlo.contains("SIZE 102400"), "{ehlo}");
+    assert!(
+        ehlo.contains(&format!("SIZE {}\r\n", 102_400 - room)),
+        "{ehlo}"
+    );
     c.send("MAIL FROM:<a@lan.test> SIZE=200000");
     let (code, text) = c.reply();
     assert_eq!(code, 552, "{text}");
@@ -632,7 +750,68 @@ fn route_size_limit_is_advertised_and_enforced_at_mail() {
     let mut c = p.smtp();
     c.reply();
     let ehlo = c.cmd("EHLO dev", 250);
-    assert!(ehlo.contains("SIZE 90000"), "{ehlo}");
+    assert!(
+        ehlo.contains(&format!("SIZE {}\r\n", 90_000 - room)),
+        "{ehlo}"
+    );
+}
+
+/// `len` octets of message as the listener counts them (its last CRLF
+/// included), with no Date or Message-ID: postern adds both.
+fn message_of(len: usize) -> Vec<u8> {
+    let mut m = b"Subject: exactly at SIZE\r\n\r\n".to_vec();
+    let rest = len - m.len() - 2;
+    for _ in 0..rest / 902 {
+        m.extend(std::iter::repeat_n(b'x', 900));
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend(std::iter::repeat_n(b'x', rest % 902));
+    m
+}
+
+#[test]
+fn a_message_exactly_at_the_advertised_size_reaches_the_upstream_within_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let limit = 102_400;
+    let p = Postern::start(
+        dir.path(),
+        &conf(
+            port,
+            "",
+            &smarthost(up.port, "max_message_size = \"100KiB\""),
+        ),
+        port,
+    );
+    let mut c = p.smtp();
+    c.reply();
+    let ehlo = c.cmd("EHLO dev", 250);
+    let size: usize = ehlo
+        .lines()
+        .find_map(|l| l.strip_prefix("250-SIZE "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("SIZE advertised");
+    // One octet more than SIZE: refused at the dot, never 250 then a bounce.
+    let (code, text) = c.send_mail("a@lan.test", &["ops@example.test"], &message_of(size + 1));
+    assert!(text.starts_with("552 5.3.4 "), "{text}");
+    assert_eq!(code, 552);
+    // Exactly SIZE: accepted, and with Received, Date and Message-ID added
+    // it still fits the upstream's limit.
+    let (code, text) = c.send_mail("a@lan.test", &["ops@example.test"], &message_of(size));
+    assert_eq!(code, 250, "{text}");
+    let got = up.next();
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(
+        text.starts_with("Received: ") && text.contains("\r\nMessage-ID: <"),
+        "{}",
+        &text[..200]
+    );
+    assert!(
+        got.data.len() <= limit,
+        "{} octets reached an upstream whose limit is {limit}",
+        got.data.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
