@@ -8,6 +8,10 @@
 //! survive a crash — a recipient finished, a message finished — is appended
 //! as a small record. See `docs/queue.md` for the format and its reasons.
 //!
+//! A message is stored with its [`Envelope`] as the session built it, and
+//! handed to delivery as a [`Job`]: that envelope and the indices of the
+//! recipients still pending.
+//!
 //! Scheduling uses the monotonic clock; a message's age is its age when
 //! loaded (by the wall clock, if that looks sane) plus monotonic time since.
 
