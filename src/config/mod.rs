@@ -4,7 +4,7 @@
 //! Parsing happens once, into typed values; nothing downstream sees raw
 //! strings such as `"10MiB"`. Every problem is reported, not just the first,
 //! as `FILE:LINE:COL: message`, and an unknown key gets the nearest known
-//! one as a suggestion ("did you mean…", "belongs in [queue]").
+//! one as a suggestion ("did you mean…", "belongs in \[queue\]").
 //!
 //! # Layout
 //!
@@ -21,7 +21,8 @@
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
-//!   `aliases.rs`, `users.rs`.
+//!   `aliases.rs`, `users.rs`, `status.rs`.
+//! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
 //! `tls` (describing certificate and key files); nothing above it.
@@ -47,6 +48,11 @@
 //! `Print` impl in `schema.rs`. Then show the key, commented out with its
 //! default, in `config/postern.toml`: a test checks that every key of the
 //! top level, `[server]`, `[policy]` and `[queue]` is there.
+//!
+//! A new table is a file with its `table!` and a `read` function, a line
+//! in `TABLES` (for unknown-key detection), a `computed` field of
+//! [`Config`], and its read and print calls in `read_config` and
+//! [`Config::to_toml`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,6 +67,7 @@ mod queue;
 mod route;
 mod schema;
 mod server;
+mod status;
 mod upstream;
 mod users;
 mod values;
@@ -73,6 +80,7 @@ pub use policy::PolicyConfig;
 pub use queue::QueueConfig;
 pub use route::{OutboundConfig, RouteConfig};
 pub use server::ServerConfig;
+pub use status::StatusConfig;
 pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
@@ -106,6 +114,8 @@ table! {
         outbound: OutboundConfig,
         /// `[[user]]`: accounts devices may AUTH as on the listener.
         users: Vec<UserConfig>,
+        /// `[status]`: `postern status` thresholds and the status listener.
+        status: StatusConfig,
     }
 }
 
@@ -246,6 +256,8 @@ impl Config {
         self.policy.print_keys(&mut out);
         out.header("[queue]");
         self.queue.print_keys(&mut out);
+        out.header("[status]");
+        self.status.print_keys(&mut out);
         self.outbound.print_tables(&mut out);
         for u in &self.users {
             out.header("[[user]]");
@@ -400,6 +412,7 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     // Any key: each is an address to map.
     ("aliases", &[]),
     ("user", &[UserConfig::KEYS]),
+    ("status", &[StatusConfig::KEYS]),
 ];
 
 fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
@@ -462,7 +475,9 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users::check_accounts(ctx, server, policy, users, server_sec);
     }
 
-    top.build(server, policy, queue, outbound.config, users)
+    let status =
+        section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
+    top.build(server, policy, queue, outbound.config, users, status)
 }
 
 /// Is `inner` the directory `outer` or below it? Lexical, ignoring `./` and

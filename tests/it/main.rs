@@ -9,4 +9,6 @@ mod queue;
 mod refusals;
 mod relay;
 mod sendmail;
+mod status;
 mod util;
+mod web;
