@@ -262,6 +262,7 @@ async fn handle(
         queue: &shared.queue,
         outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
+        observer: Some(&shared.observer),
     };
     let who = refusal::Who::client(ip);
     let Some(_permit) = shared.slots.try_acquire_arc() else {

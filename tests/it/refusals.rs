@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::util::{DEADLINE, Postern, Smtp, free_port};
 
-/// A config with small limits, so each one is easy to reach.
-fn config(port: u16, hash: &str) -> String {
+/// A config with small limits, so each one is easy to reach; the status
+/// listener on `web`.
+fn config(port: u16, web: u16, hash: &str) -> String {
     format!(
         r#"hostname = "relay.test"
 log_level = "debug"
@@ -38,6 +39,9 @@ retry_intervals = ["1s"]
 [upstream]
 kind = "maildir"
 dir = "outbox"
+
+[status]
+listen = "127.0.0.1:{web}"
 
 [[user]]
 name = "dev"
@@ -93,9 +97,10 @@ fn log_line(p: &Postern, fields: &[String], texts: &[&str]) -> String {
     let end = Instant::now() + DEADLINE;
     loop {
         let log = p.log();
-        if let Some(l) = log.lines().find(|l| {
-            fields.iter().all(|n| has_field(l, n)) && texts.iter().all(|t| l.contains(t))
-        }) {
+        if let Some(l) = log
+            .lines()
+            .find(|l| fields.iter().all(|n| has_field(l, n)) && texts.iter().all(|t| l.contains(t)))
+        {
             return l.to_string();
         }
         assert!(
@@ -495,7 +500,8 @@ fn every_refusal_is_one_log_line_with_reason_client_and_code() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let hash = postern::auth::hash_password(b"right").unwrap();
-    let p = Postern::start(dir.path(), &config(port, &hash), port);
+    let web = free_port();
+    let p = Postern::start(dir.path(), &config(port, web, &hash), port);
     for case in CASES {
         (case.provoke)(&p, case.src);
         let mut needles = vec![
@@ -535,4 +541,30 @@ fn every_refusal_is_one_log_line_with_reason_client_and_code() {
         "code=421".to_string(),
     ];
     log_line(&p, &needles, &["max=6"]);
+    // The metrics count what the log says, by the same words.
+    let metrics = get_metrics(web);
+    for (word, n) in [
+        ("deny_clients", 1),
+        ("message_too_big", 2),
+        ("deny_recipients", 1),
+        ("too_many_connections", 1),
+    ] {
+        let line = format!("postern_refused_total{{reason=\"{word}\"}} {n}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+}
+
+/// The status listener's `/metrics`.
+fn get_metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
