@@ -1,5 +1,15 @@
 //! Failure reports (RFC 3464 delivery status notifications), sent from `<>`
 //! to the envelope sender, naming only the recipients that failed.
+//!
+//! When anything in it is UTF-8 (the original was sent with SMTPUTF8, its
+//! headers or a failed address are not ASCII), the report uses RFC 6533's
+//! types, `message/global-delivery-status` (`utf-8;` addresses) and
+//! `message/global-headers`, as a strict reader expects; the queue sends it
+//! with SMTPUTF8 when its recipient needs it.
+//!
+//! A message from `<>` that fails (a report itself, or a bounce relayed for
+//! a device) gets no report to its sender, which has none: delivery sends a
+//! copy to the postmaster instead, once ([`render_postmaster_copy`]).
 
 use std::fmt::Write as _;
 
@@ -30,6 +40,19 @@ pub struct Original<'a> {
     pub arrival: u64,
     /// The original header section (CRLF lines), possibly truncated.
     pub headers: &'a [u8],
+    /// The original was sent with SMTPUTF8.
+    pub smtputf8: bool,
+}
+
+impl Original<'_> {
+    /// Does a report on it need RFC 6533's UTF-8 types?
+    fn global(&self, failures: &[Failure], to: &str) -> bool {
+        self.smtputf8
+            || !self.headers.is_ascii()
+            || !to.is_ascii()
+            || !self.from.as_str().is_ascii()
+            || failures.iter().any(|f| f.rcpt.is_utf8())
+    }
 }
 
 /// Keep header values we generate on one line, whatever they were fed.
@@ -56,6 +79,19 @@ pub fn render_to(
     render_for(hostname, orig, failures, now, to.as_str())
 }
 
+/// The postmaster's copy of a failure of a message from `<>` (Postfix's
+/// "double bounce"): nobody else can be told. Never sent for a message that
+/// was itself addressed to the postmaster.
+pub fn render_postmaster_copy(
+    hostname: &str,
+    orig: &Original<'_>,
+    failures: &[Failure],
+    now: u64,
+    postmaster: &Address,
+) -> Vec<u8> {
+    render_for(hostname, orig, failures, now, postmaster.as_str())
+}
+
 fn render_for(
     hostname: &str,
     orig: &Original<'_>,
@@ -64,18 +100,38 @@ fn render_for(
     to: &str,
 ) -> Vec<u8> {
     let boundary = format!("{}.report/{}", orig.id, hostname);
+    let global = orig.global(failures, to);
+    let (report_type, status_type, headers_type) = if global {
+        (
+            "global-delivery-status",
+            "message/global-delivery-status",
+            "message/global-headers",
+        )
+    } else {
+        (
+            "delivery-status",
+            "message/delivery-status",
+            "text/rfc822-headers",
+        )
+    };
+    let double = orig.from.is_null();
+    let subject = if double {
+        "Postmaster Copy: Undelivered Mail from <>"
+    } else {
+        "Undelivered Mail Returned to Sender"
+    };
     let mut m = String::with_capacity(2048);
     let expired = failures.iter().all(|f| f.status == "4.4.7");
     let _ = write!(
         m,
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
          To: <{to}>\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
+         Subject: {subject}\r\n\
          Date: {date}\r\n\
          Message-ID: <{id}.report@{hostname}>\r\n\
          Auto-Submitted: auto-replied\r\n\
          MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         Content-Type: multipart/report; report-type={report_type};\r\n\
          \tboundary=\"{boundary}\"\r\n\
          \r\n\
          This is a MIME-encapsulated message.\r\n\
@@ -89,7 +145,12 @@ fn render_for(
         date = format_date(now),
         id = orig.id,
     );
-    if expired {
+    if double {
+        m.push_str(
+            "A message from <> (a failure report, or a bounce relayed for a device) could not\r\n\
+             be delivered. It has no sender to tell, so you get this copy; nothing else is sent.\r\n",
+        );
+    } else if expired {
         m.push_str(
             "Your message could not be delivered in the time allowed; the relay gave up.\r\n",
         );
@@ -108,7 +169,7 @@ fn render_for(
     let _ = write!(
         m,
         "\r\n--{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
+         Content-Type: {status_type}\r\n\
          \r\n\
          Reporting-MTA: dns; {hostname}\r\n\
          X-Postern-Queue-ID: {id}\r\n\
@@ -117,9 +178,11 @@ fn render_for(
         arr = format_date(orig.arrival),
     );
     for f in failures {
+        // RFC 6533 §3: a UTF-8 address has its own type.
+        let kind = if f.rcpt.is_utf8() { "utf-8" } else { "rfc822" };
         let _ = write!(
             m,
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+            "\r\nFinal-Recipient: {kind}; {}\r\nAction: failed\r\nStatus: {}\r\n",
             one_line(f.rcpt.as_str()),
             one_line(&f.status),
         );
@@ -130,7 +193,7 @@ fn render_for(
     }
     let _ = write!(
         m,
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "\r\n--{boundary}\r\nContent-Type: {headers_type}\r\n\r\n"
     );
     let mut out = m.into_bytes();
     out.extend_from_slice(orig.headers);
@@ -167,6 +230,7 @@ mod tests {
             from: &ReversePath::Path(Address::parse("dev@lan").unwrap()),
             arrival: 0,
             headers: b"Subject: hi\r\nFrom: dev@lan\r\n",
+            smtputf8: false,
         };
         let out = String::from_utf8(render("relay.lan", &orig, &f, 86400)).unwrap();
         assert!(out.contains("To: <dev@lan>\r\n"));
@@ -202,9 +266,75 @@ mod tests {
             from: &ReversePath::Path(Address::parse("x@y").unwrap()),
             arrival: 0,
             headers: b"",
+            smtputf8: false,
         };
         let out = String::from_utf8(render("h", &orig, &f, 0)).unwrap();
         assert!(!out.contains("\r\nBcc:"));
+    }
+
+    #[test]
+    fn a_utf8_report_uses_the_global_types() {
+        // Once a report to a UTF-8 sender carried its raw UTF-8 headers as
+        // text/rfc822-headers and a plain delivery-status.
+        let f = vec![Failure {
+            rcpt: Address::parse("usuário@exemplo.test").unwrap(),
+            status: "5.1.1".into(),
+            diagnostic: "smtp; 550 5.1.1 no".into(),
+            remote: None,
+        }];
+        let from = ReversePath::Path(Address::parse("δοκιμή@παράδειγμα.test").unwrap());
+        let orig = Original {
+            id: "7",
+            from: &from,
+            arrival: 0,
+            headers: "Subject: ação\r\n".as_bytes(),
+            smtputf8: true,
+        };
+        let out = String::from_utf8(render("h", &orig, &f, 0)).unwrap();
+        assert!(out.contains("To: <δοκιμή@παράδειγμα.test>\r\n"), "{out}");
+        assert!(out.contains("report-type=global-delivery-status;"), "{out}");
+        assert!(out.contains("Content-Type: message/global-delivery-status\r\n"));
+        assert!(out.contains("Final-Recipient: utf-8; usuário@exemplo.test\r\n"));
+        assert!(out.contains("Content-Type: message/global-headers\r\n\r\nSubject: ação\r\n"));
+        assert!(!out.contains("rfc822-headers") && !out.contains("report-type=delivery-status"));
+        // All ASCII: the RFC 3464 types, as before.
+        let f = vec![Failure {
+            rcpt: Address::parse("a@b.test").unwrap(),
+            ..f[0].clone()
+        }];
+        let from = ReversePath::Path(Address::parse("dev@lan").unwrap());
+        let orig = Original {
+            from: &from,
+            headers: b"Subject: x\r\n",
+            smtputf8: false,
+            ..orig
+        };
+        let out = String::from_utf8(render("h", &orig, &f, 0)).unwrap();
+        assert!(out.contains("Content-Type: message/delivery-status\r\n"));
+        assert!(out.contains("Final-Recipient: rfc822; a@b.test\r\n"));
+        assert!(out.contains("Content-Type: text/rfc822-headers\r\n"));
+    }
+
+    #[test]
+    fn the_postmaster_copy_says_what_it_is() {
+        let f = vec![Failure {
+            rcpt: Address::parse("dev@lan").unwrap(),
+            status: "5.4.6".into(),
+            diagnostic: "smtp; 554 5.4.6 mail loop".into(),
+            remote: None,
+        }];
+        let orig = Original {
+            id: "9",
+            from: &ReversePath::Null,
+            arrival: 0,
+            headers: b"Subject: Undelivered Mail Returned to Sender\r\n",
+            smtputf8: false,
+        };
+        let pm = Address::parse("pm@example.test").unwrap();
+        let out = String::from_utf8(render_postmaster_copy("h", &orig, &f, 0, &pm)).unwrap();
+        assert!(out.contains("To: <pm@example.test>\r\n"));
+        assert!(out.contains("Subject: Postmaster Copy: Undelivered Mail from <>\r\n"));
+        assert!(out.contains("Final-Recipient: rfc822; dev@lan\r\n"));
     }
 
     #[test]

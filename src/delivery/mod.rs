@@ -654,12 +654,10 @@ impl Delivery {
             result.push((i, outcome));
         }
         let routes = self.routes.current();
-        // RFC 5321 §6.1 / §4.5.5: never report on a report (mail from <>).
-        let report_to = job
-            .envelope
-            .from
-            .address()
-            .map(|sender| routes.postmaster.clone().unwrap_or_else(|| sender.clone()));
+        let report_to = match job.envelope.from.address() {
+            Some(sender) => Some(routes.postmaster.clone().unwrap_or_else(|| sender.clone())),
+            None => self.null_sender_failed(job, &failures, &routes),
+        };
         let mut report = None;
         if let (false, Some(to)) = (failures.is_empty(), report_to) {
             if !self.reports {
@@ -687,6 +685,36 @@ impl Delivery {
         }
     }
 
+    /// A message from `<>` failed for good: a report itself, or a bounce
+    /// relayed for a device. RFC 5321 §6.1: never a report to its (null)
+    /// sender, so a report cannot loop; but never silent either. Each
+    /// failure is logged at error level, and the postmaster (if there is
+    /// one) gets one copy — unless the message was for the postmaster, whom
+    /// nothing more can reach: then it ends here. A copy that fails is such
+    /// a message, so there is never a third.
+    fn null_sender_failed(
+        &self,
+        job: &Job,
+        failures: &[Failure],
+        routes: &Routes,
+    ) -> Option<Address> {
+        for f in failures {
+            tracing::error!(id = %job.id, to = %f.rcpt, status = %f.status, reply = %f.diagnostic, "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
+        }
+        let pm = routes.postmaster.as_ref()?;
+        if failures.is_empty() {
+            return None;
+        }
+        if failures
+            .iter()
+            .any(|f| f.rcpt.as_str().eq_ignore_ascii_case(pm.as_str()))
+        {
+            tracing::error!(id = %job.id, postmaster = %pm, "the failed message from <> was for the postmaster: nobody else can be told; dropped (see the lines above)");
+            return None;
+        }
+        Some(pm.clone())
+    }
+
     async fn report(
         &self,
         job: &Job,
@@ -709,8 +737,13 @@ impl Delivery {
             from: &job.envelope.from,
             arrival: job.arrival,
             headers: dsn::header_section(&headers),
+            smtputf8: job.envelope.smtputf8,
         };
-        let bytes = dsn::render_to(&self.hostname, &orig, failures, unix_now(), &to);
+        let bytes = if job.envelope.from.is_null() {
+            dsn::render_postmaster_copy(&self.hostname, &orig, failures, unix_now(), &to)
+        } else {
+            dsn::render_to(&self.hostname, &orig, failures, unix_now(), &to)
+        };
         let mut w = self.queue.begin_report(to.clone());
         match w.write(&bytes) {
             Ok(()) => {

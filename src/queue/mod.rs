@@ -8,6 +8,10 @@
 //! survive a crash — a recipient finished, a message finished — is appended
 //! as a small record. See `docs/queue.md` for the format and its reasons.
 //!
+//! A message is stored with its [`Envelope`] as the session built it, and
+//! handed to delivery as a [`Job`]: that envelope and the indices of the
+//! recipients still pending.
+//!
 //! Scheduling uses the monotonic clock; a message's age is its age when
 //! loaded (by the wall clock, if that looks sane) plus monotonic time since.
 
@@ -683,8 +687,11 @@ impl Queue {
     /// queue's size limits never refuse (losing a report is worse than
     /// exceeding a limit by one small message).
     pub fn begin_report(&self, to: Address) -> SpoolWriter {
+        // A UTF-8 recipient (and the To: field naming it) needs SMTPUTF8
+        // from every hop (RFC 6531); a strict one refuses it otherwise.
         let envelope = Envelope {
             from: ReversePath::Null,
+            smtputf8: to.is_utf8(),
             rcpts: vec![Recipient::new(to)],
             body: BodyType::EightBitMime,
             ..Envelope::default()

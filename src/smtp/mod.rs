@@ -1,6 +1,8 @@
 //! The SMTP wire grammar, shared by the inbound server and the smarthost
-//! client. Bytes in, values out: nothing in here touches a socket, a file or
-//! policy, which is what makes it the place the fuzzers point at.
+//! client, and the one envelope type ([`Envelope`]) a message carries from
+//! the session through the queue to delivery. Bytes in, values out: nothing
+//! in here touches a socket, a file or policy, which is what makes it the
+//! place the fuzzers point at. Uses no other module of the crate.
 
 pub mod address;
 pub mod command;

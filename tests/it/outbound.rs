@@ -265,6 +265,119 @@ fn a_route_whose_upstream_never_greets_delays_only_its_own_mail() {
 }
 
 #[test]
+fn a_report_to_a_utf8_sender_goes_with_smtputf8_and_the_global_types() {
+    // Once it went without SMTPUTF8: a strict upstream refused it and, its
+    // sender being <>, it was dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        smtputf8: true,
+        reject_rcpt: Some("nobody".into()),
+        ..Default::default()
+    });
+    let port = free_port();
+    let mut p = Postern::start(dir.path(), &conf(port, "", &smarthost(up.port, "")), port);
+    let sender = "δοκιμή@παράδειγμα.test";
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO dev.lan.test", 250);
+    c.cmd(&format!("MAIL FROM:<{sender}> SMTPUTF8"), 250);
+    c.cmd("RCPT TO:<nobody@example.test>", 250);
+    c.cmd("DATA", 354);
+    c.raw("From: Δοκιμή <δοκιμή@παράδειγμα.test>\r\nSubject: ação\r\n\r\nbody\r\n.\r\n".as_bytes());
+    assert_eq!(c.reply().0, 250);
+    c.cmd("QUIT", 221);
+    let report = up.next();
+    assert_eq!(report.from, "");
+    assert_eq!(report.rcpts, vec![sender]);
+    assert!(report.smtputf8, "the report's MAIL lacked SMTPUTF8");
+    let text = String::from_utf8_lossy(&report.data);
+    assert!(
+        text.contains("report-type=global-delivery-status"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: message/global-delivery-status\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: message/global-headers\r\n\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Subject: ação\r\n"), "{text}");
+    p.wait_log("failure report queued");
+}
+
+#[test]
+fn a_failed_message_from_null_is_logged_and_copied_to_the_postmaster_once() {
+    // Once a report (or a relayed bounce) that failed was dropped without a
+    // word: no report on a report, and nothing else either.
+    for pm in ["pm@example.test", "nobody-pm@example.test"] {
+        let dir = tempfile::tempdir().unwrap();
+        let up = Upstream::start(UpstreamOpts {
+            reject_rcpt: Some("nobody".into()),
+            ..Default::default()
+        });
+        let port = free_port();
+        let mut p = Postern::start(
+            dir.path(),
+            &conf(
+                port,
+                &format!("postmaster = \"{pm}\""),
+                &smarthost(up.port, ""),
+            ),
+            port,
+        );
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO dev.lan.test", 250);
+        let (code, text) = c.send_mail("", &["nobody@example.test"], MSG);
+        assert_eq!(code, 250, "{text}");
+        let id = text.trim().rsplit(' ').next().unwrap().to_string();
+        c.cmd("QUIT", 221);
+        p.wait_log("a message from <> (a failure report, or a bounce relayed for a device) failed for good");
+        let line = p
+            .log()
+            .lines()
+            .find(|l| l.contains("failed for good"))
+            .unwrap()
+            .to_string();
+        assert!(line.contains("ERROR") && line.contains(&id), "{line}");
+        if pm == "pm@example.test" {
+            // The postmaster's copy, once.
+            let copy = up.next();
+            assert_eq!(
+                (copy.from.as_str(), copy.rcpts.clone()),
+                ("", vec![pm.to_string()])
+            );
+            let text = String::from_utf8_lossy(&copy.data);
+            assert!(
+                text.contains("Subject: Postmaster Copy: Undelivered Mail from <>"),
+                "{text}"
+            );
+            assert!(
+                text.contains("Final-Recipient: rfc822; nobody@example.test"),
+                "{text}"
+            );
+        } else {
+            // The copy fails too: logged, and that is the end of it.
+            p.wait_log("was for the postmaster: nobody else can be told");
+        }
+        // A message sent now is the next thing the upstream sees, and no
+        // report was queued but the one copy.
+        submit(&p, "dev@lan.test", &["ok@example.test"], MSG);
+        assert_eq!(up.next().rcpts, vec!["ok@example.test"]);
+        p.wait_log("status=sent");
+        assert_eq!(
+            p.log().matches("failure report queued").count(),
+            1,
+            "{}",
+            p.log()
+        );
+        assert!(up.rx.try_recv().is_err());
+    }
+}
+
+#[test]
 fn a_message_split_across_two_routes_goes_to_each_upstream_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = Upstream::start(UpstreamOpts::default());

@@ -255,6 +255,8 @@ pub struct Received {
     pub auth_user: Option<String>,
     /// The XOAUTH2 bearer token used, if any (outbound tests).
     pub auth_token: Option<String>,
+    /// MAIL carried SMTPUTF8.
+    pub smtputf8: bool,
 }
 
 /// How the fake upstream behaves.
@@ -286,6 +288,9 @@ pub struct UpstreamOpts {
     /// Say these bytes after the final dot instead of a plain 250 (the
     /// message counts as received), then close the connection.
     pub data_reply: Option<Vec<u8>>,
+    /// Offer SMTPUTF8, and refuse a UTF-8 address in a transaction that
+    /// did not declare it, as Postfix does (553 5.6.7).
+    pub smtputf8: bool,
 }
 
 pub struct Upstream {
@@ -399,6 +404,9 @@ fn serve_upstream(
                     "250-AUTH PLAIN LOGIN\r\n"
                 });
             }
+            if opts.smtputf8 {
+                r.push_str("250-SMTPUTF8\r\n");
+            }
             r.push_str("250 ENHANCEDSTATUSCODES\r\n");
             conn.write_all(r.as_bytes())?;
         } else if upper == "STARTTLS" {
@@ -480,9 +488,20 @@ fn serve_upstream(
                 ..Default::default()
             };
             cur.from = between(&line, '<', '>');
+            cur.smtputf8 = upper.contains(" SMTPUTF8");
+            if opts.smtputf8 && !cur.smtputf8 && !cur.from.is_ascii() {
+                conn.write_all(b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n")?;
+                conn.flush()?;
+                continue;
+            }
             conn.write_all(b"250 2.1.0 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             let r = between(&line, '<', '>');
+            if opts.smtputf8 && !cur.smtputf8 && !r.is_ascii() {
+                conn.write_all(b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n")?;
+                conn.flush()?;
+                continue;
+            }
             if let Some((_, reply)) = opts
                 .rcpt_reply
                 .as_ref()
