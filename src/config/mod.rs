@@ -4,7 +4,7 @@
 //! Parsing happens once, into typed values; nothing downstream sees raw
 //! strings such as `"10MiB"`. Every problem is reported, not just the first,
 //! as `FILE:LINE:COL: message`, and an unknown key gets the nearest known
-//! one as a suggestion ("did you mean…", "belongs in [queue]").
+//! one as a suggestion ("did you mean…", "belongs in \[queue\]").
 //!
 //! # Layout
 //!
@@ -22,6 +22,7 @@
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
 //!   `aliases.rs`, `users.rs`.
+//! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
 //! `tls` (describing certificate and key files); nothing above it.
@@ -47,6 +48,11 @@
 //! `Print` impl in `schema.rs`. Then show the key, commented out with its
 //! default, in `config/postern.toml`: a test checks that every key of the
 //! top level, `[server]`, `[policy]` and `[queue]` is there.
+//!
+//! A new table is a file with its `table!` and a `read` function, a line
+//! in `TABLES` (for unknown-key detection), a `computed` field of
+//! [`Config`], and its read and print calls in `read_config` and
+//! [`Config::to_toml`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
