@@ -76,6 +76,8 @@ pub struct Shared {
     pub users: crate::auth::Users,
     /// Per-client connection and rate limits.
     pub limits: Arc<ClientLimits>,
+    /// The daemon's counters for status and metrics (kept across reloads).
+    pub observer: crate::observe::Observer,
 }
 
 impl Shared {
@@ -106,6 +108,7 @@ impl Shared {
             tls,
             users,
             limits,
+            observer: crate::observe::Observer::new(),
         })
     }
 
@@ -270,6 +273,7 @@ async fn handle(
         refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
         return;
     };
+    let _session = shared.observer.session();
     let facts = match shared.client_facts(ip, implicit_tls) {
         Ok(f) => f,
         Err(reply) => {
@@ -326,6 +330,7 @@ async fn handle(
     };
     let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
     handler.stop_on(stop);
+    handler.observe_with(shared.observer.clone());
     let result = handler.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),

@@ -8,4 +8,6 @@ mod outbound;
 mod queue;
 mod relay;
 mod sendmail;
+mod status;
 mod util;
+mod web;
