@@ -20,6 +20,7 @@
 pub mod client;
 pub mod dsn;
 pub mod hints;
+pub mod hosts;
 pub mod https;
 pub mod maildir;
 pub mod oauth;
@@ -41,7 +42,7 @@ use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
 use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::Failure;
-pub use routes::{Route, Routes, SharedRoutes, Target};
+pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
 
 /// How much of the original message a failure report quotes (its headers).
 const REPORT_HEADERS_MAX: usize = 16 * 1024;
@@ -58,27 +59,6 @@ const MAX_ATTEMPTS: usize = 256;
 /// The scheduler looks again at least this often while messages wait for
 /// a slot or for room (a finished attempt wakes it sooner).
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// Why the delivery side could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// The TLS client configuration could not be built.
-    #[error("route TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
-    /// The XOAUTH2 token source could not be built.
-    #[error("route XOAUTH2: {0}")]
-    OAuth(String),
-    /// A configured address does not parse (the config reader checks them,
-    /// so this is a bug if it happens).
-    #[error("{key}: not a mail address ({error})")]
-    Address {
-        /// The config key.
-        key: &'static str,
-        /// Why.
-        error: crate::smtp::AddressError,
-    },
-}
 
 /// What happened to one recipient in one attempt, for watchers
 /// (`postern send-test`).

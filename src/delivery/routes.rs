@@ -4,7 +4,8 @@
 //! finish on the routes they started with.
 //!
 //! Aliases and the size limit the listener advertises are `policy`'s
-//! ([`Outbound`]); a route only reports its upstream's SIZE there.
+//! ([`Outbound`]); a route only reports its upstream's SIZE there. Why
+//! routes could not be built is [`SetupError`], here where they are built.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,9 +16,29 @@ use crate::dns::Resolver;
 use crate::policy::{Outbound, UpstreamSize};
 use crate::smtp::Address;
 
-use super::SetupError;
 use super::client::{Client, Smarthost};
 use super::rate::Limiter;
+
+/// Why the delivery side could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The TLS client configuration could not be built.
+    #[error("route TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The XOAUTH2 token source could not be built.
+    #[error("route XOAUTH2: {0}")]
+    OAuth(String),
+    /// A configured address does not parse (the config reader checks them,
+    /// so this is a bug if it happens).
+    #[error("{key}: not a mail address ({error})")]
+    Address {
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        error: crate::smtp::AddressError,
+    },
+}
 
 /// Where one route's mail goes.
 #[derive(Debug)]
