@@ -631,7 +631,7 @@ mod tests {
         let client = client_config(Some(&pki.ca)).unwrap();
         let err = bounded(exchange(server, client, "smarthost.example")).unwrap_err();
         let text = handshake_failure(&err, Start::Starttls);
-        assert!(text.contains("localhost"), "{text}");
+        assert!(text.contains("(it names localhost, 127.0.0.1)"), "{text}");
     }
 
     #[test]

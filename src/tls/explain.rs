@@ -119,21 +119,24 @@ fn certificate_failure(c: &CertificateError) -> String {
             "the server's certificate is not valid yet: is this system's clock right?".to_string()
         }
         CertificateError::NotValidForName => {
-            "the server's certificate is not for the host name postern connected to: set host \
-             to a name the certificate carries"
+            "certificate not valid for name postern connected to: set host to a name the \
+             certificate carries"
                 .to_string()
         }
         CertificateError::NotValidForNameContext {
             expected,
             presented,
         } => format!(
-            "the server's certificate is not for {:?} (it names {}): set host to one of those \
-             names",
+            "certificate not valid for name {:?} (it names {}): set host to one of those names",
             expected.to_str(),
             if presented.is_empty() {
                 "no host name".to_string()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|p| plain_name(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ),
         CertificateError::Revoked => {
@@ -150,6 +153,16 @@ fn certificate_failure(c: &CertificateError) -> String {
         }
         other => format!("the server's certificate is not acceptable: {other}"),
     }
+}
+
+/// A name from a certificate as rustls reports it (`DnsName("mx.example")`,
+/// `IpAddress(192.0.2.1)`), without the wrapping.
+fn plain_name(p: &str) -> &str {
+    let inner = ["DnsName(", "IpAddress(", "UniformResourceIdentifier("]
+        .iter()
+        .find_map(|w| p.strip_prefix(w).and_then(|r| r.strip_suffix(')')))
+        .unwrap_or(p);
+    inner.trim_matches('"')
 }
 
 /// A duration as people say it: the largest unit or two.
