@@ -378,30 +378,29 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
             Ok(format!("{} message(s) due now\n", queue.usage().0).into())
         }
         "HOLD" | "RELEASE" if all => {
-            let v = filtered(words)?;
+            let ids: Vec<QueueId> = filtered(words)?.iter().map(|s| s.id).collect();
             let hold = cmd == "HOLD";
-            let mut done = 0usize;
-            for s in &v {
-                let r = if hold {
-                    queue.hold(s.id)
-                } else {
-                    queue.release(s.id)
-                };
-                if r.is_ok() {
-                    done += 1;
-                }
-            }
+            // Holds are durable (they wait for a sync): keep the event loop free.
+            let q = queue.clone();
+            let results = smol::unblock(move || q.set_held_many(&ids, hold)).await;
+            let done = results.iter().filter(|(_, r)| r.is_ok()).count();
             let what = if hold { "held" } else { "released" };
             Ok(format!("{done} message(s) {what}\n").into())
         }
         "HOLD" => {
             let id = id()?;
-            queue.hold(id).map_err(|e| e.to_string())?;
+            let q = queue.clone();
+            smol::unblock(move || q.hold(id))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("{id} held\n").into())
         }
         "RELEASE" => {
             let id = id()?;
-            queue.release(id).map_err(|e| e.to_string())?;
+            let q = queue.clone();
+            smol::unblock(move || q.release(id))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("{id} released\n").into())
         }
         "DELETE" if all => {

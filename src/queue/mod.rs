@@ -150,11 +150,13 @@ struct Entry {
     record_len: u64,
     /// Segment holding the latest recipients-done record, when it pins one.
     state_seg: Option<u32>,
+    /// Segment holding the latest hold or release note, when it pins one.
+    hold_seg: Option<u32>,
     attempts: u32,
     next_attempt: Instant,
     in_flight: bool,
     /// Held by the operator (`postern queue hold`): never taken for delivery
-    /// until released. In memory only: a restart releases it.
+    /// until released. Kept across restarts (a note record).
     held: bool,
     /// Recipients finished in memory whose failure report is still on its
     /// way to disk: never recorded as finished before it is.
@@ -391,10 +393,11 @@ impl Queue {
                     body_len: l.body_len,
                     record_len: l.record_len,
                     state_seg: l.state_seg,
+                    hold_seg: l.hold_seg,
                     attempts: 0,
                     next_attempt: now,
                     in_flight: false,
-                    held: false,
+                    held: l.held,
                     unreported: Vec::new(),
                     last_error: None,
                     queued,
@@ -799,24 +802,81 @@ impl Queue {
         Ok(summarize(id.0, e, now, self.shared.qclock.at(now)))
     }
 
-    /// Keep a message out of delivery until [`Queue::release`] (or a restart).
+    /// Keep a message out of delivery until [`Queue::release`]. Durable: a
+    /// note record, synced before this returns, so a restart keeps it
+    /// held. Blocks on the writer: call it off the event loop.
     pub fn hold(&self, id: QueueId) -> Result<(), OpError> {
-        let mut st = self.state();
-        let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-        e.held = true;
-        Ok(())
+        one(id, self.set_held_many(&[id], true))
     }
 
-    /// Undo [`Queue::hold`]; the message is due at once.
+    /// Undo [`Queue::hold`]; the message is due at once. Durable as a hold.
     pub fn release(&self, id: QueueId) -> Result<(), OpError> {
-        {
-            let mut st = self.state();
-            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-            e.held = false;
-            e.next_attempt = Instant::now();
+        one(id, self.set_held_many(&[id], false))
+    }
+
+    /// Hold (or release) several messages: every change is handed to the
+    /// writer first and then waited for, so they share syncs. A change
+    /// that cannot be made durable is undone and reported.
+    pub fn set_held_many(
+        &self,
+        ids: &[QueueId],
+        held: bool,
+    ) -> Vec<(QueueId, Result<(), OpError>)> {
+        let mut waiting = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let was = {
+                let mut st = self.state();
+                match st.entries.get_mut(&id.0) {
+                    None => Err(OpError::NotFound(id)),
+                    Some(e) => {
+                        let was = e.held;
+                        e.held = held;
+                        if !held {
+                            e.next_attempt = Instant::now();
+                        }
+                        Ok(was)
+                    }
+                }
+            };
+            let sent = was.and_then(|was| {
+                if was == held {
+                    // Nothing to record: memory and disk already agree.
+                    return Ok(None);
+                }
+                let (tx, rx) = mpsc::channel();
+                self.send(Request::Note {
+                    id: id.0,
+                    held,
+                    ack: tx,
+                })
+                .map_err(|_| OpError::Closed)?;
+                Ok(Some((rx, was)))
+            });
+            waiting.push((id, sent));
         }
-        self.kick();
-        Ok(())
+        let out = waiting
+            .into_iter()
+            .map(|(id, sent)| {
+                let r = sent.and_then(|w| {
+                    let Some((rx, was)) = w else { return Ok(()) };
+                    let r = rx
+                        .recv()
+                        .map_err(|_| OpError::Closed)
+                        .and_then(|r| r.map_err(|e| OpError::Failed(e.to_string())));
+                    if r.is_err()
+                        && let Some(e) = self.state().entries.get_mut(&id.0)
+                    {
+                        e.held = was;
+                    }
+                    r
+                });
+                (id, r)
+            })
+            .collect();
+        if !held {
+            self.kick();
+        }
+        out
     }
 
     /// Drop a message without delivering it and without a report. Durable
@@ -1004,6 +1064,11 @@ impl BodyReader {
         self.pos += n as u64;
         Ok(())
     }
+}
+
+/// The one result of a `*_many` call made for one id.
+fn one(id: QueueId, mut v: Vec<(QueueId, Result<(), OpError>)>) -> Result<(), OpError> {
+    v.pop().map_or(Err(OpError::NotFound(id)), |(_, r)| r)
 }
 
 /// Lock a mutex, shrugging off poisoning: every critical section here leaves

@@ -5,7 +5,9 @@
 //! ```text
 //! header (24 octets, little-endian):
 //!   magic  u32  "PSTN"
-//!   kind   u8   1 = segment start, 2 = message, 3 = recipients done, 4 = message done
+//!   kind   u8   1 = segment start (or, with a 9-octet payload, a note:
+//!               hold or release; see [`Note`]), 2 = message,
+//!               3 = recipients done, 4 = message done
 //!   _      u8, u16 (zero)
 //!   seq    u32  low 32 bits of the segment's sequence number (stale records
 //!               from a recycled segment's previous life never match)
@@ -497,6 +499,52 @@ pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>), RecordError>
     Ok((id, done))
 }
 
+/// An operator's note about a queued message, kept across restarts.
+///
+/// Written as a record of the segment-start kind with a 9-octet payload
+/// (tag u8: 1 = hold, 2 = release; id u64), not as a kind of its own: a
+/// postern from before notes stops reading a segment at a record kind it
+/// does not know (everything after it would be lost to it after a
+/// downgrade), but it skips segment-start records after the first. The
+/// start record itself has exactly 8 octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Kept out of delivery until released.
+    Hold(u64),
+    /// Delivered again as usual.
+    Release(u64),
+}
+
+impl Note {
+    /// The payload of a note record.
+    pub fn encode(self) -> [u8; 9] {
+        let (tag, id) = match self {
+            Note::Hold(id) => (1u8, id),
+            Note::Release(id) => (2u8, id),
+        };
+        let mut b = [0u8; 9];
+        b[0] = tag;
+        b[1..].copy_from_slice(&id.to_le_bytes());
+        b
+    }
+
+    /// A segment-start-kind payload that is a note (`None` for the start
+    /// record itself, or anything else).
+    pub fn decode(p: &[u8]) -> Option<Note> {
+        if p.len() != 9 {
+            return None;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&p[1..]);
+        let id = u64::from_le_bytes(w);
+        match p[0] {
+            1 => Some(Note::Hold(id)),
+            2 => Some(Note::Release(id)),
+            _ => None,
+        }
+    }
+}
+
 /// Encode a done payload or a segment-start payload (both one u64).
 pub fn encode_u64(v: u64) -> [u8; 8] {
     v.to_le_bytes()
@@ -765,6 +813,15 @@ mod tests {
         c.update(&payload[300..]);
         let h = Header::encode_with_payload_crc(Kind::Message, 3, 1000, &c);
         assert_eq!(h, Header::encode(Kind::Message, 3, &payload));
+    }
+
+    #[test]
+    fn notes_round_trip_and_are_never_a_start_record() {
+        for n in [Note::Hold(0x1234), Note::Release(u64::MAX)] {
+            assert_eq!(Note::decode(&n.encode()), Some(n));
+        }
+        assert_eq!(Note::decode(&encode_u64(7)), None);
+        assert_eq!(Note::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0]), None);
     }
 
     #[test]

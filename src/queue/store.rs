@@ -115,6 +115,10 @@ pub(super) struct Loaded {
     pub body_len: u64,
     pub record_len: u64,
     pub state_seg: Option<u32>,
+    /// Held by the operator (the latest note says so).
+    pub held: bool,
+    /// Segment holding the latest note, when it pins one.
+    pub hold_seg: Option<u32>,
 }
 
 /// The writer's view of the spool; owned by the writer thread after `open`.
@@ -144,6 +148,8 @@ pub(super) struct Store {
     /// Segments removed from outside whose contents are not all written
     /// again yet (`rescue.rs`).
     orphans: Vec<rescue::Orphan>,
+    /// Pins to release at the next sync (`Store::release`).
+    released: Vec<u32>,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -212,6 +218,7 @@ impl Store {
             unrecorded: Vec::new(),
             last_retry: clock.mono(),
             orphans: Vec::new(),
+            released: Vec::new(),
         };
         let mut recovered = Recovered {
             set_aside: usize::from(state_aside),
@@ -543,6 +550,11 @@ impl Store {
             self.fs.sync_dir(d)?;
             self.dirty_dirs.pop();
         }
+        // The records that superseded these pins are durable now.
+        for no in std::mem::take(&mut self.released) {
+            self.unpin(no);
+            self.recycle_soft(no);
+        }
         Ok(())
     }
 
@@ -557,14 +569,20 @@ impl Store {
     }
 
     fn is_dirty(&self) -> bool {
-        !self.dirty_dirs.is_empty() || self.segs.values().any(|s| s.dirty)
+        !self.dirty_dirs.is_empty()
+            || !self.released.is_empty()
+            || self.segs.values().any(|s| s.dirty)
     }
 
-    /// A state record no longer pins its segment.
+    /// A record no longer pins its segment, because a newer one (just
+    /// written) supersedes it: released at the next sync, not now. Were
+    /// the segment recycled at once (an erase synced on the spot) while
+    /// the newer record still waited for its sync, a power cut in between
+    /// would leave neither: a hold forgotten, finished recipients sent
+    /// again.
     fn release(&mut self, seg: Option<u32>) {
         if let Some(s) = seg {
-            self.unpin(s);
-            self.recycle_soft(s);
+            self.released.push(s);
         }
     }
 

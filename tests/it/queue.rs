@@ -286,3 +286,43 @@ fn queue_show_times_subject_and_body_list_filters_bulk_changes_and_mailq() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("ID ") && text.contains(&null), "{text}");
 }
+
+/// A hold survives a restart of the daemon: after it, the held message
+/// stays back while the rest is delivered, until it is released.
+#[test]
+fn a_held_message_stays_held_across_a_restart_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = free_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"localhost\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    );
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let held = send(&p, "held one");
+    let other = send(&p, "other one");
+    p.wait_log(&format!("id={other}"));
+    let (ok, out, err) = queue_cmd(dir.path(), &["hold", &held]);
+    assert!(ok && out.contains("held"), "{out}{err}");
+    assert!(p.stop().success());
+
+    let up = Upstream::start_on(up_port, UpstreamOpts::default());
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &held]);
+    assert!(out.contains("next attempt: held"), "{out}");
+    // The other one goes out; the held one stays.
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of other one"));
+    let (ok, _, _) = queue_cmd(dir.path(), &["flush"]);
+    assert!(ok);
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &held]);
+    assert!(out.contains("next attempt: held"), "{out}");
+    let (ok, _, _) = queue_cmd(dir.path(), &["release", &held]);
+    assert!(ok);
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of held one"));
+    p.wait_log(&format!("id={held}"));
+    assert!(p.stop().success());
+}

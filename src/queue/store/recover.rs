@@ -176,6 +176,8 @@ impl Store {
         let mut msgs: HashMap<u64, Rec> = HashMap::new();
         // id -> segment holding its done record
         let mut done_at: HashMap<u64, u32> = HashMap::new();
+        // id -> the latest note (segment, held) after its message record
+        let mut notes: HashMap<u64, (u32, bool)> = HashMap::new();
         for (seq, no, path) in &found {
             let Some(seg) = self.segs.get(no) else {
                 continue;
@@ -183,7 +185,15 @@ impl Store {
             let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
             while let Some((offset, h, payload)) = scan.next_record()? {
                 match h.kind {
-                    Kind::SegmentStart => {}
+                    Kind::SegmentStart => match record::Note::decode(&payload) {
+                        Some(record::Note::Hold(id)) => {
+                            notes.insert(id, (*no, true));
+                        }
+                        Some(record::Note::Release(id)) => {
+                            notes.insert(id, (*no, false));
+                        }
+                        None => {}
+                    },
                     Kind::Message => {
                         let Ok((meta, body_off)) = MessageMeta::decode(&payload) else {
                             tracing::warn!(segment = %path.display(), offset, "undecodable message record skipped");
@@ -207,11 +217,15 @@ impl Store {
                                     body_len,
                                     record_len: (HEADER_LEN + payload.len()) as u64,
                                     state_seg: None,
+                                    held: false,
+                                    hold_seg: None,
                                 },
                                 data_seg: Some(*no),
                             },
                         );
                         done_at.remove(&id);
+                        // A copy carries no hold: a note after it does.
+                        notes.remove(&id);
                     }
                     Kind::RcptsDone => {
                         let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
@@ -263,6 +277,8 @@ impl Store {
                                 body_len: total - (HEADER_LEN + body_off) as u64,
                                 record_len: total,
                                 state_seg: None,
+                                held: false,
+                                hold_seg: None,
                             },
                             data_seg: None,
                         },
@@ -327,6 +343,14 @@ impl Store {
             let mut loaded = r.loaded;
             if loaded.state_seg.is_some() && loaded.state_seg == r.data_seg {
                 loaded.state_seg = None;
+            }
+            if let Some(&(s, held)) = notes.get(&id) {
+                loaded.held = held;
+                // A note beside its message's data pins nothing.
+                if Some(s) != r.data_seg {
+                    self.pin(s);
+                    loaded.hold_seg = Some(s);
+                }
             }
             out.push(loaded);
         }

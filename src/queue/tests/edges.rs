@@ -400,3 +400,70 @@ fn a_second_file_set_aside_under_a_taken_name_does_not_replace_the_first() {
     );
     q.close();
 }
+
+/// A hold survives restarts, and so does its release, wherever the
+/// message's data is (a segment, a file of its own) and however many
+/// segments have been recycled since.
+#[test]
+fn a_hold_and_its_release_survive_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let small_one = put(&q, &["a@x"], &body(1000, 1));
+    let big_one = put(&q, &["b@x"], &body(20_000, 2));
+    let other = put(&q, &["c@x"], &body(1000, 3));
+    q.hold(small_one).unwrap();
+    q.hold(big_one).unwrap();
+    // Traffic after the holds: the notes' segments must not be recycled.
+    for i in 0..30 {
+        put(&q, &["o@x"], &body(1500, 10 + i));
+        for j in due(&q) {
+            if j.id != other {
+                q.finish(&j, &[(0, RcptOutcome::Delivered)], None);
+            } else {
+                q.finish(&j, &[(0, RcptOutcome::Deferred("451".into()))], None);
+            }
+        }
+    }
+    q.close();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let mut shown: Vec<(QueueId, bool)> = q.list().iter().map(|s| (s.id, s.held)).collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        vec![(small_one, true), (big_one, true), (other, false)]
+    );
+    let ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    assert_eq!(
+        ids,
+        vec![other],
+        "held messages taken for delivery after a restart"
+    );
+    q.release(big_one).unwrap();
+    q.close();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let mut ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![big_one, other], "a release lost at restart");
+    assert!(q.show(small_one).unwrap().held);
+    q.close();
+}
+
+/// A hold the disk cannot record is refused and not applied.
+#[test]
+fn a_hold_that_cannot_be_written_is_refused_and_undone() {
+    let fs = SimFs::new(11);
+    let q = open(&fs);
+    let a = put(&q, &["a@x"], &body(100, 1));
+    fs.set_read_only(true);
+    assert!(matches!(q.hold(a), Err(OpError::Failed(_))));
+    assert!(!q.show(a).unwrap().held);
+    fs.set_read_only(false);
+    q.hold(a).unwrap();
+    assert!(q.show(a).unwrap().held);
+    q.close();
+    let q = open(&fs);
+    assert!(q.show(a).unwrap().held);
+    assert!(due(&q).is_empty());
+    q.close();
+}
