@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 pub use clock::{Clock, SystemClock};
 pub use spool::SpoolWriter;
 pub use storage::{
-    EntryInfo, EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock, real_entry,
+    DIR_MODE, EntryInfo, EntryKind, FILE_MODE, OpenMode, RealFs, Storage, StorageFile, StorageLock,
+    real_entry,
 };
 pub use store::StoreOptions;
 
@@ -93,6 +94,14 @@ pub enum QueueError {
     /// Writing the change failed (disk full, I/O error); nothing changed.
     #[error("could not record the change: {0}")]
     Failed(String),
+    /// The queue directory or its lock is open to other users.
+    #[error("{}: {why}", .path.display())]
+    Unsafe {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
 }
 
 /// Limits and retry policy, from `[queue]`.

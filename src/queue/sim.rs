@@ -438,6 +438,14 @@ impl Storage for SimFs {
         Ok(Some(Box::new(SimLock)))
     }
 
+    fn set_mode(&self, _path: &Path, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn user(&self) -> Option<u32> {
+        None
+    }
+
     fn entry(&self, path: &Path) -> io::Result<EntryInfo> {
         let s = self.sim();
         if s.dirs.contains(path) {

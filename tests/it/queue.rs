@@ -326,3 +326,141 @@ fn a_held_message_stays_held_across_a_restart_until_released() {
     p.wait_log(&format!("id={held}"));
     assert!(p.stop().success());
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Run outside the shipped unit under a permissive umask: the queue
+/// directory, its files, the lock and the maildir outbox are private all
+/// the same, and another user cannot even open the lock to hold it.
+#[test]
+fn queue_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Two routes: mail for outbox.test goes to a maildir, the rest to a
+    // smarthost that refuses connections (so it stays queued).
+    let (_refuser, up_port) = refusing_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    )
+    .replace("max_message_size = \"64KiB\"", "max_message_size = \"2MiB\"")
+    .replace(
+        "[upstream]\n",
+        "[[route]]\ndomains = [\"outbox.test\"]\nkind = \"maildir\"\ndir = \"outbox\"\n\n[[route]]\ndomains = [\"*\"]\n",
+    );
+    let mut p = Postern::start_with_umask(dir.path(), &cfg, port, "000");
+    let queued = send(&p, "stays");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    // 700 KB in lines of 100: over the 512 KiB of a segment record, so a
+    // file of its own under big/.
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "y".repeat(98)).repeat(7000)
+    );
+    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], big.as_bytes());
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = c.send_mail(
+        "dev@lan.test",
+        &["box@outbox.test"],
+        b"Subject: o\r\n\r\nhi",
+    );
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+    p.wait_log(&format!("id={queued}"));
+    let outbox = dir.path().join("outbox");
+    let end = std::time::Instant::now() + DEADLINE;
+    while std::fs::read_dir(&outbox).map_or(0, |d| d.count()) == 0
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let q = dir.path().join("queue");
+    let mut files = 0;
+    for d in [
+        q.clone(),
+        q.join("big"),
+        q.join("tmp"),
+        q.join("corrupt"),
+        outbox.clone(),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                continue;
+            }
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+            files += 1;
+        }
+    }
+    // lock, state, two segments, the socket, one big file, one .eml
+    assert!(files >= 7, "{files}");
+    if is_root() {
+        // Another user cannot open the lock, so cannot hold it either.
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "flock",
+                "-n",
+            ])
+            .arg(q.join("lock"))
+            .arg("true")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "another user took the lock");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("not root: the other-user lock check needs root to switch users; skipped");
+    }
+    assert!(p.stop().success());
+}
+
+/// A queue directory every user may write is refused at start, with what
+/// to do.
+#[test]
+fn a_world_writable_queue_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let q = dir.path().join("queue");
+    std::fs::create_dir(&q).unwrap();
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cfg = config(port, "kind = \"maildir\"\ndir = \"outbox\"", "");
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("postern.toml"))
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop at once; one that serves instead is stopped here.
+    let end = std::time::Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = child.try_wait().unwrap().is_none();
+    if started {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!started, "postern served a world-writable queue: {err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("writable by every user"), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
+}

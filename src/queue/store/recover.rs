@@ -11,7 +11,7 @@ use super::super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordEr
 use super::super::state;
 use super::super::storage::{EntryKind, OpenMode, Storage, StorageFile};
 use super::super::{Loc, QueueError, Recovered};
-use super::{Loaded, SegState, Segment, Store, tmp_dir};
+use super::{Loaded, SegState, Segment, Store, access, tmp_dir};
 use crate::smtp::RcptIndex;
 
 impl Store {
@@ -53,6 +53,14 @@ impl Store {
         if let Some(why) = why {
             self.set_aside(path, why, recovered);
             return None;
+        }
+        if let Some(uid) = self.owners.foreign(&info) {
+            let why = format!("owned by user id {uid}, not by postern's user: not delivered");
+            self.set_aside(path, &why, recovered);
+            return None;
+        }
+        if access::tighten(self.fs.as_ref(), path, &info, &self.owners) {
+            self.tightened += 1;
         }
         let file = match self.fs.open(path, OpenMode::ReadWrite) {
             Ok(f) => f,
@@ -252,8 +260,18 @@ impl Store {
         let big_dir = self.dir.join("big");
         for ent in self.fs.list(&big_dir)? {
             let path = big_dir.join(&ent);
-            match self.fs.entry(&path).map(|i| i.kind) {
-                Ok(EntryKind::File) => {}
+            match self.fs.entry(&path) {
+                Ok(i) if i.kind == EntryKind::File => {
+                    if let Some(uid) = self.owners.foreign(&i) {
+                        let why =
+                            format!("owned by user id {uid}, not by postern's user: not delivered");
+                        self.set_aside(&path, &why, recovered);
+                        continue;
+                    }
+                    if access::tighten(self.fs.as_ref(), &path, &i, &self.owners) {
+                        self.tightened += 1;
+                    }
+                }
                 Ok(_) => {
                     self.set_aside(&path, "not a regular file", recovered);
                     continue;
