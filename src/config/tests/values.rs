@@ -293,6 +293,55 @@ fn client_networks() {
 }
 
 #[test]
+fn allow_clients_covering_public_space_needs_allow_public_clients() {
+    let text = |nets: &str, extra: &str| {
+        format!("{BASE}[policy]\nallow_clients = [{nets}]\n{extra}")
+    };
+    // Wide enough to let strangers relay: the /0 check alone let these by.
+    for nets in [
+        "\"0.0.0.0/1\", \"128.0.0.0/1\"",
+        "\"8.0.0.0/5\"",
+        "\"198.51.0.0/16\", \"198.52.0.0/16\"",
+        "\"::/1\"",
+        "\"2a00::/47\", \"2a01::/47\"",
+    ] {
+        let m = one_error(&text(nets, ""), 9, 17);
+        assert!(
+            m.starts_with("allow_clients: these networks cover ") && m.contains("open relay"),
+            "{nets}: {m}"
+        );
+        assert!(m.contains("allow_public_clients = true"), "{m}");
+        // Said explicitly, it is allowed.
+        let c = ok(&text(nets, "allow_public_clients = true\n"));
+        assert!(c.policy.allow_public_clients);
+    }
+    assert!(
+        one_error(&text("\"8.0.0.0/5\"", ""), 9, 17)
+            .contains("117440512 public IPv4 addresses (more than a /16)")
+    );
+    // Private, shared and documentation space, a site's own /16 (counted
+    // once however often it is listed, and less the documentation /24
+    // inside it), a /48 of IPv6: fine.
+    for nets in [
+        "\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\", \"100.64.0.0/10\", \"fd00::/8\"",
+        "\"198.51.0.0/16\", \"198.51.7.0/24\", \"198.51.0.0/16\"",
+        "\"198.51.0.0/16\", \"198.52.100.0/24\"",
+        "\"2a00:1:2::/48\", \"fe80::/10\", \"2001:db8::/32\"",
+        "\"127.0.0.0/8\", \"::1/128\"",
+    ] {
+        let c = ok(&text(nets, ""));
+        assert!(!c.policy.allow_public_clients, "{nets}");
+    }
+    assert_eq!(
+        super::super::policy::public_addresses(&[
+            "198.51.0.0/16".parse().unwrap(),
+            "198.52.100.0/24".parse().unwrap()
+        ]),
+        (65536 - 256 + 256, 0)
+    );
+}
+
+#[test]
 fn address_patterns() {
     assert_eq!(
         AddressPattern::parse("User@Example.COM"),
