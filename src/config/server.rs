@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::convert::{
-    DAY, MINUTE, SECOND, bare_newline, count, duration, listen, net, path, rate, size,
+    DAY, MINUTE, SECOND, bare_newline, boolean, count, duration, listen, net, path, rate, size,
 };
 use super::schema::{
     Conv, Item, Section, custom, default, list, list_at, non_empty, optional, required, table,
@@ -85,6 +85,12 @@ table! {
         max_messages_per_minute: u32 = default(120, rate(1_000_000)),
         /// Default 1000: recipients per minute from one client address.
         max_recipients_per_minute: u32 = default(1000, rate(10_000_000)),
+        /// Default false: clients in `[policy] allow_clients` are exempt
+        /// from `max_connections_per_minute`, and they and clients that
+        /// logged in from `max_messages_per_minute` and
+        /// `max_recipients_per_minute` (Postfix exempts `$mynetworks`
+        /// likewise). True holds them to those rates too.
+        limit_trusted_clients: bool = default(false, boolean),
         /// Default 3: failed AUTH attempts in a session before 421.
         max_auth_failures: u32 = default(3, rate(100)),
     }

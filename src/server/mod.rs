@@ -31,6 +31,10 @@ use limits::ClientLimits;
 use reply::Answer;
 use session::{ClientFacts, Gates};
 
+/// How long a new client waits for the place of the idle connection it
+/// had closed (that connection only has to write one line and close).
+const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -257,12 +261,28 @@ async fn handle(
         v4 => v4,
     };
     let peer = SocketAddr::new(ip, peer.port());
-    let Some(_permit) = shared.slots.try_acquire_arc() else {
+    let facts = shared.client_facts(ip, implicit_tls);
+    let permit = match shared.slots.try_acquire_arc() {
+        Some(p) => Some(p),
+        // At the cap, a client we would serve takes the place of a silent
+        // connection from an address that holds more than it does.
+        None if facts.is_ok() => match shared.limits.evict_idle(ip) {
+            Some(victim) => {
+                tracing::info!(client = %ip, idle_from = %victim, "connection cap reached: closing an idle connection to make room");
+                crate::deadline::timeout(MAKE_ROOM_WAIT, shared.slots.acquire_arc())
+                    .await
+                    .ok()
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let Some(_permit) = permit else {
         tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
         refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
         return;
     };
-    let facts = match shared.client_facts(ip, implicit_tls) {
+    let facts = match facts {
         Ok(f) => f,
         Err(reply) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
@@ -271,7 +291,8 @@ async fn handle(
             return;
         }
     };
-    let _client_slot = match shared.limits.connect(ip) {
+    let rated = !facts.allowed || shared.config.server.limit_trusted_clients;
+    let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
             tracing::warn!(client = %ip, why = ?why, "refused: per-client limit");
@@ -318,6 +339,7 @@ async fn handle(
     };
     let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
     handler.stop_on(stop);
+    handler.watch_idle(client_slot.watch());
     let result = handler.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),

@@ -34,6 +34,9 @@ pub enum Answer {
     /// This client address holds its share of connections, or connects too
     /// often.
     TooManyFromClient,
+    /// A connection that sent nothing is closed to make room for another
+    /// client.
+    IdleClosed,
     /// Policy refuses the client at connect.
     ClientRefused {
         /// The client's address, named so a device's log says what to allow.
@@ -233,6 +236,11 @@ impl Answer {
                 421,
                 Some(st(4, 7, 0)),
                 "Too many connections, try again later".into(),
+            ),
+            A::IdleClosed => (
+                421,
+                Some(st(4, 7, 0)),
+                "Too many connections; closing this idle one, try again later".into(),
             ),
             A::TooManyFromClient => (
                 421,

@@ -294,9 +294,8 @@ fn client_networks() {
 
 #[test]
 fn allow_clients_covering_public_space_needs_allow_public_clients() {
-    let text = |nets: &str, extra: &str| {
-        format!("{BASE}[policy]\nallow_clients = [{nets}]\n{extra}")
-    };
+    let text =
+        |nets: &str, extra: &str| format!("{BASE}[policy]\nallow_clients = [{nets}]\n{extra}");
     // Wide enough to let strangers relay: the /0 check alone let these by.
     for nets in [
         "\"0.0.0.0/1\", \"128.0.0.0/1\"",
