@@ -144,6 +144,31 @@ pub(crate) fn read(ctx: &mut Ctx, sec: &Section) -> Result<ServerConfig, Reporte
             ));
         }
     }
+    if let (Ok(Some(cert)), Ok(Some(key))) = (&keys.tls_cert, &keys.tls_key) {
+        let (cert_at, key_at) = (
+            sec.offset("tls_cert").unwrap_or(sec.at),
+            sec.offset("tls_key").unwrap_or(sec.at),
+        );
+        let before = ctx.errors.len();
+        ctx.check_file(cert_at, "tls_cert", cert, true);
+        ctx.check_file(key_at, "tls_key", key, false);
+        // Readable is not enough: serve loads both and exits if it cannot
+        // use them (not PEM, no key in the file, a key of another
+        // certificate), so check loads them the same way.
+        if ctx.errors.len() == before && !ctx.opts.skip_file_checks {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                good = Err(ctx.error(
+                    cert_at,
+                    format!(
+                        "tls_cert/tls_key: the listener cannot use them: {e}; give the \
+                         certificate chain and its private key as PEM files"
+                    ),
+                ));
+            }
+        } else if ctx.errors.len() != before {
+            good = Err(Reported);
+        }
+    }
     let server = keys.build();
     good.and(server)
 }

@@ -596,3 +596,64 @@ fn hostname_and_log_level() {
         assert!(!c.hostname.is_empty());
     }
 }
+
+#[test]
+fn the_listener_certificate_and_key_are_loaded_by_check() {
+    // Readable files that serve cannot use used to pass check; serve then
+    // exited at start.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let pair = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        (
+            write(&format!("{name}.crt"), &c.cert.pem()),
+            write(&format!("{name}.key"), &c.signing_key.serialize_pem()),
+        )
+    };
+    let (cert, key) = pair("relay");
+    let (_, other_key) = pair("other");
+    let garbage = write("garbage.pem", "this is no PEM\n");
+    let checks = ParseOptions {
+        skip_file_checks: false,
+        ..opts()
+    };
+    let text = |c: &Path, k: &Path| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:2525\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             [queue]\ndir = \"q\"\n[upstream]\nkind = \"maildir\"\ndir = \"out\"\n",
+            c.display(),
+            k.display()
+        )
+    };
+    parse_with(&text(&cert, &key), Path::new("t.toml"), &checks).unwrap();
+    let one = |c: &Path, k: &Path| {
+        let e = errs_with(&text(c, k), &checks);
+        assert_eq!(e.len(), 1, "{e:?}");
+        e[0].clone()
+    };
+    let (line, col, m) = one(&garbage, &key);
+    assert_eq!((line, col), (3, 12));
+    assert!(
+        m.starts_with("tls_cert: \"") && m.contains("holds no PEM certificate"),
+        "{m}"
+    );
+    let (line, _, m) = one(&cert, &garbage);
+    assert_eq!(line, 3);
+    assert!(
+        m.starts_with("tls_cert/tls_key: the listener cannot use them: ")
+            && m.contains(&garbage.display().to_string()),
+        "{m}"
+    );
+    let (_, _, m) = one(&cert, &other_key);
+    assert!(
+        m.contains("private key does not match the certificate"),
+        "{m}"
+    );
+    // A key where the certificate should be: no certificate in it.
+    let (_, _, m) = one(&key, &key);
+    assert!(m.contains("holds no PEM certificate"), "{m}");
+}
