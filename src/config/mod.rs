@@ -83,6 +83,7 @@ pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
     AddressPattern, AuthMethod, DomainPattern, Dur, IpFamily, OAuthFlow, Size, TlsMode,
+    is_trusted_hop,
 };
 
 use convert::{log_level, own_hostname};
@@ -112,6 +113,9 @@ table! {
         outbound: OutboundConfig,
         /// `[[user]]`: accounts devices may AUTH as on the listener.
         users: Vec<UserConfig>,
+        /// What is allowed but deserves a second look (`check` prints
+        /// these, `serve` logs them); sorted by position.
+        warnings: Vec<ConfigError>,
     }
 }
 
@@ -208,6 +212,7 @@ pub fn parse_with(
         src: text,
         opts,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -275,6 +280,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) src: &'a str,
     pub(crate) opts: &'a ParseOptions,
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -288,6 +294,17 @@ impl Ctx<'_> {
             message: message.into(),
         });
         Reported
+    }
+
+    /// Record something allowed that deserves a second look.
+    pub(crate) fn warn(&mut self, offset: usize, message: impl Into<String>) {
+        let (line, col) = line_col(self.src, offset);
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     /// A file named by `key` (value at `at`) must be readable now, by this
@@ -468,7 +485,9 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users::check_accounts(ctx, server, policy, users, server_sec);
     }
 
-    top.build(server, policy, queue, outbound.config, users)
+    let mut warnings = std::mem::take(&mut ctx.warnings);
+    warnings.sort_by_key(|w| (w.line, w.col));
+    top.build(server, policy, queue, outbound.config, users, Ok(warnings))
 }
 
 /// Is `inner` the directory `outer` or below it? Lexical, ignoring `./` and

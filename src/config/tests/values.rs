@@ -657,3 +657,56 @@ fn the_listener_certificate_and_key_are_loaded_by_check() {
     let (_, _, m) = one(&key, &key);
     assert!(m.contains("holds no PEM certificate"), "{m}");
 }
+
+#[test]
+fn credentials_over_clear_text_need_allow_plaintext_auth_and_a_private_host() {
+    let creds = "username = \"u@example.com\"\npassword_file = \"/etc/pw\"\n";
+    let text = |host: &str, extra: &str| {
+        smarthost(&format!("tls = \"none\"\nport = 25\n{creds}{extra}"))
+            .replace("smtp.example.com", host)
+    };
+    let m = one_error(&text("smtp.example.com", ""), 8, 1);
+    assert!(
+        m.starts_with("tls = \"none\" with a username: the credentials would cross the network")
+            && m.contains("smtp.example.com:25 in clear text"),
+        "{m}"
+    );
+    // XOAUTH2's bearer token is a credential too.
+    let xoauth2 = smarthost(
+        "tls = \"none\"\nport = 25\nusername = \"u@example.com\"\nauth = \"xoauth2\"\n\
+         oauth_provider = \"google\"\noauth_client_id = \"id\"\n\
+         oauth_client_secret_file = \"/etc/s\"\noauth_refresh_token_file = \"/etc/r\"\n",
+    );
+    assert!(
+        errs(&xoauth2).iter().any(|e| e.2.contains("in clear text")),
+        "{:?}",
+        errs(&xoauth2)
+    );
+    // Allowed by the key for loopback and private hops, with a warning.
+    for (host, when) in [
+        ("127.0.0.1", false),
+        ("10.1.2.3", false),
+        ("fd00::25", false),
+        ("relay.lan", true),
+    ] {
+        let c = ok(&text(host, "allow_plaintext_auth = true\n"));
+        assert_eq!(c.warnings.len(), 1, "{host}");
+        let w = &c.warnings[0];
+        assert_eq!(w.line, 12, "{w}");
+        assert!(
+            w.message
+                .starts_with(&format!("credentials go to {host}:25 in clear text")),
+            "{w}"
+        );
+        assert_eq!(w.message.contains("only while it resolves"), when, "{w}");
+    }
+    // Never to a public address.
+    let m = one_error(&text("192.0.32.10", "allow_plaintext_auth = true\n"), 12, 1);
+    assert!(
+        m.starts_with("allow_plaintext_auth: 192.0.32.10 is not a loopback or private"),
+        "{m}"
+    );
+    // TLS needs no key, and gets no warning.
+    let c = ok(&smarthost(creds));
+    assert!(c.warnings.is_empty());
+}
