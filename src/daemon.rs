@@ -17,9 +17,17 @@ use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
 use crate::maildrop;
 use crate::notify::Notifier;
+use crate::observe::{Observer, Thresholds};
 use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
+
+/// `STATUS=` (the line `systemctl status` shows) is sent at most this
+/// often, when it changed.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// ... and looked at again at least this often without any event (the
+/// oldest message's age grows on its own).
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
 /// How long a stop waits for sessions in progress (a device halfway
 /// through DATA) before it closes the queue anyway.
@@ -46,6 +54,9 @@ pub enum DaemonError {
     /// A listener could not be bound.
     #[error("{0}")]
     Server(#[from] server::ServerError),
+    /// The status listener could not be bound.
+    #[error("{0}")]
+    Web(#[from] crate::web::WebError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -95,6 +106,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         Resolver::from_system(),
         &outbound,
     )?);
+    // What `postern status`, the status listener and STATUS= read.
+    let observer = Observer::new();
+    observe_config(&observer, &cfg, &routes.current());
     // Signals arrive as bytes on a pipe, read in the event loop like any
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -103,10 +117,26 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     let cfg_queue_path = cfg.queue.dir.clone();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
+        // The status listener, when configured: bound before anything
+        // starts, so a port in use stops the start with a clear error.
+        let web = match cfg.status.listen {
+            Some(addr) => {
+                let l = crate::web::bind(addr).await?;
+                let src = crate::web::Source {
+                    queue: queue.clone(),
+                    observer: observer.clone(),
+                    allow: Arc::new(cfg.status.allow_clients.clone()),
+                    hostname: cfg.hostname.clone(),
+                };
+                Some(smol::spawn(crate::web::serve(l, src)))
+            }
+            None => None,
+        };
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
         let mut shared = Shared::new(cfg, queue.clone())?;
         shared.outbound = Some(outbound);
+        shared.observer = observer.clone();
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
         let current = Arc::new(Current::new(shared));
@@ -119,7 +149,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             let l = server::bind_one(addr).await?;
             listeners.insert(addr, smol::spawn(server::serve_tls(l, current.clone())));
         }
-        let delivery = smol::spawn(Delivery::new(queue.clone(), routes.clone(), hostname).run());
+        let delivery = smol::spawn(
+            Delivery::new(queue.clone(), routes.clone(), hostname)
+                .with_observer(observer.clone())
+                .run(),
+        );
         let _watchdog = notifier.watchdog_interval().map(|every| {
             // Pets the dog from the event loop, so a wedged loop gets us restarted.
             let n = notifier.clone();
@@ -135,7 +169,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             dir: cfg_queue_dir.clone(),
             source: crate::queue::QueueError::Io(source),
         })?;
-        let control = smol::spawn(crate::control::serve(control, queue.clone()));
+        let control = smol::spawn(crate::control::serve(
+            control,
+            queue.clone(),
+            observer.clone(),
+        ));
         // `postern sendmail` keeps what it cannot hand over in the drop
         // directory; taken in now and every few seconds.
         let drop_dir = maildrop::default_dir(&cfg_queue_path);
@@ -150,7 +188,13 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let pickup = smol::spawn(pickup_loop(drop_dir, current.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         notifier.ready();
-        notifier.status("accepting mail");
+        let status_line = notifier.is_active().then(|| {
+            smol::spawn(status_line(
+                notifier.clone(),
+                queue.clone(),
+                observer.clone(),
+            ))
+        });
         let mut stop = Async::new(stop_pipe).map_err(DaemonError::Signals)?;
         let mut hup = Async::new(hup_pipe).map_err(DaemonError::Signals)?;
         loop {
@@ -166,11 +210,12 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
                     Some(path) => {
                         notifier.reloading();
                         let ok = reload(path, &current, &routes, &mut listeners).await;
-                        notifier.status(if ok {
-                            "accepting mail (config reloaded)"
-                        } else {
-                            "accepting mail (reload failed: old config kept, see log)"
-                        });
+                        // Success shows in the next status line; a failure
+                        // stays on show until the state changes.
+                        if !ok {
+                            notifier
+                                .status("accepting mail (reload failed: old config kept, see log)");
+                        }
                         notifier.ready();
                     }
                     None => tracing::warn!("SIGHUP: no config file to re-read; ignored"),
@@ -207,14 +252,42 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         }
         // A delivery cut short stays queued and is tried again at start.
         pickup.cancel().await;
+        if let Some(t) = status_line {
+            t.cancel().await;
+        }
         delivery.cancel().await;
         control.cancel().await;
+        if let Some(w) = web {
+            w.cancel().await;
+        }
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
         Ok::<(), DaemonError>(())
     });
     queue.close();
     tracing::info!("stopped");
     result
+}
+
+/// Keep systemd's `STATUS=` line (`12 queued, oldest 3h, route m365
+/// failing: 535 5.7.139`) current: sent when it changed, at most every
+/// [`STATUS_MIN_INTERVAL`]; looked at when something happened (mail
+/// accepted or finished, a route failing or recovering) and every
+/// [`STATUS_REFRESH`].
+async fn status_line(notifier: Arc<Notifier>, queue: crate::queue::Queue, observer: Observer) {
+    let mut last = String::new();
+    loop {
+        let (q, o) = (queue.clone(), observer.clone());
+        let line = smol::unblock(move || crate::status::snapshot(&q, &o).summary).await;
+        if line != last {
+            notifier.status(&line);
+            last = line;
+        }
+        smol::Timer::after(STATUS_MIN_INTERVAL).await;
+        smol::future::or(observer.wait_changed(), async {
+            smol::Timer::after(STATUS_REFRESH).await;
+        })
+        .await;
+    }
 }
 
 /// Take in what `postern sendmail` left in `dir` while the daemon could not
@@ -329,7 +402,10 @@ async fn try_reload(
     }
     // Fallible: the listener certificate is re-read here; a bad
     // one keeps the old config whole.
+    let observer = old.observer.clone();
+    observe_config(&observer, &cfg, &new_routes);
     let mut shared = Shared::new(cfg, old.queue.clone())?;
+    shared.observer = observer;
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
     shared.outbound = Some(outbound);
@@ -367,6 +443,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.max_connections != new.server.max_connections {
         out.push("[server] max_connections");
     }
+    if old.status.listen != new.status.listen
+        || old.status.allow_clients != new.status.allow_clients
+    {
+        out.push("[status] listen or allow_clients");
+    }
     if old.log_level != new.log_level {
         out.push("log_level");
     }
@@ -381,6 +462,25 @@ fn log_warnings(cfg: &Config) {
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
+}
+
+/// Tell the observer what the config in force judges by and which routes
+/// it has (start, reload).
+fn observe_config(observer: &Observer, cfg: &Config, routes: &Routes) {
+    observer.set_thresholds(Thresholds {
+        delay_warning: cfg.queue.delay_warning.value,
+        route_failing_critical: cfg.status.route_failing_critical.value,
+        queue_full_percent: cfg.status.queue_full_critical as u64,
+        max_messages: cfg.queue.max_messages as u64,
+        max_bytes: cfg.queue.max_size.bytes,
+    });
+    observer.set_routes(
+        routes
+            .routes
+            .iter()
+            .map(|r| (r.label.clone(), r.domains.clone()))
+            .collect(),
+    );
 }
 
 fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {

@@ -21,7 +21,7 @@
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
-//!   `aliases.rs`, `users.rs`.
+//!   `aliases.rs`, `users.rs`, `status.rs`.
 //! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
@@ -67,6 +67,7 @@ mod queue;
 mod route;
 mod schema;
 mod server;
+mod status;
 mod upstream;
 mod users;
 mod values;
@@ -79,6 +80,7 @@ pub use policy::PolicyConfig;
 pub use queue::QueueConfig;
 pub use route::{OutboundConfig, RouteConfig};
 pub use server::ServerConfig;
+pub use status::StatusConfig;
 pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
@@ -113,6 +115,8 @@ table! {
         outbound: OutboundConfig,
         /// `[[user]]`: accounts devices may AUTH as on the listener.
         users: Vec<UserConfig>,
+        /// `[status]`: `postern status` thresholds and the status listener.
+        status: StatusConfig,
         /// What is allowed but deserves a second look (`check` prints
         /// these, `serve` logs them); sorted by position.
         warnings: Vec<ConfigError>,
@@ -257,6 +261,8 @@ impl Config {
         self.policy.print_keys(&mut out);
         out.header("[queue]");
         self.queue.print_keys(&mut out);
+        out.header("[status]");
+        self.status.print_keys(&mut out);
         self.outbound.print_tables(&mut out);
         for u in &self.users {
             out.header("[[user]]");
@@ -423,6 +429,7 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     // Any key: each is an address to map.
     ("aliases", &[]),
     ("user", &[UserConfig::KEYS]),
+    ("status", &[StatusConfig::KEYS]),
 ];
 
 fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
@@ -485,9 +492,19 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users::check_accounts(ctx, server, policy, users, server_sec);
     }
 
+    let status =
+        section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
     let mut warnings = std::mem::take(&mut ctx.warnings);
     warnings.sort_by_key(|w| (w.line, w.col));
-    top.build(server, policy, queue, outbound.config, users, Ok(warnings))
+    top.build(
+        server,
+        policy,
+        queue,
+        outbound.config,
+        users,
+        status,
+        Ok(warnings),
+    )
 }
 
 /// Is `inner` the directory `outer` or below it? Lexical, ignoring `./` and

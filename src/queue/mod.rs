@@ -303,6 +303,25 @@ pub struct Summary {
     pub in_flight: bool,
 }
 
+/// How full the queue is and how long mail waits, counted under the
+/// queue's lock without copying any message ([`Queue::depth`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages queued (finished ones leave at once).
+    pub messages: usize,
+    /// Their total record bytes (what `max_size` bounds).
+    pub bytes: u64,
+    /// The oldest message: id, age, arrival (seconds since the epoch).
+    pub oldest: Option<(QueueId, Duration, u64)>,
+    /// Messages waiting after a failed attempt (not held).
+    pub deferred: usize,
+    /// Messages held by the operator.
+    pub held: usize,
+    /// Per route (by the index `route_of` gives): messages with a pending
+    /// recipient for it.
+    pub waiting: Vec<usize>,
+}
+
 /// Why an operator command on one message did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -714,6 +733,49 @@ impl Queue {
         (st.entries.len(), st.bytes)
     }
 
+    /// How full the queue is; `waiting[i]` counts the messages with a
+    /// pending recipient for which `route_of` says `Some(i)` (`i <
+    /// routes`). `route_of` runs under the queue's lock: it must be quick.
+    pub fn depth(&self, routes: usize, route_of: impl Fn(&Address) -> Option<usize>) -> Depth {
+        let qnow = self.qnow();
+        let st = self.state();
+        let mut d = Depth {
+            messages: st.entries.len(),
+            bytes: st.bytes,
+            waiting: vec![0; routes],
+            ..Depth::default()
+        };
+        let mut seen = vec![false; routes];
+        for (id, e) in &st.entries {
+            let age = e.age(qnow);
+            if d.oldest.is_none_or(|(oid, oage, _)| {
+                (age, std::cmp::Reverse(*id)) > (oage, std::cmp::Reverse(oid.0))
+            }) {
+                d.oldest = Some((QueueId(*id), age, e.meta.arrival));
+            }
+            if e.held {
+                d.held += 1;
+            } else if e.attempts > 0 && e.pending() > 0 {
+                d.deferred += 1;
+            }
+            seen.iter_mut().for_each(|s| *s = false);
+            for (r, done) in e.meta.envelope.rcpts.iter().zip(&e.done) {
+                if !*done
+                    && let Some(i) = route_of(&r.addr)
+                    && let Some(s) = seen.get_mut(i)
+                {
+                    *s = true;
+                }
+            }
+            for (w, s) in d.waiting.iter_mut().zip(&seen) {
+                if *s {
+                    *w += 1;
+                }
+            }
+        }
+        d
+    }
+
     /// Every queued message, oldest first.
     pub fn list(&self) -> Vec<Summary> {
         let now = self.shared.clock.mono();
@@ -758,30 +820,79 @@ impl Queue {
     /// Drop a message without delivering it and without a report. Durable
     /// like a delivery: a "done" record, synced before this returns.
     pub fn delete(&self, id: QueueId) -> Result<(), OpError> {
-        let newly_done = {
-            let mut st = self.state();
-            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-            if e.in_flight {
-                return Err(OpError::InFlight(id));
-            }
-            let v: Vec<RcptIndex> = pending_indices(&e.done).collect();
-            e.done.iter_mut().for_each(|d| *d = true);
-            v
-        };
-        let (tx, rx) = mpsc::channel();
-        self.send(Request::Outcome {
-            id: id.0,
-            newly_done,
-            delete: true,
-            report: None,
-            ack: Some(tx),
-        })
-        .map_err(|_| OpError::Closed)?;
-        rx.recv()
-            .map_err(|_| OpError::Closed)?
-            .map_err(|e| OpError::Failed(e.to_string()))?;
+        self.delete_many(&[id])
+            .pop()
+            .map_or(Err(OpError::NotFound(id)), |(_, r)| r)
+    }
+
+    /// [`Queue::delete`] for several messages: every change is handed to
+    /// the writer first and then waited for, so they share syncs (group
+    /// commit). Each id gets its own result.
+    pub fn delete_many(&self, ids: &[QueueId]) -> Vec<(QueueId, Result<(), OpError>)> {
+        let mut waiting = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let newly_done = {
+                let mut st = self.state();
+                match st.entries.get_mut(&id.0) {
+                    None => Err(OpError::NotFound(id)),
+                    Some(e) if e.in_flight => Err(OpError::InFlight(id)),
+                    Some(e) => {
+                        let v: Vec<RcptIndex> = pending_indices(&e.done).collect();
+                        e.done.iter_mut().for_each(|d| *d = true);
+                        Ok(v)
+                    }
+                }
+            };
+            let sent = newly_done.and_then(|newly_done| {
+                let (tx, rx) = mpsc::channel();
+                self.send(Request::Outcome {
+                    id: id.0,
+                    newly_done,
+                    delete: true,
+                    report: None,
+                    ack: Some(tx),
+                })
+                .map_err(|_| OpError::Closed)?;
+                Ok(rx)
+            });
+            waiting.push((id, sent));
+        }
+        let out = waiting
+            .into_iter()
+            .map(|(id, sent)| {
+                let r = sent.and_then(|rx| {
+                    rx.recv()
+                        .map_err(|_| OpError::Closed)?
+                        .map_err(|e| OpError::Failed(e.to_string()))
+                });
+                (id, r)
+            })
+            .collect();
         self.kick();
-        Ok(())
+        out
+    }
+
+    /// Open the body of a queued message for reading (`queue show --body`).
+    pub fn open_body_of(&self, id: QueueId) -> Result<BodyReader, OpError> {
+        let (path, start, len) = {
+            let st = self.state();
+            let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
+            let path = match &e.loc {
+                Loc::Seg { path, .. } => path.as_ref().clone(),
+                Loc::Big { path } => path.clone(),
+            };
+            (path, e.body_start, e.body_len)
+        };
+        let file = self
+            .shared
+            .storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(BodyReader {
+            file,
+            pos: start,
+            end: start.saturating_add(len),
+        })
     }
 
     /// Every recipient of `id` is finished (operator delete); reports
