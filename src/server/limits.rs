@@ -31,6 +31,10 @@ use crate::config::ServerConfig;
 
 /// Most client addresses tracked at once.
 pub const MAX_TRACKED: usize = 4096;
+/// An address holding fewer connections than this is not hoarding: its
+/// one idle connection is never closed for a newcomer (a device that has
+/// just connected and is about to speak).
+const HOARDING: usize = 2;
 /// The rate window.
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -251,8 +255,9 @@ impl ClientLimits {
     /// Make room for a connection from `for_ip`: tell the oldest connection
     /// that has not sent a command yet, from the address holding the most
     /// connections, to close. Only an address holding more connections
-    /// than `for_ip` gives one up, so hoarders lose theirs to newcomers and
-    /// never the other way round. Returns the address told, if any.
+    /// than `for_ip`, and at least [`HOARDING`], gives one up, so hoarders
+    /// lose theirs to newcomers and never the other way round. Returns the
+    /// address told, if any.
     pub fn evict_idle(&self, for_ip: IpAddr) -> Option<IpAddr> {
         let mut guard = self.lock();
         let t = &mut *guard;
@@ -264,7 +269,7 @@ impl ClientLimits {
             .iter()
             .enumerate()
             .filter(|(_, o)| o.close.is_some() && !o.spoke.load(Ordering::Relaxed))
-            .filter(|(_, o)| held(&o.ip) > mine)
+            .filter(|(_, o)| held(&o.ip) > mine && held(&o.ip) >= HOARDING)
             .max_by(|(_, a), (_, b)| {
                 held(&a.ip)
                     .cmp(&held(&b.ip))
