@@ -31,6 +31,8 @@ pub struct Live<'a> {
     pub outbound: Option<&'a Outbound>,
     /// Per-client rates; `None` where they do not apply (tests, fuzzing).
     pub limits: Option<&'a ClientLimits>,
+    /// The daemon's counters (refusals by reason), when it keeps them.
+    pub observer: Option<&'a crate::observe::Observer>,
 }
 
 impl Services for Live<'_> {
@@ -48,6 +50,11 @@ impl Services for Live<'_> {
     }
     fn upstream_size_limit(&self) -> Option<u64> {
         self.outbound?.max_message_size()
+    }
+    fn refused(&self, reason: super::refusal::Reason) {
+        if let Some(o) = self.observer {
+            o.refused(reason.word());
+        }
     }
 }
 
@@ -365,6 +372,7 @@ mod tests {
                 queue: &w.queue,
                 outbound: None,
                 limits: None,
+                observer: None,
             };
             let gates = Gates {
                 hostname: "relay.test",

@@ -6,6 +6,7 @@ mod cli;
 mod inbound;
 mod outbound;
 mod queue;
+mod refusals;
 mod relay;
 mod sendmail;
 mod status;
