@@ -48,8 +48,8 @@ use crate::policy::Policy;
 use crate::queue::{QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
 use crate::smtp::{
-    Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
-    command,
+    Address, BareNewline, Command, Envelope, MailParams, RcptParams, Recipient, Reply, ReversePath,
+    command, xtext,
 };
 
 // The bounds of a session.
@@ -81,8 +81,8 @@ pub enum Phase {
         from: Option<Address>,
         /// MAIL parameters.
         params: MailParams,
-        /// Accepted recipients.
-        rcpts: Vec<Address>,
+        /// Accepted recipients, with their DSN parameters.
+        rcpts: Vec<Recipient>,
     },
 }
 
@@ -377,7 +377,7 @@ impl SessionCore {
                 )
             }
             Command::Mail { from, params } => self.mail(from, params, g),
-            Command::Rcpt { to } => self.rcpt(to, g),
+            Command::Rcpt { to, params } => self.rcpt(to, params, g),
             Command::Data => match &self.phase {
                 Phase::Rcpt {
                     from,
@@ -386,7 +386,7 @@ impl SessionCore {
                 } => {
                     let mut envelope = Envelope::new(from.clone().into(), params);
                     // Each address once, however many RCPTs (aliases) led to it.
-                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
+                    envelope.add_rcpts(rcpts.iter().cloned());
                     Step::Data(envelope)
                 }
                 Phase::Mail { .. } => self.say(g, Answer::NeedRcpt),
@@ -427,9 +427,7 @@ impl SessionCore {
             Phase::Mail { .. } | Phase::Rcpt { .. } => return Some(Answer::NestedMail),
             Phase::Ready => {}
         }
-        if !self.esmtp
-            && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
-        {
+        if !self.esmtp && params.any() {
             return Some(Answer::ParamsNeedEhlo);
         }
         let limit = g.max_message_size();
@@ -464,10 +462,21 @@ impl SessionCore {
         None
     }
 
-    fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
+    fn rcpt(&mut self, to: Address, rparams: RcptParams, g: &Gates) -> Step {
         // [aliases] map root, admin, *@lan… to real addresses,
-        // before policy sees the recipient.
-        let to = g.services.alias(&to).unwrap_or(to);
+        // before policy sees the recipient. The address the client gave
+        // stays the recipient's original one (RFC 3461 ORCPT, which reports
+        // name), unless the client named one itself.
+        let (to, orcpt) = match g.services.alias(&to) {
+            Some(real) => {
+                let orcpt = rparams
+                    .orcpt
+                    .clone()
+                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
+                (real, orcpt)
+            }
+            None => (to, rparams.orcpt.clone()),
+        };
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
             Phase::Rcpt {
@@ -482,7 +491,9 @@ impl SessionCore {
         };
         let may_relay =
             self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
-        let answer = if !may_relay {
+        let answer = if !self.esmtp && rparams.any() {
+            Answer::ParamsNeedEhlo
+        } else if !may_relay {
             Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
             Answer::TooManyRecipients
@@ -493,7 +504,11 @@ impl SessionCore {
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
             Answer::refused(&refusal, g.client)
         } else {
-            rcpts.push(to.clone());
+            rcpts.push(Recipient {
+                addr: to.clone(),
+                notify: rparams.notify,
+                orcpt,
+            });
             Answer::RecipientOk
         };
         let step = self.answer(g, answer, Some(Sender(from.as_ref())), Some(&to));
@@ -1123,7 +1138,8 @@ pub(crate) mod tests {
                 params: MailParams::default()
             }),
             Just(Command::Rcpt {
-                to: addr("b@example.test")
+                to: addr("b@example.test"),
+                params: RcptParams::default()
             }),
             Just(Command::Data),
             Just(Command::Rset),
@@ -1250,6 +1266,7 @@ pub(crate) mod tests {
             let Step::Reply(r) = core.command(
                 Command::Rcpt {
                     to: Address::parse(to).unwrap(),
+                    params: RcptParams::default(),
                 },
                 &g,
             ) else {
@@ -1288,6 +1305,7 @@ pub(crate) mod tests {
         let Step::Reply(r) = core.command(
             Command::Rcpt {
                 to: Address::parse("x@example.test").unwrap(),
+                params: RcptParams::default(),
             },
             &g,
         ) else {
@@ -1358,6 +1376,40 @@ pub(crate) mod tests {
         let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
         say(&mut s, "EHLO dev");
         assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("450 4.7.1 "));
+    }
+
+    #[test]
+    fn dsn_parameters_reach_the_envelope_and_need_ehlo() {
+        let mut w = world();
+        w.fake
+            .aliases
+            .push(("root".into(), "ops@example.test".into()));
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test> RET=HDRS ENVID=e+2B1");
+        let r = say(
+            &mut s,
+            "RCPT TO:<b@example.test> NOTIFY=SUCCESS ORCPT=rfc822;b+40x",
+        );
+        assert!(wire(&r).starts_with("250 "), "{}", wire(&r));
+        // An alias keeps the address the client gave as the original one.
+        say(&mut s, "RCPT TO:<root> NOTIFY=NEVER");
+        let Then::Receive(env) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        assert_eq!(env.ret, Some(crate::smtp::Ret::Hdrs));
+        assert_eq!(env.envid.as_deref(), Some("e+2B1"));
+        assert_eq!(env.rcpts[0].notify, crate::smtp::Notify::SUCCESS);
+        assert_eq!(env.rcpts[0].orcpt.as_deref(), Some("rfc822;b+40x"));
+        assert_eq!(env.rcpts[1].addr.as_str(), "ops@example.test");
+        assert_eq!(env.rcpts[1].notify, crate::smtp::Notify::NEVER);
+        assert_eq!(env.rcpts[1].orcpt.as_deref(), Some("rfc822;root"));
+        // After HELO, DSN parameters are refused like any other.
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "HELO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test> RET=FULL")).starts_with("555 "));
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        assert!(wire(&say(&mut s, "RCPT TO:<b@x.test> NOTIFY=NEVER")).starts_with("555 "));
     }
 
     #[test]
