@@ -7,9 +7,12 @@
 //! runs as (and root) may list or change the queue.
 //!
 //! Protocol (one request per connection): the client sends `LIST`, `SHOW
-//! ID`, `FLUSH`, `DELETE ID`, `HOLD ID` or `RELEASE ID` and a newline; the
-//! daemon answers `OK` or `ERR <reason>` on the first line, then text to
-//! print, then closes.
+//! ID`, `FLUSH`, `DELETE ID`, `HOLD ID`, `RELEASE ID` or `STATUS` and a
+//! newline; the daemon answers `OK` or `ERR <reason>` on the first line,
+//! then text to print (for `STATUS`, a [`Snapshot`](crate::status::Snapshot)
+//! in JSON), then closes.
+//!
+//! Uses `queue`, `observe` and `status`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use smol::Async;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use crate::observe::Observer;
 use crate::queue::{Queue, QueueId, Summary};
 
 /// Longest request line accepted (a command and an id).
@@ -70,7 +74,7 @@ pub fn bind(queue_dir: &Path) -> std::io::Result<Async<UnixListener>> {
 }
 
 /// Serve requests until the task is dropped.
-pub async fn serve(listener: Async<UnixListener>, queue: Queue) {
+pub async fn serve(listener: Async<UnixListener>, queue: Queue, observer: Observer) {
     loop {
         let conn = match listener.accept().await {
             Ok((c, _)) => c,
@@ -81,8 +85,9 @@ pub async fn serve(listener: Async<UnixListener>, queue: Queue) {
             }
         };
         let q = queue.clone();
+        let o = observer.clone();
         smol::spawn(async move {
-            let talk = handle(conn, q);
+            let talk = handle(conn, q, o);
             let timeout = async {
                 smol::Timer::after(REQUEST_TIMEOUT).await;
             };
@@ -92,14 +97,14 @@ pub async fn serve(listener: Async<UnixListener>, queue: Queue) {
     }
 }
 
-async fn handle(conn: Async<UnixStream>, queue: Queue) {
+async fn handle(conn: Async<UnixStream>, queue: Queue, observer: Observer) {
     let mut r = smol::io::BufReader::new(smol::io::AsyncReadExt::take(&conn, MAX_REQUEST as u64));
     let mut line = Vec::new();
     if r.read_until(b'\n', &mut line).await.is_err() {
         return;
     }
     let req = String::from_utf8_lossy(&line).trim().to_string();
-    let answer = match execute(&req, &queue).await {
+    let answer = match execute(&req, &queue, &observer).await {
         Ok(text) => format!("OK\n{text}"),
         Err(why) => format!("ERR {why}\n"),
     };
@@ -108,7 +113,7 @@ async fn handle(conn: Async<UnixStream>, queue: Queue) {
     let _ = w.flush().await;
 }
 
-async fn execute(req: &str, queue: &Queue) -> Result<String, String> {
+async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<String, String> {
     let mut words = req.split_ascii_whitespace();
     let cmd = words.next().unwrap_or("").to_ascii_uppercase();
     let arg = words.next();
@@ -117,8 +122,20 @@ async fn execute(req: &str, queue: &Queue) -> Result<String, String> {
         a.parse::<QueueId>()
             .map_err(|_| format!("'{a}' is not a queue id (hexadecimal, as 'queue list' shows)"))
     };
-    tracing::info!(request = %req, "control request");
+    // `postern status` runs from cron and monitoring every few minutes: not
+    // worth a line each.
+    if cmd == "STATUS" {
+        tracing::debug!(request = %req, "control request");
+    } else {
+        tracing::info!(request = %req, "control request");
+    }
     match cmd.as_str() {
+        "STATUS" => serde_json::to_string(&crate::status::snapshot(queue, observer))
+            .map(|mut j| {
+                j.push('\n');
+                j
+            })
+            .map_err(|e| format!("cannot encode the status: {e}")),
         "LIST" => Ok(format_list(&queue.list())),
         "SHOW" => queue
             .show(id()?)

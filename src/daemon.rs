@@ -17,6 +17,7 @@ use crate::delivery::{Delivery, Routes, SharedRoutes};
 use crate::dns::Resolver;
 use crate::maildrop;
 use crate::notify::Notifier;
+use crate::observe::{Observer, Thresholds};
 use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
@@ -46,6 +47,9 @@ pub enum DaemonError {
     /// A listener could not be bound.
     #[error("{0}")]
     Server(#[from] server::ServerError),
+    /// The status listener could not be bound.
+    #[error("{0}")]
+    Web(#[from] crate::web::WebError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -94,6 +98,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         Resolver::from_system(),
         &outbound,
     )?);
+    // What `postern status`, the status listener and STATUS= read.
+    let observer = Observer::new();
+    observe_config(&observer, &cfg, &routes.current());
     // Signals arrive as bytes on a pipe, read in the event loop like any
     // socket (signal-hook's self-pipe); nothing runs inside a handler.
     let stop_pipe = signal_pipe(&[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -102,10 +109,26 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     let cfg_queue_path = cfg.queue.dir.clone();
     let result = smol::block_on(async {
         let bound = server::bind(&cfg.server.listen).await?;
+        // The status listener, when configured: bound before anything
+        // starts, so a port in use stops the start with a clear error.
+        let web = match cfg.status.listen {
+            Some(addr) => {
+                let l = crate::web::bind(addr).await?;
+                let src = crate::web::Source {
+                    queue: queue.clone(),
+                    observer: observer.clone(),
+                    allow: Arc::new(cfg.status.allow_clients.clone()),
+                    hostname: cfg.hostname.clone(),
+                };
+                Some(smol::spawn(crate::web::serve(l, src)))
+            }
+            None => None,
+        };
         let hostname = cfg.hostname.clone();
         let upstream = describe_upstream(&cfg);
         let mut shared = Shared::new(cfg, queue.clone())?;
         shared.outbound = Some(outbound);
+        shared.observer = observer.clone();
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
         let current = Arc::new(Current::new(shared));
@@ -118,7 +141,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             let l = server::bind_one(addr).await?;
             listeners.insert(addr, smol::spawn(server::serve_tls(l, current.clone())));
         }
-        let delivery = smol::spawn(Delivery::new(queue.clone(), routes.clone(), hostname).run());
+        let delivery = smol::spawn(
+            Delivery::new(queue.clone(), routes.clone(), hostname)
+                .with_observer(observer.clone())
+                .run(),
+        );
         let _watchdog = notifier.watchdog_interval().map(|every| {
             // Pets the dog from the event loop, so a wedged loop gets us restarted.
             let n = notifier.clone();
@@ -134,7 +161,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             dir: cfg_queue_dir.clone(),
             source: crate::queue::QueueError::Io(source),
         })?;
-        let control = smol::spawn(crate::control::serve(control, queue.clone()));
+        let control = smol::spawn(crate::control::serve(
+            control,
+            queue.clone(),
+            observer.clone(),
+        ));
         // `postern sendmail` keeps what it cannot hand over in the drop
         // directory; taken in now and every few seconds.
         let drop_dir = maildrop::default_dir(&cfg_queue_path);
@@ -208,6 +239,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         pickup.cancel().await;
         delivery.cancel().await;
         control.cancel().await;
+        if let Some(w) = web {
+            w.cancel().await;
+        }
         let _ = std::fs::remove_file(crate::control::socket_path(queue.dir()));
         Ok::<(), DaemonError>(())
     });
@@ -327,7 +361,10 @@ async fn try_reload(
     }
     // Fallible: the listener certificate is re-read here; a bad
     // one keeps the old config whole.
+    let observer = old.observer.clone();
+    observe_config(&observer, &cfg, &new_routes);
     let mut shared = Shared::new(cfg, old.queue.clone())?;
+    shared.observer = observer;
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
     shared.outbound = Some(outbound);
@@ -365,6 +402,11 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.max_connections != new.server.max_connections {
         out.push("[server] max_connections");
     }
+    if old.status.listen != new.status.listen
+        || old.status.allow_clients != new.status.allow_clients
+    {
+        out.push("[status] listen or allow_clients");
+    }
     if old.log_level != new.log_level {
         out.push("log_level");
     }
@@ -372,6 +414,25 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("hostname (for delivery; the listener uses the new one)");
     }
     out
+}
+
+/// Tell the observer what the config in force judges by and which routes
+/// it has (start, reload).
+fn observe_config(observer: &Observer, cfg: &Config, routes: &Routes) {
+    observer.set_thresholds(Thresholds {
+        delay_warning: cfg.queue.delay_warning.value,
+        route_failing_critical: cfg.status.route_failing_critical.value,
+        queue_full_percent: cfg.status.queue_full_critical as u64,
+        max_messages: cfg.queue.max_messages as u64,
+        max_bytes: cfg.queue.max_size.bytes,
+    });
+    observer.set_routes(
+        routes
+            .routes
+            .iter()
+            .map(|r| (r.label.clone(), r.domains.clone()))
+            .collect(),
+    );
 }
 
 fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {

@@ -29,6 +29,10 @@
 //!   daemon cannot take yet, and the daemon picks it up.
 //! - [`notify`]: systemd readiness and watchdog messages (`sd_notify`).
 //! - [`logging`]: log lines on stderr, with journal priorities under systemd.
+//! - [`status`]: the daemon's state as one snapshot, judged (ok, warning,
+//!   critical), as text, JSON, Prometheus metrics and a page.
+//! - [`web`]: the status listener (`/metrics`, the status page).
+//! - [`observe`]: counters and route states the daemon keeps for status and metrics.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -43,9 +47,12 @@ pub mod filter;
 pub mod logging;
 pub mod maildrop;
 pub mod notify;
+pub mod observe;
 pub mod policy;
 pub mod queue;
 pub mod sendmail;
 pub mod server;
 pub mod smtp;
+pub mod status;
 pub mod tls;
+pub mod web;

@@ -16,6 +16,8 @@ Commands:
            (--connect: also connect to every route, TLS, AUTH, no mail sent)
   send-test  Send a test message through the routes and follow it
   passwd   Print an Argon2id hash for a [[user]] password_hash (reads the password)
+  status   How the running daemon is doing: queue, routes, counters; exit 0
+           healthy, 1 warning, 2 critical or not running (--json, --prometheus)
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
   sendmail Hand a message on stdin to the running daemon, with sendmail's
@@ -104,6 +106,31 @@ Options:
   -h, --help          Print help
 ";
 
+const STATUS_HELP: &str = "\
+Ask the running daemon how it is doing: queue depth (messages, bytes), the
+oldest message and its age, deferred and held counts; per route its last
+success, last error and the messages waiting for it; counters since start.
+
+Usage: postern status [--json | --prometheus] [--config FILE]
+
+Exit status (for Nagios, Icinga, Monit, cron):
+  0  healthy
+  1  warning: a message has waited longer than [queue] delay_warning
+  2  critical: a route has failed for longer than [status]
+     route_failing_critical, the queue is [status] queue_full_critical
+     percent full, or the daemon is not running
+
+The first line of the text output is in the Nagios plugin form
+(STATE: summary | performance data).
+
+Options:
+  -c, --config FILE   Config file (for [queue] dir) [default: /etc/postern/postern.toml]
+      --json          The whole status as JSON, for scripts
+      --prometheus    Prometheus text format, for node_exporter's textfile
+                      collector (postern_up 0 when the daemon is down)
+  -h, --help          Print help
+";
+
 /// A command-line mistake: say it, and where to look.
 fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     eprintln!("postern: {msg}\nTry 'postern {help_for}--help' for more information.");
@@ -176,12 +203,15 @@ fn main() -> ExitCode {
     let mut wait = std::time::Duration::from_secs(120);
     // postern queue ACTION [ID].
     let mut queue_args: Vec<String> = Vec::new();
+    // postern status --json | --prometheus.
+    let mut format = StatusFormat::Text;
     let help = match sub.as_str() {
         "serve" => SERVE_HELP,
         "check" => CHECK_HELP,
         "send-test" => SEND_TEST_HELP,
         "passwd" => PASSWD_HELP,
         "queue" => QUEUE_HELP,
+        "status" => STATUS_HELP,
         _ => return usage_error(format!("unknown command '{sub}'"), ""),
     };
     let for_help = format!("{sub} ");
@@ -197,6 +227,8 @@ fn main() -> ExitCode {
             },
             Ok(Some(Short('p') | Long("print"))) if sub == "check" => print = true,
             Ok(Some(Long("connect"))) if sub == "check" => connect = true,
+            Ok(Some(Long("json"))) if sub == "status" => format = StatusFormat::Json,
+            Ok(Some(Long("prometheus"))) if sub == "status" => format = StatusFormat::Prometheus,
             Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait"))))
                 if (sub == "check" && k == "domain") || (sub == "send-test" && k != "domain") =>
             {
@@ -235,6 +267,7 @@ fn main() -> ExitCode {
             }
         },
         "queue" => queue_command(&config, &queue_args, &for_help),
+        "status" => status_command(&config, format),
         "serve" => match postern::daemon::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -306,6 +339,52 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// How `postern status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+/// `postern status`: ask the daemon, print, exit by its health (2 when it
+/// cannot be asked: monitoring must not read silence as health).
+fn status_command(config_path: &std::path::Path, format: StatusFormat) -> ExitCode {
+    let down = |why: String| {
+        match format {
+            StatusFormat::Text => println!("CRITICAL: {why}"),
+            StatusFormat::Json => eprintln!("postern: {why}"),
+            StatusFormat::Prometheus => {
+                print!("{}", postern::status::render::prometheus_down());
+                eprintln!("postern: {why}");
+            }
+        }
+        ExitCode::from(2)
+    };
+    let cfg = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => return down(e.to_string()),
+    };
+    let json = match postern::control::request(&cfg.queue.dir, "STATUS") {
+        Ok(j) => j,
+        Err(e) => return down(e.to_string()),
+    };
+    let snap: postern::status::Snapshot = match serde_json::from_str(&json) {
+        Ok(s) => s,
+        Err(e) => {
+            return down(format!(
+                "the daemon's status could not be read ({e}); is it the same version as this command?"
+            ));
+        }
+    };
+    match format {
+        StatusFormat::Text => print!("{}", postern::status::render::text(&snap)),
+        StatusFormat::Json => print!("{json}"),
+        StatusFormat::Prometheus => print!("{}", postern::status::render::prometheus(&snap)),
+    }
+    ExitCode::from(snap.health.exit_code())
 }
 
 /// `postern queue ACTION [ID]`: one request to the daemon's control socket.

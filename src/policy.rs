@@ -22,7 +22,7 @@ pub struct Policy {
 }
 
 /// Why policy refused something.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refusal {
     /// Client address matches deny_clients.

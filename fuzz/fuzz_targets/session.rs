@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
             queue: &w.queue,
             outbound: None,
             limits: None,
+            observer: None,
         };
         let gates = Gates {
             hostname: "relay.test",

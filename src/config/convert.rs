@@ -151,6 +151,15 @@ pub(crate) fn duration(min: Duration, max: Duration) -> impl Fn(&DeValue) -> Res
     }
 }
 
+/// A duration up to `max`, or `"0"` (also `"0s"`) for off.
+pub(crate) fn duration_or_off(max: Duration) -> impl Fn(&DeValue) -> Result<Dur, String> {
+    let within = duration(Duration::ZERO, max);
+    move |v| match v {
+        DeValue::String(s) if s.trim() == "0" => Ok(Dur::new(Duration::ZERO)),
+        other => within(other),
+    }
+}
+
 /// `true` or `false`, not in quotes.
 pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
     match v {

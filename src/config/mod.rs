@@ -21,8 +21,8 @@
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
-//!   `aliases.rs`, `users.rs`, `filter.rs` (`[[filter]]` rules, their
-//!   pattern grammar, and `[storm]`).
+//!   `aliases.rs`, `users.rs`, `status.rs`, `filter.rs` (`[[filter]]`
+//!   rules, their pattern grammar, and `[storm]`).
 //! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
@@ -69,6 +69,7 @@ mod queue;
 mod route;
 mod schema;
 mod server;
+mod status;
 mod upstream;
 mod users;
 mod values;
@@ -85,6 +86,7 @@ pub use policy::PolicyConfig;
 pub use queue::QueueConfig;
 pub use route::{OutboundConfig, RouteConfig};
 pub use server::ServerConfig;
+pub use status::StatusConfig;
 pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
@@ -122,6 +124,8 @@ table! {
         filters: Vec<FilterConfig>,
         /// `[storm]`: alert-storm suppression, when the table is there.
         storm: Option<StormConfig>,
+        /// `[status]`: `postern status` thresholds and the status listener.
+        status: StatusConfig,
     }
 }
 
@@ -262,6 +266,8 @@ impl Config {
         self.policy.print_keys(&mut out);
         out.header("[queue]");
         self.queue.print_keys(&mut out);
+        out.header("[status]");
+        self.status.print_keys(&mut out);
         self.outbound.print_tables(&mut out);
         for u in &self.users {
             out.header("[[user]]");
@@ -426,6 +432,7 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     ("user", &[UserConfig::KEYS]),
     ("filter", &[FilterConfig::KEYS]),
     ("storm", &[StormConfig::KEYS]),
+    ("status", &[StatusConfig::KEYS]),
 ];
 
 fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
@@ -496,6 +503,8 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
     let filters = filter::read_filters(ctx, root, route_names.as_deref());
     let storm = filter::read_storm(ctx, root);
 
+    let status =
+        section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
     top.build(
         server,
         policy,
@@ -504,6 +513,7 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users,
         filters,
         storm,
+        status,
     )
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::convert::{DAY, HOUR, MINUTE, SECOND, count, duration, path, size};
+use super::convert::{DAY, HOUR, MINUTE, SECOND, count, duration, duration_or_off, path, size};
 use super::schema::{Section, default, list, non_empty, required, table};
 use super::values::{Dur, Size};
 use super::{Ctx, Reported};
@@ -30,6 +30,9 @@ table! {
                 list(duration(SECOND, 7 * DAY)),
             ),
         ),
+        /// Default 4h: a message waiting this long is a warning in `postern
+        /// status` (exit 1); `"0"` turns the warning off.
+        delay_warning: Dur = default(Dur::new(4 * HOUR), duration_or_off(30 * DAY)),
     }
 }
 

@@ -19,6 +19,8 @@ use crate::dns::{DnsError, Resolver};
 use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath};
 use crate::tls::Stream;
 
+pub use super::hosts::{Candidate, order_addrs, order_mx};
+
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
 /// final dot; giving up sooner is how duplicates are made.
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
@@ -141,17 +143,6 @@ pub struct Smarthost {
     pub mx: bool,
 }
 
-/// One host to try.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    /// Name or IP address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// TLS spoken with it.
-    pub tls: TlsMode,
-}
-
 /// A conversation record for `postern check --connect`; secrets masked.
 pub type Transcript = Arc<std::sync::Mutex<Vec<String>>>;
 
@@ -257,49 +248,6 @@ pub async fn candidates(
         return Err(ClientError::NullMx(domain.to_string()));
     }
     Ok(order_mx(mxs).into_iter().map(mk).collect())
-}
-
-/// Preference order, shuffled among equal preferences (RFC 5321 §5.1).
-pub fn order_mx(mut mxs: Vec<(u16, String)>) -> Vec<String> {
-    mxs.sort_by_key(|(p, _)| *p);
-    let mut out = Vec::with_capacity(mxs.len());
-    let mut i = 0;
-    while i < mxs.len() {
-        let j = mxs[i..]
-            .iter()
-            .position(|(p, _)| *p != mxs[i].0)
-            .map_or(mxs.len(), |k| i + k);
-        let mut group: Vec<String> = mxs[i..j].iter().map(|(_, n)| n.clone()).collect();
-        fastrand::shuffle(&mut group);
-        out.extend(group);
-        i = j;
-    }
-    out
-}
-
-/// The addresses to try, in order: only the configured family, or with
-/// `any` both families interleaved (first as the resolver returned it), so
-/// a broken family costs one failed attempt before the other is tried.
-pub fn order_addrs(ips: Vec<std::net::IpAddr>, family: IpFamily) -> Vec<std::net::IpAddr> {
-    let (v6, v4): (Vec<_>, Vec<_>) = ips.iter().copied().partition(|ip| ip.is_ipv6());
-    match family {
-        IpFamily::Ipv4 => v4,
-        IpFamily::Ipv6 => v6,
-        IpFamily::Any => {
-            let v6_first = ips.first().is_some_and(|ip| ip.is_ipv6());
-            let (a, b) = if v6_first { (v6, v4) } else { (v4, v6) };
-            let mut out = Vec::with_capacity(ips.len());
-            let mut a = a.into_iter();
-            let mut b = b.into_iter();
-            loop {
-                match (a.next(), b.next()) {
-                    (None, None) => break,
-                    (x, y) => out.extend(x.into_iter().chain(y)),
-                }
-            }
-            out
-        }
-    }
 }
 
 impl Client {

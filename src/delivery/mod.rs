@@ -20,6 +20,7 @@
 pub mod client;
 pub mod dsn;
 pub mod hints;
+pub mod hosts;
 pub mod https;
 pub mod maildir;
 pub mod oauth;
@@ -36,11 +37,12 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::observe::{Attempted, FailureNote, Observer, Settled, Stamp};
 use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
 use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::Failure;
-pub use routes::{Route, Routes, SharedRoutes, Target};
+pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
 
 /// How much of the original message a failure report quotes (its headers).
 const REPORT_HEADERS_MAX: usize = 16 * 1024;
@@ -57,27 +59,6 @@ const MAX_ATTEMPTS: usize = 256;
 /// The scheduler looks again at least this often while messages wait for
 /// a slot or for room (a finished attempt wakes it sooner).
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// Why the delivery side could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SetupError {
-    /// The TLS client configuration could not be built.
-    #[error("route TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
-    /// The XOAUTH2 token source could not be built.
-    #[error("route XOAUTH2: {0}")]
-    OAuth(String),
-    /// A configured address does not parse (the config reader checks them,
-    /// so this is a bug if it happens).
-    #[error("{key}: not a mail address ({error})")]
-    Address {
-        /// The config key.
-        key: &'static str,
-        /// Why.
-        error: crate::smtp::AddressError,
-    },
-}
 
 /// What happened to one recipient in one attempt, for watchers
 /// (`postern send-test`).
@@ -104,6 +85,7 @@ pub struct Delivery {
     events: Option<smol::channel::Sender<Event>>,
     reports: bool,
     report_times: Mutex<VecDeque<Instant>>,
+    observer: Observer,
 }
 
 /// The body of a queued message, read on a blocking thread chunk by chunk.
@@ -179,7 +161,15 @@ impl Delivery {
             events: None,
             reports: true,
             report_times: Mutex::new(VecDeque::new()),
+            observer: Observer::new(),
         }
+    }
+
+    /// Count outcomes and keep each route's state in `observer` (the
+    /// daemon's, which status reads).
+    pub fn with_observer(mut self, observer: Observer) -> Delivery {
+        self.observer = observer;
+        self
     }
 
     /// Also send every recipient outcome to `tx`.
@@ -304,6 +294,7 @@ impl Delivery {
                 Target::Maildir(dir) => self.to_maildir(dir, &part).await,
                 Target::Smtp(sh) => self.to_smtp(&route, sh, &part, key).await,
             };
+            self.observer.attempted(&route.label, attempted(&got));
             outcomes.extend(got);
         }
         // Free the slots before settling: settling wakes the scheduler,
@@ -591,6 +582,7 @@ impl Delivery {
         held: Option<Instant>,
     ) {
         let expired = self.queue.expired(job);
+        let routes = self.routes.current();
         let mut failures = Vec::new();
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
@@ -603,17 +595,34 @@ impl Delivery {
                 continue;
             };
             let to = rcpt.addr.as_str();
+            let route = routes
+                .route_for(&rcpt.addr)
+                .map_or("none", |(_, r)| r.label.as_str());
+            let note = |status: &'static str, text: &str| FailureNote {
+                at: Stamp::now(),
+                id: job.id.to_string(),
+                rcpt: to.to_string(),
+                route: route.to_string(),
+                status,
+                text: text.to_string(),
+            };
             let outcome = match o {
                 Ok(reply) => {
                     let text = reply.to_log_string();
                     tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %text, "delivery");
                     self.event(job, to, "sent", relay, &text);
+                    self.observer.settled(
+                        route,
+                        Settled::Delivered(job.age.saturating_add(started.elapsed())),
+                    );
                     RcptOutcome::Delivered
                 }
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
                     tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
                     self.event(job, to, "expired", relay, &why);
+                    self.observer.settled(route, Settled::Bounced);
+                    self.observer.failure(note("expired", &why));
                     failures.push(Failure {
                         rcpt: rcpt.addr.clone(),
                         status: "4.4.7".into(),
@@ -625,6 +634,8 @@ impl Delivery {
                 Err(Attempt::Defer(why)) => {
                     tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
+                    self.observer.settled(route, Settled::Deferred);
+                    self.observer.failure(note("deferred", &why));
                     RcptOutcome::Deferred(why)
                 }
                 Err(Attempt::Fail(reply)) => {
@@ -638,6 +649,8 @@ impl Delivery {
                         }
                     }
                     self.event(job, to, "bounced", relay, &text);
+                    self.observer.settled(route, Settled::Bounced);
+                    self.observer.failure(note("bounced", &text));
                     let status = reply
                         .status
                         .map(|s| s.to_string())
@@ -653,7 +666,6 @@ impl Delivery {
             };
             result.push((i, outcome));
         }
-        let routes = self.routes.current();
         let report_to = match job.envelope.from.address() {
             Some(sender) => Some(routes.postmaster.clone().unwrap_or_else(|| sender.clone())),
             None => self.null_sender_failed(job, &failures, &routes),
@@ -755,6 +767,28 @@ impl Delivery {
                 None
             }
         }
+    }
+}
+
+/// How an attempt on one route went, from its recipients' outcomes: any
+/// accepted is a success; otherwise a deferral means the route is failing,
+/// and refusals alone mean it works but the recipients do not.
+fn attempted(got: &[Outcome]) -> Attempted {
+    if got.iter().any(|(_, _, o)| o.is_ok()) {
+        return Attempted::Sent;
+    }
+    if let Some(why) = got.iter().find_map(|(_, _, o)| match o {
+        Err(Attempt::Defer(why)) => Some(why.clone()),
+        _ => None,
+    }) {
+        return Attempted::Deferred(why);
+    }
+    match got.iter().find_map(|(_, _, o)| match o {
+        Err(Attempt::Fail(r)) => Some(r),
+        _ => None,
+    }) {
+        Some(r) => Attempted::Refused(r.to_log_string()),
+        None => Attempted::Sent,
     }
 }
 

@@ -4,7 +4,8 @@
 //! finish on the routes they started with.
 //!
 //! Aliases and the size limit the listener advertises are `policy`'s
-//! ([`Outbound`]); a route only reports its upstream's SIZE there.
+//! ([`Outbound`]); a route only reports its upstream's SIZE there. Why
+//! routes could not be built is [`SetupError`], here where they are built.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,9 +16,29 @@ use crate::dns::Resolver;
 use crate::policy::{Outbound, UpstreamSize};
 use crate::smtp::Address;
 
-use super::SetupError;
 use super::client::{Client, Smarthost};
 use super::rate::Limiter;
+
+/// Why the delivery side could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The TLS client configuration could not be built.
+    #[error("route TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The XOAUTH2 token source could not be built.
+    #[error("route XOAUTH2: {0}")]
+    OAuth(String),
+    /// A configured address does not parse (the config reader checks them,
+    /// so this is a bug if it happens).
+    #[error("{key}: not a mail address ({error})")]
+    Address {
+        /// The config key.
+        key: &'static str,
+        /// Why.
+        error: crate::smtp::AddressError,
+    },
+}
 
 /// Where one route's mail goes.
 #[derive(Debug)]
@@ -42,6 +63,10 @@ pub(crate) struct Pooled {
 pub struct Route {
     /// `route 1 (smtp.gmail.com)`, for logs.
     pub name: String,
+    /// A short name, unique among the routes, for status and metrics: the
+    /// first smarthost's name, `mx` or `maildir` (`#2`… appended when two
+    /// routes would share one).
+    pub label: String,
     /// Recipient domains it takes.
     pub domains: Vec<DomainPattern>,
     /// Where mail goes.
@@ -123,6 +148,7 @@ impl Routes {
             let route = match &r.upstream {
                 Upstream::Maildir(m) => Route {
                     name: format!("route {} (maildir {})", n + 1, m.dir.display()),
+                    label: String::new(),
                     domains: r.domains.clone(),
                     target: Target::Maildir(m.dir.clone()),
                     rewrite_sender: None,
@@ -174,6 +200,7 @@ impl Routes {
                     };
                     Route {
                         name: format!("route {} ({what})", n + 1),
+                        label: String::new(),
                         domains: r.domains.clone(),
                         rewrite_sender: mailbox(
                             s.rewrite_sender.as_ref().or(o.rewrite_sender.as_ref()),
@@ -201,6 +228,8 @@ impl Routes {
                     }
                 }
             };
+            let mut route = route;
+            route.label = unique_label(&routes, label_base(&r.upstream), n);
             routes.push(Arc::new(route));
         }
         Ok(Routes {
@@ -241,6 +270,28 @@ impl SharedRoutes {
     /// their deliveries finish.
     pub fn replace(&self, routes: Routes) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+}
+
+/// What a route is called in status and metrics, before uniqueness.
+fn label_base(u: &Upstream) -> String {
+    match u {
+        Upstream::Maildir(_) => "maildir".into(),
+        Upstream::Mx(_) => "mx".into(),
+        Upstream::Smarthost(s) => s
+            .hosts
+            .first()
+            .map_or_else(|| s.host.clone(), |h| h.host.clone()),
+    }
+}
+
+/// `base`, or `base#N` (N: the route's place, from 1) when an earlier
+/// route has that label already.
+fn unique_label(earlier: &[Arc<Route>], base: String, n: usize) -> String {
+    if earlier.iter().any(|r| r.label == base) {
+        format!("{base}#{}", n + 1)
+    } else {
+        base
     }
 }
 

@@ -303,6 +303,25 @@ pub struct Summary {
     pub in_flight: bool,
 }
 
+/// How full the queue is and how long mail waits, counted under the
+/// queue's lock without copying any message ([`Queue::depth`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Messages queued (finished ones leave at once).
+    pub messages: usize,
+    /// Their total record bytes (what `max_size` bounds).
+    pub bytes: u64,
+    /// The oldest message: id, age, arrival (seconds since the epoch).
+    pub oldest: Option<(QueueId, Duration, u64)>,
+    /// Messages waiting after a failed attempt (not held).
+    pub deferred: usize,
+    /// Messages held by the operator.
+    pub held: usize,
+    /// Per route (by the index `route_of` gives): messages with a pending
+    /// recipient for it.
+    pub waiting: Vec<usize>,
+}
+
 /// Why an operator command on one message did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -712,6 +731,49 @@ impl Queue {
     pub fn usage(&self) -> (usize, u64) {
         let st = self.state();
         (st.entries.len(), st.bytes)
+    }
+
+    /// How full the queue is; `waiting[i]` counts the messages with a
+    /// pending recipient for which `route_of` says `Some(i)` (`i <
+    /// routes`). `route_of` runs under the queue's lock: it must be quick.
+    pub fn depth(&self, routes: usize, route_of: impl Fn(&Address) -> Option<usize>) -> Depth {
+        let qnow = self.qnow();
+        let st = self.state();
+        let mut d = Depth {
+            messages: st.entries.len(),
+            bytes: st.bytes,
+            waiting: vec![0; routes],
+            ..Depth::default()
+        };
+        let mut seen = vec![false; routes];
+        for (id, e) in &st.entries {
+            let age = e.age(qnow);
+            if d.oldest.is_none_or(|(oid, oage, _)| {
+                (age, std::cmp::Reverse(*id)) > (oage, std::cmp::Reverse(oid.0))
+            }) {
+                d.oldest = Some((QueueId(*id), age, e.meta.arrival));
+            }
+            if e.held {
+                d.held += 1;
+            } else if e.attempts > 0 && e.pending() > 0 {
+                d.deferred += 1;
+            }
+            seen.iter_mut().for_each(|s| *s = false);
+            for (r, done) in e.meta.envelope.rcpts.iter().zip(&e.done) {
+                if !*done
+                    && let Some(i) = route_of(&r.addr)
+                    && let Some(s) = seen.get_mut(i)
+                {
+                    *s = true;
+                }
+            }
+            for (w, s) in d.waiting.iter_mut().zip(&seen) {
+                if *s {
+                    *w += 1;
+                }
+            }
+        }
+        d
     }
 
     /// Every queued message, oldest first.

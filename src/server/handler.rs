@@ -31,6 +31,8 @@ pub struct Live<'a> {
     pub outbound: Option<&'a Outbound>,
     /// Per-client rates; `None` where they do not apply (tests, fuzzing).
     pub limits: Option<&'a ClientLimits>,
+    /// The daemon's counters (refusals by reason), when it keeps them.
+    pub observer: Option<&'a crate::observe::Observer>,
 }
 
 impl Services for Live<'_> {
@@ -48,6 +50,11 @@ impl Services for Live<'_> {
     }
     fn upstream_size_limit(&self) -> Option<u64> {
         self.outbound?.max_message_size()
+    }
+    fn refused(&self, reason: super::refusal::Reason) {
+        if let Some(o) = self.observer {
+            o.refused(reason.word());
+        }
     }
 }
 
@@ -74,6 +81,8 @@ pub struct Handler<'a, T> {
     stop: Option<smol::channel::Receiver<()>>,
     /// Counted by the queue while a transaction is open (group commit).
     transaction: Option<Transaction>,
+    /// The daemon's counters (status, metrics), when it keeps them.
+    observer: Option<crate::observe::Observer>,
 }
 
 impl<T> std::fmt::Debug for Handler<'_, T> {
@@ -105,7 +114,13 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
             peer,
             stop: None,
             transaction: None,
+            observer: None,
         }
+    }
+
+    /// Count what this session accepts in `observer`.
+    pub fn observe_with(&mut self, observer: crate::observe::Observer) {
+        self.observer = Some(observer);
     }
 
     /// End the session with 421 between commands once `stop` is closed
@@ -270,6 +285,9 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 let size = w.body_len();
                 let limit = self.session.data_end_timeout();
                 let committed = crate::deadline::timeout(limit, q.commit(w)).await.ok();
+                if let (Some(Ok(_)), Some(o)) = (&committed, &self.observer) {
+                    o.accepted();
+                }
                 self.session.data_committed(committed, size)
             }
             // Without a writer the intake has refused the message already.
@@ -354,6 +372,7 @@ mod tests {
                 queue: &w.queue,
                 outbound: None,
                 limits: None,
+                observer: None,
             };
             let gates = Gates {
                 hostname: "relay.test",

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod handler;
 pub mod intake;
 pub mod limits;
+pub mod refusal;
 pub mod reply;
 pub mod sasl;
 pub mod session;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub users: crate::auth::Users,
     /// Per-client connection and rate limits.
     pub limits: Arc<ClientLimits>,
+    /// The daemon's counters for status and metrics (kept across reloads).
+    pub observer: crate::observe::Observer,
 }
 
 impl Shared {
@@ -98,11 +101,12 @@ impl Shared {
             tls,
             users,
             limits,
+            observer: crate::observe::Observer::new(),
         })
     }
 
     /// What `ip` may be offered, and whether it may talk to us at all:
-    /// `Err` is the 554 to give at connect. A client outside allow_clients
+    /// `Err` is the refusal (554) to give at connect. A client outside allow_clients
     /// is let in only when AUTH could still make it a relay client
     /// (`relay_authenticated`, users, and AUTH reachable by TLS or
     /// allow_plain_auth_clients); it then gets 550 5.7.1 at RCPT unless it
@@ -111,7 +115,7 @@ impl Shared {
         &self,
         ip: std::net::IpAddr,
         implicit_tls: bool,
-    ) -> Result<ClientFacts, Reply> {
+    ) -> Result<ClientFacts, Answer> {
         let s = &self.config.server;
         let ip = ip.to_canonical();
         let within = |nets: &[ipnet::IpNet]| nets.iter().any(|n| n.contains(&ip));
@@ -132,10 +136,7 @@ impl Shared {
             {
                 Ok(facts)
             }
-            Err(refusal) => {
-                tracing::info!(client = %ip, reason = %refusal, "refused at connect");
-                Err(Answer::refused(&refusal, ip).reply())
-            }
+            Err(refusal) => Err(Answer::refused(&refusal, ip)),
         }
     }
 }
@@ -257,16 +258,30 @@ async fn handle(
         v4 => v4,
     };
     let peer = SocketAddr::new(ip, peer.port());
+    let live = Live {
+        queue: &shared.queue,
+        outbound: shared.outbound.as_ref(),
+        limits: Some(&shared.limits),
+        observer: Some(&shared.observer),
+    };
+    let who = refusal::Who::client(ip);
     let Some(_permit) = shared.slots.try_acquire_arc() else {
-        tracing::warn!(client = %ip, max = shared.config.server.max_connections, "refused: too many connections");
-        refuse(&mut stream, &Answer::TooManyConnections.reply()).await;
+        let detail = format!("max={}", shared.config.server.max_connections);
+        let who = refusal::Who {
+            detail: Some(&detail),
+            ..who
+        };
+        let reply = refusal::refused(&live, &who, &Answer::TooManyConnections);
+        refuse(&mut stream, &reply).await;
         return;
     };
+    let _session = shared.observer.session();
     let facts = match shared.client_facts(ip, implicit_tls) {
         Ok(f) => f,
-        Err(reply) => {
+        Err(answer) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
             // in clear costs nothing and spares a handshake.
+            let reply = refusal::refused(&live, &who, &answer);
             refuse(&mut stream, &reply).await;
             return;
         }
@@ -274,15 +289,10 @@ async fn handle(
     let _client_slot = match shared.limits.connect(ip) {
         Ok(slot) => slot,
         Err(why) => {
-            tracing::warn!(client = %ip, why = ?why, "refused: per-client limit");
-            refuse(&mut stream, &Answer::TooManyFromClient.reply()).await;
+            let reply = refusal::refused(&live, &who, &Answer::TooManyFromClient(why));
+            refuse(&mut stream, &reply).await;
             return;
         }
-    };
-    let live = Live {
-        queue: &shared.queue,
-        outbound: shared.outbound.as_ref(),
-        limits: Some(&shared.limits),
     };
     let gates = Gates {
         hostname: &shared.config.hostname,
@@ -318,6 +328,7 @@ async fn handle(
     };
     let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
     handler.stop_on(stop);
+    handler.observe_with(shared.observer.clone());
     let result = handler.run().await;
     let outcome = match &result {
         Ok(()) | Err(ConnError::Eof) => "closed".to_string(),
@@ -415,10 +426,19 @@ mod tests {
         let f = s.client_facts(ip("10.1.2.3"), false).unwrap();
         assert!(!f.allowed && f.plain_auth);
         // Denied wins over AUTH.
-        assert_eq!(s.client_facts(ip("10.6.6.6"), false).unwrap_err().code, 554);
+        assert_eq!(
+            s.client_facts(ip("10.6.6.6"), false)
+                .unwrap_err()
+                .reply()
+                .code,
+            554
+        );
         // Outside allow and AUTH unreachable (no TLS, not a plain-auth net): 554.
         assert_eq!(
-            s.client_facts(ip("172.16.0.1"), false).unwrap_err().code,
+            s.client_facts(ip("172.16.0.1"), false)
+                .unwrap_err()
+                .reply()
+                .code,
             554
         );
         // No relay_authenticated: users do not open the door.
@@ -430,14 +450,23 @@ mod tests {
             &user,
         )
         .unwrap();
-        assert_eq!(s.client_facts(ip("10.1.2.3"), false).unwrap_err().code, 554);
+        assert_eq!(
+            s.client_facts(ip("10.1.2.3"), false)
+                .unwrap_err()
+                .reply()
+                .code,
+            554
+        );
         // Default config: loopback only.
         let dir3 = tempfile::tempdir().unwrap();
         let s = shared(dir3.path(), "", "", "").unwrap();
         assert!(s.client_facts(ip("127.0.0.9"), false).is_ok());
         assert!(s.client_facts(ip("::1"), false).is_ok());
         assert_eq!(
-            s.client_facts(ip("192.168.1.5"), false).unwrap_err().code,
+            s.client_facts(ip("192.168.1.5"), false)
+                .unwrap_err()
+                .reply()
+                .code,
             554
         );
     }

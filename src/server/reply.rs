@@ -11,6 +11,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+use super::limits::Refused as ClientLimit;
+use super::refusal::Reason;
 use crate::policy::Refusal;
 use crate::queue::{QueueError, QueueId};
 use crate::smtp::reply::EnhancedStatus;
@@ -33,11 +35,13 @@ pub enum Answer {
     TooManyConnections,
     /// This client address holds its share of connections, or connects too
     /// often.
-    TooManyFromClient,
+    TooManyFromClient(ClientLimit),
     /// Policy refuses the client at connect.
     ClientRefused {
         /// The client's address, named so a device's log says what to allow.
         client: IpAddr,
+        /// Which list (the log says; the client is not told).
+        why: Refusal,
     },
     /// The client went quiet, or the session ran past its time.
     Timeout,
@@ -143,12 +147,12 @@ pub enum Answer {
     Utf8SenderNeedsSmtputf8,
     /// A UTF-8 recipient without SMTPUTF8.
     Utf8RecipientNeedsSmtputf8,
-    /// Policy refuses the sender.
-    SenderRefused,
+    /// Policy refuses the sender (which list: for the log only).
+    SenderRefused(Refusal),
     /// The logged-in user may not use this sender.
     SenderNotOwned,
-    /// Policy refuses the recipient.
-    RecipientRefused,
+    /// Policy refuses the recipient (which list: for the log only).
+    RecipientRefused(Refusal),
     /// The client may not relay (not allowed, not logged in).
     RelayDenied,
     /// Past `max_recipients` in one message.
@@ -203,10 +207,98 @@ impl Answer {
         match refusal {
             Refusal::ClientDenied | Refusal::ClientNotAllowed => Answer::ClientRefused {
                 client: client.to_canonical(),
+                why: *refusal,
             },
-            Refusal::SenderDenied | Refusal::SenderNotAllowed => Answer::SenderRefused,
-            Refusal::RecipientDenied | Refusal::RecipientNotAllowed => Answer::RecipientRefused,
+            Refusal::SenderDenied | Refusal::SenderNotAllowed => Answer::SenderRefused(*refusal),
+            Refusal::RecipientDenied | Refusal::RecipientNotAllowed => {
+                Answer::RecipientRefused(*refusal)
+            }
         }
+    }
+
+    /// Why this answer refuses the client, or `None` when it is no
+    /// refusal. Every answer is named here (no catch-all), so a new one
+    /// is a refusal or not by decision.
+    pub fn reason(&self) -> Option<Reason> {
+        use Answer as A;
+        use Reason as R;
+        Some(match self {
+            A::TalkedFirst => R::TalkedFirst,
+            A::TooManyConnections => R::TooManyConnections,
+            A::TooManyFromClient(ClientLimit::TooManyOpen) => R::ClientConnections,
+            A::TooManyFromClient(ClientLimit::TooFast) => R::ConnectRate,
+            A::TooManyFromClient(ClientLimit::TableFull) => R::ClientTable,
+            A::ClientRefused { why, .. } | A::SenderRefused(why) | A::RecipientRefused(why) => {
+                match why {
+                    Refusal::ClientDenied => R::DenyClients,
+                    Refusal::ClientNotAllowed => R::AllowClients,
+                    Refusal::SenderDenied => R::DenySenders,
+                    Refusal::SenderNotAllowed => R::AllowSenders,
+                    Refusal::RecipientDenied => R::DenyRecipients,
+                    Refusal::RecipientNotAllowed => R::AllowRecipients,
+                }
+            }
+            A::TooManyErrors => R::TooManyErrors,
+            A::TooManyJunkCommands => R::JunkCommands,
+            A::LineTooLong => R::LineTooLong,
+            A::BadCommand(e) => match e {
+                CommandError::Unrecognized => R::UnknownCommand,
+                CommandError::UnknownParameter(_) => R::UnknownParameter,
+                CommandError::BadSender(_) | CommandError::BadRecipient(_) => R::BadAddress,
+                _ => R::Syntax,
+            },
+            A::PipeliningWithoutEhlo => R::PipeliningWithoutEhlo,
+            A::TlsAlreadyActive
+            | A::StartTlsInTransaction
+            | A::SendEhloFirst
+            | A::SendHeloFirst
+            | A::AlreadyAuthenticated
+            | A::AuthInTransaction
+            | A::NestedMail
+            | A::NeedMail
+            | A::NeedRcpt => R::BadSequence,
+            A::NotImplemented => R::NotOffered,
+            A::PipelinedAfterStartTls => R::PipelinedAfterStarttls,
+            A::EncryptionRequired => R::EncryptionRequired,
+            A::UnknownAuthMechanism => R::AuthMechanism,
+            A::AuthFailed => R::AuthFailed,
+            A::TooManyAuthFailures => R::AuthFailures,
+            A::ParamsNeedEhlo => R::ParamsNeedEhlo,
+            A::MessageTooBig { .. } => R::MessageTooBig,
+            A::Utf8SenderNeedsSmtputf8 | A::Utf8RecipientNeedsSmtputf8 => R::NeedsSmtputf8,
+            A::SenderNotOwned => R::SenderNotOwned,
+            A::RelayDenied => R::RelayDenied,
+            A::TooManyRecipients => R::TooManyRecipients,
+            A::MessageRate => R::MessageRate,
+            A::RecipientRate => R::RecipientRate,
+            A::QueueFull => R::QueueFull,
+            A::QueueClosed => R::QueueClosed,
+            A::QueueFailed => R::QueueFailed,
+            A::BareNewline => R::BareNewline,
+            A::NulInData => R::Nul,
+            A::TooManyHops => R::TooManyHops,
+            A::DataLineTooLong { .. } => R::DataLineTooLong,
+            A::HeaderTooBig { .. } => R::HeaderTooBig,
+            A::StorageTooSlow => R::StorageTooSlow,
+            // The end of a session, and everything that goes through.
+            A::Greeting { .. }
+            | A::Timeout
+            | A::ShuttingDown { .. }
+            | A::Ehlo { .. }
+            | A::Helo { .. }
+            | A::Ok
+            | A::SenderOk
+            | A::RecipientOk
+            | A::Bye
+            | A::Vrfy
+            | A::Help
+            | A::ReadyForTls
+            | A::AuthChallenge(_)
+            | A::AuthCancelled
+            | A::AuthOk
+            | A::StartData
+            | A::Queued { .. } => return None,
+        })
     }
 
     /// The answer for a queue error at MAIL or after DATA.
@@ -234,12 +326,12 @@ impl Answer {
                 Some(st(4, 7, 0)),
                 "Too many connections, try again later".into(),
             ),
-            A::TooManyFromClient => (
+            A::TooManyFromClient(_) => (
                 421,
                 Some(st(4, 7, 0)),
                 "Too many connections from your address, try again later".into(),
             ),
-            A::ClientRefused { client } => (
+            A::ClientRefused { client, .. } => (
                 554,
                 Some(st(5, 7, 1)),
                 format!("Access denied: {client} is not allowed to relay through this host")
@@ -360,7 +452,7 @@ impl Answer {
                 Some(st(5, 6, 7)),
                 "Non-ASCII recipient address needs SMTPUTF8".into(),
             ),
-            A::SenderRefused => (
+            A::SenderRefused(_) => (
                 550,
                 Some(st(5, 7, 1)),
                 "Sender address rejected: not allowed".into(),
@@ -370,7 +462,7 @@ impl Answer {
                 Some(st(5, 7, 1)),
                 "Sender address rejected: not owned by the authenticated user".into(),
             ),
-            A::RecipientRefused => (
+            A::RecipientRefused(_) => (
                 550,
                 Some(st(5, 7, 1)),
                 "Recipient address rejected: not allowed to relay to this address".into(),

@@ -39,6 +39,7 @@ use super::connection::Line;
 use super::intake::{
     Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, added_bound, message_id,
 };
+use super::refusal::{self, Reason, Sender, Who};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
@@ -150,6 +151,11 @@ pub trait Services: std::fmt::Debug {
     fn alias(&self, rcpt: &Address) -> Option<Address>;
     /// The smallest SIZE limit of the upstreams, when one is known.
     fn upstream_size_limit(&self) -> Option<u64>;
+    /// A client was refused for `reason` (the log line is written by
+    /// [`refusal::refused`], which calls this): count it.
+    fn refused(&self, reason: Reason) {
+        let _ = reason;
+    }
 }
 
 /// The parts of the daemon a session consults.
@@ -258,6 +264,37 @@ impl SessionCore {
         &self.phase
     }
 
+    /// The sender of the open transaction, if any.
+    fn sender(&self) -> Option<Sender<'_>> {
+        match &self.phase {
+            Phase::Mail { from, .. } | Phase::Rcpt { from, .. } => Some(Sender(from.as_ref())),
+            Phase::Connected | Phase::Ready => None,
+        }
+    }
+
+    /// The reply for `answer`, logged and counted when it is a refusal
+    /// (sender and recipient named where known).
+    fn answer(
+        &self,
+        g: &Gates,
+        answer: Answer,
+        from: Option<Sender<'_>>,
+        rcpt: Option<&Address>,
+    ) -> Step {
+        let who = Who {
+            helo: self.helo.as_deref(),
+            from: from.or(self.sender()),
+            rcpt,
+            ..Who::client(g.client)
+        };
+        Step::Reply(refusal::refused(g.services, &who, &answer))
+    }
+
+    /// [`SessionCore::answer`] with what the session knows.
+    fn say(&self, g: &Gates, answer: Answer) -> Step {
+        self.answer(g, answer, None, None)
+    }
+
     /// Forget the transaction (RSET, EHLO, after DATA).
     pub fn reset(&mut self) {
         if self.phase != Phase::Connected {
@@ -276,41 +313,39 @@ impl SessionCore {
         .reply()
     }
 
-    fn starttls(&mut self) -> Step {
+    fn starttls(&mut self, g: &Gates) -> Step {
         if self.tls {
-            return Step::Reply(Answer::TlsAlreadyActive.reply());
+            return self.say(g, Answer::TlsAlreadyActive);
         }
         if !self.facts.starttls {
-            return Step::Reply(Answer::NotImplemented.reply());
+            return self.say(g, Answer::NotImplemented);
         }
         match self.phase {
             Phase::Ready if self.esmtp => Step::StartTls,
-            Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                Step::Reply(Answer::StartTlsInTransaction.reply())
-            }
-            _ => Step::Reply(Answer::SendEhloFirst.reply()),
+            Phase::Mail { .. } | Phase::Rcpt { .. } => self.say(g, Answer::StartTlsInTransaction),
+            _ => self.say(g, Answer::SendEhloFirst),
         }
     }
 
-    fn auth(&mut self, mechanism: String, initial: Option<String>) -> Step {
+    fn auth(&mut self, mechanism: String, initial: Option<String>, g: &Gates) -> Step {
         if !self.facts.users {
-            return Step::Reply(Answer::NotImplemented.reply());
+            return self.say(g, Answer::NotImplemented);
         }
         if self.login.is_some() {
-            return Step::Reply(Answer::AlreadyAuthenticated.reply());
+            return self.say(g, Answer::AlreadyAuthenticated);
         }
         match self.phase {
             Phase::Ready if self.esmtp => {}
             Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(Answer::AuthInTransaction.reply());
+                return self.say(g, Answer::AuthInTransaction);
             }
-            _ => return Step::Reply(Answer::SendEhloFirst.reply()),
+            _ => return self.say(g, Answer::SendEhloFirst),
         }
         if !self.tls && !self.facts.plain_auth {
-            return Step::Reply(Answer::EncryptionRequired.reply());
+            return self.say(g, Answer::EncryptionRequired);
         }
         if mechanism != "PLAIN" && mechanism != "LOGIN" {
-            return Step::Reply(Answer::UnknownAuthMechanism.reply());
+            return self.say(g, Answer::UnknownAuthMechanism);
         }
         Step::Auth { mechanism, initial }
     }
@@ -348,8 +383,8 @@ impl SessionCore {
                     envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
                     Step::Data(envelope)
                 }
-                Phase::Mail { .. } => Step::Reply(Answer::NeedRcpt.reply()),
-                _ => Step::Reply(Answer::NeedMail.reply()),
+                Phase::Mail { .. } => self.say(g, Answer::NeedRcpt),
+                _ => self.say(g, Answer::NeedMail),
             },
             Command::Rset => {
                 self.reset();
@@ -359,43 +394,55 @@ impl SessionCore {
             Command::Quit => Step::Close(Answer::Bye.reply()),
             Command::Vrfy(_) => Step::Reply(Answer::Vrfy.reply()),
             Command::Help => Step::Reply(Answer::Help.reply()),
-            Command::StartTls => self.starttls(),
-            Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
+            Command::StartTls => self.starttls(g),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, g),
         }
     }
 
     fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
+        match self.mail_refusal(&from, &params, g) {
+            Some(answer) => self.answer(g, answer, Some(Sender(from.as_ref())), None),
+            None => {
+                self.phase = Phase::Mail { from, params };
+                Step::Reply(Answer::SenderOk.reply())
+            }
+        }
+    }
+
+    /// Why MAIL FROM `from` is refused, if it is.
+    fn mail_refusal(
+        &self,
+        from: &Option<Address>,
+        params: &MailParams,
+        g: &Gates,
+    ) -> Option<Answer> {
         match self.phase {
-            Phase::Connected => {
-                return Step::Reply(Answer::SendHeloFirst.reply());
-            }
-            Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return Step::Reply(Answer::NestedMail.reply());
-            }
+            Phase::Connected => return Some(Answer::SendHeloFirst),
+            Phase::Mail { .. } | Phase::Rcpt { .. } => return Some(Answer::NestedMail),
             Phase::Ready => {}
         }
         if !self.esmtp
             && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
         {
-            return Step::Reply(Answer::ParamsNeedEhlo.reply());
+            return Some(Answer::ParamsNeedEhlo);
         }
         let limit = g.max_message_size();
         if let Some(size) = params.size
             && size > limit
         {
-            return Step::Reply(Answer::MessageTooBig { limit }.reply());
+            return Some(Answer::MessageTooBig { limit });
         }
-        if let Some(a) = &from
+        if let Some(a) = from
             && a.is_utf8()
             && !params.smtputf8
         {
-            return Step::Reply(Answer::Utf8SenderNeedsSmtputf8.reply());
+            return Some(Answer::Utf8SenderNeedsSmtputf8);
         }
         if let Err(e) = g.services.queue_room(params.size.unwrap_or(0)) {
-            return Step::Reply(Answer::queue_error(&e).reply());
+            return Some(Answer::queue_error(&e));
         }
         if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
-            return Step::Reply(Answer::refused(&refusal, g.client).reply());
+            return Some(Answer::refused(&refusal, g.client));
         }
         if let Some(login) = &self.login
             && !login.allowed_senders.is_empty()
@@ -403,13 +450,12 @@ impl SessionCore {
                 .as_ref()
                 .is_some_and(|a| login.allowed_senders.iter().any(|p| p.matches(a)))
         {
-            return Step::Reply(Answer::SenderNotOwned.reply());
+            return Some(Answer::SenderNotOwned);
         }
         if !g.services.note_message(g.client) {
-            return Step::Reply(Answer::MessageRate.reply());
+            return Some(Answer::MessageRate);
         }
-        self.phase = Phase::Mail { from, params };
-        Step::Reply(Answer::SenderOk.reply())
+        None
     }
 
     fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
@@ -425,7 +471,7 @@ impl SessionCore {
             } => (from, params, rcpts),
             other => {
                 self.phase = other;
-                return Step::Reply(Answer::NeedMail.reply());
+                return self.answer(g, Answer::NeedMail, None, Some(&to));
             }
         };
         let may_relay =
@@ -441,9 +487,10 @@ impl SessionCore {
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
             Answer::refused(&refusal, g.client)
         } else {
-            rcpts.push(to);
+            rcpts.push(to.clone());
             Answer::RecipientOk
         };
+        let step = self.answer(g, answer, Some(Sender(from.as_ref())), Some(&to));
         self.phase = if rcpts.is_empty() {
             Phase::Mail { from, params }
         } else {
@@ -453,7 +500,7 @@ impl SessionCore {
                 rcpts,
             }
         };
-        Step::Reply(answer.reply())
+        step
     }
 }
 
@@ -583,6 +630,17 @@ impl<'a> Session<'a> {
         &self.core
     }
 
+    /// The reply for `answer`, logged and counted when it is a refusal,
+    /// with what the session knows of the client.
+    fn refuse(&self, answer: Answer) -> Reply {
+        let who = Who {
+            helo: self.core.helo.as_deref(),
+            from: self.core.sender(),
+            ..Who::client(self.gates.client)
+        };
+        refusal::refused(self.gates.services, &who, &answer)
+    }
+
     /// How long to wait for the next line.
     pub fn idle_timeout(&self) -> Duration {
         if self.spoke {
@@ -618,8 +676,7 @@ impl<'a> Session<'a> {
     /// pipelining attacks; RFC 5321 §4.3.1).
     pub fn greet(&mut self, talked_first: bool) -> Out {
         if talked_first {
-            tracing::info!(client = %self.gates.client, "refused: sent data before the greeting");
-            return Out::close(vec![Answer::TalkedFirst.reply()]);
+            return Out::close(vec![self.refuse(Answer::TalkedFirst)]);
         }
         let hostname = self.gates.hostname.to_string();
         Out::read(vec![Answer::Greeting { hostname }.reply()], true)
@@ -649,17 +706,22 @@ impl<'a> Session<'a> {
         }
         let text = match line {
             Line::Text(t) => t,
-            Line::TooLong => return self.error(Answer::LineTooLong.reply()),
+            Line::TooLong => {
+                let r = self.refuse(Answer::LineTooLong);
+                return self.error(r);
+            }
         };
         let cmd = match command::parse(&text) {
             Ok(c) => c,
-            Err(e) => return self.error(Answer::BadCommand(e).reply()),
+            Err(e) => {
+                let r = self.refuse(Answer::BadCommand(e));
+                return self.error(r);
+            }
         };
         if !self.core.esmtp && pipelined {
             // PIPELINING is an EHLO extension: a client that did not say
             // EHLO (or before it) must wait for each reply.
-            tracing::info!(client = %self.gates.client, "refused: pipelining without EHLO");
-            return Out::close(vec![Answer::PipeliningWithoutEhlo.reply()]);
+            return Out::close(vec![self.refuse(Answer::PipeliningWithoutEhlo)]);
         }
         let moves = matches!(
             cmd,
@@ -681,7 +743,7 @@ impl<'a> Session<'a> {
         } else {
             self.junk = self.junk.saturating_add(1);
             if self.junk > MAX_JUNK_COMMANDS {
-                return Out::close(vec![Answer::TooManyJunkCommands.reply()]);
+                return Out::close(vec![self.refuse(Answer::TooManyJunkCommands)]);
             }
         }
         let step = self.core.command(cmd, &self.gates);
@@ -702,8 +764,7 @@ impl<'a> Session<'a> {
                 if pipelined {
                     // CVE-2011-0411: what follows STARTTLS in the same
                     // packet would be taken as sent over TLS.
-                    tracing::info!(client = %self.gates.client, "refused: commands pipelined after STARTTLS");
-                    return Out::close(vec![Answer::PipelinedAfterStartTls.reply()]);
+                    return Out::close(vec![self.refuse(Answer::PipelinedAfterStartTls)]);
                 }
                 Out {
                     pause: None,
@@ -737,7 +798,7 @@ impl<'a> Session<'a> {
     fn error(&mut self, r: Reply) -> Out {
         self.errors = self.errors.saturating_add(1);
         if self.errors >= MAX_ERRORS {
-            return Out::close(vec![r, Answer::TooManyErrors.reply()]);
+            return Out::close(vec![r, self.refuse(Answer::TooManyErrors)]);
         }
         Out::read(vec![r], false)
     }
@@ -769,14 +830,25 @@ impl<'a> Session<'a> {
             return Out::read(vec![Answer::AuthOk.reply()], false);
         }
         self.auth_failures = self.auth_failures.saturating_add(1);
-        tracing::warn!(client = %self.gates.client, user = %name.escape_debug(), failures = self.auth_failures, "AUTH failed");
+        let detail = format!(
+            "user={} failures={}",
+            name.escape_debug(),
+            self.auth_failures
+        );
+        let who = Who {
+            helo: self.core.helo.as_deref(),
+            detail: Some(&detail),
+            ..Who::client(self.gates.client)
+        };
         let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
         if self.auth_failures >= self.gates.server.max_auth_failures {
-            let mut out = Out::close(vec![Answer::TooManyAuthFailures.reply()]);
+            let r = refusal::refused(self.gates.services, &who, &Answer::TooManyAuthFailures);
+            let mut out = Out::close(vec![r]);
             out.pause = pause;
             return out;
         }
-        let mut out = Out::read(vec![Answer::AuthFailed.reply()], false);
+        let r = refusal::refused(self.gates.services, &who, &Answer::AuthFailed);
+        let mut out = Out::read(vec![r], false);
         out.pause = pause;
         out
     }
@@ -838,38 +910,52 @@ impl<'a> Session<'a> {
         };
         let r = self.receiving.take();
         let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
-        let client = self.gates.client;
         self.stats.refused = self.stats.refused.saturating_add(1);
-        let answer = match why {
-            Refused::BareNewline => {
-                tracing::info!(id = %id, from = %from, client = %client, "refused: bare CR or LF in message data");
-                Answer::BareNewline
-            }
-            Refused::Nul => {
-                tracing::info!(id = %id, from = %from, client = %client, "refused: NUL in message data");
-                Answer::NulInData
-            }
-            Refused::LineTooLong => Answer::DataLineTooLong {
-                limit: MAX_DATA_LINE + 2,
-            },
-            Refused::HeaderTooBig => Answer::HeaderTooBig {
-                limit: MAX_HEADER_SECTION,
-            },
-            Refused::TooManyHops => {
-                tracing::warn!(id = %id, from = %from, hops = intake.hops(), limit = MAX_HOPS, client = %client, "refused: too many hops (Received fields), a mail loop?");
-                Answer::TooManyHops
-            }
+        let (answer, detail) = match why {
+            Refused::BareNewline => (Answer::BareNewline, None),
+            Refused::Nul => (Answer::NulInData, None),
+            Refused::LineTooLong => (
+                Answer::DataLineTooLong {
+                    limit: MAX_DATA_LINE + 2,
+                },
+                None,
+            ),
+            Refused::HeaderTooBig => (
+                Answer::HeaderTooBig {
+                    limit: MAX_HEADER_SECTION,
+                },
+                None,
+            ),
+            Refused::TooManyHops => (
+                Answer::TooManyHops,
+                Some(format!("hops={} limit={MAX_HOPS}", intake.hops())),
+            ),
             Refused::TooBig => {
                 let limit = self.gates.max_message_size();
-                tracing::info!(id = %id, from = %from, size = intake.size(), stored = intake.spooled(), limit, upstream, client = %client, "refused: message too big");
-                Answer::MessageTooBig { limit }
+                let upstream = upstream.map_or_else(|| "-".to_string(), |u| u.to_string());
+                (
+                    Answer::MessageTooBig { limit },
+                    Some(format!(
+                        "size={} stored={} limit={limit} upstream={upstream}",
+                        intake.size(),
+                        intake.spooled()
+                    )),
+                )
             }
-            Refused::SpoolFailed => Answer::QueueFailed,
+            Refused::SpoolFailed => (Answer::QueueFailed, None),
         };
+        let who = Who {
+            helo: self.core.helo.as_deref(),
+            from: Some(Sender::path(&from)),
+            id: Some(id),
+            detail: detail.as_deref(),
+            ..Who::client(self.gates.client)
+        };
+        let reply = refusal::refused(self.gates.services, &who, &answer);
         Some(if why.ends_session() {
-            Out::close(vec![answer.reply()])
+            Out::close(vec![reply])
         } else {
-            Out::read(vec![answer.reply()], false)
+            Out::read(vec![reply], false)
         })
     }
 
@@ -885,6 +971,7 @@ impl<'a> Session<'a> {
             (r.id, r.rcpts, r.from)
         });
         let client = self.gates.client;
+        let mut detail = None;
         let answer = match result {
             None => {
                 // A message the writer has not reached yet is dropped (it
@@ -901,14 +988,25 @@ impl<'a> Session<'a> {
                 Answer::Queued { id }
             }
             Some(Err(e)) => {
-                tracing::warn!(id = %id, error = %e, client = %client, "message not queued");
+                detail = Some(format!("error={e}"));
                 Answer::queue_error(&e)
             }
         };
-        if !matches!(answer, Answer::Queued { .. }) {
-            self.stats.refused = self.stats.refused.saturating_add(1);
+        if matches!(answer, Answer::Queued { .. }) {
+            return Out::read(vec![answer.reply()], false);
         }
-        Out::read(vec![answer.reply()], false)
+        self.stats.refused = self.stats.refused.saturating_add(1);
+        let who = Who {
+            helo: self.core.helo.as_deref(),
+            from: Some(Sender::path(&from)),
+            id: Some(id),
+            detail: detail.as_deref(),
+            ..Who::client(client)
+        };
+        Out::read(
+            vec![refusal::refused(self.gates.services, &who, &answer)],
+            false,
+        )
     }
 }
 

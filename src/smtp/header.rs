@@ -319,6 +319,19 @@ pub fn format_date(unix_secs: u64) -> String {
     )
 }
 
+/// An RFC 3339 date-time in UTC, e.g. `2026-11-23T18:01:43Z` (for people
+/// and scripts: `postern status`, `queue show`).
+pub fn format_rfc3339(unix_secs: u64) -> String {
+    let (year, month, day) = civil_from_days(unix_secs / 86_400);
+    let secs = unix_secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 /// Days since 1970-01-01 → (year, month 1..=12, day 1..=31), proleptic
 /// Gregorian.
 ///
@@ -729,6 +742,13 @@ mod tests {
             cuts.sort_unstable();
             assert_eq!(fix_chunks(msg, &cuts), whole, "cuts {cuts:?}");
         }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339(1_795_456_903), "2026-11-23T18:01:43Z");
     }
 
     #[test]

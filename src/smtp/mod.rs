@@ -16,5 +16,5 @@ pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, CommandError, MailParams};
 pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
 pub use envelope::{Envelope, Notify, RcptIndex, Recipient, Ret, ReversePath};
-pub use header::{HeaderFixer, HeaderSummary, Received, format_date};
+pub use header::{HeaderFixer, HeaderSummary, Received, format_date, format_rfc3339};
 pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, ReplyParser, ReplyReader};

@@ -94,7 +94,15 @@ fn queue_commands_list_hold_release_delete_flush_and_say_when_no_daemon() {
     assert!(ok);
     let got = up.next();
     assert!(String::from_utf8_lossy(&got.data).contains("body of third"));
-    let (_, out, _) = queue_cmd(dir.path(), &["list"]);
+    // The upstream has it; the queue records that a moment later.
+    let end = std::time::Instant::now() + DEADLINE;
+    let out = loop {
+        let (_, out, _) = queue_cmd(dir.path(), &["list"]);
+        if !out.contains(&c) || std::time::Instant::now() > end {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(
         out.contains(&a) && !out.contains(&b) && !out.contains(&c),
         "{out}"

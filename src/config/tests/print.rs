@@ -68,6 +68,10 @@ fn effective_config_prints_every_schema_key() {
             if *table == "server" && WHEN_SET.contains(key) {
                 continue;
             }
+            // The status listener is off unless set.
+            if *table == "status" && *key == "listen" {
+                continue;
+            }
             if *table == "upstream"
                 && (MaildirConfig::KEYS.contains(key)
                     || WHEN_SET.contains(key)
