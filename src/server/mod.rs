@@ -71,6 +71,8 @@ pub struct Shared {
     pub limits: Arc<ClientLimits>,
     /// The daemon's counters for status and metrics (kept across reloads).
     pub observer: crate::observe::Observer,
+    /// `[[filter]]` rules.
+    pub filters: crate::filter::Rules,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
         }
         let users = crate::auth::Users::new(&config.users);
         let limits = Arc::new(ClientLimits::new(&config.server));
+        let filters = crate::filter::Rules::new(&config.filters);
         Ok(Shared {
             config,
             policy,
@@ -102,6 +105,7 @@ impl Shared {
             users,
             limits,
             observer: crate::observe::Observer::new(),
+            filters,
         })
     }
 
@@ -300,6 +304,7 @@ async fn handle(
         policy: &shared.policy,
         services: &live,
         client: ip,
+        filters: &shared.filters,
     };
     let backing = Backing {
         queue: &shared.queue,
