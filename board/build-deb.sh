@@ -127,8 +127,10 @@ dpkg-deb --root-owner-group --build "$p" "$out/postern_${version}_${arch}.deb" >
 
 # --- postern-sendmail ------------------------------------------------------
 s="$work/postern-sendmail"
-install -d "$s/usr/sbin" "$s/DEBIAN"
+install -d "$s/usr/sbin" "$s/usr/bin" "$s/DEBIAN"
 ln -s ../bin/postern "$s/usr/sbin/sendmail"
+# mailq, as every Debian MTA ships it: postern prints its queue list.
+ln -s postern "$s/usr/bin/mailq"
 cat > "$s/DEBIAN/control" <<CTL
 Package: postern-sendmail
 Version: $version

@@ -33,6 +33,11 @@ if [ "$sendmail" = --sendmail ]; then
   else
     install -d "$D/usr/sbin"
     ln -sf "$prefix/bin/postern" "$D/usr/sbin/sendmail"
+    # mailq prints postern's queue list (only where no other MTA has one).
+    if [ ! -e "$D/usr/bin/mailq" ]; then
+      install -d "$D/usr/bin"
+      ln -s "$prefix/bin/postern" "$D/usr/bin/mailq"
+    fi
   fi
 fi
 [ -z "$D" ] || { echo "staged into $D"; exit 0; }

@@ -27,6 +27,7 @@ dpkg_r -i "$work"/v1/postern_0.0.1_*.deb "$work"/v1/postern-sendmail_0.0.1_*.deb
 grep -q '^listen = \["127.0.0.1:25"\]' "$R/etc/postern/postern.toml" || fail "default config"
 [ "$(readlink "$R/usr/sbin/sendmail")" = ../bin/postern ] || fail "sendmail link"
 "$R/usr/sbin/sendmail" --help | grep -q 'sendmail-compatible' || fail "sendmail mode"
+[ "$(readlink "$R/usr/bin/mailq")" = postern ] || fail "mailq link"
 echo "ok: installed postern 0.0.1 and postern-sendmail into a scratch root"
 
 # The admin edits the config; mail waits in the queue.

@@ -23,13 +23,19 @@ use std::time::Duration;
 use smol::Async;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 
-use crate::observe::Observer;
+use crate::config::DomainPattern;
+use crate::observe::{Observer, RouteStats};
 use crate::queue::{Queue, QueueId, Summary};
 
-/// Longest request line accepted (a command and an id).
-const MAX_REQUEST: usize = 256;
+/// Longest request line accepted (a command, an id or a filter).
+const MAX_REQUEST: usize = 1024;
 /// A client that sends nothing for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A client that takes no answer for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client waits for each part of an answer (a bulk delete
+/// waits for syncs first).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The socket path for a queue directory (the queue owns the name: it is
 /// the only code that knows what lives in its directory).
 pub fn socket_path(queue_dir: &Path) -> PathBuf {
@@ -86,34 +92,219 @@ pub async fn serve(listener: Async<UnixListener>, queue: Queue, observer: Observ
         };
         let q = queue.clone();
         let o = observer.clone();
-        smol::spawn(async move {
-            let talk = handle(conn, q, o);
-            let timeout = async {
-                smol::Timer::after(REQUEST_TIMEOUT).await;
-            };
-            smol::future::or(talk, timeout).await;
-        })
-        .detach();
+        // Each stage of a request has its own time limit (see handle).
+        smol::spawn(handle(conn, q, o)).detach();
     }
 }
 
 async fn handle(conn: Async<UnixStream>, queue: Queue, observer: Observer) {
     let mut r = smol::io::BufReader::new(smol::io::AsyncReadExt::take(&conn, MAX_REQUEST as u64));
     let mut line = Vec::new();
-    if r.read_until(b'\n', &mut line).await.is_err() {
-        return;
+    match crate::deadline::timeout(REQUEST_TIMEOUT, r.read_until(b'\n', &mut line)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
     }
     let req = String::from_utf8_lossy(&line).trim().to_string();
-    let answer = match execute(&req, &queue, &observer).await {
-        Ok(text) => format!("OK\n{text}"),
-        Err(why) => format!("ERR {why}\n"),
+    let (answer, body) = match execute(&req, &queue, &observer).await {
+        Ok(Answer { text, body }) => (format!("OK\n{text}"), body),
+        Err(why) => (format!("ERR {why}\n"), None),
     };
+    if !send(&conn, answer.as_bytes()).await {
+        return;
+    }
+    if let Some(mut body) = body {
+        let mut buf = Vec::with_capacity(BODY_CHUNK);
+        loop {
+            let (b, chunk) = smol::unblock(move || {
+                let r = body.read_chunk(&mut buf, BODY_CHUNK);
+                (body, r.map(|()| buf))
+            })
+            .await;
+            body = b;
+            match chunk {
+                Ok(c) if c.is_empty() => break,
+                Ok(c) => {
+                    if !send(&conn, &c).await {
+                        return;
+                    }
+                    buf = c;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control: cannot read a queued body");
+                    break;
+                }
+            }
+        }
+    }
     let mut w = &conn;
-    let _ = w.write_all(answer.as_bytes()).await;
     let _ = w.flush().await;
 }
 
-async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<String, String> {
+/// Write `bytes` within [`WRITE_TIMEOUT`]; false if the client is gone or
+/// does not read.
+async fn send(conn: &Async<UnixStream>, bytes: &[u8]) -> bool {
+    let mut w = conn;
+    matches!(
+        crate::deadline::timeout(WRITE_TIMEOUT, w.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// What a request answers: text, then for `SHOW ID BODY` the body.
+struct Answer {
+    text: String,
+    body: Option<crate::queue::BodyReader>,
+}
+
+impl From<String> for Answer {
+    fn from(text: String) -> Answer {
+        Answer { text, body: None }
+    }
+}
+
+/// Which queued messages a listing or a bulk change means: all of them,
+/// narrowed by a route, an age and a sender. On the wire: words
+/// `route=NAME`, `older=SECONDS`, `from=ADDR`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// A pending recipient goes by this route (its name as `postern
+    /// status` shows it).
+    pub route: Option<String>,
+    /// Queued at least this long.
+    pub older_than: Option<Duration>,
+    /// The sender: `user@example.com` exactly, `example.com` or
+    /// `@example.com` for a domain, `<>` for the null sender (no case).
+    pub from: Option<String>,
+}
+
+impl Filter {
+    /// The request words for this filter (empty when it takes everything).
+    pub fn to_words(&self) -> String {
+        let mut out = String::new();
+        if let Some(r) = &self.route {
+            out.push_str(&format!(" route={r}"));
+        }
+        if let Some(d) = self.older_than {
+            out.push_str(&format!(" older={}", d.as_secs()));
+        }
+        if let Some(f) = &self.from {
+            out.push_str(&format!(" from={f}"));
+        }
+        out
+    }
+
+    fn parse<'a>(words: impl Iterator<Item = &'a str>) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for w in words {
+            match w.split_once('=') {
+                Some(("route", v)) => f.route = Some(v.to_string()),
+                Some(("from", v)) => f.from = Some(v.to_string()),
+                Some(("older", v)) => {
+                    let secs = v
+                        .parse::<u64>()
+                        .map_err(|_| format!("older={v}: not a number of seconds"))?;
+                    f.older_than = Some(Duration::from_secs(secs));
+                }
+                _ => return Err(format!("'{w}' is not a filter (route=, older=, from=)")),
+            }
+        }
+        Ok(f)
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Filter::default()
+    }
+
+    /// Does `s` match? `routes` are the routes in force, in order.
+    fn matches(
+        &self,
+        s: &Summary,
+        routes: &[(std::sync::Arc<RouteStats>, Vec<DomainPattern>)],
+    ) -> bool {
+        if let Some(d) = self.older_than
+            && s.age < d
+        {
+            return false;
+        }
+        if let Some(f) = &self.from
+            && !sender_matches(f, &s.from)
+        {
+            return false;
+        }
+        if let Some(name) = &self.route {
+            let route_of = |rcpt: &str| {
+                let domain = rcpt.rsplit_once('@').map(|(_, d)| d);
+                routes
+                    .iter()
+                    .find(|(_, ds)| ds.iter().any(|d| d.matches(domain)))
+                    .map(|(r, _)| r.name.as_str())
+            };
+            if !s.pending.iter().any(|r| route_of(r) == Some(name.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `--from` against a sender (`""` is `<>`).
+fn sender_matches(want: &str, from: &str) -> bool {
+    if want == "<>" {
+        return from.is_empty();
+    }
+    match want
+        .strip_prefix('@')
+        .or((!want.contains('@')).then_some(want))
+    {
+        Some(domain) => from
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain)),
+        None => from.eq_ignore_ascii_case(want),
+    }
+}
+
+/// Largest header section read for `queue show`'s Subject.
+const HEADER_READ: usize = 64 * 1024;
+/// Chunks a body is sent to `queue show --body` in.
+const BODY_CHUNK: usize = 64 * 1024;
+/// Longest Subject shown.
+const SUBJECT_MAX: usize = 200;
+
+/// The Subject of a message from the start of its body: unfolded,
+/// control characters dropped, cut at [`SUBJECT_MAX`] characters.
+pub fn subject_of(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut found: Option<String> = None;
+    for l in lines.by_ref() {
+        if l.is_empty() {
+            break;
+        }
+        match &mut found {
+            Some(s) if l.starts_with([' ', '\t']) => s.push_str(l),
+            Some(_) => break,
+            None => {
+                if let Some((name, value)) = l.split_once(':')
+                    && name.eq_ignore_ascii_case("subject")
+                {
+                    found = Some(value.to_string());
+                }
+            }
+        }
+    }
+    found.map(|s| {
+        s.chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .map(|c| if c == '\t' { ' ' } else { c })
+            .collect::<String>()
+            .trim()
+            .chars()
+            .take(SUBJECT_MAX)
+            .collect()
+    })
+}
+
+async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer, String> {
     let mut words = req.split_ascii_whitespace();
     let cmd = words.next().unwrap_or("").to_ascii_uppercase();
     let arg = words.next();
@@ -129,31 +320,105 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<String
     } else {
         tracing::info!(request = %req, "control request");
     }
+    let all = arg == Some("ALL");
+    let filtered = |words: std::str::SplitAsciiWhitespace| -> Result<Vec<Summary>, String> {
+        let f = Filter::parse(words)?;
+        let routes = observer.routes();
+        Ok(queue
+            .list()
+            .into_iter()
+            .filter(|s| f.matches(s, &routes))
+            .collect())
+    };
     match cmd.as_str() {
         "STATUS" => serde_json::to_string(&crate::status::snapshot(queue, observer))
             .map(|mut j| {
                 j.push('\n');
-                j
+                Answer::from(j)
             })
             .map_err(|e| format!("cannot encode the status: {e}")),
-        "LIST" => Ok(format_list(&queue.list())),
-        "SHOW" => queue
-            .show(id()?)
-            .map(|s| format_show(&s))
-            .map_err(|e| e.to_string()),
+        "LIST" => {
+            let all_words = req.split_ascii_whitespace().skip(1);
+            let f = Filter::parse(all_words)?;
+            let routes = observer.routes();
+            let v: Vec<Summary> = queue
+                .list()
+                .into_iter()
+                .filter(|s| f.matches(s, &routes))
+                .collect();
+            if v.is_empty() && !f.is_empty() {
+                return Ok(format!("no queued message matches (of {})\n", queue.usage().0).into());
+            }
+            Ok(format_list(&v).into())
+        }
+        "SHOW" => {
+            let id = id()?;
+            let s = queue.show(id).map_err(|e| e.to_string())?;
+            let with_body = words.next().is_some_and(|w| w.eq_ignore_ascii_case("BODY"));
+            let head = match queue.open_body_of(id) {
+                Ok(mut r) => smol::unblock(move || {
+                    let mut buf = Vec::new();
+                    r.read_chunk(&mut buf, HEADER_READ).map(|()| buf)
+                })
+                .await
+                .ok(),
+                Err(_) => None,
+            };
+            let mut text = format_show(&s, head.as_deref().and_then(subject_of));
+            let body = if with_body {
+                text.push('\n');
+                Some(queue.open_body_of(id).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            Ok(Answer { text, body })
+        }
         "FLUSH" => {
             queue.flush();
-            Ok(format!("{} message(s) due now\n", queue.usage().0))
+            Ok(format!("{} message(s) due now\n", queue.usage().0).into())
+        }
+        "HOLD" | "RELEASE" if all => {
+            let v = filtered(words)?;
+            let hold = cmd == "HOLD";
+            let mut done = 0usize;
+            for s in &v {
+                let r = if hold {
+                    queue.hold(s.id)
+                } else {
+                    queue.release(s.id)
+                };
+                if r.is_ok() {
+                    done += 1;
+                }
+            }
+            let what = if hold { "held" } else { "released" };
+            Ok(format!("{done} message(s) {what}\n").into())
         }
         "HOLD" => {
             let id = id()?;
             queue.hold(id).map_err(|e| e.to_string())?;
-            Ok(format!("{id} held\n"))
+            Ok(format!("{id} held\n").into())
         }
         "RELEASE" => {
             let id = id()?;
             queue.release(id).map_err(|e| e.to_string())?;
-            Ok(format!("{id} released\n"))
+            Ok(format!("{id} released\n").into())
+        }
+        "DELETE" if all => {
+            let ids: Vec<QueueId> = filtered(words)?.iter().map(|s| s.id).collect();
+            // delete_many() waits for syncs: keep the event loop free.
+            let q = queue.clone();
+            let results = smol::unblock(move || q.delete_many(&ids)).await;
+            let mut out = String::new();
+            let mut deleted = 0usize;
+            for (id, r) in results {
+                match r {
+                    Ok(()) => deleted += 1,
+                    Err(e) => out.push_str(&format!("{id} not deleted: {e}\n")),
+                }
+            }
+            out.push_str(&format!("{deleted} message(s) deleted\n"));
+            Ok(out.into())
         }
         "DELETE" => {
             let id = id()?;
@@ -162,25 +427,14 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<String
             smol::unblock(move || q.delete(id))
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(format!("{id} deleted\n"))
+            Ok(format!("{id} deleted\n").into())
         }
         _ => Err(format!("unknown request '{req}'")),
     }
 }
 
-/// `1h05m`, `3d2h`, `42s`: the two largest units.
 fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    let (dd, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
-    if dd > 0 {
-        format!("{dd}d{h:02}h")
-    } else if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m{sec:02}s")
-    } else {
-        format!("{sec}s")
-    }
+    crate::status::human_duration(d)
 }
 
 fn next_attempt(s: &Summary) -> String {
@@ -228,14 +482,15 @@ pub fn format_list(v: &[Summary]) -> String {
     out
 }
 
-fn format_show(s: &Summary) -> String {
+fn format_show(s: &Summary, subject: Option<String>) -> String {
     let mut out = format!(
-        "id:           {}\nsender:       {}\nsize:         {} octets\nage:          {}\narrival:      {} (unix time)\nattempts:     {}\nnext attempt: {}\nlast error:   {}\n",
+        "id:           {}\nsender:       {}\nsubject:      {}\nsize:         {} octets\narrival:      {} ({} ago)\nattempts:     {}\nnext attempt: {}\nlast error:   {}\n",
         s.id,
         sender(s),
+        subject.as_deref().unwrap_or("-"),
         s.size,
+        crate::smtp::format_rfc3339(s.arrival),
         human(s.age),
-        s.arrival,
         s.attempts,
         next_attempt(s),
         s.last_error.as_deref().unwrap_or("-"),
@@ -252,6 +507,11 @@ fn format_show(s: &Summary) -> String {
 /// Client side: send one request to the daemon serving `queue_dir` and
 /// return the text to print.
 pub fn request(queue_dir: &Path, req: &str) -> Result<String, ControlError> {
+    request_bytes(queue_dir, req).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// [`request`], the answer as bytes (a message body need not be UTF-8).
+pub fn request_bytes(queue_dir: &Path, req: &str) -> Result<Vec<u8>, ControlError> {
     let path = socket_path(queue_dir);
     let mut s = UnixStream::connect(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -261,15 +521,14 @@ pub fn request(queue_dir: &Path, req: &str) -> Result<String, ControlError> {
         _ => ControlError::Io(path.clone(), e),
     })?;
     let io = |e| ControlError::Io(path.clone(), e);
-    // DELETE waits for a sync; anything longer means the daemon is stuck.
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io)?;
+    // DELETE waits for syncs; anything longer means the daemon is stuck.
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
     s.write_all(format!("{req}\n").as_bytes()).map_err(io)?;
     let mut r = BufReader::new(s);
     let mut first = String::new();
     r.read_line(&mut first).map_err(io)?;
-    let mut rest = String::new();
-    r.read_to_string(&mut rest).map_err(io)?;
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).map_err(io)?;
     match first.trim_end().split_once(' ') {
         _ if first.trim_end() == "OK" => Ok(rest),
         Some(("ERR", why)) => Err(ControlError::Refused(why.to_string())),
@@ -290,6 +549,41 @@ mod tests {
         assert_eq!(human(Duration::from_secs(65)), "1m05s");
         assert_eq!(human(Duration::from_secs(3 * 3600 + 60)), "3h01m");
         assert_eq!(human(Duration::from_secs(2 * 86400 + 7200)), "2d02h");
+    }
+
+    #[test]
+    fn subjects_are_found_unfolded_and_cleaned() {
+        let head = b"From: a@b\r\nsubject: UPS on battery\r\n  since 10:02\r\nTo: c@d\r\n\r\nSubject: body";
+        assert_eq!(
+            subject_of(head).as_deref(),
+            Some("UPS on battery  since 10:02")
+        );
+        assert_eq!(subject_of(b"From: a@b\r\n\r\nSubject: in the body"), None);
+        assert_eq!(
+            subject_of(b"Subject: a\x1b[2Jb\r\n\r\n").as_deref(),
+            Some("a[2Jb")
+        );
+        let long = format!("Subject: {}\r\n\r\n", "x".repeat(500));
+        assert_eq!(subject_of(long.as_bytes()).unwrap().len(), SUBJECT_MAX);
+    }
+
+    #[test]
+    fn filters_by_sender_age_and_route() {
+        let f = Filter {
+            route: Some("smtp.example.net".into()),
+            older_than: Some(Duration::from_secs(172_800)),
+            from: Some("@Lan.Test".into()),
+        };
+        let words = f.to_words();
+        assert_eq!(words, " route=smtp.example.net older=172800 from=@Lan.Test");
+        assert_eq!(Filter::parse(words.split_ascii_whitespace()), Ok(f));
+        assert!(Filter::parse(["bogus"].into_iter()).is_err());
+        assert!(sender_matches("dev@lan.test", "DEV@lan.test"));
+        assert!(sender_matches("lan.test", "dev@lan.test"));
+        assert!(sender_matches("@lan.test", "dev@lan.test"));
+        assert!(!sender_matches("lan.test", "dev@lan.test.evil"));
+        assert!(sender_matches("<>", ""));
+        assert!(!sender_matches("<>", "dev@lan.test"));
     }
 
     #[test]

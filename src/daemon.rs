@@ -22,6 +22,13 @@ use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
 use crate::server::{self, Current, Shared};
 
+/// `STATUS=` (the line `systemctl status` shows) is sent at most this
+/// often, when it changed.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(5);
+/// ... and looked at again at least this often without any event (the
+/// oldest message's age grows on its own).
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
 /// How long a stop waits for sessions in progress (a device halfway
 /// through DATA) before it closes the queue anyway.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -180,7 +187,13 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let pickup = smol::spawn(pickup_loop(drop_dir, current.clone()));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), upstream = %upstream, "postern started");
         notifier.ready();
-        notifier.status("accepting mail");
+        let status_line = notifier.is_active().then(|| {
+            smol::spawn(status_line(
+                notifier.clone(),
+                queue.clone(),
+                observer.clone(),
+            ))
+        });
         let mut stop = Async::new(stop_pipe).map_err(DaemonError::Signals)?;
         let mut hup = Async::new(hup_pipe).map_err(DaemonError::Signals)?;
         loop {
@@ -196,11 +209,12 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
                     Some(path) => {
                         notifier.reloading();
                         let ok = reload(path, &current, &routes, &mut listeners).await;
-                        notifier.status(if ok {
-                            "accepting mail (config reloaded)"
-                        } else {
-                            "accepting mail (reload failed: old config kept, see log)"
-                        });
+                        // Success shows in the next status line; a failure
+                        // stays on show until the state changes.
+                        if !ok {
+                            notifier
+                                .status("accepting mail (reload failed: old config kept, see log)");
+                        }
                         notifier.ready();
                     }
                     None => tracing::warn!("SIGHUP: no config file to re-read; ignored"),
@@ -237,6 +251,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         }
         // A delivery cut short stays queued and is tried again at start.
         pickup.cancel().await;
+        if let Some(t) = status_line {
+            t.cancel().await;
+        }
         delivery.cancel().await;
         control.cancel().await;
         if let Some(w) = web {
@@ -248,6 +265,28 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
     queue.close();
     tracing::info!("stopped");
     result
+}
+
+/// Keep systemd's `STATUS=` line (`12 queued, oldest 3h, route m365
+/// failing: 535 5.7.139`) current: sent when it changed, at most every
+/// [`STATUS_MIN_INTERVAL`]; looked at when something happened (mail
+/// accepted or finished, a route failing or recovering) and every
+/// [`STATUS_REFRESH`].
+async fn status_line(notifier: Arc<Notifier>, queue: crate::queue::Queue, observer: Observer) {
+    let mut last = String::new();
+    loop {
+        let (q, o) = (queue.clone(), observer.clone());
+        let line = smol::unblock(move || crate::status::snapshot(&q, &o).summary).await;
+        if line != last {
+            notifier.status(&line);
+            last = line;
+        }
+        smol::Timer::after(STATUS_MIN_INTERVAL).await;
+        smol::future::or(observer.wait_changed(), async {
+            smol::Timer::after(STATUS_REFRESH).await;
+        })
+        .await;
+    }
 }
 
 /// Take in what `postern sendmail` left in `dir` while the daemon could not

@@ -91,15 +91,28 @@ Ask the running daemon about its queue, or change it. The daemon is the only
 writer of the queue: these commands talk to it over <queue dir>/control.sock
 and fail with a clear message when it is not running.
 
-Usage: postern queue <list|show ID|flush|delete ID|hold ID|release ID> [--config FILE]
+Usage: postern queue <ACTION> [ID] [FILTERS] [--config FILE]
 
-  list          Every message: id, age, size, attempts, next attempt, sender,
-                pending recipients, last error
-  show ID       One message in full
-  flush         Make every message due now
-  delete ID     Drop a message: no delivery, no report
-  hold ID       Keep a message from delivery until released (or a restart)
-  release ID    Undo hold; the message is due now
+  list [FILTERS]        Messages: id, age, size, attempts, next attempt,
+                        sender, pending recipients, last error
+  show ID [--body]      One message: times (RFC 3339 and how long ago),
+                        Subject, recipients; --body adds the message itself
+  flush                 Make every message due now
+  delete ID             Drop a message: no delivery, no report
+  delete --all [FILTERS]  Drop every message that matches
+  hold ID | hold --all [FILTERS]        Keep from delivery until released
+                                        (or a restart)
+  release ID | release --all [FILTERS]  Undo hold; due now
+
+Filters (all must match):
+  --route NAME          a pending recipient goes by this route (as
+                        'postern status' names it)
+  --older-than DURATION queued at least this long, e.g. 2d, 6h
+  --from ADDR           the sender: user@example.com, example.com (a
+                        domain), or <>
+
+Run as 'mailq' (a symlink), postern prints the list; sendmail's mailq
+options are accepted and ignored (-C FILE names postern's config).
 
 Options:
   -c, --config FILE   Config file (for [queue] dir) [default: /etc/postern/postern.toml]
@@ -172,6 +185,12 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(1)));
     }
+    if std::path::Path::new(argv0)
+        .file_name()
+        .is_some_and(|n| n == "mailq")
+    {
+        return mailq(argv.into_iter().skip(1));
+    }
     if argv.get(1).map(String::as_str) == Some("sendmail") {
         return ExitCode::from(postern::sendmail::main(argv.into_iter().skip(2)));
     }
@@ -203,6 +222,7 @@ fn main() -> ExitCode {
     let mut wait = std::time::Duration::from_secs(120);
     // postern queue ACTION [ID].
     let mut queue_args: Vec<String> = Vec::new();
+    let mut queue_opts = QueueOpts::default();
     // postern status --json | --prometheus.
     let mut format = StatusFormat::Text;
     let help = match sub.as_str() {
@@ -247,6 +267,24 @@ fn main() -> ExitCode {
                     },
                 }
             }
+            Ok(Some(Long("all"))) if sub == "queue" => queue_opts.all = true,
+            Ok(Some(Long("body"))) if sub == "queue" => queue_opts.body = true,
+            Ok(Some(Long(k @ ("route" | "older-than" | "from")))) if sub == "queue" => {
+                let k = k.to_string();
+                let v = match parser.value() {
+                    Ok(v) => v.to_string_lossy().into_owned(),
+                    Err(e) => return usage_error(e, &for_help),
+                };
+                let f = &mut queue_opts.filter;
+                match k.as_str() {
+                    "route" => f.route = Some(v),
+                    "from" => f.from = Some(v),
+                    _ => match config::Dur::parse(&v) {
+                        Ok(d) => f.older_than = Some(d.value),
+                        Err(e) => return usage_error(format!("--older-than: {e}"), &for_help),
+                    },
+                }
+            }
             Ok(Some(Value(v))) if sub == "queue" && queue_args.len() < 2 => {
                 queue_args.push(v.to_string_lossy().into_owned())
             }
@@ -266,7 +304,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "queue" => queue_command(&config, &queue_args, &for_help),
+        "queue" => queue_command(&config, &queue_args, &queue_opts, &for_help),
         "status" => status_command(&config, format),
         "serve" => match postern::daemon::serve(&config) {
             Ok(()) => ExitCode::SUCCESS,
@@ -387,15 +425,55 @@ fn status_command(config_path: &std::path::Path, format: StatusFormat) -> ExitCo
     ExitCode::from(snap.health.exit_code())
 }
 
+/// `postern queue` options beyond the action and id.
+#[derive(Debug, Default)]
+struct QueueOpts {
+    /// `--all`: every message the filter takes.
+    all: bool,
+    /// `show --body`.
+    body: bool,
+    filter: postern::control::Filter,
+}
+
 /// `postern queue ACTION [ID]`: one request to the daemon's control socket.
-fn queue_command(config_path: &std::path::Path, args: &[String], for_help: &str) -> ExitCode {
-    let (action, id) = match args {
-        [a] if matches!(a.as_str(), "list" | "flush") => (a.as_str(), None),
+fn queue_command(
+    config_path: &std::path::Path,
+    args: &[String],
+    opts: &QueueOpts,
+    for_help: &str,
+) -> ExitCode {
+    let filter = opts.filter.to_words();
+    let bulk = matches!(args, [a] if matches!(a.as_str(), "delete" | "hold" | "release"));
+    if opts.body && !matches!(args, [a, _] if a == "show") {
+        return usage_error("--body goes with 'queue show ID'", for_help);
+    }
+    if opts.all && !bulk {
+        return usage_error(
+            "--all goes with 'queue delete', 'hold' or 'release' (without an id)",
+            for_help,
+        );
+    }
+    if !filter.is_empty() && !opts.all && !matches!(args, [a] if a == "list") {
+        return usage_error(
+            "filters go with 'queue list', or with --all for delete, hold and release",
+            for_help,
+        );
+    }
+    let req = match args {
+        [a] if a == "list" => format!("LIST{filter}"),
+        [a] if a == "flush" => "FLUSH".to_string(),
+        [a] if bulk && opts.all => format!("{} ALL{filter}", a.to_ascii_uppercase()),
+        [a, id] if a == "show" && opts.body => format!("SHOW {id} BODY"),
         [a, id] if matches!(a.as_str(), "show" | "delete" | "hold" | "release") => {
-            (a.as_str(), Some(id.as_str()))
+            format!("{} {id}", a.to_ascii_uppercase())
         }
         [a] if matches!(a.as_str(), "show" | "delete" | "hold" | "release") => {
-            return usage_error(format!("queue {a} needs a queue id"), for_help);
+            let more = if a == "show" {
+                ""
+            } else {
+                " (or --all with filters)"
+            };
+            return usage_error(format!("queue {a} needs a queue id{more}"), for_help);
         }
         [] => return usage_error("queue needs an action", for_help),
         _ => {
@@ -412,13 +490,12 @@ fn queue_command(config_path: &std::path::Path, args: &[String], for_help: &str)
             return ExitCode::FAILURE;
         }
     };
-    let req = match id {
-        Some(id) => format!("{} {id}", action.to_ascii_uppercase()),
-        None => action.to_ascii_uppercase(),
-    };
-    match postern::control::request(&cfg.queue.dir, &req) {
-        Ok(text) => {
-            print!("{text}");
+    match postern::control::request_bytes(&cfg.queue.dir, &req) {
+        Ok(out) => {
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            // A reader that closed early (| head) is not an error.
+            let _ = stdout.write_all(&out).and_then(|()| stdout.flush());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -426,4 +503,27 @@ fn queue_command(config_path: &std::path::Path, args: &[String], for_help: &str)
             ExitCode::FAILURE
         }
     }
+}
+
+/// Run as `mailq`: the queue list. sendmail's mailq options (`-v`, `-Ac`,
+/// `-q…`, `-bp`, `-O…`) are accepted and ignored; `-C FILE` names the
+/// config, as for `postern sendmail`.
+fn mailq(args: impl Iterator<Item = String>) -> ExitCode {
+    let mut config = PathBuf::from(config::DEFAULT_PATH);
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        if a == "-C" {
+            if let Some(v) = args.next() {
+                config = PathBuf::from(v);
+            }
+        } else if let Some(v) = a.strip_prefix("-C") {
+            config = PathBuf::from(v);
+        }
+    }
+    queue_command(
+        &config,
+        &["list".to_string()],
+        &QueueOpts::default(),
+        "queue ",
+    )
 }

@@ -69,6 +69,11 @@ impl Notifier {
         })
     }
 
+    /// Is there a service manager to tell (`$NOTIFY_SOCKET` was set)?
+    pub fn is_active(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// How often to send `WATCHDOG=1` (half of what systemd asked for), if
     /// the watchdog is on for this process.
     pub fn watchdog_interval(&self) -> Option<Duration> {

@@ -2,7 +2,8 @@
 # Inbound hardening, against the real release binary:
 #  - tests/interop/inbound.sh: swaks STARTTLS+AUTH, curl smtps://, smtplib,
 #    31 smuggling sends (15 payloads x 2 modes + control) through postern to
-#    Postfix's smtp-sink (~15 s once built);
+#    Postfix's smtp-sink, a mail loop (554 5.4.6), AUTH PLAIN's "334 ", a
+#    message exactly at SIZE under an upstream limit (~20 s once built);
 #  - bench/flood.py: 500 connections from one address while a device on
 #    another relays; prints latency and peak RSS (~5 s);
 #  - fuzz/run.sh: eight libFuzzer targets (command, data, reply, header,

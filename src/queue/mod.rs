@@ -830,30 +830,79 @@ impl Queue {
     /// Drop a message without delivering it and without a report. Durable
     /// like a delivery: a "done" record, synced before this returns.
     pub fn delete(&self, id: QueueId) -> Result<(), OpError> {
-        let newly_done = {
-            let mut st = self.state();
-            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-            if e.in_flight {
-                return Err(OpError::InFlight(id));
-            }
-            let v: Vec<RcptIndex> = pending_indices(&e.done).collect();
-            e.done.iter_mut().for_each(|d| *d = true);
-            v
-        };
-        let (tx, rx) = mpsc::channel();
-        self.send(Request::Outcome {
-            id: id.0,
-            newly_done,
-            delete: true,
-            report: None,
-            ack: Some(tx),
-        })
-        .map_err(|_| OpError::Closed)?;
-        rx.recv()
-            .map_err(|_| OpError::Closed)?
-            .map_err(|e| OpError::Failed(e.to_string()))?;
+        self.delete_many(&[id])
+            .pop()
+            .map_or(Err(OpError::NotFound(id)), |(_, r)| r)
+    }
+
+    /// [`Queue::delete`] for several messages: every change is handed to
+    /// the writer first and then waited for, so they share syncs (group
+    /// commit). Each id gets its own result.
+    pub fn delete_many(&self, ids: &[QueueId]) -> Vec<(QueueId, Result<(), OpError>)> {
+        let mut waiting = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let newly_done = {
+                let mut st = self.state();
+                match st.entries.get_mut(&id.0) {
+                    None => Err(OpError::NotFound(id)),
+                    Some(e) if e.in_flight => Err(OpError::InFlight(id)),
+                    Some(e) => {
+                        let v: Vec<RcptIndex> = pending_indices(&e.done).collect();
+                        e.done.iter_mut().for_each(|d| *d = true);
+                        Ok(v)
+                    }
+                }
+            };
+            let sent = newly_done.and_then(|newly_done| {
+                let (tx, rx) = mpsc::channel();
+                self.send(Request::Outcome {
+                    id: id.0,
+                    newly_done,
+                    delete: true,
+                    report: None,
+                    ack: Some(tx),
+                })
+                .map_err(|_| OpError::Closed)?;
+                Ok(rx)
+            });
+            waiting.push((id, sent));
+        }
+        let out = waiting
+            .into_iter()
+            .map(|(id, sent)| {
+                let r = sent.and_then(|rx| {
+                    rx.recv()
+                        .map_err(|_| OpError::Closed)?
+                        .map_err(|e| OpError::Failed(e.to_string()))
+                });
+                (id, r)
+            })
+            .collect();
         self.kick();
-        Ok(())
+        out
+    }
+
+    /// Open the body of a queued message for reading (`queue show --body`).
+    pub fn open_body_of(&self, id: QueueId) -> Result<BodyReader, OpError> {
+        let (path, start, len) = {
+            let st = self.state();
+            let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
+            let path = match &e.loc {
+                Loc::Seg { path, .. } => path.as_ref().clone(),
+                Loc::Big { path } => path.clone(),
+            };
+            (path, e.body_start, e.body_len)
+        };
+        let file = self
+            .shared
+            .storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(BodyReader {
+            file,
+            pos: start,
+            end: start.saturating_add(len),
+        })
     }
 
     /// Every recipient of `id` is finished (operator delete); reports

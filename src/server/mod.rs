@@ -1,6 +1,14 @@
 //! Inbound SMTP: the listeners, the connection cap, the connect-time policy
 //! check, and one task per session.
 //!
+//! A session is three layers (as mini-redis splits frames, connection and
+//! commands): [`connection`] holds the bytes (stream, buffers, timeouts),
+//! [`session`] every rule (with AUTH in [`sasl`] and DATA in [`intake`]),
+//! and [`handler`] is the loop that joins them to the queue. Every reply
+//! comes from [`reply`]; [`limits`] keeps the per-client counts.
+//!
+//! Uses `config`, `policy`, `queue`, `auth`, `smtp`, `tls` and `deadline`.
+//!
 //! Reload and stop: the state sessions share lives in a
 //! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
 //! force when it was accepted and keeps it to its end, so a reload never

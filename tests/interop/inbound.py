@@ -196,6 +196,93 @@ def run_smuggling(port, sink, token):
     return tried, len(expected_msgs)
 
 
+def hops_message(hops, subject):
+    m = "".join("Received: from hop%d.lan.example ([192.0.2.%d])\r\n\tby relay.test (postern) with ESMTP id %X;"
+                " Mon, 23 Nov 2026 18:01:43 +0000\r\n" % (i, i % 250 + 1, i) for i in range(hops))
+    return m + "From: dev@lan.example\r\nSubject: %s\r\n\r\nround and round\r\n" % subject
+
+
+def sized_message(n, subject):
+    """Exactly n octets, ending in CRLF, without Date or Message-ID."""
+    head = "From: dev@lan.example\r\nSubject: %s\r\n\r\n" % subject
+    rest = n - len(head) - 2
+    body = ("x" * 900 + "\r\n") * (rest // 902) + "x" * (rest % 902) + "\r\n"
+    return head + body
+
+
+def run_edges(port, sink, token, ca, log):
+    """A mail loop (51 Received fields), AUTH PLAIN's empty challenge, and
+    a message exactly at the SIZE advertised under an upstream limit."""
+    # Loop: 51 Received fields get 554 5.4.6 at the dot; 50 still relay.
+    loop51, loop50 = token + "-hops51", token + "-hops50"
+    try:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="loop.lan.example", timeout=30) as c:
+            try:
+                c.sendmail("dev@lan.example", ["ops@example.net"], hops_message(51, loop51))
+                check("smtplib: a message with 51 Received fields gets 554 5.4.6", False, "it was accepted")
+            except smtplib.SMTPDataError as e:
+                check("smtplib: a message with 51 Received fields gets 554 5.4.6",
+                      e.smtp_code == 554 and e.smtp_error.startswith(b"5.4.6"), "%d %r" % (e.smtp_code, e.smtp_error))
+            c.sendmail("dev@lan.example", ["ops@example.net"], hops_message(50, loop50))
+    except Exception as e:  # noqa: BLE001 - reported as a failed check
+        check("smtplib: the hop limit", False, repr(e)[:120])
+    # AUTH PLAIN without an initial response: "334 " with its space (RFC
+    # 4954 §4), read off the wire after STARTTLS.
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="py.lan.example", timeout=30,
+                          source_address=("127.0.0.3", 0)) as c:
+            c.ehlo()
+            c.starttls(context=ctx)
+            c.ehlo()
+            c.send(b"AUTH PLAIN\r\n")
+            raw = b""
+            while not raw.endswith(b"\r\n"):
+                chunk = c.sock.recv(64)
+                if not chunk:
+                    break
+                raw += chunk
+            c.send(base64.b64encode(b"\0scanner\0scanner-pw") + b"\r\n")
+            code, _ = c.getreply()
+            check("AUTH PLAIN without an initial response: the challenge is exactly '334 ' CRLF, then 235",
+                  raw == b"334 \r\n" and code == 235, "%r then %d" % (raw, code))
+    except Exception as e:  # noqa: BLE001 - reported as a failed check
+        check("AUTH PLAIN without an initial response", False, repr(e)[:120])
+    # SIZE under the upstream's 100 KiB leaves room for what postern adds:
+    # exactly SIZE is accepted and stored within 102400 octets; one more is
+    # refused at the dot.
+    at, over = token + "-atsize", token + "-oversize"
+    try:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="size.lan.example", timeout=30) as c:
+            c.ehlo()
+            size = int(c.esmtp_features.get("size", "0"))
+            # smtplib says SIZE= at MAIL, so that is where it is refused.
+            try:
+                c.sendmail("dev@lan.example", ["ops@example.net"], sized_message(size + 1, over))
+                check("smtplib: SIZE+1 octets refused", False, "accepted")
+            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
+                check("smtplib: SIZE+1 octets refused with 552 5.3.4",
+                      e.smtp_code == 552 and e.smtp_error.startswith(b"5.3.4"), "%d %r" % (e.smtp_code, e.smtp_error))
+            c.sendmail("dev@lan.example", ["ops@example.net"], sized_message(size, at))
+        check("SIZE advertised under the upstream's 102400 leaves room (%d)" % size, 0 < size < 102400)
+    except Exception as e:  # noqa: BLE001 - reported as a failed check
+        check("smtplib: a message exactly at SIZE", False, repr(e)[:120])
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end and len(sink_files(sink)) < 2:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    bodies = [open(f, "rb").read() for f in sink_files(sink)]
+    check("the 50-hop message reached the sink, the 51-hop one did not",
+          any(loop50.encode() in b for b in bodies) and not any(loop51.encode() in b for b in bodies),
+          "%d files" % len(bodies))
+    check("the message exactly at SIZE reached the sink", any(at.encode() in b for b in bodies))
+    logged = re.sub(r"\x1b\[[0-9;]*m", "", open(log, errors="replace").read())
+    sizes = [int(m) for m in re.findall(r"queued.* size=(\d+)", logged)]
+    check("every stored message is within the upstream's 102400 octets", bool(sizes) and max(sizes) <= 102400,
+          "largest %s" % (max(sizes) if sizes else None))
+    check("the loop is logged", "too many hops" in logged)
+
+
 def start(cmd, log, **kw):
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw)
 
@@ -254,6 +341,7 @@ kind = "smarthost"
 host = "127.0.0.1"
 port = %d
 tls = "none"
+max_message_size = "100KiB"
 [[user]]
 name = "scanner"
 password_hash = "%s"
@@ -353,6 +441,9 @@ password_hash = "%s"
 
         tried, accepted = run_smuggling(p_smtp, sink, token)
         print("smuggling payloads tried: %d (%d endings x 2 modes); %d carriers accepted" % (tried, len(PAYLOADS), accepted))
+        for f in sink_files(sink):
+            os.remove(f)
+        run_edges(p_smtp, sink, token, os.path.join(work, "cert.pem"), os.path.join(work, "postern.log"))
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)

@@ -163,3 +163,126 @@ fn a_full_queue_answers_452_keeps_what_it_has_and_accepts_again_when_space_frees
     let (_, out, _) = queue_cmd(dir.path(), &["list"]);
     assert_eq!(out.matches("dev@lan.test").count(), 2, "{out}");
 }
+
+#[test]
+fn queue_show_times_subject_and_body_list_filters_bulk_changes_and_mailq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_refuse, up_port) = refusing_port();
+    let port = free_port();
+    // One attempt each, then an hour's wait: nothing is in flight later.
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    )
+    .replace("retry_intervals = [\"1s\"]", "retry_intervals = [\"1h\"]");
+    let p = Postern::start(dir.path(), &cfg, port);
+    let a = send(&p, "first");
+    let b = send(&p, "second");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    let (code, text) = c.send_mail(
+        "",
+        &["ops@example.test"],
+        b"Subject: =?utf-8?q?report?=\r\n\r\nbounce body \xff\r\n",
+    );
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+    let null = text.split_whitespace().last().unwrap().to_string();
+    let end = std::time::Instant::now() + DEADLINE;
+    while p.log().matches("status=deferred").count() < 3 {
+        assert!(std::time::Instant::now() < end, "{}", p.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // show: RFC 3339 and how long ago, the Subject; --body the message.
+    let (ok, out, err) = queue_cmd(dir.path(), &["show", &a]);
+    assert!(ok, "{err}");
+    let arrival = out.lines().find(|l| l.starts_with("arrival:")).unwrap();
+    let stamp = arrival.split_whitespace().nth(1).unwrap();
+    assert!(
+        stamp.len() == 20 && stamp.as_bytes()[10] == b'T' && stamp.ends_with('Z'),
+        "{arrival}"
+    );
+    assert!(arrival.ends_with(" ago)"), "{arrival}");
+    assert!(out.contains("subject:      first\n"), "{out}");
+    assert!(!out.contains("body of first"), "{out}");
+    let (ok, out, _) = queue_cmd(dir.path(), &["show", &a, "--body"]);
+    assert!(ok);
+    assert!(out.contains("subject:      first\n"), "{out}");
+    assert!(out.contains("\r\n\r\nbody of first"), "{out}");
+    // A body that is not UTF-8 comes out as it is.
+    let raw = Command::new(bin())
+        .args(["queue", "show", &null, "--body", "--config"])
+        .arg(dir.path().join("postern.toml"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        raw.stdout.windows(13).any(|w| w == b"bounce body \xff"),
+        "{:?}",
+        String::from_utf8_lossy(&raw.stdout)
+    );
+
+    // list filters.
+    let list = |args: &[&str]| {
+        let mut v = vec!["list"];
+        v.extend_from_slice(args);
+        let (ok, out, err) = queue_cmd(dir.path(), &v);
+        assert!(ok, "{err}");
+        out
+    };
+    let out = list(&["--from", "<>"]);
+    assert!(
+        out.contains(&null) && !out.contains(&a) && !out.contains(&b),
+        "{out}"
+    );
+    let out = list(&["--from", "lan.test"]);
+    assert!(
+        out.contains(&a) && out.contains(&b) && !out.contains(&null),
+        "{out}"
+    );
+    let out = list(&["--route", "127.0.0.1"]);
+    assert!(out.contains("3 message(s)"), "{out}");
+    assert!(list(&["--route", "elsewhere"]).starts_with("no queued message matches (of 3)"));
+    assert!(list(&["--older-than", "1h"]).starts_with("no queued message matches"));
+    let (ok, _, err) = queue_cmd(dir.path(), &["list", "--older-than", "2 days"]);
+    assert!(!ok && err.contains("--older-than"), "{err}");
+
+    // Bulk: hold what a filter takes, release it, delete it.
+    let (ok, out, _) = queue_cmd(dir.path(), &["hold", "--all", "--from", "dev@lan.test"]);
+    assert!(ok && out == "2 message(s) held\n", "{out}");
+    assert!(list(&[]).contains(" held "), "{}", list(&[]));
+    let (ok, out, _) = queue_cmd(dir.path(), &["release", "--all"]);
+    assert!(ok && out == "3 message(s) released\n", "{out}");
+    let (ok, _, err) = queue_cmd(dir.path(), &["delete", "--older-than", "0s"]);
+    assert!(!ok && err.contains("--all"), "{err}");
+    // Released means due: wait until the attempts are over.
+    let end = std::time::Instant::now() + DEADLINE;
+    while p.log().matches("status=deferred").count() < 6 {
+        assert!(std::time::Instant::now() < end, "{}", p.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, out, _) = queue_cmd(dir.path(), &["delete", "--all", "--from", "lan.test"]);
+    assert!(ok && out == "2 message(s) deleted\n", "{out}");
+    let out = list(&[]);
+    assert!(out.contains(&null) && out.contains("1 message(s)"), "{out}");
+
+    // `mailq` (a symlink to postern) lists, ignoring sendmail's options.
+    let mailq = dir.path().join("mailq");
+    std::os::unix::fs::symlink(bin(), &mailq).unwrap();
+    let out = Command::new(&mailq)
+        .args(["-v", "-Ac", "-C"])
+        .arg(dir.path().join("postern.toml"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("ID ") && text.contains(&null), "{text}");
+}

@@ -133,3 +133,69 @@ fn status_is_critical_when_the_queue_is_nearly_full() {
     assert!(out.starts_with("CRITICAL: 1 queued"), "{out}");
     assert!(out.contains("queue 50% full (1 of 2 messages"), "{out}");
 }
+
+#[test]
+fn systemd_status_line_says_what_is_queued_and_which_route_fails() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let (_refuse, up_port) = refusing_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    );
+    let cfg_path = dir.path().join("postern.toml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The next STATUS= line (other notifications skipped).
+    let status_line = || loop {
+        let mut buf = [0u8; 512];
+        let n = sock
+            .recv(&mut buf)
+            .expect("a STATUS= line before the deadline");
+        if let Some(s) = String::from_utf8_lossy(&buf[..n]).strip_prefix("STATUS=") {
+            return s.to_string();
+        }
+    };
+    assert_eq!(status_line(), "0 queued");
+    let mut c = Smtp::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)), None);
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    let (code, text) = c.send_mail(
+        "dev@lan.test",
+        &["ops@example.test"],
+        b"Subject: t\r\n\r\nx",
+    );
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+    // Lines come as things change (at most every 5 s): the message, then
+    // the failing route.
+    let end = Instant::now() + DEADLINE;
+    let line = loop {
+        let l = status_line();
+        if l.contains("failing") {
+            break l;
+        }
+        assert!(
+            Instant::now() < end,
+            "no failing route in STATUS=; last {l}"
+        );
+    };
+    assert!(
+        line.starts_with("1 queued, oldest ") && line.contains(", route 127.0.0.1 failing: "),
+        "{line}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
