@@ -306,6 +306,11 @@ impl StorageFile for SimFile {
         let s = self.fs.sim();
         Ok(s.inodes.get(&self.ino).map_or(0, |i| i.data.len() as u64))
     }
+
+    fn linked(&self) -> io::Result<bool> {
+        let s = self.fs.sim();
+        Ok(s.names.values().any(|i| *i == self.ino))
+    }
 }
 
 #[derive(Debug)]

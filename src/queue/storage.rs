@@ -45,6 +45,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
     /// Current length.
     fn size(&self) -> io::Result<u64>;
+    /// Is the file still in a directory? (Not if someone removed it while
+    /// it was open: writes then go nowhere that survives a restart.)
+    fn linked(&self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// A held lock on the spool directory; released when dropped.
@@ -109,6 +114,10 @@ impl StorageFile for RealFile {
     }
     fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
+    }
+    fn linked(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.metadata()?.nlink() > 0)
     }
 }
 

@@ -35,6 +35,7 @@ use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, QueueError, Recovered};
 
 mod recover;
+mod rescue;
 mod writer;
 
 pub(super) use writer::Request;
@@ -74,7 +75,8 @@ impl Default for StoreOptions {
 enum Use {
     /// A message: only while a free segment stays in reserve.
     Message,
-    /// A state record: may take the reserve.
+    /// A state record, a failure report, or a message rewritten from a
+    /// segment removed from outside: may take the reserve.
     State,
 }
 
@@ -139,6 +141,9 @@ pub(super) struct Store {
     unrecorded: Vec<u64>,
     /// When `unrecorded` was last tried.
     last_retry: std::time::Instant,
+    /// Segments removed from outside whose contents are not all written
+    /// again yet (`rescue.rs`).
+    orphans: Vec<rescue::Orphan>,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -202,6 +207,7 @@ impl Store {
             _lock: lock_file,
             unrecorded: Vec::new(),
             last_retry: clock.mono(),
+            orphans: Vec::new(),
         };
         let mut recovered = Recovered::default();
         let loaded = store.recover(&mut recovered)?;
@@ -450,7 +456,7 @@ impl Store {
     }
 
     /// Write a message; returns its location and body offset. Not yet synced.
-    fn write_message(&mut self, w: &mut SpoolWriter) -> Result<(Loc, u64), QueueError> {
+    fn write_message(&mut self, w: &mut SpoolWriter, use_: Use) -> Result<(Loc, u64), QueueError> {
         let record_len = w.record_len();
         let payload_len = u32::try_from(record_len - HEADER_LEN as u64).map_err(|_| {
             io::Error::new(
@@ -464,7 +470,7 @@ impl Store {
         if big {
             return self.write_big(w, payload_len, env_len);
         }
-        let no = self.active_with_room(record_len, Use::Message)?;
+        let no = self.active_with_room(record_len, use_)?;
         let s = self.segs.get_mut(&no).ok_or(QueueError::Closed)?;
         let head =
             Header::encode_with_payload_crc(Kind::Message, s.seq as u32, payload_len, &w.crc);

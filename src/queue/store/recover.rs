@@ -285,7 +285,7 @@ fn stale_seq(file: &dyn StorageFile) -> Option<u32> {
 
 /// Reads a segment's records in order until the first one that is not
 /// whole, not of this segment's life, or not there.
-struct Scanner<'a> {
+pub(super) struct Scanner<'a> {
     file: &'a dyn StorageFile,
     seq: u32,
     pos: u64,
@@ -293,7 +293,7 @@ struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    fn new(file: &'a dyn StorageFile, seq: u64) -> io::Result<Scanner<'a>> {
+    pub(super) fn new(file: &'a dyn StorageFile, seq: u64) -> io::Result<Scanner<'a>> {
         Ok(Scanner {
             file,
             seq: seq as u32,
@@ -302,7 +302,7 @@ impl<'a> Scanner<'a> {
         })
     }
 
-    fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
+    pub(super) fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
         if self.pos + HEADER_LEN as u64 > self.len {
             return Ok(None);
         }

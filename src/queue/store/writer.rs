@@ -12,7 +12,7 @@ use super::super::clock::SAVE_EVERY;
 use super::super::record::{self, Kind};
 use super::super::spool::SpoolWriter;
 use super::super::{Entry, Loc, Queue, QueueError, QueueId};
-use super::{Pending, SegState, Store};
+use super::{Pending, SegState, Store, Use};
 use crate::smtp::RcptIndex;
 
 /// How long a finished-recipient record may wait for a sync that a commit
@@ -32,12 +32,15 @@ const STATE_RETRY: Duration = Duration::from_secs(1);
 /// Answered once an operator's change is durable (or with why not).
 pub(in crate::queue) type Ack = mpsc::Sender<Result<(), QueueError>>;
 
+/// Where a commit's answer goes: the queue id once durable, or why not.
+pub(super) type Reply = smol::channel::Sender<Result<u64, QueueError>>;
+
 /// Requests to the writer thread.
 #[derive(Debug)]
 pub(in crate::queue) enum Request {
     Commit {
         w: SpoolWriter,
-        reply: smol::channel::Sender<Result<u64, QueueError>>,
+        reply: Reply,
     },
     /// Recipients of `id` finished in memory; the writer records what
     /// memory says about the message when it gets to it.
@@ -70,9 +73,10 @@ impl Store {
                     tracing::warn!(error = %e, "cannot save the queue clock");
                 }
             }
-            if !self.unrecorded.is_empty()
+            if (!self.unrecorded.is_empty() || !self.orphans.is_empty())
                 && now.saturating_duration_since(self.last_retry) >= STATE_RETRY
             {
+                self.retry_orphans(&q);
                 self.retry_unrecorded(&q);
             }
             let mut wait = if self.is_dirty() {
@@ -80,13 +84,18 @@ impl Store {
             } else {
                 SAVE_EVERY
             };
-            if !self.unrecorded.is_empty() {
+            if !self.unrecorded.is_empty() || !self.orphans.is_empty() {
                 wait = wait.min(STATE_RETRY);
             }
             let first = match rx.recv_timeout(wait) {
                 Ok(r) => Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) if self.is_dirty() => None,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: a segment removed from outside is noticed
+                    // now, not only at the next message.
+                    self.rescue(&q, &mut []);
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
             };
             let mut batch: Vec<Request> = first.into_iter().collect();
@@ -217,6 +226,12 @@ impl Store {
                 // never append to this segment again.
                 self.abandon_active();
             }
+            if synced.is_ok() && (!answers.is_empty() || !syncs.is_empty()) {
+                // Before anything written into a segment is acknowledged,
+                // and before a sync says everything is safe: is each
+                // segment file still there?
+                self.rescue(&q, &mut answers);
+            }
             for (reply, r) in answers {
                 let r = match (r, &synced) {
                     (Ok(pending), Ok(())) => {
@@ -315,7 +330,10 @@ impl Store {
         if !w.internal {
             q.check_room(w.record_len())?;
         }
-        let (loc, body_start) = self.write_message(w)?;
+        // A failure report finishes a message, as state records do: it may
+        // use the reserve (reports are never refused for space).
+        let use_ = if w.internal { Use::State } else { Use::Message };
+        let (loc, body_start) = self.write_message(w, use_)?;
         if let Loc::Seg { file_no, .. } = &loc
             && let Some(s) = self.segs.get_mut(file_no)
         {
@@ -411,7 +429,7 @@ impl Store {
     /// disk will not take it: the message stays finished in memory (never
     /// sent again while running) and the record is tried again every
     /// [`STATE_RETRY`], at every sync and at shutdown.
-    fn record(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
+    pub(super) fn record(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
         let r = self.outcome(q, id);
         if let Err(e) = &r {
             tracing::error!(id = %QueueId(id), error = %e, "cannot record delivery state; kept in memory and tried again");
@@ -510,7 +528,7 @@ impl Queue {
         }
     }
 
-    fn set_state_seg(&self, id: u64, seg: Option<u32>) {
+    pub(super) fn set_state_seg(&self, id: u64, seg: Option<u32>) {
         if let Some(e) = self.state().entries.get_mut(&id) {
             e.state_seg = seg;
         }
