@@ -483,12 +483,13 @@ fn signal_pipe(sigs: &[i32]) -> Result<UnixStream, DaemonError> {
     Ok(read)
 }
 
+/// The upstream, in words, for the start-up line.
 fn describe_upstream(cfg: &Config) -> String {
     match cfg.outbound.routes.as_slice() {
         [only] => match &only.upstream {
-            config::Upstream::Mx(s) => format!("mx port {} tls={:?}", s.port, s.tls),
+            config::Upstream::Mx(s) => format!("mx port {}, {}", s.port, s.tls.words()),
             config::Upstream::Smarthost(s) => {
-                format!("smarthost {}:{} tls={:?}", s.host, s.port, s.tls)
+                format!("smarthost {}:{}, {}", s.host, s.port, s.tls.words())
             }
             config::Upstream::Maildir(m) => format!("maildir {}", m.dir.display()),
         },

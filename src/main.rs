@@ -326,12 +326,12 @@ fn main() -> ExitCode {
             };
             postern::logging::init(&cfg.log_level);
             match postern::delivery::sendtest::run(&cfg, &to, from.as_deref(), wait) {
-                Ok(postern::delivery::sendtest::Outcome::Delivered) => {
-                    println!("delivered");
+                Ok(o @ postern::delivery::sendtest::Outcome::Delivered) => {
+                    println!("{o}");
                     ExitCode::SUCCESS
                 }
                 Ok(o) => {
-                    println!("not delivered: {o:?}");
+                    println!("{o}");
                     ExitCode::FAILURE
                 }
                 Err(e) => {

@@ -182,12 +182,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, Sendm
             }
             "b" => match attached {
                 "m" | "" => {}
-                other => {
-                    return Err(usage(format!(
-                        "-b{other} is not supported: postern sendmail only sends (-bm); \
-                         for the queue use 'postern queue list'"
-                    )));
-                }
+                other => return Err(usage(mode_not_supported(other))),
             },
             "e" | "m" | "n" | "v" | "U" | "G" | "d" | "A" => {}
             "q" => {
@@ -200,6 +195,26 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, Sendm
         }
     }
     Ok(out)
+}
+
+/// Why sendmail's mode `-bX` is not here, and what does the job instead.
+fn mode_not_supported(mode: &str) -> String {
+    let instead = match mode {
+        "p" => "to list the queue, run 'postern queue list'".to_string(),
+        "s" => "postern does not speak SMTP on standard input: connect to the listener \
+                ([server] listen) with an SMTP client, or pipe the message to \
+                'postern sendmail ADDRESS'"
+            .to_string(),
+        "d" | "D" => "to run the daemon, run 'postern serve'".to_string(),
+        "i" => "there is no alias database to build: aliases are read from [aliases] in \
+                the config (reload with SIGHUP)"
+            .to_string(),
+        "v" => "postern does not verify addresses; send a test with 'postern send-test \
+                --to ADDRESS'"
+            .to_string(),
+        _ => "postern sendmail only sends a message read from standard input (-bm)".to_string(),
+    };
+    format!("-b{mode} is not supported: {instead}")
 }
 
 /// Run `postern sendmail` with `args` (argv after the program name), the
@@ -645,6 +660,17 @@ mod tests {
         assert_eq!(a.rcpts, vec!["x@y"]);
         assert!(matches!(args(&["-f"]), Err(SendmailError::Usage(_))));
         assert!(matches!(args(&["-bs"]), Err(SendmailError::Usage(_))));
+        // Each mode points at what does its job; -bs is not the queue.
+        let said = |m: &str| match args(&[m]) {
+            Err(SendmailError::Usage(text)) => text,
+            other => panic!("{m}: {other:?}"),
+        };
+        let bs = said("-bs");
+        assert!(!bs.contains("queue list"), "{bs}");
+        assert!(bs.contains("[server] listen"), "{bs}");
+        assert!(said("-bp").contains("postern queue list"));
+        assert!(said("-bd").contains("postern serve"));
+        assert!(said("-bi").contains("[aliases]"));
         assert!(matches!(args(&["-q"]), Err(SendmailError::Usage(_))));
         assert!(matches!(args(&["-Z"]), Err(SendmailError::Usage(_))));
         assert!(args(&["--help"]).unwrap().help);

@@ -23,7 +23,9 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, RootCertStore};
 
 mod describe;
+mod explain;
 pub use describe::{describe_cert, file_problem};
+pub use explain::{Start, accept_failure, handshake_failure};
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -596,6 +598,75 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn failed_handshakes_are_explained_in_words() {
+        // An unknown issuer: say to set ca_file.
+        let pki = pki();
+        let server = server_config(&pki.cert, &pki.key).unwrap();
+        let client = client_config(Some(&pki.other_ca)).unwrap();
+        let err = bounded(exchange(server, client, "localhost")).unwrap_err();
+        let text = handshake_failure(&err, Start::Implicit);
+        assert!(text.contains("set ca_file"), "{text}");
+        assert!(!text.contains("UnknownIssuer"), "{text}");
+        // A CA certificate as the server's own, trusted through ca_file.
+        let issuer = ca("self-made CA");
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("ca-as-server.pem");
+        let key = dir.path().join("ca-key.pem");
+        std::fs::write(&cert, issuer.pem()).unwrap();
+        std::fs::write(&key, issuer.key().serialize_pem()).unwrap();
+        let server = server_config(&cert, &key).unwrap();
+        let client = client_config(Some(&cert)).unwrap();
+        let err = bounded(exchange(server, client, "localhost")).unwrap_err();
+        let text = handshake_failure(&err, Start::Implicit);
+        assert!(text.contains("CA certificate"), "{text}");
+        assert!(
+            !text.contains("CaUsedAsEndEntity") && !text.contains("OtherError"),
+            "{text}"
+        );
+        // The wrong name: say which names the certificate has.
+        let server = server_config(&pki.cert, &pki.key).unwrap();
+        let client = client_config(Some(&pki.ca)).unwrap();
+        let err = bounded(exchange(server, client, "smarthost.example")).unwrap_err();
+        let text = handshake_failure(&err, Start::Starttls);
+        assert!(text.contains("(it names localhost, 127.0.0.1)"), "{text}");
+    }
+
+    #[test]
+    fn implicit_tls_to_a_plain_port_is_explained() {
+        // A plain SMTP server where implicit TLS was expected: it greets
+        // in clear, and rustls reads "220 " as a corrupt record.
+        let text = bounded(async {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let serve = async move {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let _ = tcp.write_all(b"220 plain.test ESMTP\r\n").await;
+                let mut b = [0u8; 512];
+                let _ = tcp.read(&mut b).await;
+            };
+            let connect = async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                let client = client_config(None).unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                TlsConnector::from(client)
+                    .connect(name, tcp)
+                    .await
+                    .map(|_| ())
+                    .unwrap_err()
+            };
+            let (_, err) = smol::future::zip(serve, connect).await;
+            handshake_failure(&err, Start::Implicit)
+        });
+        assert!(
+            text.starts_with(
+                "the server did not start TLS: is this port STARTTLS (587) rather than implicit TLS (465)?"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("InvalidContentType"), "{text}");
     }
 
     #[test]

@@ -52,7 +52,8 @@ impl FromStr for Size {
         }
         if rest.starts_with(['.', ',']) {
             return Err(format!(
-                "\"{s}\": sizes are whole numbers; use a smaller unit (\"1536KiB\", not \"1.5MiB\")"
+                "\"{s}\": sizes are whole numbers; {}",
+                size_in_whole_units(digits, rest)
             ));
         }
         let unit = rest.trim_start();
@@ -152,7 +153,8 @@ impl FromStr for Dur {
             }
             if after.starts_with(['.', ',']) {
                 return Err(format!(
-                    "\"{s}\": durations are whole numbers; use a smaller unit (\"90s\", not \"1.5m\")"
+                    "\"{s}\": durations are whole numbers; {}",
+                    duration_in_whole_units(digits, after)
                 ));
             }
             let after = after.trim_start();
@@ -186,6 +188,89 @@ impl FromStr for Dur {
         }
         Ok(Dur::new(Duration::from_millis(total)))
     }
+}
+
+/// `whole` and the fraction at the start of `after` (`.5h…`): the digits
+/// after the point, and the rest.
+fn fraction(after: &str) -> (&str, &str) {
+    let frac = after.get(1..).unwrap_or("");
+    let end = frac
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(frac.len());
+    frac.split_at(end)
+}
+
+/// `whole.frac` units of `factor` base units: the value in base units,
+/// and whether that is exact (a fraction finer than the base unit is
+/// rounded). `None` when it does not fit.
+fn decimal_value(whole: &str, frac: &str, factor: u64) -> Option<(u128, bool)> {
+    // Digits past what a u128 holds add nothing but trouble.
+    let frac = frac.get(..frac.len().min(18)).unwrap_or(frac);
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let f = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u128>().ok()?
+    };
+    let factor = u128::from(factor);
+    let w = whole.parse::<u128>().ok()?.checked_mul(factor)?;
+    let part = f.checked_mul(factor)?;
+    let exact = part % scale == 0;
+    let rounded = part.checked_add(scale / 2)? / scale;
+    Some((w.checked_add(rounded)?, exact))
+}
+
+/// What to write instead of a duration with a fraction (`"1.5h"`): the
+/// same time in the largest smaller unit that holds it whole (`"90m"`).
+fn duration_in_whole_units(whole: &str, after: &str) -> String {
+    let (frac, rest) = fraction(after);
+    let unit = rest.trim_start();
+    let unit = &unit[..unit
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(unit.len())];
+    let Some(rank) = DURATION_UNITS.iter().position(|(u, _)| *u == unit) else {
+        return "use a smaller unit instead of a fraction (\"90m\", not \"1.5h\")".to_string();
+    };
+    let Some((ms, exact)) = decimal_value(whole, frac, DURATION_UNITS[rank].1) else {
+        return "use a smaller unit instead of a fraction".to_string();
+    };
+    let (name, factor) = DURATION_UNITS
+        .iter()
+        .skip(rank + 1)
+        .find(|(_, f)| ms % u128::from(*f) == 0)
+        .copied()
+        .unwrap_or(("ms", 1));
+    let value = ms / u128::from(factor);
+    let about = if exact { "" } else { "about " };
+    format!("for {whole}.{frac}{unit} use {about}\"{value}{name}\"")
+}
+
+/// What to write instead of a size with a fraction (`"1.5MiB"`): the same
+/// size in the largest smaller unit of its kind that holds it whole
+/// (`"1536KiB"`), else in bytes.
+fn size_in_whole_units(whole: &str, after: &str) -> String {
+    let (frac, rest) = fraction(after);
+    let unit = rest.trim();
+    let units: &[(&str, u64)] = match unit.to_ascii_lowercase().as_str() {
+        "kib" | "mib" | "gib" => &[("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)],
+        "kb" | "mb" | "gb" => &[("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000)],
+        _ => return "use a smaller unit instead of a fraction".to_string(),
+    };
+    let Some(rank) = units.iter().position(|(u, _)| u.eq_ignore_ascii_case(unit)) else {
+        return "use a smaller unit instead of a fraction".to_string();
+    };
+    let Some((bytes, exact)) = decimal_value(whole, frac, units[rank].1) else {
+        return "use a smaller unit instead of a fraction".to_string();
+    };
+    let (name, factor) = units
+        .iter()
+        .skip(rank + 1)
+        .find(|(_, f)| bytes % u128::from(*f) == 0)
+        .copied()
+        .unwrap_or(("", 1));
+    let value = bytes / u128::from(factor);
+    let about = if exact { "" } else { "about " };
+    format!("for {whole}.{frac}{unit} use {about}\"{value}{name}\"")
 }
 
 /// The canonical form: every non-zero unit, largest first (`"1h30m"` for
@@ -711,6 +796,15 @@ impl TlsMode {
             TlsMode::Opportunistic => "opportunistic",
             TlsMode::Starttls => "starttls",
             TlsMode::Implicit => "implicit",
+        }
+    }
+    /// What this mode does, in words (the start-up line, `check`).
+    pub fn words(self) -> &'static str {
+        match self {
+            TlsMode::None => "without TLS (plain text)",
+            TlsMode::Opportunistic => "STARTTLS when offered",
+            TlsMode::Starttls => "STARTTLS required",
+            TlsMode::Implicit => "implicit TLS",
         }
     }
     /// The port this mode is normally spoken on: 25, 587 or 465.

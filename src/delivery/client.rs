@@ -35,7 +35,7 @@ pub enum ClientError {
     #[error("{0}")]
     Dns(#[from] DnsError),
     /// No address accepted a TCP connection.
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed: {source}{}", connect_hint(source))]
     Connect {
         /// The last address tried.
         addr: SocketAddr,
@@ -43,12 +43,13 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The TLS handshake failed (certificate, protocol).
-    #[error("TLS with {host} failed: {source}")]
+    #[error("TLS with {host} failed: {reason}")]
     Tls {
         /// The name verified.
         host: String,
-        /// The cause.
-        source: std::io::Error,
+        /// What went wrong and what to do, in words
+        /// ([`crate::tls::handshake_failure`]).
+        reason: String,
     },
     /// A reply did not come in time.
     #[error("timeout waiting for {0}")]
@@ -114,6 +115,22 @@ pub enum ClientError {
     /// Every host of the route failed; each reason in order.
     #[error("every host failed: {0}")]
     AllFailed(String),
+}
+
+/// What a failed connect usually means, for people.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            " (nothing listens there: check host and port, and that the server is up)"
+        }
+        std::io::ErrorKind::TimedOut => {
+            " (no answer: a firewall in the way, or the wrong address?)"
+        }
+        std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+            " (no route to it: check this system's network and the address)"
+        }
+        _ => "",
+    }
 }
 
 impl ClientError {
@@ -278,7 +295,11 @@ impl Client {
             match Self::connect_host(sh, c, transcript.clone(), true).await {
                 Ok(client) => return Ok(client),
                 Err(e) => {
-                    note(&transcript, format!("-- {}:{} failed: {e}", c.host, c.port));
+                    // With one host the error itself says it; with several,
+                    // each host's reason is noted once, here.
+                    if cands.len() > 1 {
+                        note(&transcript, format!("-- {}:{} failed: {e}", c.host, c.port));
+                    }
                     if n + 1 < cands.len() {
                         tracing::info!(host = %c.host, port = c.port, error = %e, "host failed; trying the next one");
                     }
@@ -319,7 +340,8 @@ impl Client {
         }
         let mut last: Option<(SocketAddr, std::io::Error)> = None;
         let mut tcp = None;
-        for ip in addrs {
+        let count = addrs.len();
+        for (k, ip) in addrs.into_iter().enumerate() {
             let addr = SocketAddr::new(ip, cand.port);
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
@@ -339,7 +361,13 @@ impl Client {
                 }
                 Err(e) => {
                     tracing::debug!(host = %cand.host, addr = %addr, error = %e, "connect failed");
-                    note(&transcript, format!("-- connect {addr}: {e}"));
+                    // The last address's failure is the host's error.
+                    if k + 1 < count {
+                        note(
+                            &transcript,
+                            format!("-- connect {addr}: {e}; trying the next address"),
+                        );
+                    }
                     last = Some((addr, e));
                 }
             }
@@ -358,7 +386,8 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let relay = format!("{}[{}]:{}", cand.host, addr.ip(), addr.port());
         let (stream, verified_tls) = if cand.tls == TlsMode::Implicit {
-            let s = handshake(sh, &cand.host, tcp, sh.tls.clone(), &transcript).await?;
+            let start = crate::tls::Start::Implicit;
+            let s = handshake(sh, &cand.host, tcp, sh.tls.clone(), start, &transcript).await?;
             (Stream::from(s), true)
         } else {
             (Stream::Plain(tcp), false)
@@ -412,7 +441,8 @@ impl Client {
             } else {
                 sh.tls.clone()
             };
-            match handshake(sh, &cand.host, tcp, config, &transcript).await {
+            let start = crate::tls::Start::Starttls;
+            match handshake(sh, &cand.host, tcp, config, start, &transcript).await {
                 Ok(s) => c.stream = Stream::from(s),
                 Err(e) if opportunistic => {
                     // Opportunistic: a failed handshake means plain text,
@@ -851,6 +881,7 @@ async fn handshake(
     host: &str,
     tcp: TcpStream,
     config: Option<Arc<rustls::ClientConfig>>,
+    start: crate::tls::Start,
     transcript: &Option<Transcript>,
 ) -> Result<futures_rustls::client::TlsStream<TcpStream>, ClientError> {
     let host = host
@@ -862,7 +893,7 @@ async fn handshake(
     let name =
         rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| ClientError::Tls {
             host: host.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+            reason: format!("{host:?} cannot be a TLS server name ({e})"),
         })?;
     let connector = futures_rustls::TlsConnector::from(config);
     let hs = async {
@@ -894,7 +925,7 @@ async fn handshake(
             } else {
                 ClientError::Tls {
                     host: host.clone(),
-                    source,
+                    reason: crate::tls::handshake_failure(&source, start),
                 }
             }
         })

@@ -99,6 +99,10 @@ pub async fn check_routes(routes: &Routes, domain: Option<&str>) -> Vec<RouteChe
                             }
                             None
                         }
+                        // Each host's reason is in the notes above.
+                        Err(ClientError::AllFailed(_)) => {
+                            Some("every host failed (each one's reason is above)".to_string())
+                        }
                         Err(e) => Some(format!("{}: {e}", stage(&e))),
                     };
                     lines.splice(0..0, t.lock().unwrap_or_else(|p| p.into_inner()).drain(..));

@@ -49,6 +49,22 @@ pub enum Outcome {
     StillQueued,
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => {
+                "not delivered: the next hop refused it for good (the attempt above says \
+                 why); fix that and run send-test again"
+            }
+            Outcome::StillQueued => {
+                "not delivered yet: it still waited for a retry when --wait ran out (the \
+                 attempts above say why); fix the cause, or give a longer --wait"
+            }
+        })
+    }
+}
+
 /// Send one test message to `to`, following it for at most `wait`.
 pub fn run(
     cfg: &Config,

@@ -229,7 +229,8 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 self.apply(out).await
             }
             Err(ConnError::Handshake(e)) => {
-                tracing::info!(client = %ip, error = %e, "STARTTLS handshake failed");
+                let why = crate::tls::accept_failure(&e);
+                tracing::info!(client = %ip, error = %why, "STARTTLS handshake failed");
                 Ok(Then::Close)
             }
             Err(e) => Err(e),

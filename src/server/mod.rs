@@ -328,7 +328,8 @@ async fn handle(
         match crate::deadline::timeout(t, crate::tls::accept(cfg, stream)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::info!(client = %ip, error = %e, "TLS handshake failed");
+                let why = crate::tls::accept_failure(&e);
+                tracing::info!(client = %ip, error = %why, "TLS handshake failed");
                 return;
             }
             Err(_) => {

@@ -399,7 +399,7 @@ fn implicit_tls_port() {
     let (ca, _) = test_tls(dir.path());
     let port = free_port();
     let tls_port = free_port();
-    let _p = Postern::start(
+    let mut p = Postern::start(
         dir.path(),
         &cfg(
             port,
@@ -422,6 +422,15 @@ fn implicit_tls_port() {
     t.cmd("Subject: 465\r\n\r\nhi\r\n.", 250);
     let got = wait_delivered(dir.path(), 1);
     assert!(String::from_utf8_lossy(&got[0]).contains("with ESMTPS"));
+    // A device that talks plain SMTP to the implicit-TLS port: the log
+    // says so in words.
+    let mut plain = TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    plain.write_all(b"EHLO plain\r\n").unwrap();
+    let mut sink = Vec::new();
+    plain.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = plain.read_to_end(&mut sink);
+    p.wait_log("the client did not start TLS");
+    assert!(!p.log().contains("InvalidContentType"), "{}", p.log());
 }
 
 fn plain_server(dir: &Path, server: &str) -> Postern {

@@ -108,6 +108,10 @@ fn a_4xx_defers_then_the_next_attempt_delivers() {
     let log = p.log();
     assert!(log.contains("451 4.3.0 try again later"), "{log}");
     assert!(!log.contains("status=bounced"), "{log}");
+    // The start-up line names the TLS mode in words, not as a Rust value.
+    let started = log.lines().find(|l| l.contains("postern started")).unwrap();
+    assert!(started.contains("without TLS (plain text)"), "{started}");
+    assert!(!started.contains("tls=None"), "{started}");
 }
 
 #[test]
@@ -1202,6 +1206,54 @@ fn check_connect_shows_the_conversation_masked_and_says_what_failed() {
 }
 
 #[test]
+fn check_connect_says_each_failure_once_and_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listening: said once, with what to check.
+    let dead = free_port();
+    std::fs::write(
+        dir.path().join("d.toml"),
+        conf(free_port(), "", &smarthost(dead, "")),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "d.toml", "--connect"]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.matches("refused").count(), 1, "{out}");
+    assert!(out.contains("check host and port"), "{out}");
+    // Implicit TLS to a port that speaks plain SMTP: the likely mix-up,
+    // said once, not rustls' name for it.
+    let plain = Upstream::start(UpstreamOpts::default());
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\n",
+        plain.port
+    );
+    std::fs::write(dir.path().join("i.toml"), conf(free_port(), "", &tail)).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "i.toml", "--connect"]);
+    assert!(!ok, "{out}");
+    let said =
+        "the server did not start TLS: is this port STARTTLS (587) rather than implicit TLS (465)?";
+    assert_eq!(out.matches(said).count(), 1, "{out}");
+    assert!(!out.contains("InvalidContentType"), "{out}");
+    // Two hosts, both dead: each reason once, and a summary that does not
+    // repeat them.
+    let (_a, a) = refusing_port();
+    let (_b, b) = refusing_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhosts = [\"127.0.0.1:{a}\", \"127.0.0.1:{b}\"]\ntls = \"none\"\n"
+    );
+    std::fs::write(dir.path().join("h.toml"), conf(free_port(), "", &tail)).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "h.toml", "--connect"]);
+    assert!(!ok, "{out}");
+    for port in [a, b] {
+        let said = format!("connect to 127.0.0.1:{port} failed");
+        assert_eq!(out.matches(&said).count(), 1, "{out}");
+    }
+    assert!(
+        out.contains("FAILED: every host failed (each one's reason is above)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn send_test_delivers_through_the_route_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts::default());
@@ -1261,4 +1313,7 @@ fn send_test_delivers_through_the_route_and_says_so() {
         out.contains("status=deferred") && out.contains("still queued"),
         "{out}"
     );
+    // Words, not a Rust enum's name.
+    assert!(!out.contains("StillQueued"), "{out}");
+    assert!(out.contains("not delivered yet: "), "{out}");
 }

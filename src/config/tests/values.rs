@@ -157,6 +157,9 @@ fn size_values() {
          or KiB, MiB, GiB (powers of 1024)"
     );
     assert!(err("\"1.5MiB\"").contains("sizes are whole numbers"));
+    assert!(err("\"2.5MiB\"").ends_with("for 2.5MiB use \"2560KiB\""));
+    assert!(err("\"1.5GB\"").ends_with("for 1.5GB use \"1500MB\""));
+    assert!(err("\"1.1KiB\"").ends_with("for 1.1KiB use about \"1126\""));
     assert!(err("\"MiB\"").contains("is not a size"));
     assert_eq!(
         err("\"99999999999GiB\""),
@@ -210,6 +213,15 @@ fn duration_values() {
         "command_timeout: \"5x\": unknown unit \"x\"; use ms, s, m, h or d"
     );
     assert!(err("\"1.5m\"").contains("durations are whole numbers"));
+    // The hint is the value written, in a unit that holds it whole.
+    assert_eq!(
+        err("\"1.5h\""),
+        "command_timeout: \"1.5h\": durations are whole numbers; for 1.5h use \"90m\""
+    );
+    assert!(err("\"0.25s\"").ends_with("for 0.25s use \"250ms\""));
+    assert!(err("\"2,5m\"").ends_with("for 2.5m use \"150s\""));
+    assert!(err("\"0.0001s\"").ends_with("for 0.0001s use about \"0ms\""));
+    assert!(!err("\"0.75h\"").contains("90s"), "the canned example");
     assert!(err("\"\"").contains("is empty"));
     assert!(err("\"0s\"").contains("out of range; expected between 1s and 1d"));
     assert!(err("\"99999999999999999d\"").contains("is too large"));
