@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 pub use clock::{Clock, SystemClock};
 pub use spool::SpoolWriter;
-pub use storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
+pub use storage::{
+    EntryInfo, EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock, real_entry,
+};
 pub use store::StoreOptions;
 
 /// Parse a queue id as shown (hexadecimal).

@@ -60,7 +60,8 @@ use crate::smtp::{Address, BodyType, Envelope, Notify, RcptIndex, Recipient, Ret
 
 /// Size of the fixed record header.
 pub const HEADER_LEN: usize = 24;
-const MAGIC: u32 = u32::from_le_bytes(*b"PSTN");
+/// First four octets of every record header.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"PSTN");
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

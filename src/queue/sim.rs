@@ -22,7 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::storage::{OpenMode, Storage, StorageFile, StorageLock};
+use super::storage::{EntryInfo, EntryKind, OpenMode, Storage, StorageFile, StorageLock};
 
 /// A small deterministic generator (xorshift64*): tests replay by seed.
 #[derive(Debug, Clone)]
@@ -436,6 +436,28 @@ impl Storage for SimFs {
 
     fn lock(&self, _path: &Path) -> io::Result<Option<Box<dyn StorageLock>>> {
         Ok(Some(Box::new(SimLock)))
+    }
+
+    fn entry(&self, path: &Path) -> io::Result<EntryInfo> {
+        let s = self.sim();
+        if s.dirs.contains(path) {
+            return Ok(EntryInfo {
+                kind: EntryKind::Dir,
+                len: 0,
+                uid: None,
+                mode: None,
+            });
+        }
+        let ino = s
+            .names
+            .get(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        Ok(EntryInfo {
+            kind: EntryKind::File,
+            len: s.inodes.get(ino).map_or(0, |i| i.data.len() as u64),
+            uid: None,
+            mode: None,
+        })
     }
 }
 

@@ -52,6 +52,55 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 }
 
+/// What a directory entry is (a symbolic link is not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else (a socket, a device, a pipe).
+    Other,
+}
+
+/// A directory entry's kind, size, and where the storage has them, its
+/// owner and permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// What it is.
+    pub kind: EntryKind,
+    /// Length in octets.
+    pub len: u64,
+    /// Owner's user id.
+    pub uid: Option<u32>,
+    /// Permission bits (`0o777` and the special bits).
+    pub mode: Option<u32>,
+}
+
+/// `lstat` on the real filesystem.
+pub fn real_entry(path: &Path) -> io::Result<EntryInfo> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(path)?;
+    let t = m.file_type();
+    let kind = if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    };
+    Ok(EntryInfo {
+        kind,
+        len: m.len(),
+        uid: Some(m.uid()),
+        mode: Some(m.mode() & 0o7777),
+    })
+}
+
 /// A held lock on the spool directory; released when dropped.
 pub trait StorageLock: Send + Sync + fmt::Debug {}
 
@@ -73,6 +122,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Take the exclusive lock at `path`; `None` if another process has it.
     fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn StorageLock>>>;
+    /// What is at `path` (a symbolic link is not followed). The default is
+    /// the real filesystem's answer, for storages that wrap it.
+    fn entry(&self, path: &Path) -> io::Result<EntryInfo> {
+        real_entry(path)
+    }
 }
 
 /// The real filesystem.

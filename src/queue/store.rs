@@ -31,7 +31,7 @@ use super::clock::{Clock, QueueClock, SystemClock};
 use super::record::{self, HEADER_LEN, Header, Kind, MessageMeta};
 use super::spool::SpoolWriter;
 use super::state::{self, SEQ_STEP, Saved, StateFile};
-use super::storage::{OpenMode, RealFs, Storage, StorageFile, StorageLock};
+use super::storage::{EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, QueueError, Recovered};
 
 mod recover;
@@ -180,9 +180,13 @@ impl Store {
             .lock(&lock_path)
             .map_err(|e| io_context(e, "cannot open", &lock_path))?
             .ok_or_else(|| QueueError::Locked(dir.to_path_buf()))?;
-        // Spill files of sessions cut off by a stop: never acknowledged.
-        for f in fsys.list(&tmp_dir(dir))? {
-            let _ = fsys.remove(&tmp_dir(dir).join(f));
+        let state_path = dir.join(state::FILE_NAME);
+        let mut state_aside = false;
+        if let Ok(i) = fsys.entry(&state_path)
+            && i.kind != EntryKind::File
+        {
+            state_aside = true;
+            recover::move_aside(fsys.as_ref(), dir, &state_path, "not a regular file");
         }
         let (state_file, _) = StateFile::open(fsys.as_ref(), dir)
             .map_err(|e| io_context(e, "cannot open", &dir.join(state::FILE_NAME)))?;
@@ -209,7 +213,10 @@ impl Store {
             last_retry: clock.mono(),
             orphans: Vec::new(),
         };
-        let mut recovered = Recovered::default();
+        let mut recovered = Recovered {
+            set_aside: usize::from(state_aside),
+            ..Recovered::default()
+        };
         let loaded = store.recover(&mut recovered)?;
         // Numbers reserved before a crash may have been used: skip them all.
         store.next_seq = store.next_seq.max(store.state.saved.seq_ceiling);

@@ -9,26 +9,109 @@ use std::sync::Arc;
 
 use super::super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
 use super::super::state;
-use super::super::storage::{OpenMode, Storage, StorageFile};
+use super::super::storage::{EntryKind, OpenMode, Storage, StorageFile};
 use super::super::{Loc, QueueError, Recovered};
-use super::{Loaded, SegState, Segment, Store, io_context};
+use super::{Loaded, SegState, Segment, Store, tmp_dir};
 use crate::smtp::RcptIndex;
 
 impl Store {
-    fn set_aside(&self, path: &Path, why: &str, recovered: &mut Recovered) {
-        let name = path
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_default();
-        let to = self.dir.join("corrupt").join(name);
-        tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
-        if let Err(e) = self.fs.rename(path, &to) {
-            tracing::error!(file = %path.display(), error = %e, "cannot set queue file aside");
+    /// Move a file that is not (or no longer) postern's own into
+    /// `corrupt/`: recovery never deletes what it cannot read, and never
+    /// starts on it either.
+    pub(super) fn set_aside(&mut self, path: &Path, why: &str, recovered: &mut Recovered) {
+        if move_aside(self.fs.as_ref(), &self.dir, path, why) {
+            self.dirty_dirs.push(self.dir.join("corrupt"));
+            if let Some(parent) = path.parent() {
+                self.dirty_dirs.push(parent.to_path_buf());
+            }
         }
         recovered.set_aside += 1;
     }
 
+    /// Open `seg-NNNNNN.log` at `path` if it is postern's own segment:
+    /// a regular file with a valid start record, or a free one (the size
+    /// of a segment, its start record zeroes or a torn remnant of one).
+    /// Anything else is set aside, with the reason.
+    fn open_segment(
+        &mut self,
+        path: &Path,
+        recovered: &mut Recovered,
+    ) -> Option<(Box<dyn StorageFile>, Option<u64>)> {
+        let info = match self.fs.entry(path) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "queue segment vanished while reading the directory");
+                return None;
+            }
+        };
+        let why = match info.kind {
+            EntryKind::File => None,
+            EntryKind::Dir => Some("a directory named like a segment"),
+            EntryKind::Symlink => Some("a symbolic link named like a segment"),
+            EntryKind::Other => Some("not a regular file"),
+        };
+        if let Some(why) = why {
+            self.set_aside(path, why, recovered);
+            return None;
+        }
+        let file = match self.fs.open(path, OpenMode::ReadWrite) {
+            Ok(f) => f,
+            Err(e) => {
+                self.set_aside(path, &format!("cannot open it: {e}"), recovered);
+                return None;
+            }
+        };
+        if let Some(seq) = read_segment_start(file.as_ref()) {
+            return Some((file, Some(seq)));
+        }
+        let len = file.size().unwrap_or(0);
+        if len != self.opts.segment_size {
+            let why = if len < self.opts.segment_size {
+                format!(
+                    "no start record and shorter than a segment ({len} octets): its creation was cut off, or it is not postern's"
+                )
+            } else {
+                format!("no start record and longer than a segment ({len} octets): not postern's")
+            };
+            self.set_aside(path, &why, recovered);
+            return None;
+        }
+        let mut head = [0u8; 4];
+        let blank = file.read_exact_at(&mut head, 0).is_ok() && looks_free(&head);
+        if !blank {
+            self.set_aside(
+                path,
+                "no start record and not blank: not a postern segment",
+                recovered,
+            );
+            return None;
+        }
+        Some((file, None))
+    }
+
     pub(super) fn recover(&mut self, recovered: &mut Recovered) -> Result<Vec<Loaded>, QueueError> {
+        // 0. Spill files of sessions cut off by a stop: never acknowledged.
+        let tmp = tmp_dir(&self.dir);
+        let mut spills = 0;
+        for f in self.fs.list(&tmp)? {
+            let path = tmp.join(f);
+            match self.fs.entry(&path).map(|i| i.kind) {
+                Ok(EntryKind::File) => {
+                    if self.fs.remove(&path).is_ok() {
+                        spills += 1;
+                    }
+                }
+                Ok(_) => self.set_aside(&path, "not a spill file", recovered),
+                Err(_) => {}
+            }
+        }
+        if spills > 0 {
+            self.dirty_dirs.push(tmp);
+            tracing::info!(
+                files = spills,
+                "spill files of messages never acknowledged removed"
+            );
+        }
         // 1. Segments, by sequence number.
         let mut found: Vec<(u64, u32, PathBuf)> = Vec::new();
         for ent in self.fs.list(&self.dir)? {
@@ -39,12 +122,10 @@ impl Store {
                 .and_then(|s| s.strip_suffix(".log"))
                 .and_then(|s| s.parse::<u32>().ok())
             {
-                self.next_file_no = self.next_file_no.max(no + 1);
-                let file = self
-                    .fs
-                    .open(&path, OpenMode::ReadWrite)
-                    .map_err(|e| io_context(e, "cannot open", &path))?;
-                let seq = read_segment_start(file.as_ref());
+                self.next_file_no = self.next_file_no.max(no.saturating_add(1));
+                let Some((file, seq)) = self.open_segment(&path, recovered) else {
+                    continue;
+                };
                 let state = if seq.is_some() {
                     SegState::Sealed
                 } else {
@@ -157,6 +238,14 @@ impl Store {
         let big_dir = self.dir.join("big");
         for ent in self.fs.list(&big_dir)? {
             let path = big_dir.join(&ent);
+            match self.fs.entry(&path).map(|i| i.kind) {
+                Ok(EntryKind::File) => {}
+                Ok(_) => {
+                    self.set_aside(&path, "not a regular file", recovered);
+                    continue;
+                }
+                Err(_) => continue,
+            }
             let Some(id) = ent.to_str().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
                 self.set_aside(&path, "not a queue file name", recovered);
                 continue;
@@ -250,6 +339,32 @@ impl Store {
     }
 }
 
+/// Move `path` into `<dir>/corrupt/`, under a name not taken there yet,
+/// and say so in the log; whether it moved.
+pub(super) fn move_aside(fs: &dyn Storage, dir: &Path, path: &Path, why: &str) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let corrupt = dir.join("corrupt");
+    let mut to = corrupt.join(&name);
+    let mut n = 1;
+    while fs.entry(&to).is_ok() && n < 1000 {
+        to = corrupt.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    match fs.rename(path, &to) {
+        Ok(()) => {
+            tracing::warn!(file = %path.display(), reason = why, moved_to = %to.display(), "queue file set aside");
+            true
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), reason = why, error = %e, "not postern's queue file, and cannot set it aside: ignored (move it away)");
+            false
+        }
+    }
+}
+
 /// The indices of a recipients-done record that name a recipient of
 /// `meta` (a record never names others; a damaged one is not trusted to).
 fn in_range(done: Vec<RcptIndex>, meta: &MessageMeta) -> Vec<RcptIndex> {
@@ -257,6 +372,14 @@ fn in_range(done: Vec<RcptIndex>, meta: &MessageMeta) -> Vec<RcptIndex> {
     done.into_iter()
         .filter(|d| usize::try_from(*d).is_ok_and(|d| d < n))
         .collect()
+}
+
+/// The first four octets of a free segment: its start record erased
+/// (zeroes), or that erasure, or the writing of a new start record, torn
+/// at a power cut: each octet zero or the record magic's.
+fn looks_free(head: &[u8; 4]) -> bool {
+    let magic = record::MAGIC.to_le_bytes();
+    head.iter().zip(magic).all(|(b, m)| *b == 0 || *b == m)
 }
 
 /// The sequence number in a segment's start record, if it has a valid one.

@@ -309,3 +309,94 @@ fn a_segment_removed_with_rm_is_noticed_on_a_real_filesystem() {
     assert_eq!(ids, vec![a, b]);
     q.close();
 }
+
+/// Recovery sets aside whatever is named like a queue file but is not
+/// postern's own (empty, short, random, a symbolic link, a directory),
+/// says why for each, never deletes or reuses it, and starts anyway.
+#[test]
+fn recovery_sets_aside_what_is_not_postern_s_own_and_starts_anyway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let a = put(&q, &["a@x"], &body(1000, 1));
+    q.close();
+    let seg = small().segment_size as usize;
+    std::fs::write(d.join("seg-000100.log"), b"").unwrap();
+    std::fs::write(d.join("seg-000101.log"), vec![0u8; 100]).unwrap();
+    let mut x = 0x1234_5678u32;
+    let random: Vec<u8> = (0..seg)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8 | 1
+        })
+        .collect();
+    std::fs::write(d.join("seg-000102.log"), &random).unwrap();
+    // A link to a blank file of a segment's size: would pass for a free one.
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("blank");
+    std::fs::write(&target, vec![0u8; seg]).unwrap();
+    std::os::unix::fs::symlink(&target, d.join("seg-000103.log")).unwrap();
+    std::fs::create_dir(d.join("seg-000104.log")).unwrap();
+    std::fs::create_dir(d.join("big").join("ABC")).unwrap();
+    std::fs::create_dir(d.join("tmp").join("x")).unwrap();
+    let (q, r) = Queue::open_with(d, limits(), small()).unwrap();
+    assert_eq!(r.set_aside, 7, "{r:?}");
+    for name in [
+        "seg-000100.log",
+        "seg-000101.log",
+        "seg-000102.log",
+        "seg-000103.log",
+        "seg-000104.log",
+        "ABC",
+        "x",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(d.join("corrupt").join(name)).is_ok(),
+            "{name} not in corrupt/"
+        );
+    }
+    assert_eq!(
+        std::fs::read(d.join("corrupt").join("seg-000102.log")).unwrap(),
+        random
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        vec![0u8; seg],
+        "the link's target"
+    );
+    let ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![a]);
+    // New mail goes into segments of postern's own.
+    let b = put(&q, &["b@x"], &body(1000, 2));
+    q.close();
+    let (q, r) = Queue::open_with(d, limits(), small()).unwrap();
+    assert_eq!((r.messages, r.set_aside), (2, 0));
+    let mut ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![a, b]);
+    q.close();
+}
+
+/// Set aside twice under the same name: the first one is kept too.
+#[test]
+fn a_second_file_set_aside_under_a_taken_name_does_not_replace_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("big")).unwrap();
+    std::fs::write(d.join("big").join("ABC"), b"first").unwrap();
+    let (q, r) = Queue::open_with(d, limits(), small()).unwrap();
+    assert_eq!(r.set_aside, 1);
+    q.close();
+    std::fs::write(d.join("big").join("ABC"), b"second").unwrap();
+    let (q, r) = Queue::open_with(d, limits(), small()).unwrap();
+    assert_eq!(r.set_aside, 1);
+    assert_eq!(
+        std::fs::read(d.join("corrupt").join("ABC")).unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        std::fs::read(d.join("corrupt").join("ABC.1")).unwrap(),
+        b"second"
+    );
+    q.close();
+}
