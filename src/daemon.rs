@@ -66,6 +66,7 @@ pub enum DaemonError {
 pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = config::load(config_path)?;
     crate::logging::init(&cfg.log_level);
+    log_warnings(&cfg);
     run_with(cfg, Some(config_path))
 }
 
@@ -378,6 +379,7 @@ async fn try_reload(
     listeners: &mut Listeners,
 ) -> Result<(), ReloadError> {
     let cfg = config::load(path)?;
+    log_warnings(&cfg);
     let outbound = Outbound::from_config(&cfg);
     let new_routes = Routes::from_config(&cfg, Resolver::from_system(), &outbound)?;
     let old = current.get();
@@ -453,6 +455,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("hostname (for delivery; the listener uses the new one)");
     }
     out
+}
+
+/// What `postern check` prints as warnings, in the log.
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
 }
 
 /// Tell the observer what the config in force judges by and which routes

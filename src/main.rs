@@ -342,6 +342,7 @@ fn main() -> ExitCode {
         }
         _ => match config::load(&config) {
             Ok(cfg) if connect => {
+                print_warnings(&cfg);
                 let routes = match postern::delivery::Routes::from_config(
                     &cfg,
                     postern::dns::Resolver::from_system(),
@@ -364,6 +365,7 @@ fn main() -> ExitCode {
                 }
             }
             Ok(cfg) => {
+                print_warnings(&cfg);
                 if print {
                     print!("{}", cfg.to_toml());
                 } else {
@@ -376,6 +378,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// What the config allows but deserves a second look, as
+/// `FILE:LINE:COL: warning: message` on stderr (errors use the same form).
+fn print_warnings(cfg: &config::Config) {
+    for w in &cfg.warnings {
+        eprintln!(
+            "{}:{}:{}: warning: {}",
+            w.file.display(),
+            w.line,
+            w.col,
+            w.message
+        );
     }
 }
 

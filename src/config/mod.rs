@@ -91,6 +91,7 @@ pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
     AddressPattern, AuthMethod, DomainPattern, Dur, IpFamily, OAuthFlow, Size, TlsMode,
+    is_trusted_hop,
 };
 
 use convert::{log_level, own_hostname};
@@ -126,6 +127,9 @@ table! {
         storm: Option<StormConfig>,
         /// `[status]`: `postern status` thresholds and the status listener.
         status: StatusConfig,
+        /// What is allowed but deserves a second look (`check` prints
+        /// these, `serve` logs them); sorted by position.
+        warnings: Vec<ConfigError>,
     }
 }
 
@@ -222,6 +226,7 @@ pub fn parse_with(
         src: text,
         opts,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -299,6 +304,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) src: &'a str,
     pub(crate) opts: &'a ParseOptions,
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -312,6 +318,17 @@ impl Ctx<'_> {
             message: message.into(),
         });
         Reported
+    }
+
+    /// Record something allowed that deserves a second look.
+    pub(crate) fn warn(&mut self, offset: usize, message: impl Into<String>) {
+        let (line, col) = line_col(self.src, offset);
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     /// A file named by `key` (value at `at`) must be readable now, by this
@@ -505,6 +522,8 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
 
     let status =
         section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
+    let mut warnings = std::mem::take(&mut ctx.warnings);
+    warnings.sort_by_key(|w| (w.line, w.col));
     top.build(
         server,
         policy,
@@ -514,6 +533,7 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         filters,
         storm,
         status,
+        Ok(warnings),
     )
 }
 

@@ -101,6 +101,12 @@ pub enum ClientError {
         "not sending credentials: the connection is not TLS with a verified certificate (tls = \"starttls\" or \"implicit\" for AUTH)"
     )]
     InsecureAuth,
+    /// `allow_plaintext_auth` covers this machine and private networks;
+    /// the host resolved to an address outside them.
+    #[error(
+        "not sending credentials in clear text to {0}: allow_plaintext_auth covers only loopback and private addresses; use TLS for this host"
+    )]
+    ClearTextToPublic(SocketAddr),
     /// The server refused the login.
     #[error("AUTH {mechanism} refused: {}{}", reply.to_log_string(), super::hints::hint(reply).map(|h| format!("; hint: {h}")).unwrap_or_default())]
     AuthRefused {
@@ -457,8 +463,15 @@ impl Client {
             c.ehlo(&sh.ehlo).await?;
         }
         if let Some(user) = &cfg.username {
-            if !c.verified_tls && cand.tls != TlsMode::None {
+            // In clear only where the admin said so (tls = "none" and
+            // allow_plaintext_auth), and only to the address the config
+            // check could not see when the host is a name.
+            let clear_ok = cand.tls == TlsMode::None && cfg.allow_plaintext_auth;
+            if !c.verified_tls && !clear_ok {
                 return Err(ClientError::InsecureAuth);
+            }
+            if !c.verified_tls && !crate::config::is_trusted_hop(addr.ip()) {
+                return Err(ClientError::ClearTextToPublic(addr));
             }
             c.auth(user, sh).await?;
         }

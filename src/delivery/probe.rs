@@ -32,6 +32,7 @@ fn stage(e: &ClientError) -> &'static str {
         | ClientError::NoAuthMechanism(_)
         | ClientError::PasswordFile { .. }
         | ClientError::InsecureAuth
+        | ClientError::ClearTextToPublic(_)
         | ClientError::OAuth(_) => "auth",
         ClientError::Timeout(_) => "timeout",
         ClientError::AllFailed(_) => "every host",

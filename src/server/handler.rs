@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use smol::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{ConnError, Connection, Line};
-use super::limits::ClientLimits;
+use super::limits::{ClientLimits, IdleWatch};
 use super::session::{ClientFacts, Gates, Out, Services, Session, SessionStats, Then};
 use crate::policy::Outbound;
 use crate::queue::{Queue, QueueError, QueueId, Transaction};
@@ -70,6 +70,16 @@ pub struct Backing<'a> {
     pub users: &'a crate::auth::Users,
 }
 
+/// What ended the wait for the next line.
+enum Next {
+    /// A line from the client.
+    Line(Line),
+    /// The daemon is stopping.
+    Stop,
+    /// The listener needs this silent connection's place.
+    MakeRoom,
+}
+
 /// One inbound connection, from greeting to close.
 pub struct Handler<'a, T> {
     conn: Connection<T>,
@@ -79,6 +89,9 @@ pub struct Handler<'a, T> {
     /// Closed when the daemon stops: between commands that ends the
     /// session with 421.
     stop: Option<smol::channel::Receiver<()>>,
+    /// Tells a connection that has sent no command yet to make room for
+    /// another client (the listener's idle hoarding rule).
+    idle: Option<IdleWatch>,
     /// Counted by the queue while a transaction is open (group commit).
     transaction: Option<Transaction>,
     /// The daemon's counters (status, metrics), when it keeps them.
@@ -113,9 +126,16 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
             backing,
             peer,
             stop: None,
+            idle: None,
             transaction: None,
             observer: None,
         }
+    }
+
+    /// Close with 421 when `watch` says so, while the client has sent no
+    /// command yet; the first command line marks it as spoken.
+    pub fn watch_idle(&mut self, watch: IdleWatch) {
+        self.idle = Some(watch);
     }
 
     /// Count what this session accepts in `observer`.
@@ -153,11 +173,15 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 Then::Close => return Ok(()),
                 Then::Read => {
                     let out = match self.next_line().await? {
-                        Some(line) => {
+                        Next::Line(line) => {
+                            if let Some(w) = &self.idle {
+                                w.spoke();
+                            }
                             let pipelined = self.conn.has_buffered();
                             self.session.line(line, pipelined)
                         }
-                        None => self.session.stopping(),
+                        Next::Stop => self.session.stopping(),
+                        Next::MakeRoom => self.session.make_room(),
                     };
                     self.apply(out).await?
                 }
@@ -191,22 +215,38 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
         Ok(out.then)
     }
 
-    /// The next line, or `None` when the daemon is stopping and no whole
-    /// line is buffered (the replies so far are sent first).
-    async fn next_line(&mut self) -> Result<Option<Line>, ConnError> {
+    /// The next line; or, when no whole line is buffered, that the daemon
+    /// is stopping or that this silent connection must make room (the
+    /// replies so far are sent first).
+    async fn next_line(&mut self) -> Result<Next, ConnError> {
         let idle = self.session.idle_timeout();
-        let Some(stop) = self.stop.clone() else {
-            return self.conn.read_line(idle).await.map(Some);
-        };
-        if self.conn.line_buffered() {
-            return self.conn.read_line(idle).await.map(Some);
+        let stop = self.stop.clone();
+        let room = self.idle.clone().filter(|w| !w.has_spoken());
+        if (stop.is_none() && room.is_none()) || self.conn.line_buffered() {
+            return self.conn.read_line(idle).await.map(Next::Line);
         }
-        // Flush before racing, so a stop never cuts a reply in half.
+        // Flush before racing, so neither cuts a reply in half.
         self.conn.flush().await?;
-        smol::future::or(async { self.conn.read_line(idle).await.map(Some) }, async {
-            let _ = stop.recv().await;
-            Ok(None)
-        })
+        let stopped = async {
+            match &stop {
+                Some(stop) => {
+                    let _ = stop.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+            Ok(Next::Stop)
+        };
+        let evicted = async {
+            match &room {
+                Some(w) => w.closing().await,
+                None => std::future::pending::<()>().await,
+            }
+            Ok(Next::MakeRoom)
+        };
+        smol::future::or(
+            async { self.conn.read_line(idle).await.map(Next::Line) },
+            smol::future::or(stopped, evicted),
+        )
         .await
     }
 

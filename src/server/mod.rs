@@ -40,6 +40,10 @@ use limits::ClientLimits;
 use reply::Answer;
 use session::{ClientFacts, Gates};
 
+/// How long a new client waits for the place of the idle connection it
+/// had closed (that connection only has to write one line and close).
+const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -277,7 +281,23 @@ async fn handle(
         observer: Some(&shared.observer),
     };
     let who = refusal::Who::client(ip);
-    let Some(_permit) = shared.slots.try_acquire_arc() else {
+    let facts = shared.client_facts(ip, implicit_tls);
+    let permit = match shared.slots.try_acquire_arc() {
+        Some(p) => Some(p),
+        // At the cap, a client we would serve takes the place of a silent
+        // connection from an address that holds more than it does.
+        None if facts.is_ok() => match shared.limits.evict_idle(ip) {
+            Some(victim) => {
+                tracing::info!(client = %ip, idle_from = %victim, "connection cap reached: closing an idle connection to make room");
+                crate::deadline::timeout(MAKE_ROOM_WAIT, shared.slots.acquire_arc())
+                    .await
+                    .ok()
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let Some(_permit) = permit else {
         let detail = format!("max={}", shared.config.server.max_connections);
         let who = refusal::Who {
             detail: Some(&detail),
@@ -288,7 +308,7 @@ async fn handle(
         return;
     };
     let _session = shared.observer.session();
-    let facts = match shared.client_facts(ip, implicit_tls) {
+    let facts = match facts {
         Ok(f) => f,
         Err(answer) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
@@ -298,7 +318,8 @@ async fn handle(
             return;
         }
     };
-    let _client_slot = match shared.limits.connect(ip) {
+    let rated = !facts.allowed || shared.config.server.limit_trusted_clients;
+    let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
             let reply = refusal::refused(&live, &who, &Answer::TooManyFromClient(why));
@@ -342,6 +363,7 @@ async fn handle(
     };
     let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
     handler.stop_on(stop);
+    handler.watch_idle(client_slot.watch());
     handler.observe_with(shared.observer.clone());
     let result = handler.run().await;
     let outcome = match &result {

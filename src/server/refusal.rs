@@ -41,6 +41,9 @@ pub enum Reason {
     ClientTable,
     /// The client wrote before the greeting.
     TalkedFirst,
+    /// A connection that had sent no command was closed to make room for
+    /// another client at `max_connections`.
+    IdleClosed,
 
     // Command lines.
     /// A command line past the limit.
@@ -139,6 +142,7 @@ impl Reason {
             R::ConnectRate => "connect_rate",
             R::ClientTable => "client_table",
             R::TalkedFirst => "talked_first",
+            R::IdleClosed => "idle_closed",
             R::LineTooLong => "line_too_long",
             R::UnknownCommand => "unknown_command",
             R::Syntax => "syntax",
@@ -193,6 +197,9 @@ impl Reason {
             R::ConnectRate => "this address connects too often (max_connections_per_minute)",
             R::ClientTable => "too many distinct clients at once",
             R::TalkedFirst => "sent data before the greeting",
+            R::IdleClosed => {
+                "closed while idle (no command yet) to make room for another client (max_connections)"
+            }
             R::LineTooLong => "command line too long",
             R::UnknownCommand => "unknown command",
             R::Syntax => "command syntax error",

@@ -36,6 +36,9 @@ pub enum Answer {
     /// This client address holds its share of connections, or connects too
     /// often.
     TooManyFromClient(ClientLimit),
+    /// A connection that sent nothing is closed to make room for another
+    /// client.
+    IdleClosed,
     /// Policy refuses the client at connect.
     ClientRefused {
         /// The client's address, named so a device's log says what to allow.
@@ -235,6 +238,7 @@ impl Answer {
             A::TooManyFromClient(ClientLimit::TooManyOpen) => R::ClientConnections,
             A::TooManyFromClient(ClientLimit::TooFast) => R::ConnectRate,
             A::TooManyFromClient(ClientLimit::TableFull) => R::ClientTable,
+            A::IdleClosed => R::IdleClosed,
             A::ClientRefused { why, .. } | A::SenderRefused(why) | A::RecipientRefused(why) => {
                 match why {
                     Refusal::ClientDenied => R::DenyClients,
@@ -333,6 +337,11 @@ impl Answer {
                 421,
                 Some(st(4, 7, 0)),
                 "Too many connections, try again later".into(),
+            ),
+            A::IdleClosed => (
+                421,
+                Some(st(4, 7, 0)),
+                "Too many connections; closing this idle one, try again later".into(),
             ),
             A::TooManyFromClient(_) => (
                 421,

@@ -253,6 +253,12 @@ impl SessionCore {
         self.login = Some(login);
     }
 
+    /// Trusted clients (in allow_clients, or logged in) are not held to
+    /// the message and recipient rates unless `limit_trusted_clients`.
+    fn rate_exempt(&self, g: &Gates) -> bool {
+        !g.server.limit_trusted_clients && (self.facts.allowed || self.login.is_some())
+    }
+
     /// STARTTLS is advertised now.
     fn offers_starttls(&self) -> bool {
         self.facts.starttls && !self.tls
@@ -525,7 +531,7 @@ impl SessionCore {
         {
             return Some(Answer::SenderNotOwned);
         }
-        if !g.services.note_message(g.client) {
+        if !self.rate_exempt(g) && !g.services.note_message(g.client) {
             return Some(Answer::MessageRate);
         }
         None
@@ -553,7 +559,7 @@ impl SessionCore {
             Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
             Answer::TooManyRecipients
-        } else if !g.services.note_recipient(g.client) {
+        } else if !self.rate_exempt(g) && !g.services.note_recipient(g.client) {
             Answer::RecipientRate
         } else if to.is_utf8() && !params.smtputf8 {
             Answer::Utf8RecipientNeedsSmtputf8
@@ -788,6 +794,12 @@ impl<'a> Session<'a> {
     pub fn stopping(&self) -> Out {
         let hostname = self.gates.hostname.to_string();
         Out::close(vec![Answer::ShuttingDown { hostname }.reply()])
+    }
+
+    /// The connection has sent no command and another client needs its
+    /// place (the connection cap is reached).
+    pub fn make_room(&self) -> Out {
+        Out::close(vec![self.refuse(Answer::IdleClosed)])
     }
 
     /// The last word to a client that went quiet or ran out of time.
@@ -1522,6 +1534,14 @@ pub(crate) mod tests {
         };
         let rcpts: Vec<&str> = msg.rcpts.iter().map(|r| r.addr.as_str()).collect();
         assert_eq!(rcpts, ["ops@example.test"]);
+        // A client in allow_clients is not held to the rates by default…
+        w.fake.over_rate = true;
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("250 "));
+        assert!(wire(&say(&mut s, "RCPT TO:<root>")).starts_with("250 "));
+        // …and is with limit_trusted_clients.
+        let mut w = world_with("limit_trusted_clients = true\n");
         w.fake.over_rate = true;
         let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
         say(&mut s, "EHLO dev");

@@ -686,7 +686,8 @@ fn per_client_rates_refuse_the_fast_client_and_serve_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let p = plain_server(
         dir.path(),
-        "max_connections_per_minute = 3\nmax_messages_per_minute = 1\nmax_recipients_per_minute = 2",
+        "max_connections_per_minute = 3\nmax_messages_per_minute = 1\nmax_recipients_per_minute = 2\n\
+         limit_trusted_clients = true",
     );
     // Messages: the second MAIL in a minute gets 450 4.7.1, nothing else changes.
     let mut c = from(&p, "127.0.0.2");
@@ -718,4 +719,143 @@ fn per_client_rates_refuse_the_fast_client_and_serve_the_others() {
     c.cmd("EHLO sensor", 250);
     c.cmd("MAIL FROM:<dev@lan.test>", 250);
     c.cmd("RCPT TO:<a@example.test>", 250);
+}
+
+#[test]
+fn an_allowed_client_sends_300_alerts_one_connection_each_and_all_get_250() {
+    // The defaults (60 connections, 120 messages a minute per client) used
+    // to give a device in allow_clients 421 after 60: simple devices do not
+    // retry. Trusted clients are exempt unless limit_trusted_clients.
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    for i in 0..300 {
+        let mut c = from(&p, "127.0.0.2");
+        let (code, text) = c.reply();
+        assert_eq!(code, 220, "alert {i}: {text}");
+        c.cmd("EHLO ups", 250);
+        let (code, text) = c.send_mail(
+            "ups@lan.test",
+            &["ops@example.test"],
+            format!("Subject: on battery {i}\r\n\r\nalert").as_bytes(),
+        );
+        assert_eq!(code, 250, "alert {i}: {text}");
+        c.cmd("QUIT", 221);
+    }
+    assert_eq!(wait_delivered(dir.path(), 300).len(), 300);
+}
+
+#[test]
+fn clients_outside_allow_clients_stay_rate_limited_and_a_login_lifts_the_message_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tail = user("scanner", "s3cret-pw", "");
+    let p = Postern::start(
+        dir.path(),
+        &cfg(
+            port,
+            "allow_plain_auth_clients = [\"127.0.0.4\"]\nmax_connections_per_minute = 3\n\
+             max_messages_per_minute = 1",
+            "allow_clients = [\"127.0.0.2\"]\nrelay_authenticated = true",
+            &tail,
+        ),
+        port,
+    );
+    // Logged in: two messages although the rate is one a minute.
+    let mut c = from(&p, "127.0.0.4");
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO scanner", 250);
+    c.cmd(&format!("AUTH PLAIN {}", b64(b"\0scanner\0s3cret-pw")), 235);
+    for i in 0..2 {
+        let (code, text) = c.send_mail(
+            "scan@lan.test",
+            &["ops@example.test"],
+            format!("Subject: scan {i}\r\n\r\npdf").as_bytes(),
+        );
+        assert_eq!(code, 250, "{text}");
+    }
+    c.cmd("QUIT", 221);
+    // Not logged in, outside allow_clients: the connection rate holds.
+    for _ in 0..2 {
+        let mut c = from(&p, "127.0.0.4");
+        assert_eq!(c.reply().0, 220);
+        c.cmd("QUIT", 221);
+    }
+    let mut c = from(&p, "127.0.0.4");
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    // The allowed client is not.
+    for _ in 0..5 {
+        let mut c = from(&p, "127.0.0.2");
+        assert_eq!(c.reply().0, 220);
+        c.cmd("QUIT", 221);
+    }
+}
+
+#[test]
+fn a_new_client_is_served_while_seven_addresses_hoard_idle_connections() {
+    // Seven LAN addresses open ten connections each and say nothing; the
+    // cap (64 across all) used to lock every other device out until
+    // greeting_timeout. At the cap, the oldest silent connection of the
+    // address holding the most is closed with 421 to make room.
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    let mut hoard: Vec<(String, Smtp)> = Vec::new();
+    for a in 10..17 {
+        let src = format!("127.0.0.{a}");
+        for _ in 0..10 {
+            let mut c = from(&p, &src);
+            let (code, text) = c.reply();
+            // Once each holds as many as the next, there is no more room
+            // for any of them.
+            if code == 421 {
+                assert!(
+                    a > 10 && text.contains("Too many connections"),
+                    "{src}: {text}"
+                );
+                continue;
+            }
+            assert_eq!(code, 220, "{src}: {text}");
+            // The first address's connections have spoken: never closed.
+            if a == 10 {
+                c.cmd("EHLO busy", 250);
+            }
+            hoard.push((src.clone(), c));
+        }
+    }
+    // A device that was not there before is served at once.
+    let mut c = from(&p, "127.0.0.99");
+    let (code, text) = c.reply();
+    assert_eq!(code, 220, "{text}");
+    c.cmd("EHLO printer", 250);
+    let (code, text) = c.send_mail(
+        "printer@lan.test",
+        &["ops@example.test"],
+        b"Subject: x\r\n\r\ny",
+    );
+    assert_eq!(code, 250, "{text}");
+    // Room was made by closing silent connections, each with a 421 that
+    // says why; the ones that had spoken are all still there.
+    let mut closed = 0;
+    for (src, c) in &mut hoard {
+        if src == "127.0.0.10" {
+            c.cmd("NOOP", 250);
+            continue;
+        }
+        c.send_lossy("NOOP");
+        let (code, text) = c.reply();
+        if code == 421 {
+            assert!(
+                text.starts_with("421 4.7.0 ") && text.contains("idle"),
+                "{text}"
+            );
+            closed += 1;
+        } else {
+            assert_eq!(code, 250, "{text}");
+        }
+    }
+    // Closed: as many as were served beyond the 64 places.
+    let served = hoard.len() + 1;
+    assert_eq!(closed, served - 64, "{}", p.log());
+    assert!(closed > 0);
+    assert!(p.log().contains("closing an idle connection to make room"));
 }

@@ -1317,3 +1317,55 @@ fn send_test_delivers_through_the_route_and_says_so() {
     assert!(!out.contains("StillQueued"), "{out}");
     assert!(out.contains("not delivered yet: "), "{out}");
 }
+
+#[test]
+fn credentials_go_in_clear_text_only_with_allow_plaintext_auth_to_a_private_host() {
+    // A password (or an XOAUTH2 bearer token) over tls = "none" used to
+    // pass check and cross the network in clear text.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        auth: Some(("dev@relay.test".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let port = free_port();
+    let creds = "username = \"dev@relay.test\"\npassword_file = \"pass\"\n";
+    std::fs::write(
+        dir.path().join("plain.toml"),
+        conf(port, "", &smarthost(up.port, creds)),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "plain.toml"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("in clear text") && out.contains("allow_plaintext_auth = true"),
+        "{out}"
+    );
+    // Said explicitly, for a hop on this machine: allowed, with a warning.
+    let cfg = conf(
+        port,
+        "",
+        &smarthost(up.port, &format!("{creds}allow_plaintext_auth = true\n")),
+    );
+    std::fs::write(dir.path().join("trusted.toml"), &cfg).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "trusted.toml"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("trusted.toml:") && out.contains(": warning: credentials go to 127.0.0.1:"),
+        "{out}"
+    );
+    // Never to a public address, even when said.
+    let public = cfg.replace("host = \"127.0.0.1\"", "host = \"192.0.32.10\"");
+    std::fs::write(dir.path().join("public.toml"), public).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "public.toml"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("192.0.32.10 is not a loopback or private address"),
+        "{out}"
+    );
+    // And the trusted hop works.
+    let p = Postern::start(dir.path(), &cfg, port);
+    submit(&p, "dev@lan.test", &["ops@example.test"], MSG);
+    let got = up.rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(got.auth_user.as_deref(), Some("dev@relay.test"));
+}
