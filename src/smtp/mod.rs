@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod header;
 pub mod longlines;
 pub mod reply;
+pub mod xtext;
 
 pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, CommandError, MailParams};
