@@ -154,7 +154,7 @@ type Slot = smol::lock::SemaphoreGuardArc;
 fn slots_for(routes: &Routes, job: &Job) -> Option<Vec<Slot>> {
     let mut taken: Vec<(usize, Slot)> = Vec::new();
     for (_, rcpt) in job.rcpts() {
-        if let Some((ri, route)) = routes.route_for(&rcpt.addr)
+        if let Some((ri, route)) = routes.route_for_job(job, &rcpt.addr)
             && !taken.iter().any(|(r, _)| *r == ri)
         {
             taken.push((ri, route.slots.try_acquire_arc()?));
@@ -258,7 +258,7 @@ impl Delivery {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
         for (i, rcpt) in job.rcpts() {
-            match routes.route_for(&rcpt.addr) {
+            match routes.route_for_job(&job, &rcpt.addr) {
                 None => outcomes.push((
                     i,
                     "none".into(),
@@ -626,7 +626,7 @@ impl Delivery {
             };
             let to = rcpt.addr.as_str();
             let route = routes
-                .route_for(&rcpt.addr)
+                .route_for_job(job, &rcpt.addr)
                 .map_or("none", |(_, r)| r.label.as_str());
             let note = |status: &'static str, text: &str| FailureNote {
                 at: Stamp::now(),
