@@ -509,7 +509,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("Will-Retry-Until: Sun, 4 Jan 1970 00:00:00 +0000\r\n"),
+            out.contains("Will-Retry-Until: Sun, 04 Jan 1970 00:00:00 +0000\r\n"),
             "{out}"
         );
         assert!(out.contains("The relay keeps trying"), "{out}");
