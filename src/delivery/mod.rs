@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observe::{Attempted, FailureNote, Observer, Settled, Stamp};
 use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
-use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath};
+use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath, escaped};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::Failure;
 pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
@@ -276,7 +276,7 @@ impl Delivery {
             if let Err(until) = reserved {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs();
                 for r in rcpts.iter().filter_map(|i| job.rcpt(*i)).map(|r| &r.addr) {
-                    tracing::info!(id = %job.id, to = %r, route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
+                    tracing::info!(id = %job.id, to = %escaped(r.as_str()), route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
                     self.event(
                         &job,
                         r.as_str(),
@@ -609,7 +609,7 @@ impl Delivery {
             let outcome = match o {
                 Ok(reply) => {
                     let text = reply.to_log_string();
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %text, "delivery");
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"sent", reply = %escaped(&text), "delivery");
                     self.event(job, to, "sent", relay, &text);
                     self.observer.settled(
                         route,
@@ -619,7 +619,7 @@ impl Delivery {
                 }
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
-                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
+                    tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"expired", reply = %escaped(&why), "delivery");
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
                     self.observer.failure(note("expired", &why));
@@ -632,7 +632,7 @@ impl Delivery {
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"deferred", reply = %escaped(&why), attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
                     self.observer.settled(route, Settled::Deferred);
                     self.observer.failure(note("deferred", &why));
@@ -642,10 +642,10 @@ impl Delivery {
                     let text = reply.to_log_string();
                     match hints::hint(&reply) {
                         Some(h) => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, hint = %h, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), hint = %h, "delivery")
                         }
                         None => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), "delivery")
                         }
                     }
                     self.event(job, to, "bounced", relay, &text);
@@ -675,7 +675,7 @@ impl Delivery {
             if !self.reports {
                 // send-test: the failure is printed, not mailed.
             } else if !self.report_allowed(routes.max_reports_per_hour) {
-                tracing::warn!(id = %job.id, to = %to, failed = failures.len(), max = routes.max_reports_per_hour, "failure report not sent: max_reports_per_hour reached (the failures are in the log)");
+                tracing::warn!(id = %job.id, to = %escaped(to.as_str()), failed = failures.len(), max = routes.max_reports_per_hour, "failure report not sent: max_reports_per_hour reached (the failures are in the log)");
             } else {
                 report = self.report(job, &failures, to).await;
                 if report.is_none() {
@@ -711,7 +711,7 @@ impl Delivery {
         routes: &Routes,
     ) -> Option<Address> {
         for f in failures {
-            tracing::error!(id = %job.id, to = %f.rcpt, status = %f.status, reply = %f.diagnostic, "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
+            tracing::error!(id = %job.id, to = %escaped(f.rcpt.as_str()), status = %f.status, reply = %escaped(&f.diagnostic), "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
         }
         let pm = routes.postmaster.as_ref()?;
         if failures.is_empty() {
@@ -759,7 +759,7 @@ impl Delivery {
         let mut w = self.queue.begin_report(to.clone());
         match w.write(&bytes) {
             Ok(()) => {
-                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %to, failed = failures.len(), "failure report queued");
+                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %escaped(to.as_str()), failed = failures.len(), "failure report queued");
                 Some(w)
             }
             Err(e) => {

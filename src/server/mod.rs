@@ -368,7 +368,7 @@ async fn handle(
     let stats = handler.stats();
     tracing::info!(
         client = %ip,
-        helo = %stats.helo.as_deref().unwrap_or("-"),
+        helo = %crate::smtp::escaped(stats.helo.as_deref().unwrap_or("-")),
         accepted = stats.accepted,
         refused = stats.refused,
         secs = started.elapsed().as_secs(),

@@ -844,7 +844,7 @@ impl<'a> Session<'a> {
         self.auth_failures = self.auth_failures.saturating_add(1);
         let detail = format!(
             "user={} failures={}",
-            name.escape_debug(),
+            crate::smtp::escaped(name),
             self.auth_failures
         );
         let who = Who {
@@ -995,7 +995,7 @@ impl<'a> Session<'a> {
                 Answer::StorageTooSlow
             }
             Some(Ok(id)) => {
-                tracing::info!(id = %id, from = %from, rcpts, size, client = %client, "queued");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), rcpts, size, client = %client, "queued");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Answer::Queued { id }
             }
