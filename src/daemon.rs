@@ -413,13 +413,20 @@ async fn try_reload(
     keep.extend(shared.config.server.listen_tls.iter().copied());
     current.replace(shared);
     routes.replace(new_routes);
-    listeners.retain(|addr, _| {
-        let kept = keep.contains(addr);
-        if !kept {
+    // Cancelled and awaited, not just dropped: a dropped task's socket
+    // closes whenever the executor gets to it, and "config reloaded" must
+    // mean the old address no longer accepts.
+    let gone: Vec<SocketAddr> = listeners
+        .keys()
+        .filter(|a| !keep.contains(a))
+        .copied()
+        .collect();
+    for addr in gone {
+        if let Some(task) = listeners.remove(&addr) {
+            task.cancel().await;
             tracing::info!(listen = %addr, "reload: listener closed");
         }
-        kept
-    });
+    }
     for (addr, l, implicit_tls) in added {
         let task = if implicit_tls {
             smol::spawn(server::serve_tls(l, current.clone()))

@@ -14,6 +14,8 @@
 //!   bytes in, values out, no sockets.
 //! - [`policy`]: who may relay, from and to whom; aliases and the upstream
 //!   size limit the listener advertises.
+//! - [`filter`]: the `[[filter]]` rule engine (what matches, when it can
+//!   decide, what it does) and storm suppression's table and digest.
 //! - [`server`]: listeners and the inbound session state machine.
 //! - [`queue`]: the durable store, recovery and the in-memory schedule; the
 //!   only code that touches the spool directory.
@@ -44,6 +46,7 @@ pub mod daemon;
 pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod filter;
 pub mod logging;
 pub mod maildrop;
 pub mod notify;

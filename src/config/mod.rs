@@ -21,7 +21,8 @@
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
-//!   `aliases.rs`, `users.rs`, `status.rs`.
+//!   `aliases.rs`, `users.rs`, `status.rs`, `filter.rs` (`[[filter]]`
+//!   rules, their pattern grammar, and `[storm]`).
 //! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
@@ -61,6 +62,7 @@ use toml::de::{DeTable, DeValue};
 
 mod aliases;
 mod convert;
+mod filter;
 mod oauth;
 mod policy;
 mod queue;
@@ -75,6 +77,10 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub use filter::{
+    Extension, FilterConfig, GlobPart, HeaderLine, HeaderMatch, Pattern, RejectReply, StormConfig,
+    StormKey,
+};
 pub use oauth::OAuthConfig;
 pub use policy::PolicyConfig;
 pub use queue::QueueConfig;
@@ -114,6 +120,10 @@ table! {
         outbound: OutboundConfig,
         /// `[[user]]`: accounts devices may AUTH as on the listener.
         users: Vec<UserConfig>,
+        /// `[[filter]]`: rules, in file order.
+        filters: Vec<FilterConfig>,
+        /// `[storm]`: alert-storm suppression, when the table is there.
+        storm: Option<StormConfig>,
         /// `[status]`: `postern status` thresholds and the status listener.
         status: StatusConfig,
         /// What is allowed but deserves a second look (`check` prints
@@ -266,6 +276,14 @@ impl Config {
         for u in &self.users {
             out.header("[[user]]");
             u.print_keys(&mut out);
+        }
+        for f in &self.filters {
+            out.header("[[filter]]");
+            f.print_keys(&mut out);
+        }
+        if let Some(s) = &self.storm {
+            out.header("[storm]");
+            s.print_keys(&mut out);
         }
         out.finish()
     }
@@ -428,6 +446,8 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     // Any key: each is an address to map.
     ("aliases", &[]),
     ("user", &[UserConfig::KEYS]),
+    ("filter", &[FilterConfig::KEYS]),
+    ("storm", &[StormConfig::KEYS]),
     ("status", &[StatusConfig::KEYS]),
 ];
 
@@ -491,6 +511,14 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users::check_accounts(ctx, server, policy, users, server_sec);
     }
 
+    let route_names: Option<Vec<String>> = outbound
+        .config
+        .as_ref()
+        .ok()
+        .map(|o| o.routes.iter().filter_map(|r| r.name.clone()).collect());
+    let filters = filter::read_filters(ctx, root, route_names.as_deref());
+    let storm = filter::read_storm(ctx, root);
+
     let status =
         section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
     let mut warnings = std::mem::take(&mut ctx.warnings);
@@ -501,6 +529,8 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         queue,
         outbound.config,
         users,
+        filters,
+        storm,
         status,
         Ok(warnings),
     )

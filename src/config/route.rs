@@ -21,6 +21,8 @@ use super::{Ctx, Reported};
 table! {
     /// One `[[route]]`.
     pub struct RouteConfig, read as RouteKeys {
+        /// Optional: what `[[filter]] route = "…"` calls this route (and logs).
+        name: Option<String> = optional(super::convert::one_line("\"m365\"")),
         /// Recipient domains this route takes.
         domains: Vec<DomainPattern> = required(
             "[\"example.com\", \".example.org\", \"*\"]",
@@ -122,6 +124,7 @@ pub(crate) fn read(ctx: &mut Ctx, root: &DeTable, empty: &DeTable) -> Outbound {
     let routes = match root.get_key_value("route") {
         None => upstream.map(|u| {
             vec![RouteConfig {
+                name: None,
                 domains: vec![DomainPattern::Any],
                 upstream: u,
             }]
@@ -145,6 +148,7 @@ fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>
     let mut out = Vec::new();
     let mut bad = false;
     let mut saw_any = None::<usize>;
+    let mut names: Vec<String> = Vec::new();
     for (n, t) in tables.iter().enumerate() {
         let DeValue::Table(table) = t.get_ref() else {
             ctx.error(t.span().start, "each route is a [[route]] table");
@@ -165,6 +169,18 @@ fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>
             bad = true;
         }
         let keys = RouteKeys::read(ctx, &sec);
+        if let Ok(Some(name)) = &keys.name {
+            if names.contains(name) {
+                ctx.error(
+                    sec.offset("name").unwrap_or(sec.at),
+                    format!(
+                        "name: a [[route]] \"{name}\" is defined already; route names must differ"
+                    ),
+                );
+                bad = true;
+            }
+            names.push(name.clone());
+        }
         if let Ok(d) = &keys.domains
             && d.contains(&DomainPattern::Any)
         {

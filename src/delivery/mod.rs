@@ -41,7 +41,7 @@ use crate::observe::{Attempted, FailureNote, Observer, Settled, Stamp};
 use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
 use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath, escaped};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
-use dsn::Failure;
+use dsn::{Action, Entry};
 pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
 
 /// How much of the original message a failure report quotes (its headers).
@@ -138,7 +138,7 @@ type Slot = smol::lock::SemaphoreGuardArc;
 fn slots_for(routes: &Routes, job: &Job) -> Option<Vec<Slot>> {
     let mut taken: Vec<(usize, Slot)> = Vec::new();
     for (_, rcpt) in job.rcpts() {
-        if let Some((ri, route)) = routes.route_for(&rcpt.addr)
+        if let Some((ri, route)) = routes.route_for_job(job, &rcpt.addr)
             && !taken.iter().any(|(r, _)| *r == ri)
         {
             taken.push((ri, route.slots.try_acquire_arc()?));
@@ -242,7 +242,7 @@ impl Delivery {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
         for (i, rcpt) in job.rcpts() {
-            match routes.route_for(&rcpt.addr) {
+            match routes.route_for_job(&job, &rcpt.addr) {
                 None => outcomes.push((
                     i,
                     "none".into(),
@@ -583,7 +583,7 @@ impl Delivery {
     ) {
         let expired = self.queue.expired(job);
         let routes = self.routes.current();
-        let mut failures = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
         let took = started.elapsed().as_millis();
@@ -596,7 +596,7 @@ impl Delivery {
             };
             let to = rcpt.addr.as_str();
             let route = routes
-                .route_for(&rcpt.addr)
+                .route_for_job(job, &rcpt.addr)
                 .map_or("none", |(_, r)| r.label.as_str());
             let note = |status: &'static str, text: &str| FailureNote {
                 at: Stamp::now(),
@@ -623,11 +623,19 @@ impl Delivery {
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
                     self.observer.failure(note("expired", &why));
-                    failures.push(Failure {
+                    entries.push(Entry {
                         rcpt: rcpt.addr.clone(),
+                        orcpt: rcpt.orcpt.clone(),
+                        action: Action::Failed,
                         status: "4.4.7".into(),
-                        diagnostic: diag.clone(),
-                        remote: None,
+                        diagnostic: Some(dsn::smtp_diagnostic(&why, 451, "4.4.7")),
+                        remote: dsn::remote_host(relay),
+                        advice: Some(format!(
+                            "the relay tried for {} and gave up (the last error is above); \
+                             its administrator should check the route (postern status, the log). \
+                             Send the message again once it works",
+                            human(job.age)
+                        )),
                     });
                     RcptOutcome::Failed(diag)
                 }
@@ -655,11 +663,14 @@ impl Delivery {
                         .status
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "5.0.0".into());
-                    failures.push(Failure {
+                    entries.push(Entry {
                         rcpt: rcpt.addr.clone(),
+                        orcpt: rcpt.orcpt.clone(),
+                        action: Action::Failed,
                         status,
-                        diagnostic: format!("smtp; {text}"),
-                        remote: Some(relay.to_string()),
+                        diagnostic: Some(format!("smtp; {text}")),
+                        remote: dsn::remote_host(relay),
+                        advice: hints::advice(&reply),
                     });
                     RcptOutcome::Failed(text)
                 }
@@ -668,16 +679,16 @@ impl Delivery {
         }
         let report_to = match job.envelope.from.address() {
             Some(sender) => Some(routes.postmaster.clone().unwrap_or_else(|| sender.clone())),
-            None => self.null_sender_failed(job, &failures, &routes),
+            None => self.null_sender_failed(job, &entries, &routes),
         };
         let mut report = None;
-        if let (false, Some(to)) = (failures.is_empty(), report_to) {
+        if let (false, Some(to)) = (entries.is_empty(), report_to) {
             if !self.reports {
                 // send-test: the failure is printed, not mailed.
             } else if !self.report_allowed(routes.max_reports_per_hour) {
-                tracing::warn!(id = %job.id, to = %escaped(to.as_str()), failed = failures.len(), max = routes.max_reports_per_hour, "failure report not sent: max_reports_per_hour reached (the failures are in the log)");
+                tracing::warn!(id = %job.id, to = %escaped(to.as_str()), recipients = entries.len(), max = routes.max_reports_per_hour, "report not sent: max_reports_per_hour reached (what it would say is in the log)");
             } else {
-                report = self.report(job, &failures, to).await;
+                report = self.report(job, &entries, to).await;
                 if report.is_none() {
                     // The report could not be built: keep the recipients
                     // pending rather than fail them silently.
@@ -707,11 +718,12 @@ impl Delivery {
     fn null_sender_failed(
         &self,
         job: &Job,
-        failures: &[Failure],
+        failures: &[Entry],
         routes: &Routes,
     ) -> Option<Address> {
         for f in failures {
-            tracing::error!(id = %job.id, to = %escaped(f.rcpt.as_str()), status = %f.status, reply = %escaped(&f.diagnostic), "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
+            let reply = f.diagnostic.as_deref().unwrap_or("-");
+            tracing::error!(id = %job.id, to = %escaped(f.rcpt.as_str()), status = %f.status, reply = %escaped(reply), "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
         }
         let pm = routes.postmaster.as_ref()?;
         if failures.is_empty() {
@@ -727,10 +739,12 @@ impl Delivery {
         Some(pm.clone())
     }
 
+    /// Queue the report on `job` about `entries` to `to`: its text is
+    /// built here, its own queue id names it.
     async fn report(
         &self,
         job: &Job,
-        failures: &[Failure],
+        entries: &[Entry],
         to: Address,
     ) -> Option<crate::queue::SpoolWriter> {
         let body = self.queue.open_body(job).ok();
@@ -748,22 +762,36 @@ impl Delivery {
             id: &id,
             from: &job.envelope.from,
             arrival: job.arrival,
-            headers: dsn::header_section(&headers),
+            content: dsn::header_section(&headers),
+            whole: false,
             smtputf8: job.envelope.smtputf8,
-        };
-        let bytes = if job.envelope.from.is_null() {
-            dsn::render_postmaster_copy(&self.hostname, &orig, failures, unix_now(), &to)
-        } else {
-            dsn::render_to(&self.hostname, &orig, failures, unix_now(), &to)
+            envid: job.envelope.envid.as_deref(),
         };
         let mut w = self.queue.begin_report(to.clone());
+        let report_id = crate::queue::QueueId(w.id()).to_string();
+        let report = dsn::Report {
+            hostname: &self.hostname,
+            id: &report_id,
+            to: &to,
+            now: unix_now(),
+        };
+        let bytes = if job.envelope.from.is_null() {
+            report.postmaster_copy(&orig, entries)
+        } else {
+            report.render(&orig, entries)
+        };
+        let kind = match entries.iter().map(|e| e.action).max() {
+            Some(Action::Failed) => "failure",
+            Some(Action::Delayed) => "delay",
+            _ => "success",
+        };
         match w.write(&bytes) {
             Ok(()) => {
-                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %escaped(to.as_str()), failed = failures.len(), "failure report queued");
+                tracing::info!(id = %job.id, report = %report_id, to = %escaped(to.as_str()), recipients = entries.len(), "{kind} report queued");
                 Some(w)
             }
             Err(e) => {
-                tracing::error!(id = %job.id, error = %e, "cannot write failure report");
+                tracing::error!(id = %job.id, error = %e, "cannot write {kind} report");
                 None
             }
         }

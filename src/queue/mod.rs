@@ -46,6 +46,7 @@ impl std::str::FromStr for QueueId {
     }
 }
 
+pub use record::Hold;
 use record::MessageMeta;
 use store::Request;
 
@@ -247,6 +248,9 @@ pub struct Job {
     pub arrival: u64,
     /// Body length in octets.
     pub body_len: u64,
+    /// Deliver over the route of this name rather than by domain (a
+    /// `[[filter]]` said so).
+    pub route: Option<String>,
     path: PathBuf,
     body_start: u64,
 }
@@ -299,8 +303,10 @@ pub struct Summary {
     pub rcpts: Vec<(String, bool)>,
     /// Arrival, seconds since the epoch by the wall clock then.
     pub arrival: u64,
-    /// Held by the operator.
+    /// Held by the operator, a `[[filter]]` rule or storm suppression.
     pub held: bool,
+    /// Why it was held when queued (a restart keeps these held).
+    pub hold: Hold,
     /// An attempt is in progress.
     pub in_flight: bool,
 }
@@ -381,6 +387,7 @@ impl Queue {
                     qnow.saturating_sub(Duration::from_secs(wall.saturating_sub(l.meta.arrival)))
                 }
             };
+            let held = l.meta.hold != Hold::None;
             state.entries.insert(
                 l.meta.id,
                 Entry {
@@ -394,7 +401,7 @@ impl Queue {
                     attempts: 0,
                     next_attempt: now,
                     in_flight: false,
-                    held: false,
+                    held,
                     unreported: Vec::new(),
                     last_error: None,
                     queued,
@@ -485,6 +492,8 @@ impl Queue {
             queued_ms: Some(u64::try_from(self.qnow().as_millis()).unwrap_or(u64::MAX)),
             envelope: Arc::new(envelope),
             done: Vec::new(),
+            hold: Hold::None,
+            route: None,
         };
         let mut w = SpoolWriter::new(
             meta,
@@ -591,6 +600,7 @@ impl Queue {
                 age: e.age(qnow),
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
+                route: e.meta.route.clone(),
                 path,
                 body_start: e.body_start,
             };
@@ -981,6 +991,7 @@ fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
             .collect(),
         arrival: e.meta.arrival,
         held: e.held,
+        hold: e.meta.hold,
         in_flight: e.in_flight,
     }
 }

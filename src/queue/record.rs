@@ -18,8 +18,12 @@
 //!
 //! ```text
 //!   id u64, arrival u64 (unix seconds),
-//!   format u8    0x40 = this layout, | 0x80 when the queue time follows
+//!   format u8    0x40 = this layout, | 0x80 when the queue time follows,
+//!                | 0x20 when the disposition follows
 //!   queued u64   queue time of arrival, ms (when 0x80)
+//!   disposition (when 0x20): hold u8 (0 none, 1 by a [[filter]] rule,
+//!                2 by storm suppression), route (u16 length + bytes,
+//!                empty = by domain)
 //!   env_len u32  octets of the envelope section that follows
 //!   envelope:
 //!     flags u8   1 = BODY=8BITMIME, 2 = SMTPUTF8
@@ -202,6 +206,9 @@ const FLAG_SMTPUTF8: u8 = 2;
 /// Format bit: the queue time of arrival follows (`u64`, milliseconds).
 /// Records written before the queue clock lack it.
 const FLAG_QTIME: u8 = 0x80;
+/// Format bit: the disposition (held, named route) follows the queue
+/// time. Records without it are neither held nor routed by name.
+const FLAG_DISPOSITION: u8 = 0x20;
 /// Format bit: the envelope layout with 32-bit recipient counts and the
 /// RFC 3461 fields. Records without it are in the first layout, where this
 /// byte also held the FLAG_8BITMIME and FLAG_SMTPUTF8 bits.
@@ -234,6 +241,24 @@ pub struct MessageMeta {
     pub envelope: Arc<Envelope>,
     /// Indices of recipients already finished.
     pub done: Vec<RcptIndex>,
+    /// Kept from delivery, and why.
+    pub hold: Hold,
+    /// Delivered over the route of this name (a `[[filter]]` said so)
+    /// instead of by recipient domain.
+    pub route: Option<String>,
+}
+
+/// Why a message is kept from delivery since it was queued; stored with
+/// it, so a restart keeps it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    /// Not held.
+    #[default]
+    None,
+    /// A `[[filter]]` rule with `hold = true`.
+    Filter,
+    /// Storm suppression, until its window ends.
+    Storm,
 }
 
 impl fmt::Debug for MessageMeta {
@@ -284,12 +309,25 @@ impl MessageMeta {
         let mut out = Vec::with_capacity(29 + env.len());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.arrival.to_le_bytes());
-        match self.queued_ms {
-            Some(q) => {
-                out.push(FORMAT_ENVELOPE | FLAG_QTIME);
-                out.extend_from_slice(&q.to_le_bytes());
-            }
-            None => out.push(FORMAT_ENVELOPE),
+        let disposition = self.hold != Hold::None || self.route.is_some();
+        let mut format = FORMAT_ENVELOPE;
+        if self.queued_ms.is_some() {
+            format |= FLAG_QTIME;
+        }
+        if disposition {
+            format |= FLAG_DISPOSITION;
+        }
+        out.push(format);
+        if let Some(q) = self.queued_ms {
+            out.extend_from_slice(&q.to_le_bytes());
+        }
+        if disposition {
+            out.push(match self.hold {
+                Hold::None => 0,
+                Hold::Filter => 1,
+                Hold::Storm => 2,
+            });
+            put_str(&mut out, self.route.as_deref().unwrap_or(""));
         }
         put_u32(&mut out, capped(env.len()).0);
         out.extend_from_slice(&env);
@@ -310,6 +348,10 @@ impl MessageMeta {
         if format & FLAG_QTIME != 0 {
             r.u64().ok()?;
         }
+        if format & FLAG_DISPOSITION != 0 {
+            r.u8().ok()?;
+            r.string().ok()?;
+        }
         let n = r.u32().ok()?;
         r.at.checked_add(usize::try_from(n).ok()?)
     }
@@ -325,6 +367,17 @@ impl MessageMeta {
             Some(r.u64()?)
         } else {
             None
+        };
+        let (hold, route) = if format & FLAG_DISPOSITION != 0 && format & FORMAT_ENVELOPE != 0 {
+            let hold = match r.u8()? {
+                0 => Hold::None,
+                1 => Hold::Filter,
+                2 => Hold::Storm,
+                _ => return Err(RecordError::Malformed),
+            };
+            (hold, Some(r.string()?).filter(|s| !s.is_empty()))
+        } else {
+            (Hold::None, None)
         };
         let (envelope, done) = if format & FORMAT_ENVELOPE != 0 {
             let len = usize::try_from(r.u32()?).map_err(|_| RecordError::Malformed)?;
@@ -348,6 +401,8 @@ impl MessageMeta {
                 queued_ms,
                 envelope: Arc::new(envelope),
                 done,
+                hold,
+                route,
             },
             r.at,
         ))
@@ -599,7 +654,26 @@ mod tests {
                 envid: Some("QQ314159".into()),
             }),
             done: vec![1],
+            hold: Hold::None,
+            route: None,
         }
+    }
+
+    #[test]
+    fn a_held_and_routed_message_keeps_both_and_others_do_not_change() {
+        let plain = meta().encode();
+        let mut m = meta();
+        m.hold = Hold::Storm;
+        m.route = Some("m365".into());
+        let mut enc = m.encode();
+        assert_eq!(MessageMeta::encoded_len(&enc), Some(enc.len()));
+        assert_eq!(enc.len(), plain.len() + 1 + 2 + 4);
+        enc.extend_from_slice(b"body");
+        let (back, at) = MessageMeta::decode(&enc).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(&enc[at..], b"body");
+        // Without a disposition the record is byte for byte the former one.
+        assert_eq!(plain[16] & FLAG_DISPOSITION, 0);
     }
 
     #[test]

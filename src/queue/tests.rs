@@ -599,3 +599,61 @@ fn a_queue_of_the_first_record_layout_recovers() {
 /// The queue at its edges: a full or read-only disk, files changed from
 /// outside, holds across a restart, file modes.
 mod edges;
+
+/// What `[[filter]]` and storm suppression decide at the end of data
+/// (other recipients, held, a named route) is stored with the message,
+/// small or spilled, and survives a restart; the body is untouched.
+#[test]
+fn a_disposition_set_at_the_end_of_data_is_stored_and_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bodies = HashMap::new();
+    {
+        let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+        // 100 octets stay in memory; 200,000 spill to a file first.
+        for (i, n) in [100usize, 200_000].iter().enumerate() {
+            let b = body(*n, i as u8);
+            let mut w = q.begin(msg(&["a@x.example"]));
+            for chunk in b.chunks(1000) {
+                w.write(chunk).unwrap();
+            }
+            let held = if i == 0 { Hold::Filter } else { Hold::None };
+            w.set_disposition(
+                Some(msg(&["ops@z.example", "sec@z.example"])),
+                held,
+                Some("m365".into()),
+            )
+            .unwrap();
+            let id = smol::block_on(q.commit(w)).unwrap();
+            bodies.insert(id, (b, held));
+        }
+        let jobs = due(&q);
+        assert_eq!(jobs.len(), 1, "the held one is not taken");
+        q.close();
+    }
+    let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!(r.messages, 2);
+    let listed = q.list();
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|s| s.held && s.hold == Hold::Filter)
+            .count(),
+        1
+    );
+    let jobs = due(&q);
+    assert_eq!(jobs.len(), 1, "still held after a restart");
+    let j = &jobs[0];
+    assert_eq!(read_body(&q, j), bodies[&j.id].0);
+    assert_eq!(j.route.as_deref(), Some("m365"));
+    assert_eq!(
+        pending(j),
+        vec![
+            (0, "ops@z.example".to_string()),
+            (1, "sec@z.example".to_string())
+        ]
+    );
+    let held = listed.iter().find(|s| s.held).unwrap().id;
+    q.release(held).unwrap();
+    let j = due(&q);
+    assert_eq!(read_body(&q, &j[0]), bodies[&held].0);
+}

@@ -322,8 +322,17 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
         }
         let out = match (self.session.data_end(&intake), writer) {
             (Some(refusal), _) => refusal,
-            (None, Some(w)) => {
+            (None, Some(mut w)) => {
                 let size = w.body_len();
+                if let Some(d) = self.session.disposition(&intake)
+                    && let Err(e) = w.set_disposition(d.envelope, d.hold, d.route)
+                {
+                    // Never deliver what a rule held or routed elsewhere as
+                    // if it had not: the client tries again later.
+                    let failed = Some(Err(QueueError::Io(e)));
+                    let out = self.session.data_committed(failed, size);
+                    return self.apply(out).await;
+                }
                 let limit = self.session.data_end_timeout();
                 let committed = crate::deadline::timeout(limit, q.commit(w)).await.ok();
                 if let (Some(Ok(_)), Some(o)) = (&committed, &self.observer) {
@@ -341,7 +350,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
     use crate::policy::Policy;
@@ -350,12 +359,78 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
+    /// A world whose config has these `[[filter]]` rules.
+    pub(crate) fn world_rules(rules: &str) -> World {
+        world_full("", rules, crate::queue::StoreOptions::default())
+    }
+
+    /// One transaction: EHLO, MAIL, each RCPT, DATA, the message, QUIT;
+    /// every reply in order (the one to QUIT last).
+    pub(crate) fn conversation(
+        w: &World,
+        from: &str,
+        rcpts: &[&str],
+        message: &str,
+    ) -> (Vec<String>, Result<(), ConnError>) {
+        let mut replies = Vec::new();
+        let (_, res) = session_in(w, b"", async |mut c| {
+            assert!(reply(&mut c).await.starts_with("220 "));
+            let mut cmds = vec!["EHLO dev".to_string(), format!("MAIL FROM:<{from}>")];
+            cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+            cmds.push("DATA".into());
+            for cmd in cmds {
+                c.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+                let r = reply(&mut c).await;
+                let go_on = cmd != "DATA" || r.starts_with("354");
+                replies.push(r);
+                if !go_on {
+                    break;
+                }
+            }
+            if replies.last().is_some_and(|r| r.starts_with("354")) {
+                c.write_all(message.as_bytes()).await.unwrap();
+                c.write_all(b".\r\n").await.unwrap();
+                replies.push(reply(&mut c).await);
+            }
+            c.write_all(b"QUIT\r\n").await.unwrap();
+            replies.push(reply(&mut c).await);
+            read_all(c).await
+        });
+        (replies, res)
+    }
+
+    /// The stored message of `id`, as text.
+    pub(crate) fn stored_body(w: &World, id: QueueId) -> String {
+        w.queue.release(id).unwrap();
+        let job = w
+            .queue
+            .take_due(Instant::now(), usize::MAX)
+            .0
+            .into_iter()
+            .find(|j| j.id == id)
+            .unwrap();
+        let mut r = w.queue.open_body(&job).unwrap();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            r.read_chunk(&mut buf, 4096).unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&buf);
+        }
+        w.queue.finish(&job, &[], None);
+        w.queue.hold(id).unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// The daemon's parts on a real queue in a temp dir.
     pub(crate) struct World {
         cfg: config::Config,
         policy: Policy,
         pub(crate) queue: Queue,
         users: crate::auth::Users,
+        rules: crate::filter::Rules,
         _dir: tempfile::TempDir,
     }
 
@@ -365,9 +440,14 @@ mod tests {
 
     /// A world with extra `[server]` keys and its queue on `store`.
     fn world_with(server: &str, store: crate::queue::StoreOptions) -> World {
+        world_full(server, "", store)
+    }
+
+    /// With tables after the rest (`[[filter]]`…).
+    fn world_full(server: &str, tail: &str, store: crate::queue::StoreOptions) -> World {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
-             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
+             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n{tail}"
         );
         let opts = ParseOptions {
             skip_file_checks: true,
@@ -384,6 +464,7 @@ mod tests {
         let (queue, _) = Queue::open_with(dir.path(), limits, store).unwrap();
         World {
             policy: Policy::new(&cfg.policy),
+            rules: crate::filter::Rules::new(&cfg.filters),
             cfg,
             queue,
             users: crate::auth::Users::default(),
@@ -421,6 +502,7 @@ mod tests {
                 policy: &w.policy,
                 services: &live,
                 client: peer.ip(),
+                filters: &w.rules,
             };
             let backing = Backing {
                 queue: &w.queue,
@@ -667,5 +749,87 @@ mod tests {
         // The first is durable (its client will retry: a duplicate, logged);
         // the second was never written, so its retry is the only copy.
         assert_eq!(from, vec!["first@lan.test".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    //! `[[filter]]` end to end through a session on a real queue.
+    use super::tests::*;
+    use crate::queue::Hold;
+
+    const RULES: &str = "\
+[[filter]]
+name = \"no-exe\"
+attachment_ext = [\"exe\"]
+reject = \"550 5.7.1 Executables are not accepted here\"
+[[filter]]
+name = \"drop-test\"
+subject = [\"test*\"]
+discard = true
+[[filter]]
+name = \"ups\"
+sender = [\"*@ups.lan\"]
+hold = true
+add_header = [\"X-Alert: ups\"]
+remove_header = [\"X-Internal-Ip\"]
+[[filter]]
+name = \"to-ops\"
+recipient = [\"root@*\"]
+redirect = [\"ops@example.com\"]
+[[filter]]
+name = \"no-ceo\"
+recipient = [\"ceo@*\"]
+reject = \"550 5.7.1 Not for the CEO\"
+";
+
+    #[test]
+    fn rules_act_at_each_point_of_a_real_session() {
+        let w = world_rules(RULES);
+        // RCPT: a rejected recipient, a redirected one.
+        let (replies, _) = conversation(
+            &w,
+            "ups@ups.lan",
+            &["ceo@example.com", "root@lan.test"],
+            "Subject: UPS on battery\r\nX-Internal-Ip: 10.0.0.5\r\n\r\nbody\r\n",
+        );
+        assert!(
+            replies[2].starts_with("550 5.7.1 Not for the CEO"),
+            "{replies:?}"
+        );
+        assert!(replies[3].starts_with("250"), "{replies:?}");
+        assert!(
+            replies[5].starts_with("250 2.0.0 Ok: queued as"),
+            "{replies:?}"
+        );
+        let listed = w.queue.list();
+        assert_eq!(listed.len(), 1);
+        let s = &listed[0];
+        assert!(s.held && s.hold == Hold::Filter, "held by the rule");
+        assert_eq!(s.pending, vec!["ops@example.com".to_string()]);
+        let body = stored_body(&w, s.id);
+        assert!(body.contains("X-Alert: ups\r\n\r\nbody"), "{body}");
+        assert!(!body.contains("X-Internal-Ip"), "{body}");
+        // End of headers: discarded, answered like a queued message.
+        let (replies, _) = conversation(
+            &w,
+            "dev@lan",
+            &["a@example.com"],
+            "Subject: test 1\r\n\r\nx\r\n",
+        );
+        assert!(
+            replies[4].starts_with("250 2.0.0 Ok: queued as"),
+            "{replies:?}"
+        );
+        assert_eq!(w.queue.list().len(), 1, "nothing more queued");
+        // End of data: an attachment refused.
+        let msg = "Subject: report\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+                   Content-Type: application/octet-stream; name=\"setup.exe\"\r\n\r\nMZ\r\n--b--\r\n";
+        let (replies, _) = conversation(&w, "dev@lan", &["a@example.com"], msg);
+        assert!(
+            replies[4].starts_with("550 5.7.1 Executables are not accepted here"),
+            "{replies:?}"
+        );
+        assert_eq!(w.queue.list().len(), 1);
     }
 }

@@ -83,6 +83,8 @@ pub struct Shared {
     pub limits: Arc<ClientLimits>,
     /// The daemon's counters for status and metrics (kept across reloads).
     pub observer: crate::observe::Observer,
+    /// `[[filter]]` rules.
+    pub filters: crate::filter::Rules,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
         }
         let users = crate::auth::Users::new(&config.users);
         let limits = Arc::new(ClientLimits::new(&config.server));
+        let filters = crate::filter::Rules::new(&config.filters);
         Ok(Shared {
             config,
             policy,
@@ -114,6 +117,7 @@ impl Shared {
             users,
             limits,
             observer: crate::observe::Observer::new(),
+            filters,
         })
     }
 
@@ -385,6 +389,7 @@ async fn handle(
         policy: &shared.policy,
         services: &live,
         client: ip,
+        filters: &shared.filters,
     };
     let backing = Backing {
         queue: &shared.queue,

@@ -124,6 +124,10 @@ pub enum Reason {
     TooManyHops,
     /// The queue did not confirm the message in time.
     StorageTooSlow,
+
+    // Rules.
+    /// A `[[filter]]` rule's reject; the log line says `filter:NAME`.
+    Filter,
 }
 
 impl Reason {
@@ -175,6 +179,7 @@ impl Reason {
             R::HeaderTooBig => "header_too_big",
             R::TooManyHops => "too_many_hops",
             R::StorageTooSlow => "storage_too_slow",
+            R::Filter => "filter",
         }
     }
 
@@ -233,6 +238,7 @@ impl Reason {
             R::HeaderTooBig => "header section too big",
             R::TooManyHops => "too many hops (Received fields), a mail loop?",
             R::StorageTooSlow => "queue storage did not confirm the message in time",
+            R::Filter => "rejected by a [[filter]] rule",
         }
     }
 
@@ -325,7 +331,15 @@ pub fn refused(services: &dyn Services, who: &Who<'_>, answer: &Answer) -> Reply
     };
     services.refused(reason);
     let what = reason.describe();
-    let word = reason.word();
+    // A rule's reject names the rule: reason=filter:NAME.
+    let rule_word;
+    let word = match answer {
+        Answer::FilterRejected { rule, .. } => {
+            rule_word = format!("filter:{rule}");
+            rule_word.as_str()
+        }
+        _ => reason.word(),
+    };
     let code = reply.code;
     let client = who.client.to_canonical();
     let helo = who.helo.map(|h| tracing::field::display(escaped(h)));
@@ -433,6 +447,10 @@ mod tests {
             Answer::DataLineTooLong { limit: 1000 },
             Answer::HeaderTooBig { limit: 1 },
             Answer::StorageTooSlow,
+            Answer::FilterRejected {
+                rule: "r".into(),
+                reply: "550 5.7.1 no".parse().unwrap(),
+            },
         ];
         for a in &all {
             let r = a.reply();

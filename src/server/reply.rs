@@ -192,6 +192,13 @@ pub enum Answer {
     },
     /// The queue did not confirm the message within data_end_timeout.
     StorageTooSlow,
+    /// A `[[filter]]` rule's `reject`, at any point of the transaction.
+    FilterRejected {
+        /// The rule's name (the log line's `reason=filter:NAME`).
+        rule: String,
+        /// Its reply.
+        reply: crate::config::RejectReply,
+    },
     /// The message is on stable storage.
     Queued {
         /// Its queue id.
@@ -284,6 +291,7 @@ impl Answer {
             A::DataLineTooLong { .. } => R::DataLineTooLong,
             A::HeaderTooBig { .. } => R::HeaderTooBig,
             A::StorageTooSlow => R::StorageTooSlow,
+            A::FilterRejected { .. } => R::Filter,
             // The end of a session, and everything that goes through.
             A::Greeting { .. }
             | A::Timeout
@@ -538,6 +546,10 @@ impl Answer {
                 Some(st(4, 3, 0)),
                 "Queue storage too slow, try again later".into(),
             ),
+            A::FilterRejected { reply, .. } => {
+                let (a, b, c) = reply.status;
+                (reply.code, Some(st(a, b, c)), reply.text.clone().into())
+            }
             A::Queued { id } => (250, Some(st(2, 0, 0)), format!("Ok: queued as {id}").into()),
         };
         Reply {

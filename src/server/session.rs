@@ -37,15 +37,17 @@ use std::time::Duration;
 
 use super::connection::Line;
 use super::intake::{
-    Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, added_bound, message_id,
+    FilterRun, Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, added_bound,
+    message_id,
 };
 use super::refusal::{self, Reason, Sender, Who};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
 use crate::config::ServerConfig;
+use crate::filter::{Facts, RcptDecision, Rules, Stage, Stop, Verdict};
 use crate::policy::Policy;
-use crate::queue::{QueueError, QueueId};
+use crate::queue::{Hold, QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
 use crate::smtp::{
     Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
@@ -151,6 +153,11 @@ pub trait Services: std::fmt::Debug {
     fn alias(&self, rcpt: &Address) -> Option<Address>;
     /// The smallest SIZE limit of the upstreams, when one is known.
     fn upstream_size_limit(&self) -> Option<u64>;
+    /// Something reads every message as it arrives (storm suppression
+    /// wants its Subject), even without `[[filter]]` rules.
+    fn reads_messages(&self) -> bool {
+        false
+    }
     /// A client was refused for `reason` (the log line is written by
     /// [`refusal::refused`], which calls this): count it.
     fn refused(&self, reason: Reason) {
@@ -171,6 +178,8 @@ pub struct Gates<'a> {
     pub services: &'a (dyn Services + Sync),
     /// The client's address (IPv4-mapped IPv6 already made IPv4).
     pub client: IpAddr,
+    /// `[[filter]]` rules.
+    pub filters: &'a Rules,
 }
 
 impl Gates<'_> {
@@ -203,6 +212,10 @@ pub struct SessionCore {
     /// Who logged in with AUTH.
     pub login: Option<Login>,
     facts: ClientFacts,
+    /// What the `[[filter]]` rules decided at connect, for every message.
+    connect_verdict: Verdict,
+    /// What they decided for the transaction so far.
+    verdict: Verdict,
 }
 
 impl Default for SessionCore {
@@ -221,6 +234,8 @@ impl SessionCore {
             tls,
             login: None,
             facts,
+            connect_verdict: Verdict::default(),
+            verdict: Verdict::default(),
         }
     }
 
@@ -301,8 +316,14 @@ impl SessionCore {
         self.answer(g, answer, None, None)
     }
 
+    /// What the rules decided for the transaction (DATA takes it over).
+    fn take_verdict(&mut self) -> Verdict {
+        std::mem::take(&mut self.verdict)
+    }
+
     /// Forget the transaction (RSET, EHLO, after DATA).
     pub fn reset(&mut self) {
+        self.verdict = Verdict::default();
         if self.phase != Phase::Connected {
             self.phase = Phase::Ready;
         }
@@ -406,13 +427,65 @@ impl SessionCore {
     }
 
     fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
-        match self.mail_refusal(&from, &params, g) {
-            Some(answer) => self.answer(g, answer, Some(Sender(from.as_ref())), None),
-            None => {
-                self.phase = Phase::Mail { from, params };
-                Step::Reply(Answer::SenderOk.reply())
+        if let Some(answer) = self.mail_refusal(&from, &params, g) {
+            return self.answer(g, answer, Some(Sender(from.as_ref())), None);
+        }
+        let mut verdict = self.connect_verdict.clone();
+        let f = Facts {
+            client: g.client,
+            user: self.login.as_ref().map(|l| l.name.as_str()),
+            sender: from.as_ref(),
+            rcpts: &[],
+            scan: None,
+            size: 0,
+        };
+        g.filters.decide(Stage::Mail, &f, &mut verdict);
+        if let Some(Stop::Reject(rule, reply)) = verdict.stop {
+            let answer = Answer::FilterRejected { rule, reply };
+            return self.answer(g, answer, Some(Sender(from.as_ref())), None);
+        }
+        self.verdict = verdict;
+        self.phase = Phase::Mail { from, params };
+        Step::Reply(Answer::SenderOk.reply())
+    }
+
+    /// A recipient policy took: what the RCPT-stage rules make of it.
+    fn filter_rcpt(
+        &mut self,
+        g: &Gates,
+        from: Option<&Address>,
+        rcpts: &mut Vec<Address>,
+        to: &Address,
+    ) -> Answer {
+        let user = self.login.as_ref().map(|l| l.name.clone());
+        let f = Facts {
+            client: g.client,
+            user: user.as_deref(),
+            sender: from,
+            rcpts,
+            scan: None,
+            size: 0,
+        };
+        match g.filters.rcpt(&f, to, &mut self.verdict) {
+            RcptDecision::Accept => rcpts.push(to.clone()),
+            RcptDecision::Reject(rule, reply) => return Answer::FilterRejected { rule, reply },
+            RcptDecision::Discard(rule) => {
+                // The message is taken and dropped at the end of data.
+                if self.verdict.stop.is_none() {
+                    self.verdict.stop = Some(Stop::Discard(rule));
+                }
+                rcpts.push(to.clone());
+            }
+            RcptDecision::Redirect(rule, to_these) => {
+                for a in to_these.iter().filter_map(|a| Address::parse(a).ok()) {
+                    tracing::info!(client = %g.client, rule = %rule, rcpt = %crate::smtp::escaped(to.as_str()), to = %crate::smtp::escaped(a.as_str()), "recipient redirected by [[filter]]");
+                    if !rcpts.contains(&a) {
+                        rcpts.push(a);
+                    }
+                }
             }
         }
+        Answer::RecipientOk
     }
 
     /// Why MAIL FROM `from` is refused, if it is.
@@ -493,8 +566,7 @@ impl SessionCore {
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
             Answer::refused(&refusal, g.client)
         } else {
-            rcpts.push(to.clone());
-            Answer::RecipientOk
+            self.filter_rcpt(g, from.as_ref(), &mut rcpts, &to)
         };
         let step = self.answer(g, answer, Some(Sender(from.as_ref())), Some(&to));
         self.phase = if rcpts.is_empty() {
@@ -508,6 +580,17 @@ impl SessionCore {
         };
         step
     }
+}
+
+/// What the rules change about a message before it is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disposition {
+    /// The recipients changed (redirect).
+    pub envelope: Option<Envelope>,
+    /// Held.
+    pub hold: Hold,
+    /// Delivered over this named route.
+    pub route: Option<String>,
 }
 
 /// What the handler does next, once the replies of an [`Out`] are queued.
@@ -587,6 +670,10 @@ struct Receiving {
     id: QueueId,
     from: ReversePath,
     rcpts: usize,
+    /// The envelope as DATA began (the rules may change it at the end).
+    envelope: Envelope,
+    /// What the rules decided up to DATA.
+    verdict: Verdict,
     /// The recipient, when there is exactly one (Received's `for`).
     single_rcpt: Option<Address>,
 }
@@ -684,6 +771,21 @@ impl<'a> Session<'a> {
         if talked_first {
             return Out::close(vec![self.refuse(Answer::TalkedFirst)]);
         }
+        let g = self.gates;
+        let f = Facts {
+            client: g.client,
+            user: None,
+            sender: None,
+            rcpts: &[],
+            scan: None,
+            size: 0,
+        };
+        let mut v = Verdict::default();
+        g.filters.decide(Stage::Connect, &f, &mut v);
+        if let Some(Stop::Reject(rule, reply)) = v.stop.clone() {
+            return Out::close(vec![self.refuse(Answer::FilterRejected { rule, reply })]);
+        }
+        self.core.connect_verdict = v;
         let hostname = self.gates.hostname.to_string();
         Out::read(vec![Answer::Greeting { hostname }.reply()], true)
     }
@@ -793,6 +895,8 @@ impl<'a> Session<'a> {
                     id: QueueId(0),
                     from: msg.from.clone(),
                     rcpts: msg.rcpts.len(),
+                    envelope: msg.clone(),
+                    verdict: self.core.take_verdict(),
                     single_rcpt: match msg.rcpts.as_slice() {
                         [only] => Some(only.addr.clone()),
                         _ => None,
@@ -892,7 +996,7 @@ impl<'a> Session<'a> {
                 .bare_newline_normalize_clients
                 .iter()
                 .any(|n| n.contains(&ip));
-        let intake = Intake::new(
+        let mut intake = Intake::new(
             received,
             format_date(unix_secs),
             message_id(id, g.hostname),
@@ -903,7 +1007,83 @@ impl<'a> Session<'a> {
             },
             g.max_message_size(),
         );
+        if let Some(r) = self.receiving.as_mut()
+            && (!g.filters.is_empty() || g.services.reads_messages())
+        {
+            let run = FilterRun::new(
+                g.filters.clone(),
+                std::mem::take(&mut r.verdict),
+                g.client,
+                self.core.login.as_ref().map(|l| l.name.clone()),
+                r.envelope.from.address().cloned(),
+                r.envelope.rcpts.iter().map(|x| x.addr.clone()).collect(),
+            );
+            intake = intake.with_filters(run);
+        }
         (Out::read(vec![Answer::StartData.reply()], true), intake)
+    }
+
+    /// A message the limits let through: what the rules' verdict makes of
+    /// it (`None`: commit it).
+    fn filter_end(&mut self, intake: &Intake) -> Option<Out> {
+        let stop = intake.rules_verdict()?.stop.clone()?;
+        let r = self.receiving.take();
+        let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
+        match stop {
+            Stop::Reject(rule, reply) => {
+                self.stats.refused = self.stats.refused.saturating_add(1);
+                let who = Who {
+                    helo: self.core.helo.as_deref(),
+                    from: Some(Sender::path(&from)),
+                    id: Some(id),
+                    ..Who::client(self.gates.client)
+                };
+                let answer = Answer::FilterRejected { rule, reply };
+                let reply = refusal::refused(self.gates.services, &who, &answer);
+                Some(Out::read(vec![reply], false))
+            }
+            Stop::Discard(rule) => {
+                // Taken and dropped: the client sees what a queued message
+                // gets, so a device does not retry it.
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
+                self.stats.accepted = self.stats.accepted.saturating_add(1);
+                Some(Out::read(vec![Answer::Queued { id }.reply()], false))
+            }
+        }
+    }
+
+    /// What to store with a message the rules let through: other
+    /// recipients, held, a named route; `None` when it goes as it came.
+    pub fn disposition(&self, intake: &Intake) -> Option<Disposition> {
+        let v = intake.rules_verdict()?;
+        if v.hold.is_none() && v.route.is_none() && v.redirect.is_none() {
+            return None;
+        }
+        let r = self.receiving.as_ref()?;
+        let envelope = v.redirect.as_ref().map(|to| {
+            let mut e = r.envelope.clone();
+            e.rcpts.clear();
+            e.add_rcpts(
+                to.iter()
+                    .filter_map(|a| Address::parse(a).ok())
+                    .map(Recipient::new),
+            );
+            e
+        });
+        let log_to: Vec<&str> = envelope
+            .as_ref()
+            .map(|e| e.rcpts.iter().map(|x| x.addr.as_str()).collect())
+            .unwrap_or_default();
+        tracing::info!(id = %r.id, client = %self.gates.client, rules = ?v.matched, held = v.hold.is_some(), route = v.route.as_deref().unwrap_or("-"), redirected = ?log_to, "[[filter]] disposition");
+        Some(Disposition {
+            envelope,
+            hold: if v.hold.is_some() {
+                Hold::Filter
+            } else {
+                Hold::None
+            },
+            route: v.route.clone(),
+        })
     }
 
     /// The end of data: the refusal, or `None` to commit the message.
@@ -918,7 +1098,7 @@ impl<'a> Session<'a> {
             v => v,
         };
         let Err(why) = verdict else {
-            return None;
+            return self.filter_end(intake);
         };
         let r = self.receiving.take();
         let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
@@ -1075,6 +1255,7 @@ pub(crate) mod tests {
         cfg: config::Config,
         policy: Policy,
         pub(crate) fake: Fake,
+        rules: Rules,
     }
 
     pub(crate) fn world() -> World {
@@ -1083,9 +1264,14 @@ pub(crate) mod tests {
 
     /// A world with extra `[server]` keys.
     pub(crate) fn world_with(server: &str) -> World {
+        world_full(server, "")
+    }
+
+    /// A world with extra `[server]` keys and tables after the rest.
+    pub(crate) fn world_full(server: &str, tail: &str) -> World {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
-             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
+             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n{tail}"
         );
         let opts = ParseOptions {
             skip_file_checks: true,
@@ -1094,6 +1280,7 @@ pub(crate) mod tests {
         let cfg = config::parse_with(&text, Path::new("t.toml"), &opts).unwrap();
         World {
             policy: Policy::new(&cfg.policy),
+            rules: Rules::new(&cfg.filters),
             cfg,
             fake: Fake::default(),
         }
@@ -1106,6 +1293,7 @@ pub(crate) mod tests {
             policy: &w.policy,
             services: &w.fake,
             client: "127.0.0.1".parse().unwrap(),
+            filters: &w.rules,
         }
     }
 

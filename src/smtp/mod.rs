@@ -12,6 +12,7 @@ pub mod escape;
 pub mod header;
 pub mod longlines;
 pub mod reply;
+pub mod xtext;
 
 pub use address::{Address, AddressError};
 pub use command::{BodyType, Command, CommandError, MailParams};

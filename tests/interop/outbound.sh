@@ -7,6 +7,10 @@
 #              aiosmtpd with STARTTLS + AUTH PLAIN/LOGIN (check --connect, send-test)
 #              aiosmtpd with STARTTLS + AUTH XOAUTH2, fed by a token endpoint
 #              on Python's http.server over TLS
+#              aiosmtpd strict about SMTPUTF8 as Postfix is (failure reports
+#              to a UTF-8 sender)
+#   readers  : Python's email package parses what postern wrote (rewritten
+#              From, RFC 6533 reports)
 #   client   : swaks
 #
 # Usage: tests/interop/outbound.sh [--keep]
@@ -23,7 +27,7 @@ KEEP=0
 
 BASE=${OUTBOUND_PORT_BASE:-11025}
 P_SINK=$BASE P_DNS=$((BASE + 1)) P_AUTH=$((BASE + 2)) P_TOK=$((BASE + 3)) P_XO=$((BASE + 4))
-P_DEAD=$((BASE + 5)) P_CC=$((BASE + 6)) P_POSTERN=$((BASE + 10))
+P_DEAD=$((BASE + 5)) P_CC=$((BASE + 6)) P_U8=$((BASE + 7)) P_POSTERN=$((BASE + 10))
 WAIT=20
 PIDS=()
 PASSED=0
@@ -65,7 +69,7 @@ trap 'exit 143' TERM
 [ "$(id -u)" -eq 0 ] || die "needs root (smtp-sink drops to the postfix user)"
 for t in swaks smtp-sink dnsmasq openssl ss; do command -v "$t" >/dev/null || die "$t not found"; done
 "$PY" -c 'import aiosmtpd' 2>/dev/null || die "$PY cannot import aiosmtpd"
-for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_CC $(seq "$P_POSTERN" $((P_POSTERN + 5))); do
+for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_CC $P_U8 $(seq "$P_POSTERN" $((P_POSTERN + 6))); do
   listening "$p" && die "port $p is in use (OUTBOUND_PORT_BASE moves the ports)"
 done
 if [ -n "${POSTERN_BIN:-}" ]; then
@@ -126,12 +130,16 @@ PIDS+=($!)
   --user alerts@example.test --token-file "$WORK/tokens" --outdir "$WORK/xo" \
   --ready-file "$WORK/xo.ready" >"$WORK/xo.log" 2>&1 &
 PIDS+=($!)
+"$PY" "$HERE/strict_utf8_upstream.py" --port "$P_U8" --outdir "$WORK/u8" \
+  --ready-file "$WORK/u8.ready" >"$WORK/u8.log" 2>&1 &
+PIDS+=($!)
 wait_until 20 listening "$P_SINK" || die "smtp-sink did not start: $(cat "$WORK/sink.log")"
 wait_until 20 listening_udp "$P_DNS" || die "dnsmasq did not start: $(cat "$WORK/dnsmasq.log")"
 wait_until 20 listening "$P_AUTH" || die "aiosmtpd (AUTH) did not start: $(cat "$WORK/auth.log")"
 wait_until 20 listening "$P_TOK" || die "token endpoint did not start: $(cat "$WORK/token.log")"
 wait_until 20 listening "$P_XO" || die "aiosmtpd (XOAUTH2) did not start: $(cat "$WORK/xo.log")"
 wait_until 20 listening "$P_CC" || die "aiosmtpd (client certificate) did not start: $(cat "$WORK/cc.log")"
+wait_until 20 listening "$P_U8" || die "aiosmtpd (strict SMTPUTF8) did not start: $(cat "$WORK/u8.log")"
 
 # --- postern instances
 N=0
@@ -204,6 +212,11 @@ start_postern cert "" "$CC_ROUTE
 client_cert = \"$WORK/pki/client.pem\"
 client_key = \"$WORK/pki/client.key\""
 start_postern nocert "" "$CC_ROUTE"
+start_postern utf8 "" "[upstream]
+kind = \"smarthost\"
+host = \"127.0.0.1\"
+port = $P_U8
+tls = \"none\""
 
 log_of() { plain "$WORK/postern-$1/postern.log"; }
 sink_has() { grep -lF -- "$1" "$WORK"/sink/* 2>/dev/null | head -n 1; }
@@ -233,6 +246,65 @@ chk_failover_rewrite() {
   grep -q '^Reply-To: <printer@lan.test>' "$f" || { head -20 "$f"; echo "no Reply-To"; return 1; }
   log_of failover | grep -q 'trying the next one' || { echo "no failover logged"; return 1; }
   echo "dead first host skipped; smtp-sink got From: Printer <alerts@example.test> with Reply-To"
+}
+
+chk_rewrite_refusals() {
+  # A comma in the display name: one author, re-quoted; Python's parser
+  # must read one address with the whole name.
+  local tok=rq-$RANDOM$RANDOM two=r2-$RANDOM$RANDOM f
+  swaks --server "127.0.0.1:$PORT_failover" --from printer@lan.test --to ops@example.test \
+    --header "Subject: $tok" --header "From: Smith, John <printer@lan.test>" >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$tok')\" ]" || { log_of failover | tail; echo "nothing at smtp-sink"; return 1; }
+  "$PY" - "$(sink_has "$tok")" <<'PYEOF' || return 1
+import email, email.policy, sys
+m = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+froms = m.get_all("From")
+assert len(froms) == 1, froms
+a = froms[0].addresses
+assert len(a) == 1 and a[0].display_name == "Smith, John" and a[0].addr_spec == "alerts@example.test", a
+assert not froms[0].defects, froms[0].defects
+PYEOF
+  # A second From: not sent; the sender gets a report saying why.
+  swaks --server "127.0.0.1:$PORT_failover" --from printer@lan.test --to ops@example.test \
+    --header "Subject: $two" --header "From: Printer <printer@lan.test>" --add-header "From: ceo@bank.example" \
+    >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$two')\" ]" || { log_of failover | tail; echo "no report at smtp-sink"; return 1; }
+  for f in $(grep -lF -- "$two" "$WORK"/sink/*); do
+    grep -q 'multipart/report' "$f" || { head -20 "$f"; echo "the message with two From fields went out"; return 1; }
+    grep -q 'rewrite_from: the message has 2 From header fields' "$f" || { echo "report does not say why"; return 1; }
+  done
+  echo "From: \"Smith, John\" <alerts@example.test> read as one address by Python's email; two From fields: report, nothing sent"
+}
+
+chk_utf8_report() {
+  # A failure report to a UTF-8 sender, through an upstream that refuses
+  # UTF-8 without SMTPUTF8: it must go with SMTPUTF8 and RFC 6533 types.
+  local tok=u8-$RANDOM$RANDOM f
+  "$PY" - "$PORT_utf8" "$tok" <<'PYEOF' || { echo "smtplib could not send"; return 1; }
+import smtplib, sys
+port, tok = int(sys.argv[1]), sys.argv[2]
+msg = ("From: Δοκιμή <δοκιμή@παράδειγμα.test>\r\nTo: <nobody@example.test>\r\n"
+       "Subject: %s ação\r\n\r\nbody\r\n" % tok).encode()
+with smtplib.SMTP("127.0.0.1", port) as s:
+    s.ehlo("dev.lan.test")
+    s.sendmail("δοκιμή@παράδειγμα.test", ["nobody@example.test"], msg, mail_options=["SMTPUTF8"])
+PYEOF
+  wait_until $WAIT eval "grep -lF -- '$tok' '$WORK'/u8/*.eml >/dev/null 2>&1" ||
+    { log_of utf8 | tail; cat "$WORK/u8/refused.log" 2>/dev/null; echo "no report at the strict upstream"; return 1; }
+  f=$(grep -lF -- "$tok" "$WORK"/u8/*.eml | head -n 1)
+  "$PY" - "$f" <<'PYEOF' || return 1
+import email, email.policy, json, sys
+eml = sys.argv[1]
+meta = json.load(open(eml[:-4] + ".json", encoding="utf-8"))
+assert meta["mail_from"] in ("", "<>") and meta["smtputf8"], meta
+assert meta["rcpt_tos"] == ["δοκιμή@παράδειγμα.test"], meta
+m = email.message_from_bytes(open(eml, "rb").read(), policy=email.policy.default)
+assert m.get_content_type() == "multipart/report", m["Content-Type"]
+assert m.get_param("report-type") == "global-delivery-status", m["Content-Type"]
+types = [p.get_content_type() for p in m.iter_parts()]
+assert types == ["text/plain", "message/global-delivery-status", "message/global-headers"], types
+print("report from <> with SMTPUTF8 to %s: %s" % (meta["rcpt_tos"][0], ", ".join(types)))
+PYEOF
 }
 
 chk_check_connect() {
@@ -292,6 +364,8 @@ chk_client_cert() {
 check "client certificate vs aiosmtpd requiring one" chk_client_cert
 check "MX via dnsmasq -> smtp-sink" chk_mx
 check "failover + From rewriting -> smtp-sink" chk_failover_rewrite
+check "rewrite_from: comma display name, second From -> smtp-sink" chk_rewrite_refusals
+check "report to a UTF-8 sender vs aiosmtpd strict about SMTPUTF8" chk_utf8_report
 check "check --connect vs aiosmtpd AUTH" chk_check_connect
 check "send-test vs aiosmtpd AUTH" chk_send_test
 check "XOAUTH2 vs aiosmtpd + https token endpoint" chk_xoauth2

@@ -115,6 +115,82 @@ fn a_4xx_defers_then_the_next_attempt_delivers() {
 }
 
 #[test]
+fn reports_say_what_happened_in_words_and_each_has_its_own_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    // One recipient refused at once, the other put off until the message
+    // expires: two reports on one message.
+    let up = Upstream::start(UpstreamOpts {
+        reject_rcpt: Some("nobody".into()),
+        rcpt_reply: Some(("slow".into(), "451 4.3.0 try again later".into())),
+        ..Default::default()
+    });
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"none\"\n",
+        up.port
+    );
+    let cfg = conf(port, "", &tail).replace(
+        "retry_intervals = [\"1s\"]",
+        "retry_intervals = [\"1s\"]\nmax_age = \"3s\"",
+    );
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    submit(
+        &p,
+        "dev@lan.test",
+        &["nobody@example.test", "slow@example.test"],
+        MSG,
+    );
+    let first = up.next();
+    let second = up.next();
+    p.wait_log("status=expired");
+    let (first, second) = (
+        String::from_utf8_lossy(&first.data).into_owned(),
+        String::from_utf8_lossy(&second.data).into_owned(),
+    );
+    let message_id = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Message-ID: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_ne!(message_id(&first), message_id(&second));
+    // The refusal: typed diagnostic, the host by name, and words.
+    assert!(
+        first.contains("Final-Recipient: rfc822; nobody@example.test"),
+        "{first}"
+    );
+    assert!(first.contains("Remote-MTA: dns; localhost\r\n"), "{first}");
+    assert!(
+        first.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user here\r\n"),
+        "{first}"
+    );
+    assert!(
+        first.contains("localhost said: 550 5.1.1 no such user here"),
+        "{first}"
+    );
+    assert!(
+        first.contains("What to do: the receiving server says this address does not exist"),
+        "{first}"
+    );
+    // The expiry: a typed Diagnostic-Code too, and what to do.
+    assert!(
+        second.contains("Final-Recipient: rfc822; slow@example.test"),
+        "{second}"
+    );
+    assert!(second.contains("Status: 4.4.7\r\n"), "{second}");
+    assert!(
+        second.contains("Diagnostic-Code: smtp; 451 4.3.0 try again later\r\n"),
+        "{second}"
+    );
+    assert!(second.contains("gave up"), "{second}");
+    for r in [&first, &second] {
+        for l in r.lines().filter(|l| l.starts_with("Diagnostic-Code:")) {
+            assert!(l.starts_with("Diagnostic-Code: smtp; "), "{l}");
+        }
+    }
+}
+
+#[test]
 fn a_5xx_for_one_of_three_recipients_reports_only_that_one_to_the_postmaster() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts {

@@ -488,6 +488,8 @@ struct AfterSync {
     delete: bool,
 }
 
+use crate::queue::record::Hold;
+
 impl Queue {
     fn insert(&self, p: Pending) {
         let now = std::time::Instant::now();
@@ -495,6 +497,7 @@ impl Queue {
         st.bytes += p.record_len;
         let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
+        let held = p.meta.hold != Hold::None;
         st.entries.insert(
             p.id,
             Entry {
@@ -508,7 +511,7 @@ impl Queue {
                 attempts: 0,
                 next_attempt: now,
                 in_flight: false,
-                held: false,
+                held,
                 unreported: Vec::new(),
                 last_error: None,
                 queued,
