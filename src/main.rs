@@ -20,6 +20,7 @@ Commands:
            healthy, 1 warning, 2 critical or not running (--json, --prometheus)
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
+  filter   Try the [[filter]] rules on a message: filter test --from A --to B FILE
   sendmail Hand a message on stdin to the running daemon, with sendmail's
            flags (-t -f -F -i -oi -C); also run as 'sendmail' via a symlink
 
@@ -154,6 +155,131 @@ Options:
   -h, --help          Print help
 ";
 
+const FILTER_HELP: &str = "\
+Run a message through the [[filter]] rules as the listener would (connect,
+MAIL, RCPT, end of headers, end of data) and print each rule's verdict and
+what would happen to the message. Nothing is sent or queued.
+
+Usage: postern filter test [--config FILE] --from ADDR --to ADDR [--to ADDR...]
+                           [--client IP] [--user NAME] MESSAGE.eml
+
+Options:
+  -c, --config FILE   Config file [default: /etc/postern/postern.toml]
+      --from ADDR     Envelope sender (\"<>\" for the null sender)
+      --to ADDR       Recipient (repeat for more)
+      --client IP     The client's address [default: 127.0.0.1]
+      --user NAME     As if the client had logged in as NAME
+  -h, --help          Print help
+
+Exit status: 0 when the message would be taken, 1 refused, 2 usage.
+";
+
+/// `postern filter test …`.
+fn filter_command(mut parser: lexopt::Parser) -> ExitCode {
+    use lexopt::prelude::*;
+    let mut config = PathBuf::from(config::DEFAULT_PATH);
+    let (mut from, mut to, mut client, mut user) = (None, Vec::new(), None, None);
+    let mut words: Vec<String> = Vec::new();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(a)) => a,
+            Ok(None) => break,
+            Err(e) => return usage_error(e, "filter "),
+        };
+        let value = |p: &mut lexopt::Parser| p.value().map(|v| v.to_string_lossy().into_owned());
+        let got = match arg {
+            Short('h') | Long("help") => {
+                print!("{FILTER_HELP}");
+                return ExitCode::SUCCESS;
+            }
+            Short('c') | Long("config") => value(&mut parser).map(|v| config = PathBuf::from(v)),
+            Long("from") => value(&mut parser).map(|v| from = Some(v)),
+            Long("to") => value(&mut parser).map(|v| to.push(v)),
+            Long("client") => value(&mut parser).map(|v| client = Some(v)),
+            Long("user") => value(&mut parser).map(|v| user = Some(v)),
+            Value(v) => {
+                words.push(v.to_string_lossy().into_owned());
+                Ok(())
+            }
+            other => return usage_error(other.unexpected(), "filter "),
+        };
+        if let Err(e) = got {
+            return usage_error(e, "filter ");
+        }
+    }
+    let [action, file] = words.as_slice() else {
+        return usage_error("expected: filter test [OPTIONS] MESSAGE.eml", "filter ");
+    };
+    if action != "test" {
+        return usage_error(format!("unknown filter action '{action}'"), "filter ");
+    }
+    let Some(from) = from else {
+        return usage_error("filter test needs --from ADDR", "filter ");
+    };
+    if to.is_empty() {
+        return usage_error("filter test needs --to ADDR", "filter ");
+    }
+    let parse_addr = |s: &str| postern::smtp::Address::parse(s).map_err(|e| format!("{s}: {e}"));
+    let from = if from == "<>" || from.is_empty() {
+        None
+    } else {
+        match parse_addr(&from) {
+            Ok(a) => Some(a),
+            Err(e) => return usage_error(format!("--from {e}"), "filter "),
+        }
+    };
+    let mut rcpts = Vec::new();
+    for t in &to {
+        match parse_addr(t) {
+            Ok(a) => rcpts.push(a),
+            Err(e) => return usage_error(format!("--to {e}"), "filter "),
+        }
+    }
+    let client = match client
+        .as_deref()
+        .unwrap_or("127.0.0.1")
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => ip.to_canonical(),
+        Err(e) => return usage_error(format!("--client: {e}"), "filter "),
+    };
+    let cfg = match config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let message = match std::fs::read(file) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("postern: {file}: cannot read the message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rules = postern::filter::Rules::new(&cfg.filters);
+    let report = postern::filter::explain(
+        &rules,
+        &postern::filter::Trial {
+            client,
+            user: user.as_deref(),
+            from,
+            to: rcpts,
+            message: &message,
+        },
+    );
+    print!("{report}");
+    if report
+        .lines()
+        .last()
+        .is_some_and(|l| l.starts_with("outcome: refused"))
+    {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// A command-line mistake: say it, and where to look.
 fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     eprintln!("postern: {msg}\nTry 'postern {help_for}--help' for more information.");
@@ -222,6 +348,9 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(e, ""),
     };
+    if sub == "filter" {
+        return filter_command(parser);
+    }
     let mut config = PathBuf::from(config::DEFAULT_PATH);
     let mut print = false;
     // check --connect, send-test.

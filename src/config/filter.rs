@@ -691,6 +691,13 @@ pub(crate) fn read_storm(ctx: &mut Ctx, root: &DeTable) -> Result<Option<StormCo
     };
     let sec = Section::new("storm", table, item.span().start);
     super::unknown_keys(ctx, &sec, &[StormConfig::KEYS]);
+    // Said plainly rather than left to be found out: the table is checked,
+    // and the listener does not count alerts with it yet.
+    ctx.warn(
+        key.span().start,
+        "[storm] is checked but not acted on yet in this version: alerts are not counted or \
+         held, and no digest is sent",
+    );
     let s = StormKeys::read(ctx, &sec).build()?;
     if s.pass > s.threshold {
         return Err(ctx.error(

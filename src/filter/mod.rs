@@ -18,12 +18,14 @@
 //!   of MIME part headers (types and file names), bounded, never the body.
 //! - `subject.rs`: [`normalize_subject`], the storm key's Subject with
 //!   digits, dates and hex ids masked.
+//! - `explain.rs`: [`explain`], what `postern filter test` prints.
 //! - `storm.rs`: [`storm::Table`], the capped table of alert windows, its
 //!   saved form and the digest's text.
 //!
 //! Uses `config` (the rules as read) and `smtp` (addresses, header
 //! helpers); nothing on its own floor or above.
 
+mod explain;
 mod mime;
 pub mod storm;
 mod subject;
@@ -31,6 +33,7 @@ mod subject;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use explain::{Trial, explain};
 pub use mime::{Attachment, MAX_ATTACHMENTS, Scan, Scanner};
 pub use subject::normalize_subject;
 

@@ -598,6 +598,44 @@ fn a_queue_of_the_first_record_layout_recovers() {
 
 /// The queue at its edges: a full or read-only disk, files changed from
 /// outside, holds across a restart, file modes.
+#[test]
+fn depth_counts_deferred_held_and_what_waits_for_each_route_without_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with(dir.path(), limits(), small()).unwrap();
+    let a = put(&q, &["x@one.test", "y@two.test"], b"a");
+    let b = put(&q, &["z@two.test"], b"b");
+    let c = put(&q, &["w@nowhere.test"], b"c");
+    // One attempt for a: deferred; b held; c never tried.
+    let jobs = due(&q);
+    let ja = jobs.iter().find(|j| j.id == a).unwrap();
+    q.finish(ja, &[(0, RcptOutcome::Deferred("451 later".into()))], None);
+    for j in jobs.iter().filter(|j| j.id != a) {
+        q.finish_held(j, &[], None, Instant::now());
+    }
+    q.hold(b).unwrap();
+    let route_of = |r: &Address| match r.domain() {
+        Some("one.test") => Some(0),
+        Some("two.test") => Some(1),
+        _ => None,
+    };
+    let d = q.depth(2, route_of);
+    assert_eq!((d.messages, d.deferred, d.held), (3, 1, 1));
+    assert_eq!(
+        d.waiting,
+        vec![1, 2],
+        "a waits for both routes, b for the second"
+    );
+    assert_eq!(d.bytes, q.usage().1);
+    // Oldest: the earliest arrival (ages tie at this resolution: lowest id).
+    assert_eq!(d.oldest.map(|(id, _, _)| id), Some(a));
+    q.delete(c).unwrap();
+    q.delete(a).unwrap();
+    q.release(b).unwrap();
+    let d = q.depth(2, route_of);
+    assert_eq!((d.messages, d.held, d.waiting.clone()), (1, 0, vec![0, 1]));
+    q.close();
+}
+
 mod edges;
 
 /// What `[[filter]]` and storm suppression decide at the end of data

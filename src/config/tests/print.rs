@@ -154,7 +154,8 @@ fn shipped_examples_parse() {
             "microsoft365-connector.toml",
             "microsoft365-xoauth2.toml",
             "microsoft365.toml",
-            "private-relay-ca.toml"
+            "private-relay-ca.toml",
+            "ups-storm.toml"
         ]
     );
     for name in names {
