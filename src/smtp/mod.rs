@@ -15,7 +15,7 @@ pub mod reply;
 pub mod xtext;
 
 pub use address::{Address, AddressError};
-pub use command::{BodyType, Command, CommandError, MailParams};
+pub use command::{BodyType, Command, CommandError, MailParams, RcptParams};
 pub use data::{BareNewline, DataDecoder, DataError, Decoded, DotStuffer};
 pub use envelope::{Envelope, Notify, RcptIndex, Recipient, Ret, ReversePath};
 pub use escape::{escaped, is_hidden};
