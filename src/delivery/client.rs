@@ -168,12 +168,14 @@ pub struct Smarthost {
     pub mx: bool,
 }
 
-/// A conversation record for `postern check --connect`; secrets masked.
-pub type Transcript = Arc<std::sync::Mutex<Vec<String>>>;
+/// Where `postern check --connect` shows the conversation, each line as
+/// it happens (a stuck step is then visible while it is stuck); secrets
+/// masked.
+pub type Transcript = Arc<dyn Fn(&str) + Send + Sync>;
 
 fn note(t: &Option<Transcript>, line: String) {
     if let Some(t) = t {
-        t.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        t(&line);
     }
 }
 
@@ -418,6 +420,10 @@ impl Client {
         let count = addrs.len();
         for (k, ip) in addrs.into_iter().enumerate() {
             let addr = SocketAddr::new(ip, cand.port);
+            note(
+                &transcript,
+                format!("-- connecting to {} ({addr})", cand.host),
+            );
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
                 Err(std::io::Error::new(

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observe::{Attempted, FailureNote, Observer, Settled, Stamp};
 use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
-use crate::smtp::{Address, BodyType, EnhancedStatus, Notify, RcptIndex, Reply, Ret, ReversePath};
+use crate::smtp::{
+    Address, BodyType, EnhancedStatus, Notify, RcptIndex, Reply, Ret, ReversePath, escaped,
+};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
 use dsn::{Action, Entry};
 pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
@@ -292,7 +294,7 @@ impl Delivery {
             if let Err(until) = reserved {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs();
                 for r in rcpts.iter().filter_map(|i| job.rcpt(*i)).map(|r| &r.addr) {
-                    tracing::info!(id = %job.id, to = %r, route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
+                    tracing::info!(id = %job.id, to = %escaped(r.as_str()), route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
                     self.event(
                         &job,
                         r.as_str(),
@@ -669,7 +671,7 @@ impl Delivery {
                             will_retry_until: None,
                         });
                     }
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %text, "delivery");
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"sent", reply = %escaped(&text), "delivery");
                     self.event(job, to, "sent", relay, &text);
                     self.observer.settled(
                         route,
@@ -679,7 +681,7 @@ impl Delivery {
                 }
                 Err(Attempt::Defer(why)) if expired => {
                     let diag = format!("gave up after {}: {why}", human(job.age));
-                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
+                    tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"expired", reply = %escaped(&why), "delivery");
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
                     self.observer.failure(note("expired", &why));
@@ -703,7 +705,7 @@ impl Delivery {
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"deferred", reply = %escaped(&why), attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
                     self.observer.settled(route, Settled::Deferred);
                     self.observer.failure(note("deferred", &why));
@@ -716,10 +718,10 @@ impl Delivery {
                     let text = reply.to_log_string();
                     match hints::hint(&reply) {
                         Some(h) => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, hint = %h, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), hint = %h, "delivery")
                         }
                         None => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), "delivery")
                         }
                     }
                     self.event(job, to, "bounced", relay, &text);
@@ -760,7 +762,7 @@ impl Delivery {
             if !self.reports {
                 // send-test: the failure is printed, not mailed.
             } else if !self.report_allowed(routes.max_reports_per_hour) {
-                tracing::warn!(id = %job.id, to = %to, recipients = entries.len(), max = routes.max_reports_per_hour, "report not sent: max_reports_per_hour reached (what it would say is in the log)");
+                tracing::warn!(id = %job.id, to = %escaped(to.as_str()), recipients = entries.len(), max = routes.max_reports_per_hour, "report not sent: max_reports_per_hour reached (what it would say is in the log)");
             } else {
                 report = self.report(job, &entries, to).await;
                 if report.is_none() {
@@ -797,7 +799,7 @@ impl Delivery {
     ) -> Option<Address> {
         for f in failures {
             let reply = f.diagnostic.as_deref().unwrap_or("-");
-            tracing::error!(id = %job.id, to = %f.rcpt, status = %f.status, reply = %reply, "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
+            tracing::error!(id = %job.id, to = %escaped(f.rcpt.as_str()), status = %f.status, reply = %escaped(reply), "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
         }
         let pm = routes.postmaster.as_ref()?;
         if failures.is_empty() {
@@ -880,7 +882,7 @@ impl Delivery {
         };
         match w.write(&bytes) {
             Ok(()) => {
-                tracing::info!(id = %job.id, report = %report_id, to = %to, recipients = entries.len(), "{kind} report queued");
+                tracing::info!(id = %job.id, report = %report_id, to = %escaped(to.as_str()), recipients = entries.len(), "{kind} report queued");
                 Some(w)
             }
             Err(e) => {
@@ -937,7 +939,7 @@ fn no_report_wanted(job: &Job, rcpt: &crate::smtp::Recipient, what: Notify) -> b
     if wants(rcpt.notify, what) {
         return false;
     }
-    tracing::info!(id = %job.id, to = %rcpt.addr, notify = ?rcpt.notify, "no report: the sender asked not to be told (NOTIFY)");
+    tracing::info!(id = %job.id, to = %escaped(rcpt.addr.as_str()), notify = ?rcpt.notify, "no report: the sender asked not to be told (NOTIFY)");
     true
 }
 

@@ -490,7 +490,7 @@ impl SessionCore {
                     .clone()
                     .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
                 for a in to_these.iter().filter_map(|a| Address::parse(a).ok()) {
-                    tracing::info!(client = %g.client, rule = %rule, rcpt = %to, to = %a, "recipient redirected by [[filter]]");
+                    tracing::info!(client = %g.client, rule = %rule, rcpt = %crate::smtp::escaped(to.as_str()), to = %crate::smtp::escaped(a.as_str()), "recipient redirected by [[filter]]");
                     if !rcpts.iter().any(|r| r.addr == a) {
                         rcpts.push(Recipient {
                             addr: a,
@@ -980,7 +980,7 @@ impl<'a> Session<'a> {
         self.auth_failures = self.auth_failures.saturating_add(1);
         let detail = format!(
             "user={} failures={}",
-            name.escape_debug(),
+            crate::smtp::escaped(name),
             self.auth_failures
         );
         let who = Who {
@@ -1077,7 +1077,7 @@ impl<'a> Session<'a> {
             Stop::Discard(rule) => {
                 // Taken and dropped: the client sees what a queued message
                 // gets, so a device does not retry it.
-                tracing::info!(id = %id, from = %from, client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Some(Out::read(vec![Answer::Queued { id }.reply()], false))
             }
@@ -1207,7 +1207,7 @@ impl<'a> Session<'a> {
                 Answer::StorageTooSlow
             }
             Some(Ok(id)) => {
-                tracing::info!(id = %id, from = %from, rcpts, size, client = %client, "queued");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), rcpts, size, client = %client, "queued");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Answer::Queued { id }
             }
