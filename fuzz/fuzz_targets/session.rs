@@ -58,12 +58,15 @@ fuzz_target!(|data: &[u8]| {
             limits: None,
             observer: None,
         };
+        // No [[filter]] rules: the session's own rules are the target.
+        let rules = postern::filter::Rules::default();
         let gates = Gates {
             hostname: "relay.test",
             server: &w.cfg.server,
             policy: &w.policy,
             services: &live,
             client: "127.0.0.1".parse().expect("ip"),
+            filters: &rules,
         };
         let backing = Backing {
             queue: &w.queue,
