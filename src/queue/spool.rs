@@ -80,6 +80,11 @@ impl SpoolWriter {
         self.meta.id
     }
 
+    /// The envelope the message is stored with.
+    pub fn envelope(&self) -> &crate::smtp::Envelope {
+        &self.meta.envelope
+    }
+
     /// Body octets written so far.
     pub fn body_len(&self) -> u64 {
         self.body_len
