@@ -24,6 +24,9 @@
 //! - [`tls`]: rustls configurations.
 //! - [`deadline`]: the one `timeout` helper.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
+//! - [`preflight`]: what `postern check` tries on the machine: writable
+//!   directories and readable files as the service user, the systemd unit's
+//!   sandbox, listen addresses.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
 //!   daemon cannot take yet, and the daemon picks it up.
@@ -49,6 +52,7 @@ pub mod maildrop;
 pub mod notify;
 pub mod observe;
 pub mod policy;
+pub mod preflight;
 pub mod queue;
 pub mod sendmail;
 pub mod server;

@@ -45,15 +45,25 @@ const CHECK_HELP: &str = "\
 Validate a config file. Exits 0 when it is valid; otherwise prints every
 problem as FILE:LINE:COL: message and exits 1.
 
-Usage: postern check [--config FILE] [--print] [--connect [--domain DOMAIN]]
+Usage: postern check [--config FILE] [--user NAME] [--print] [--connect [--domain DOMAIN]]
+
+A valid file is then tried on this machine: the directories postern writes
+(queue, drop directory, outboxes) can be written or created and the files it
+reads can be read, by the service's user; they lie where the installed
+systemd unit lets it write; every listen address can be bound. What could
+not be tried is said (note:, warning:); an error: exits 1.
 
 Options:
   -c, --config FILE   Config file [default: /etc/postern/postern.toml]
+      --user NAME     Test file access as this user (needs root) [default: as
+                      root, the owner of the queue directory; else yourself]
   -p, --print         Also print the effective config (every default filled in)
       --connect       For every route: resolve, connect, TLS (certificate
                       details), AUTH, QUIT; print the conversation with secrets
                       masked and OK or what failed (DNS, connect, certificate,
-                      auth). No mail is sent. Exits 1 if a route fails.
+                      auth), each step as it happens; a step that gets no
+                      answer is given up after a short timeout and named.
+                      No mail is sent. Exits 1 if a route fails.
       --domain DOMAIN For MX routes that take every domain: the domain to check
   -h, --help          Print help
 ";
@@ -346,6 +356,8 @@ fn main() -> ExitCode {
     // check --connect, send-test.
     let mut connect = false;
     let mut domain: Option<String> = None;
+    // check --user NAME.
+    let mut user: Option<String> = None;
     let mut to: Option<String> = None;
     let mut from: Option<String> = None;
     let mut wait = std::time::Duration::from_secs(120);
@@ -378,8 +390,9 @@ fn main() -> ExitCode {
             Ok(Some(Long("connect"))) if sub == "check" => connect = true,
             Ok(Some(Long("json"))) if sub == "status" => format = StatusFormat::Json,
             Ok(Some(Long("prometheus"))) if sub == "status" => format = StatusFormat::Prometheus,
-            Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait"))))
-                if (sub == "check" && k == "domain") || (sub == "send-test" && k != "domain") =>
+            Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait" | "user"))))
+                if (sub == "check" && matches!(k, "domain" | "user"))
+                    || (sub == "send-test" && matches!(k, "to" | "from" | "wait")) =>
             {
                 let k = k.to_string();
                 let v = match parser.value() {
@@ -388,6 +401,7 @@ fn main() -> ExitCode {
                 };
                 match k.as_str() {
                     "domain" => domain = Some(v),
+                    "user" => user = Some(v),
                     "to" => to = Some(v),
                     "from" => from = Some(v),
                     _ => match config::Dur::parse(&v) {
@@ -470,8 +484,10 @@ fn main() -> ExitCode {
             }
         }
         _ => match config::load(&config) {
-            Ok(cfg) if connect => {
+            Ok(mut cfg) if connect => {
                 print_warnings(&cfg);
+                let machine_ok = machine_checks(&config, &cfg, user);
+                postern::delivery::probe::for_check(&mut cfg);
                 let routes = match postern::delivery::Routes::from_config(
                     &cfg,
                     postern::dns::Resolver::from_system(),
@@ -483,11 +499,15 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let results = smol::block_on(postern::delivery::probe::check_routes(
+                // stdout is line-buffered: each line shows as it happens.
+                let out: postern::delivery::client::Transcript =
+                    std::sync::Arc::new(|l| println!("{l}"));
+                let routes_ok = smol::block_on(postern::delivery::probe::check_routes(
                     &routes,
                     domain.as_deref(),
+                    out,
                 ));
-                if postern::delivery::probe::print(&results) {
+                if routes_ok && machine_ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
@@ -495,12 +515,17 @@ fn main() -> ExitCode {
             }
             Ok(cfg) => {
                 print_warnings(&cfg);
+                let machine_ok = machine_checks(&config, &cfg, user);
                 if print {
                     print!("{}", cfg.to_toml());
-                } else {
+                } else if machine_ok {
                     println!("{}: ok", config.display());
                 }
-                ExitCode::SUCCESS
+                if machine_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -508,6 +533,22 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `check` on this machine (see [`postern::preflight`]): every finding on
+/// stderr as `FILE: error|warning|note: text`; false when one is an error.
+fn machine_checks(path: &std::path::Path, cfg: &config::Config, user: Option<String>) -> bool {
+    use postern::preflight::{Options, Severity, run};
+    let findings = run(cfg, &Options { user, unit: None });
+    for f in &findings {
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        eprintln!("{}: {level}: {}", path.display(), f.text);
+    }
+    !findings.iter().any(|f| f.severity == Severity::Error)
 }
 
 /// What the config allows but deserves a second look, as

@@ -175,7 +175,7 @@ pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
 
 /// A file or directory path, not empty.
 pub(crate) fn path(v: &DeValue) -> Result<PathBuf, String> {
-    let s = text(v, "\"/var/spool/postern\"")?;
+    let s = text(v, "\"/var/lib/postern/queue\"")?;
     if s.trim().is_empty() {
         return Err("the path is empty".to_string());
     }

@@ -87,11 +87,10 @@ pub use queue::QueueConfig;
 pub use route::{OutboundConfig, RouteConfig};
 pub use server::ServerConfig;
 pub use status::StatusConfig;
-pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
+pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream, is_trusted_hop};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
     AddressPattern, AuthMethod, DomainPattern, Dur, IpFamily, OAuthFlow, Size, TlsMode,
-    is_trusted_hop,
 };
 
 use convert::{log_level, own_hostname};
@@ -576,7 +575,7 @@ fn section<'t, 'i>(
 fn missing_table_message(name: &str) -> String {
     let what = match name {
         "server" => "it needs at least listen = [\"127.0.0.1:2525\"]",
-        "queue" => "it needs at least dir = \"/var/spool/postern\"",
+        "queue" => "it needs at least dir = \"/var/lib/postern/queue\"",
         "upstream" => {
             "it needs at least kind = \"smarthost\" (with host) or kind = \"maildir\" (with dir); \
              or write [[route]] tables instead"

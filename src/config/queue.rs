@@ -14,7 +14,7 @@ table! {
     pub struct QueueConfig, read as QueueKeys {
         /// Required. The spool directory; relative paths are taken from the
         /// working directory.
-        dir: PathBuf = required("\"/var/spool/postern\"", path),
+        dir: PathBuf = required("\"/var/lib/postern/queue\"", path),
         /// Default 64MiB: total bytes of queued messages.
         max_size: Size = default(Size::new(64 << 20), size(1, u64::MAX)),
         /// Default 10000: number of queued messages.

@@ -377,6 +377,19 @@ fn read_smarthost(ctx: &mut Ctx, sec: &Section, mx: bool) -> Result<SmarthostCon
     k.build(host, port, tls, hosts, oauth)
 }
 
+/// A next hop credentials may cross to in clear text when the admin says
+/// so (`allow_plaintext_auth`): this machine, a private network (RFC 1918,
+/// IPv6 unique local) or a link-local neighbour. Never the internet, and
+/// not carrier-grade NAT space (the ISP's network, not the site's).
+pub fn is_trusted_hop(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+        }
+    }
+}
+
 /// Credentials (a password or an OAuth2 bearer token) to a host spoken to
 /// with `tls = "none"` cross the network in clear text: refused, unless
 /// `allow_plaintext_auth` says it is a trusted hop on this machine or the
@@ -399,7 +412,7 @@ fn clear_text_credentials(ctx: &mut Ctx, sec: &Section, hosts: &[HostSpec], allo
                     h.host, h.port
                 ),
             );
-        } else if let Some(ip) = ip.filter(|ip| !super::values::is_trusted_hop(*ip)) {
+        } else if let Some(ip) = ip.filter(|ip| !is_trusted_hop(*ip)) {
             let at = sec.key_offset("allow_plaintext_auth").unwrap_or(at);
             ctx.error(
                 at,

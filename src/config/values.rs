@@ -692,17 +692,6 @@ impl FromStr for OwnHostName {
 }
 
 /// Why `s` cannot be our own name, if it cannot.
-/// A next hop credentials may cross to in clear text when the admin says
-/// so (`allow_plaintext_auth`): this machine, a private network (RFC 1918,
-/// IPv6 unique local) or a link-local neighbour. Never the internet, and
-/// not carrier-grade NAT space (the ISP's network, not the site's).
-pub fn is_trusted_hop(ip: std::net::IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
-    }
-}
-
 pub(crate) fn hostname_problem(s: &str) -> Option<String> {
     if let Some(p) = domain_problem(s, true) {
         return Some(p);

@@ -16,7 +16,9 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath};
+use crate::smtp::{
+    BodyType, Capabilities, DotStuffer, Notify, Recipient, Reply, ReplyReader, Ret, ReversePath,
+};
 use crate::tls::Stream;
 
 pub use super::hosts::{Candidate, order_addrs, order_mx};
@@ -166,12 +168,14 @@ pub struct Smarthost {
     pub mx: bool,
 }
 
-/// A conversation record for `postern check --connect`; secrets masked.
-pub type Transcript = Arc<std::sync::Mutex<Vec<String>>>;
+/// Where `postern check --connect` shows the conversation, each line as
+/// it happens (a stuck step is then visible while it is stuck); secrets
+/// masked.
+pub type Transcript = Arc<dyn Fn(&str) + Send + Sync>;
 
 fn note(t: &Option<Transcript>, line: String) {
     if let Some(t) = t {
-        t.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        t(&line);
     }
 }
 
@@ -180,14 +184,81 @@ fn note(t: &Option<Transcript>, line: String) {
 pub struct Outgoing<'a> {
     /// Envelope sender (after any rewrite).
     pub from: &'a ReversePath,
-    /// Recipients.
-    pub rcpts: Vec<&'a Address>,
+    /// Recipients, with their DSN parameters.
+    pub rcpts: Vec<&'a Recipient>,
     /// `BODY=` as the client declared it.
     pub body: BodyType,
     /// The client used SMTPUTF8.
     pub smtputf8: bool,
     /// Body size, for SIZE=.
     pub size: u64,
+    /// RFC 3461 `RET=`, passed on to a server that offers DSN.
+    pub ret: Option<Ret>,
+    /// RFC 3461 `ENVID=` (xtext), passed on to a server that offers DSN.
+    pub envid: Option<&'a str>,
+}
+
+impl Outgoing<'_> {
+    /// The MAIL FROM line for a server with `caps`.
+    fn mail_line(&self, caps: &Capabilities) -> String {
+        let mut mail = format!("MAIL FROM:<{}>", self.from);
+        if self.body == BodyType::EightBitMime && caps.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if self.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", self.size));
+        }
+        if caps.dsn {
+            // RFC 3461 §5.2: what the sender asked for goes on with the
+            // message, so the next hop reports as it was asked to.
+            match self.ret {
+                Some(Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = self.envid {
+                mail.push_str(&format!(" ENVID={envid}"));
+            }
+        }
+        mail
+    }
+
+    /// The RCPT TO line of `r` for a server with `caps`.
+    fn rcpt_line(r: &Recipient, caps: &Capabilities) -> String {
+        let mut line = format!("RCPT TO:<{}>", r.addr);
+        if caps.dsn {
+            if let Some(n) = notify_value(r.notify) {
+                line.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = &r.orcpt {
+                line.push_str(&format!(" ORCPT={o}"));
+            }
+        }
+        line
+    }
+}
+
+/// `NOTIFY=` as the wire has it; `None` when the sender said nothing.
+fn notify_value(n: Notify) -> Option<String> {
+    if n == Notify::UNSPECIFIED {
+        return None;
+    }
+    if n == Notify::NEVER {
+        return Some("NEVER".into());
+    }
+    let items: Vec<&str> = [
+        (Notify::SUCCESS, "SUCCESS"),
+        (Notify::FAILURE, "FAILURE"),
+        (Notify::DELAY, "DELAY"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| n.contains(*bit))
+    .map(|(_, w)| w)
+    .collect();
+    Some(items.join(","))
 }
 
 /// Per-recipient result of one message.
@@ -349,6 +420,10 @@ impl Client {
         let count = addrs.len();
         for (k, ip) in addrs.into_iter().enumerate() {
             let addr = SocketAddr::new(ip, cand.port);
+            note(
+                &transcript,
+                format!("-- connecting to {} ({addr})", cand.host),
+            );
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
                 Err(std::io::Error::new(
@@ -626,18 +701,8 @@ impl Client {
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
-        let mut mail = format!("MAIL FROM:<{}>", msg.from);
-        if msg.body == BodyType::EightBitMime && self.caps.eightbitmime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if msg.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", msg.size));
-        }
-        let mut cmds = vec![mail];
-        cmds.extend(msg.rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+        let mut cmds = vec![msg.mail_line(&self.caps)];
+        cmds.extend(msg.rcpts.iter().map(|r| Outgoing::rcpt_line(r, &self.caps)));
         cmds.push("DATA".into());
         // With PIPELINING, MAIL, every RCPT and DATA go in one write and
         // the replies are read in order (RFC 2920).

@@ -91,6 +91,9 @@ pub struct Original<'a> {
     pub content: &'a [u8],
     /// `content` is the whole message (RET=FULL), not the header section.
     pub whole: bool,
+    /// RET=FULL was asked for, but the message is over this many octets:
+    /// the report says why it returns the header section only.
+    pub too_big_to_return: Option<u64>,
     /// The original was sent with SMTPUTF8.
     pub smtputf8: bool,
     /// RFC 3461 ENVID as stored (xtext), for Original-Envelope-Id.
@@ -235,6 +238,13 @@ impl Report<'_> {
         }
         if worst == Some(Action::Failed) {
             m.push_str("\r\nOther recipients, if any, are not affected by this report.\r\n");
+        }
+        if let Some(max) = orig.too_big_to_return {
+            let _ = write!(
+                m,
+                "\r\nOnly the message's header section is returned below: the whole message is\r\n\
+                 larger than the {max} octets a report returns.\r\n"
+            );
         }
         let _ = write!(
             m,
@@ -389,6 +399,7 @@ mod tests {
             arrival: 0,
             content,
             whole: false,
+            too_big_to_return: None,
             smtputf8: false,
             envid: None,
         }

@@ -52,7 +52,7 @@ const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 #[non_exhaustive]
 pub enum ServerError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another mail server using that port?)")]
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(*addr, source))]
     Bind {
         /// The address from `[server] listen`.
         addr: SocketAddr,
@@ -220,12 +220,68 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError>
     Ok(out)
 }
 
-/// Bind one listen address.
-pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+/// What to look at when `addr` cannot be bound, by the cause.
+fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (is another mail server using that port? `ss -ltnp 'sport = :{}'` names it)",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which the shipped unit grants)"
+                .to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(" ({} is not an address of this machine)", addr.ip())
+        }
+        _ => String::new(),
+    }
 }
+
+/// Bind one listen address. An address this machine does not have (yet:
+/// a board's LAN address comes up after boot, an IPv6 address is still
+/// being checked for duplicates) is bound anyway with `IP_FREEBIND`, so the
+/// service starts and takes mail on it once the address is there.
+pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            let l = bind_free(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            tracing::warn!(
+                listen = %addr,
+                "{} is not an address of this machine (yet); listening anyway (IP_FREEBIND): \
+                 mail to it arrives once the address comes up",
+                addr.ip()
+            );
+            Ok(l)
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
+}
+
+/// A listening socket on `addr` whether or not the address exists yet.
+fn bind_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    // As std's bind does: a restart must not wait for old connections.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv4() {
+        sockopt::set_ip_freebind(&fd, true)?;
+    } else {
+        sockopt::set_ipv6_freebind(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, LISTEN_BACKLOG)?;
+    TcpListener::try_from(std::net::TcpListener::from(fd))
+}
+
+/// Pending connections the kernel holds for a listener bound this way.
+const LISTEN_BACKLOG: i32 = 128;
 
 /// Accept connections on `listener` until the task is dropped; each session
 /// runs on the state in force when it was accepted.
@@ -381,7 +437,7 @@ async fn handle(
     let stats = handler.stats();
     tracing::info!(
         client = %ip,
-        helo = %stats.helo.as_deref().unwrap_or("-"),
+        helo = %crate::smtp::escaped(stats.helo.as_deref().unwrap_or("-")),
         accepted = stats.accepted,
         refused = stats.refused,
         secs = started.elapsed().as_secs(),

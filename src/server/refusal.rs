@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use super::reply::Answer;
 use super::session::Services;
 use crate::queue::QueueId;
-use crate::smtp::{Address, Reply, ReversePath};
+use crate::smtp::{Address, Reply, ReversePath, escaped};
 
 /// Why a client was refused: the stable word in the log line and in the
 /// metrics ([`Reason::word`]).
@@ -316,7 +316,7 @@ impl fmt::Display for Sender<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             None => f.write_str("<>"),
-            Some(a) => f.write_str(a.as_str()),
+            Some(a) => write!(f, "{}", escaped(a.as_str())),
         }
     }
 }
@@ -342,9 +342,11 @@ pub fn refused(services: &dyn Services, who: &Who<'_>, answer: &Answer) -> Reply
     };
     let code = reply.code;
     let client = who.client.to_canonical();
-    let helo = who.helo.map(|h| tracing::field::display(h.escape_debug()));
+    let helo = who.helo.map(|h| tracing::field::display(escaped(h)));
     let from = who.from.map(tracing::field::display);
-    let rcpt = who.rcpt.map(|r| tracing::field::display(r.as_str()));
+    let rcpt = who
+        .rcpt
+        .map(|r| tracing::field::display(escaped(r.as_str())));
     let id = who.id.map(tracing::field::display);
     let (open, detail, close) = match who.detail {
         Some(d) => (" (", d, ")"),

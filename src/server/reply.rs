@@ -598,6 +598,7 @@ fn ehlo(hostname: &str, size: u64, starttls: bool, auth: bool) -> Reply {
         "8BITMIME".into(),
         "SMTPUTF8".into(),
         "ENHANCEDSTATUSCODES".into(),
+        "DSN".into(),
     ];
     if starttls {
         lines.push("STARTTLS".into());
@@ -666,8 +667,12 @@ mod tests {
         check(CommandError::Unrecognized, 500, (5, 5, 1));
         let r = check(CommandError::Syntax(MAIL_SYNTAX), 501, (5, 5, 4));
         assert_eq!(r.lines, vec![MAIL_SYNTAX]);
-        let r = check(CommandError::UnknownParameter("RET".into()), 555, (5, 5, 4));
-        assert!(r.lines[0].contains("RET"));
+        let r = check(
+            CommandError::UnknownParameter("MTRK".into()),
+            555,
+            (5, 5, 4),
+        );
+        assert!(r.lines[0].contains("MTRK"));
         check(
             CommandError::BadSender(AddressError::Domain),
             501,
@@ -701,7 +706,8 @@ mod tests {
                 auth: true
             }),
             "250-relay.test\r\n250-PIPELINING\r\n250-SIZE 10\r\n250-8BITMIME\r\n\
-             250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+             250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-STARTTLS\r\n\
+             250 AUTH PLAIN LOGIN\r\n"
         );
         assert_eq!(
             wire(&Answer::StartData),

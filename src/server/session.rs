@@ -50,8 +50,8 @@ use crate::policy::Policy;
 use crate::queue::{Hold, QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
 use crate::smtp::{
-    Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
-    command,
+    Address, BareNewline, Command, Envelope, MailParams, RcptParams, Recipient, Reply, ReversePath,
+    command, xtext,
 };
 
 // The bounds of a session.
@@ -83,8 +83,8 @@ pub enum Phase {
         from: Option<Address>,
         /// MAIL parameters.
         params: MailParams,
-        /// Accepted recipients.
-        rcpts: Vec<Address>,
+        /// Accepted recipients, with their DSN parameters.
+        rcpts: Vec<Recipient>,
     },
 }
 
@@ -398,7 +398,7 @@ impl SessionCore {
                 )
             }
             Command::Mail { from, params } => self.mail(from, params, g),
-            Command::Rcpt { to } => self.rcpt(to, g),
+            Command::Rcpt { to, params } => self.rcpt(to, params, g),
             Command::Data => match &self.phase {
                 Phase::Rcpt {
                     from,
@@ -407,7 +407,7 @@ impl SessionCore {
                 } => {
                     let mut envelope = Envelope::new(from.clone().into(), params);
                     // Each address once, however many RCPTs (aliases) led to it.
-                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
+                    envelope.add_rcpts(rcpts.iter().cloned());
                     Step::Data(envelope)
                 }
                 Phase::Mail { .. } => self.say(g, Answer::NeedRcpt),
@@ -454,33 +454,49 @@ impl SessionCore {
         &mut self,
         g: &Gates,
         from: Option<&Address>,
-        rcpts: &mut Vec<Address>,
-        to: &Address,
+        rcpts: &mut Vec<Recipient>,
+        new: Recipient,
     ) -> Answer {
+        if g.filters.is_empty() {
+            rcpts.push(new);
+            return Answer::RecipientOk;
+        }
+        let to = &new.addr;
         let user = self.login.as_ref().map(|l| l.name.clone());
+        let so_far: Vec<Address> = rcpts.iter().map(|r| r.addr.clone()).collect();
         let f = Facts {
             client: g.client,
             user: user.as_deref(),
             sender: from,
-            rcpts,
+            rcpts: &so_far,
             scan: None,
             size: 0,
         };
         match g.filters.rcpt(&f, to, &mut self.verdict) {
-            RcptDecision::Accept => rcpts.push(to.clone()),
+            RcptDecision::Accept => rcpts.push(new),
             RcptDecision::Reject(rule, reply) => return Answer::FilterRejected { rule, reply },
             RcptDecision::Discard(rule) => {
                 // The message is taken and dropped at the end of data.
                 if self.verdict.stop.is_none() {
                     self.verdict.stop = Some(Stop::Discard(rule));
                 }
-                rcpts.push(to.clone());
+                rcpts.push(new);
             }
             RcptDecision::Redirect(rule, to_these) => {
+                // The sender's DSN request goes with the new addresses, and
+                // reports name the one it gave.
+                let orcpt = new
+                    .orcpt
+                    .clone()
+                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
                 for a in to_these.iter().filter_map(|a| Address::parse(a).ok()) {
-                    tracing::info!(client = %g.client, rule = %rule, rcpt = %to, to = %a, "recipient redirected by [[filter]]");
-                    if !rcpts.contains(&a) {
-                        rcpts.push(a);
+                    tracing::info!(client = %g.client, rule = %rule, rcpt = %crate::smtp::escaped(to.as_str()), to = %crate::smtp::escaped(a.as_str()), "recipient redirected by [[filter]]");
+                    if !rcpts.iter().any(|r| r.addr == a) {
+                        rcpts.push(Recipient {
+                            addr: a,
+                            notify: new.notify,
+                            orcpt: orcpt.clone(),
+                        });
                     }
                 }
             }
@@ -500,9 +516,7 @@ impl SessionCore {
             Phase::Mail { .. } | Phase::Rcpt { .. } => return Some(Answer::NestedMail),
             Phase::Ready => {}
         }
-        if !self.esmtp
-            && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
-        {
+        if !self.esmtp && params.any() {
             return Some(Answer::ParamsNeedEhlo);
         }
         let limit = g.max_message_size();
@@ -537,10 +551,21 @@ impl SessionCore {
         None
     }
 
-    fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
+    fn rcpt(&mut self, to: Address, rparams: RcptParams, g: &Gates) -> Step {
         // [aliases] map root, admin, *@lan… to real addresses,
-        // before policy sees the recipient.
-        let to = g.services.alias(&to).unwrap_or(to);
+        // before policy sees the recipient. The address the client gave
+        // stays the recipient's original one (RFC 3461 ORCPT, which reports
+        // name), unless the client named one itself.
+        let (to, orcpt) = match g.services.alias(&to) {
+            Some(real) => {
+                let orcpt = rparams
+                    .orcpt
+                    .clone()
+                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
+                (real, orcpt)
+            }
+            None => (to, rparams.orcpt.clone()),
+        };
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
             Phase::Rcpt {
@@ -555,7 +580,9 @@ impl SessionCore {
         };
         let may_relay =
             self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
-        let answer = if !may_relay {
+        let answer = if !self.esmtp && rparams.any() {
+            Answer::ParamsNeedEhlo
+        } else if !may_relay {
             Answer::RelayDenied
         } else if rcpts.len() >= g.server.max_recipients {
             Answer::TooManyRecipients
@@ -566,7 +593,12 @@ impl SessionCore {
         } else if let Err(refusal) = g.policy.check_recipient(&to) {
             Answer::refused(&refusal, g.client)
         } else {
-            self.filter_rcpt(g, from.as_ref(), &mut rcpts, &to)
+            let new = Recipient {
+                addr: to.clone(),
+                notify: rparams.notify,
+                orcpt,
+            };
+            self.filter_rcpt(g, from.as_ref(), &mut rcpts, new)
         };
         let step = self.answer(g, answer, Some(Sender(from.as_ref())), Some(&to));
         self.phase = if rcpts.is_empty() {
@@ -948,7 +980,7 @@ impl<'a> Session<'a> {
         self.auth_failures = self.auth_failures.saturating_add(1);
         let detail = format!(
             "user={} failures={}",
-            name.escape_debug(),
+            crate::smtp::escaped(name),
             self.auth_failures
         );
         let who = Who {
@@ -1045,7 +1077,7 @@ impl<'a> Session<'a> {
             Stop::Discard(rule) => {
                 // Taken and dropped: the client sees what a queued message
                 // gets, so a device does not retry it.
-                tracing::info!(id = %id, from = %from, client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Some(Out::read(vec![Answer::Queued { id }.reply()], false))
             }
@@ -1175,7 +1207,7 @@ impl<'a> Session<'a> {
                 Answer::StorageTooSlow
             }
             Some(Ok(id)) => {
-                tracing::info!(id = %id, from = %from, rcpts, size, client = %client, "queued");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), rcpts, size, client = %client, "queued");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Answer::Queued { id }
             }
@@ -1311,7 +1343,8 @@ pub(crate) mod tests {
                 params: MailParams::default()
             }),
             Just(Command::Rcpt {
-                to: addr("b@example.test")
+                to: addr("b@example.test"),
+                params: RcptParams::default()
             }),
             Just(Command::Data),
             Just(Command::Rset),
@@ -1438,6 +1471,7 @@ pub(crate) mod tests {
             let Step::Reply(r) = core.command(
                 Command::Rcpt {
                     to: Address::parse(to).unwrap(),
+                    params: RcptParams::default(),
                 },
                 &g,
             ) else {
@@ -1476,6 +1510,7 @@ pub(crate) mod tests {
         let Step::Reply(r) = core.command(
             Command::Rcpt {
                 to: Address::parse("x@example.test").unwrap(),
+                params: RcptParams::default(),
             },
             &g,
         ) else {
@@ -1546,6 +1581,40 @@ pub(crate) mod tests {
         let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
         say(&mut s, "EHLO dev");
         assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("450 4.7.1 "));
+    }
+
+    #[test]
+    fn dsn_parameters_reach_the_envelope_and_need_ehlo() {
+        let mut w = world();
+        w.fake
+            .aliases
+            .push(("root".into(), "ops@example.test".into()));
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test> RET=HDRS ENVID=e+2B1");
+        let r = say(
+            &mut s,
+            "RCPT TO:<b@example.test> NOTIFY=SUCCESS ORCPT=rfc822;b+40x",
+        );
+        assert!(wire(&r).starts_with("250 "), "{}", wire(&r));
+        // An alias keeps the address the client gave as the original one.
+        say(&mut s, "RCPT TO:<root> NOTIFY=NEVER");
+        let Then::Receive(env) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        assert_eq!(env.ret, Some(crate::smtp::Ret::Hdrs));
+        assert_eq!(env.envid.as_deref(), Some("e+2B1"));
+        assert_eq!(env.rcpts[0].notify, crate::smtp::Notify::SUCCESS);
+        assert_eq!(env.rcpts[0].orcpt.as_deref(), Some("rfc822;b+40x"));
+        assert_eq!(env.rcpts[1].addr.as_str(), "ops@example.test");
+        assert_eq!(env.rcpts[1].notify, crate::smtp::Notify::NEVER);
+        assert_eq!(env.rcpts[1].orcpt.as_deref(), Some("rfc822;root"));
+        // After HELO, DSN parameters are refused like any other.
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "HELO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test> RET=FULL")).starts_with("555 "));
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        assert!(wire(&say(&mut s, "RCPT TO:<b@x.test> NOTIFY=NEVER")).starts_with("555 "));
     }
 
     #[test]

@@ -7,9 +7,6 @@
 //! parses an address again or looks for an `@`: domains come from
 //! [`Address`]. Values only, no I/O; uses nothing outside `smtp`.
 //!
-//! The RFC 3461 fields are carried even though the listener does not accept
-//! the DSN parameters yet, so that the queue's record format does not have
-//! to change again when it does.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -196,8 +193,8 @@ impl Envelope {
             rcpts: Vec::new(),
             body: params.body,
             smtputf8: params.smtputf8,
-            ret: None,
-            envid: None,
+            ret: params.ret,
+            envid: params.envid.clone(),
         }
     }
 
@@ -295,10 +292,14 @@ mod tests {
             size: Some(10),
             body: BodyType::EightBitMime,
             smtputf8: true,
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ314".into()),
         };
         let e = Envelope::new(ReversePath::Path(addr("a@b")), &params);
         assert_eq!(e.body, BodyType::EightBitMime);
         assert!(e.smtputf8);
+        assert_eq!(e.ret, Some(Ret::Hdrs));
+        assert_eq!(e.envid.as_deref(), Some("QQ314"));
         assert!(e.rcpts.is_empty());
     }
 }

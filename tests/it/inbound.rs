@@ -859,3 +859,95 @@ fn a_new_client_is_served_while_seven_addresses_hoard_idle_connections() {
     assert!(closed > 0);
     assert!(p.log().contains("closing an idle connection to make room"));
 }
+
+#[test]
+fn a_listen_address_that_is_not_up_yet_does_not_stop_the_service() {
+    // A Pi whose LAN address comes up after postern starts: the bind used
+    // to fail ("is another mail server using that port?") and the service
+    // with it. It listens anyway (IP_FREEBIND) and says so; check warns.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // TEST-NET-1: on no machine.
+    let config = cfg(port, "", "", "").replace(
+        &format!("listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]"),
+        &format!("listen = [\"127.0.0.1:{port}\", \"192.0.2.55:{port}\"]"),
+    );
+    assert!(config.contains("192.0.2.55"));
+    std::fs::write(dir.path().join("c.toml"), &config).unwrap();
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["check", "--config", "c.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: listen: 192.0.2.55 is not an address of this machine (yet)"),
+        "{err}"
+    );
+    let mut p = Postern::start(dir.path(), &config, port);
+    p.wait_log("192.0.2.55 is not an address of this machine (yet); listening anyway");
+    assert!(!p.log().contains("another mail server"), "{}", p.log());
+    let mut c = p.smtp();
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO dev", 250);
+}
+
+#[test]
+fn check_refuses_a_port_another_program_holds_and_an_unwritable_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    std::fs::create_dir(dir.path().join("ro")).unwrap();
+    let config = cfg(port, "", "", "")
+        .replace(
+            &format!("listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]"),
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        )
+        .replace("dir = \"queue\"", "dir = \"ro/queue\"");
+    std::fs::write(dir.path().join("c.toml"), &config).unwrap();
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::bin())
+            .args(["check", "--config", "c.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: listen: 127.0.0.1:{port} is in use by another program"
+        )),
+        "{err}"
+    );
+    drop(held);
+    let (ok, err) = check(&[]);
+    assert!(ok, "{err}");
+    // As the service's user (root can take its ids): a directory it
+    // cannot write is an error check used to pass and serve then refused.
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("ro"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let (ok, err) = check(&["--user", "nobody"]);
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains("note: files and directories checked as user nobody"),
+            "{err}"
+        );
+        assert!(
+            err.contains("error: [queue] dir: ro/queue cannot be created: ro is not writable"),
+            "{err}"
+        );
+    }
+}

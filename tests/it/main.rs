@@ -3,6 +3,7 @@
 
 mod board;
 mod cli;
+mod dsn;
 mod inbound;
 mod outbound;
 mod queue;

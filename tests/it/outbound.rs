@@ -1445,3 +1445,82 @@ fn credentials_go_in_clear_text_only_with_allow_plaintext_auth_to_a_private_host
     let got = up.rx.recv_timeout(DEADLINE).unwrap();
     assert_eq!(got.auth_user.as_deref(), Some("dev@relay.test"));
 }
+
+/// An upstream that greets and answers EHLO, then never answers AUTH.
+fn silent_after_auth() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.write_all(b"220 stuck.test ESMTP\r\n");
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        use std::io::BufRead;
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.to_ascii_uppercase().starts_with("EHLO") {
+                let _ = s.write_all(b"250-stuck.test\r\n250 AUTH PLAIN LOGIN\r\n");
+            }
+            // AUTH: no answer, ever; the client gives up.
+            line.clear();
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn check_connect_prints_each_step_as_it_happens_and_names_the_one_that_hangs() {
+    // An upstream that stopped answering after AUTH kept check --connect
+    // silent for over three minutes: output came at the end, and the wait
+    // was the delivery timeout (5 minutes a reply).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+    let (port, _t) = silent_after_auth();
+    let extra =
+        "username = \"dev@relay.test\"\npassword_file = \"pass\"\nallow_plaintext_auth = true\n";
+    std::fs::write(
+        dir.path().join("c.toml"),
+        conf(free_port(), "", &smarthost(port, extra)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(bin())
+        .args(["check", "--config", "c.toml", "--connect"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // The AUTH line arrives while the check is still waiting for its reply.
+    let mut seen = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push(l.clone());
+        if l.contains("C: AUTH PLAIN ********") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("S: 220 stuck.test")),
+        "{seen:#?}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the AUTH line came only at the end: {seen:#?}"
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let took = started.elapsed();
+    assert!(!status.success());
+    let last = rest.join("\n");
+    assert!(
+        last.contains("FAILED: timeout: timeout waiting for AUTH"),
+        "{last}"
+    );
+    // The step is given up after a short time, not the default 5 minutes.
+    assert!(
+        took < postern::delivery::probe::STEP_TIMEOUT + Duration::from_secs(10),
+        "{took:?}"
+    );
+}

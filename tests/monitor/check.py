@@ -197,13 +197,15 @@ dir = "out"
         def metrics_ready():
             _, _, text = http_get(web_port, "/metrics")
             fams = families(text)
+            # The delivered message leaves the queue once its outcome is
+            # written, a moment after it is counted.
             if (sample(fams, "postern_delivered", "postern_delivered_total", {"route": "maildir"}) == 1
-                    and sample(fams, "postern_deferred", "postern_deferred_total", {"route": "127.0.0.1"}) == 1):
+                    and sample(fams, "postern_deferred", "postern_deferred_total", {"route": "127.0.0.1"}) == 1
+                    and sample(fams, "postern_queue_messages", "postern_queue_messages") == 1):
                 return text
             return None
 
-        text = wait_for("one delivered, one deferred in /metrics", metrics_ready)
-        status_code, ctype, _ = 200, None, None
+        text = wait_for("one delivered, one deferred, one queued in /metrics", metrics_ready)
         _, ctype, _ = http_get(web_port, "/metrics")
         check(ctype.startswith("text/plain; version=0.0.4"), "/metrics has the Prometheus content type")
         fams = families(text)

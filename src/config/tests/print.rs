@@ -182,7 +182,7 @@ fn shipped_examples_parse() {
                         || e.message
                             .starts_with("oauth_client_secret_file: \"/etc/postern/")
                         || e.message
-                            .starts_with("oauth_refresh_token_file: \"/etc/postern/"))
+                            .starts_with("oauth_refresh_token_file: \"/var/lib/postern/"))
                         && e.message.contains("does not exist"),
                     "{name}: {e}"
                 );
