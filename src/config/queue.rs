@@ -30,8 +30,10 @@ table! {
                 list(duration(SECOND, 7 * DAY)),
             ),
         ),
-        /// Default 4h: a message waiting this long is a warning in `postern
-        /// status` (exit 1); `"0"` turns the warning off.
+        /// Default 4h: a message waiting this long gets one delay report
+        /// (RFC 3464 `Action: delayed`, to the sender or `postmaster`; it
+        /// stays queued) and is a warning in `postern status` (exit 1);
+        /// `"0"` turns both off.
         delay_warning: Dur = default(Dur::new(4 * HOUR), duration_or_off(30 * DAY)),
     }
 }

@@ -75,6 +75,8 @@ pub struct Entry {
     pub remote: Option<String>,
     /// In plain words: what this means and what to do, where known.
     pub advice: Option<String>,
+    /// A delayed recipient: the relay gives up at this time (unix seconds).
+    pub will_retry_until: Option<u64>,
 }
 
 /// What the report needs to know about the original message.
@@ -285,6 +287,9 @@ impl Report<'_> {
             if let Some(d) = &e.diagnostic {
                 let _ = write!(m, "Diagnostic-Code: {}\r\n", one_line(d));
             }
+            if let (Action::Delayed, Some(t)) = (e.action, e.will_retry_until) {
+                let _ = write!(m, "Will-Retry-Until: {}\r\n", format_date(t));
+            }
         }
         let _ = write!(
             m,
@@ -378,6 +383,7 @@ mod tests {
             diagnostic: Some("smtp; 550 5.1.1 no such user".into()),
             remote: Some("mx.x.example".into()),
             advice: Some("check the address".into()),
+            will_retry_until: None,
         }
     }
 
@@ -495,10 +501,15 @@ mod tests {
         let mut delayed = failed("slow@x.example");
         delayed.action = Action::Delayed;
         delayed.status = "4.4.1".into();
+        delayed.will_retry_until = Some(86400 * 3);
         let out = render(&o, &[relayed.clone(), delayed], "dev@lan", "R2");
         assert!(out.contains("Subject: Delayed Mail (still being retried)\r\n"));
         assert!(
             out.contains("Action: delayed\r\nStatus: 4.4.1\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Will-Retry-Until: Sun, 04 Jan 1970 00:00:00 +0000\r\n"),
             "{out}"
         );
         assert!(out.contains("The relay keeps trying"), "{out}");

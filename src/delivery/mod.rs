@@ -616,6 +616,15 @@ impl Delivery {
         let expired = self.queue.expired(job);
         let routes = self.routes.current();
         let mut entries: Vec<Entry> = Vec::new();
+        // Postfix's delay_warning_time: once a message has waited this
+        // long, one report says so (the message stays queued). Not for
+        // mail from <>: there is nobody to tell.
+        let warn_delay = !routes.delay_warning.is_zero()
+            && job.age >= routes.delay_warning
+            && !job.delay_warned
+            && !expired
+            && !job.envelope.from.is_null();
+        let left = self.queue.max_age().saturating_sub(job.age);
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
         let took = started.elapsed().as_millis();
@@ -659,6 +668,7 @@ impl Delivery {
                             diagnostic: (!sent.delivered).then(|| format!("smtp; {text}")),
                             remote: dsn::remote_host(relay),
                             advice: None,
+                            will_retry_until: None,
                         });
                     }
                     tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"sent", reply = %escaped(&text), "delivery");
@@ -675,9 +685,7 @@ impl Delivery {
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
                     self.observer.failure(note("expired", &why));
-                    if no_report_wanted(job, rcpt, Notify::FAILURE) {
-                        // The sender asked not to be told.
-                    } else {
+                    if !no_report_wanted(job, rcpt, Notify::FAILURE) {
                         entries.push(Entry {
                             rcpt: rcpt.addr.clone(),
                             orcpt: rcpt.orcpt.clone(),
@@ -691,6 +699,7 @@ impl Delivery {
                              Send the message again once it works",
                                 human(job.age)
                             )),
+                            will_retry_until: None,
                         });
                     }
                     RcptOutcome::Failed(diag)
@@ -700,6 +709,9 @@ impl Delivery {
                     self.event(job, to, "deferred", relay, &why);
                     self.observer.settled(route, Settled::Deferred);
                     self.observer.failure(note("deferred", &why));
+                    if warn_delay && !no_report_wanted(job, rcpt, Notify::DELAY) {
+                        entries.push(delayed(job, rcpt, relay, &why, left));
+                    }
                     RcptOutcome::Deferred(why)
                 }
                 Err(Attempt::Fail(reply)) => {
@@ -728,6 +740,7 @@ impl Delivery {
                             diagnostic: Some(format!("smtp; {text}")),
                             remote: dsn::remote_host(relay),
                             advice: hints::advice(&reply),
+                            will_retry_until: None,
                         });
                     }
                     RcptOutcome::Failed(text)
@@ -846,6 +859,10 @@ impl Delivery {
             envid: job.envelope.envid.as_deref(),
         };
         let mut w = self.queue.begin_report(to.clone());
+        if entries.iter().any(|e| e.action == Action::Delayed) {
+            // Queued with the message's outcome, it is recorded as sent.
+            w.mark_delay_warning();
+        }
         let report_id = crate::queue::QueueId(w.id()).to_string();
         let report = dsn::Report {
             hostname: &self.hostname,
@@ -873,6 +890,36 @@ impl Delivery {
                 None
             }
         }
+    }
+}
+
+/// The delay report entry of `rcpt`, put off with `why`; the relay keeps
+/// trying for `left` more.
+fn delayed(
+    job: &Job,
+    rcpt: &crate::smtp::Recipient,
+    relay: &str,
+    why: &str,
+    left: Duration,
+) -> Entry {
+    let status = dsn::reply_status(why)
+        .filter(|s| s.starts_with('4'))
+        .unwrap_or("4.0.0")
+        .to_string();
+    Entry {
+        rcpt: rcpt.addr.clone(),
+        orcpt: rcpt.orcpt.clone(),
+        action: Action::Delayed,
+        diagnostic: Some(dsn::smtp_diagnostic(why, 451, &status)),
+        status,
+        remote: dsn::remote_host(relay),
+        advice: Some(format!(
+            "nothing yet: it has waited {} and the relay keeps trying for up to {} more; \
+             you hear again only if it gives up",
+            human(job.age),
+            human(left)
+        )),
+        will_retry_until: Some(unix_now().saturating_add(left.as_secs())),
     }
 }
 

@@ -124,8 +124,11 @@ pub struct Routes {
     pub routes: Vec<Arc<Route>>,
     /// Failure reports go here instead of the sender, when set.
     pub postmaster: Option<Address>,
-    /// Failure reports per hour.
+    /// Reports (failure, delay, success) per hour.
     pub max_reports_per_hour: u32,
+    /// `[queue] delay_warning`: a message still waiting this long gets one
+    /// delay report; zero is off.
+    pub delay_warning: std::time::Duration,
     /// The resolver the routes use.
     pub resolver: Resolver,
 }
@@ -242,6 +245,7 @@ impl Routes {
             routes,
             postmaster: mailbox(o.postmaster.as_ref(), "postmaster")?,
             max_reports_per_hour: o.max_reports_per_hour,
+            delay_warning: cfg.queue.delay_warning.value,
             resolver,
         })
     }

@@ -163,6 +163,9 @@ struct Entry {
     last_error: Option<String>,
     /// Queue time of arrival (`clock.rs`).
     queued: Duration,
+    /// Its delay warning went out (recorded with its recipients-done
+    /// state, so a restart does not send it again).
+    delay_warned: bool,
 }
 
 impl Entry {
@@ -251,6 +254,8 @@ pub struct Job {
     /// Deliver over the route of this name rather than by domain (a
     /// `[[filter]]` said so).
     pub route: Option<String>,
+    /// Its delay warning went out already (once per message).
+    pub delay_warned: bool,
     path: PathBuf,
     body_start: u64,
 }
@@ -388,6 +393,7 @@ impl Queue {
                 }
             };
             let held = l.meta.hold != Hold::None;
+            let delay_warned = l.meta.delay_warned;
             state.entries.insert(
                 l.meta.id,
                 Entry {
@@ -405,6 +411,7 @@ impl Queue {
                     unreported: Vec::new(),
                     last_error: None,
                     queued,
+                    delay_warned,
                 },
             );
         }
@@ -494,6 +501,7 @@ impl Queue {
             done: Vec::new(),
             hold: Hold::None,
             route: None,
+            delay_warned: false,
         };
         let mut w = SpoolWriter::new(
             meta,
@@ -601,6 +609,7 @@ impl Queue {
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
                 route: e.meta.route.clone(),
+                delay_warned: e.delay_warned,
                 path,
                 body_start: e.body_start,
             };
@@ -694,6 +703,9 @@ impl Queue {
             if report.is_some() {
                 e.unreported.extend_from_slice(&newly_done);
             }
+            if report.as_ref().is_some_and(|r| r.delay_warning) {
+                e.delay_warned = true;
+            }
         }
         if !newly_done.is_empty() || report.is_some() {
             let _ = self.send(Request::Outcome {
@@ -712,6 +724,11 @@ impl Queue {
     /// pending instead of deferring it.)
     pub fn expired(&self, job: &Job) -> bool {
         job.age >= self.shared.limits.max_age
+    }
+
+    /// How long a message may wait before it fails (`max_age`).
+    pub fn max_age(&self) -> Duration {
+        self.shared.limits.max_age
     }
 
     /// Start a failure report: an internal message from `<>` that the
@@ -925,6 +942,13 @@ impl Queue {
 
     /// A report could not be made durable: the recipients it covered are
     /// pending again (found failed again at the next attempt, reported then).
+    /// A delay warning could not be queued: it is due again.
+    fn undo_delay_warned(&self, id: u64) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.delay_warned = false;
+        }
+    }
+
     fn undo_done(&self, id: u64, idx: &[RcptIndex]) {
         let mut st = self.state();
         if let Some(e) = st.entries.get_mut(&id) {

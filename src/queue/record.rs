@@ -49,8 +49,10 @@
 //! written by earlier versions recover; it is never written.
 //!
 //! Recipients-done payload: `id u64, 0xFFFF u16, count u32, each index
-//! u32`; the first layout (`id u64, count u16, each index u16`) is still
-//! read.
+//! u32`, or, when a flag is set, `id u64, 0xFFFE u16, flags u8, count u32,
+//! each index u32` (flag 1: the message's delay warning went out, so a
+//! restart does not send it again); the first layout (`id u64, count u16,
+//! each index u16`) is still read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -225,6 +227,11 @@ const MIN_RCPT_LEN: usize = 6;
 /// record held at most 65,535 recipients, and a list of all of them was
 /// written as a "message done" record instead.
 const RCPTS_DONE_MARKER: u16 = 0xFFFF;
+/// Recipients-done layout with a flags octet after the marker (bit 1: the
+/// delay warning went out).
+const RCPTS_DONE_FLAGS_MARKER: u16 = 0xFFFE;
+/// A recipients-done flag: the message's delay warning went out.
+pub const DELAY_WARNED: u8 = 1;
 
 /// Everything of a message record but the body: the envelope and the
 /// message's queue facts.
@@ -246,6 +253,9 @@ pub struct MessageMeta {
     /// Delivered over the route of this name (a `[[filter]]` said so)
     /// instead of by recipient domain.
     pub route: Option<String>,
+    /// Its delay warning went out (from its latest recipients-done
+    /// record; never in the message record itself).
+    pub delay_warned: bool,
 }
 
 /// Why a message is kept from delivery since it was queued; stored with
@@ -403,6 +413,7 @@ impl MessageMeta {
                 done,
                 hold,
                 route,
+                delay_warned: false,
             },
             r.at,
         ))
@@ -513,11 +524,17 @@ fn capped(n: usize) -> (u32, usize) {
 }
 
 /// Encode a recipients-done payload: `id u64, marker u16 (0xFFFF), count
-/// u32, each index u32`.
-pub fn encode_rcpts_done(id: u64, done: &[RcptIndex]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14 + done.len() * 4);
+/// u32, each index u32`; with `flags` (e.g. [`DELAY_WARNED`]), `id u64,
+/// marker u16 (0xFFFE), flags u8, count u32, each index u32`.
+pub fn encode_rcpts_done(id: u64, done: &[RcptIndex], flags: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15 + done.len() * 4);
     out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&RCPTS_DONE_MARKER.to_le_bytes());
+    if flags == 0 {
+        out.extend_from_slice(&RCPTS_DONE_MARKER.to_le_bytes());
+    } else {
+        out.extend_from_slice(&RCPTS_DONE_FLAGS_MARKER.to_le_bytes());
+        out.push(flags);
+    }
     let n = capped(done.len());
     put_u32(&mut out, n.0);
     for d in &done[..n.1] {
@@ -526,12 +543,18 @@ pub fn encode_rcpts_done(id: u64, done: &[RcptIndex]) -> Vec<u8> {
     out
 }
 
-/// Decode a recipients-done payload, in either layout (the first one:
-/// `id u64, count u16, each index u16`).
-pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>), RecordError> {
+/// Decode a recipients-done payload, in any layout (the first one: `id
+/// u64, count u16, each index u16`): the id, the finished indices, the
+/// flags.
+pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>, u8), RecordError> {
     let mut r = Reader { p, at: 0 };
     let id = r.u64()?;
-    let first = r.u16()?;
+    let mut first = r.u16()?;
+    let mut flags = 0;
+    if first == RCPTS_DONE_FLAGS_MARKER {
+        flags = r.u8()?;
+        first = RCPTS_DONE_MARKER;
+    }
     let done = if first == RCPTS_DONE_MARKER {
         let n = r.count(4)?;
         let mut done = Vec::with_capacity(n);
@@ -549,7 +572,7 @@ pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>), RecordError>
     if r.at != p.len() {
         return Err(RecordError::Malformed);
     }
-    Ok((id, done))
+    Ok((id, done, flags))
 }
 
 /// Encode a done payload or a segment-start payload (both one u64).
@@ -656,6 +679,7 @@ mod tests {
             done: vec![1],
             hold: Hold::None,
             route: None,
+            delay_warned: false,
         }
     }
 
@@ -730,7 +754,14 @@ mod tests {
         assert_eq!(back.envelope.rcpts.len(), n);
         assert_eq!(back, m);
         let big: Vec<RcptIndex> = (0..70_000).collect();
-        assert_eq!(decode_rcpts_done(&encode_rcpts_done(9, &big)), Ok((9, big)));
+        assert_eq!(
+            decode_rcpts_done(&encode_rcpts_done(9, &big, 0)),
+            Ok((9, big.clone(), 0))
+        );
+        assert_eq!(
+            decode_rcpts_done(&encode_rcpts_done(9, &big, DELAY_WARNED)),
+            Ok((9, big, DELAY_WARNED))
+        );
     }
 
     #[test]
@@ -742,7 +773,7 @@ mod tests {
         assert_eq!(&enc[at..at + 4], &2u32.to_le_bytes());
         enc[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(MessageMeta::decode(&enc), Err(RecordError::Malformed));
-        let mut done = encode_rcpts_done(1, &[1, 2]);
+        let mut done = encode_rcpts_done(1, &[1, 2], 0);
         done[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_rcpts_done(&done), Err(RecordError::Malformed));
     }
@@ -807,12 +838,12 @@ mod tests {
         b.extend_from_slice(&2u16.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&5u16.to_le_bytes());
-        assert_eq!(decode_rcpts_done(&b), Ok((0x99, vec![0, 5])));
+        assert_eq!(decode_rcpts_done(&b), Ok((0x99, vec![0, 5], 0)));
         // Written now: the marker and 32-bit indices.
-        let enc = encode_rcpts_done(0x99, &[0, 5]);
+        let enc = encode_rcpts_done(0x99, &[0, 5], 0);
         assert_eq!(&enc[8..10], &[0xFF, 0xFF]);
         assert_eq!(enc.len(), 8 + 2 + 4 + 8);
-        assert_eq!(decode_rcpts_done(&enc), Ok((0x99, vec![0, 5])));
+        assert_eq!(decode_rcpts_done(&enc), Ok((0x99, vec![0, 5], 0)));
     }
 
     #[test]

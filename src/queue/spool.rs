@@ -33,6 +33,9 @@ pub struct SpoolWriter {
     pub(super) body_len: u64,
     /// Skip the queue's size limits (failure reports must never be refused).
     pub(super) internal: bool,
+    /// This is a message's delay warning: queuing it records that the
+    /// warning went out ([`SpoolWriter::mark_delay_warning`]).
+    pub(super) delay_warning: bool,
     tmp_dir: PathBuf,
     fs: Arc<dyn Storage>,
     /// Counted among the queue's open transactions until handed over.
@@ -69,6 +72,7 @@ impl SpoolWriter {
             crc,
             body_len: 0,
             internal,
+            delay_warning: false,
             tmp_dir,
             fs,
             receiving: None,
@@ -78,6 +82,13 @@ impl SpoolWriter {
     /// The queue id this message will have.
     pub fn id(&self) -> u64 {
         self.meta.id
+    }
+
+    /// This report is the delay warning of the message it is finished
+    /// with ([`super::Queue::finish`]): the queue records that it went out,
+    /// with that message's state, so it goes out once.
+    pub fn mark_delay_warning(&mut self) {
+        self.delay_warning = true;
     }
 
     /// Body octets written so far.

@@ -143,6 +143,42 @@ fn finished_recipients_stay_finished_after_restart() {
 }
 
 #[test]
+fn a_delay_warning_is_recorded_and_not_due_again_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    let warned = put(&q, &["1@x", "2@x"], b"one\r\n");
+    let plain = put(&q, &["1@x"], b"two\r\n");
+    for j in due(&q) {
+        assert!(!j.delay_warned);
+        let put_off = [(0, RcptOutcome::Deferred("451 busy".into()))];
+        if j.id == warned {
+            let mut w = q.begin_report(addr("dev@lan"));
+            w.write(b"Subject: Delayed Mail\r\n\r\nstill trying\r\n")
+                .unwrap();
+            w.mark_delay_warning();
+            q.finish(&j, &put_off, Some(w));
+        } else {
+            q.finish(&j, &put_off, None);
+        }
+    }
+    q.sync().unwrap();
+    q.flush();
+    // In memory at once, for the next attempt.
+    let jobs = due(&q);
+    let by_id = |jobs: &[Job], id| jobs.iter().find(|j| j.id == id).map(|j| j.delay_warned);
+    assert_eq!(by_id(&jobs, warned), Some(true));
+    assert_eq!(by_id(&jobs, plain), Some(false));
+    q.close();
+    // And after a restart: the warning is not sent twice.
+    let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!(r.messages, 3, "the two messages and the warning itself");
+    let jobs = due(&q);
+    assert_eq!(by_id(&jobs, warned), Some(true));
+    assert_eq!(by_id(&jobs, plain), Some(false));
+    q.close();
+}
+
+#[test]
 fn a_torn_tail_loses_only_what_was_never_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();

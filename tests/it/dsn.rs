@@ -213,3 +213,59 @@ fn an_aliased_recipient_is_reported_under_the_address_the_device_used() {
         "{text}"
     );
 }
+
+#[test]
+fn a_message_that_waits_gets_one_delay_warning_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        rcpt_reply: Some(("slow".into(), "451 4.3.0 try again later".into())),
+        ..Default::default()
+    });
+    let mut p = start(dir.path(), up.port, "delay_warning = \"1s\"");
+    submit(&p, "ENVID=w1", &[("slow@example.test", "")], BODY);
+    // A sender who asked for failures only is not told of delays.
+    submit(&p, "", &[("slow2@example.test", "NOTIFY=FAILURE")], BODY);
+    let report = up.next();
+    p.wait_log("delay report queued");
+    assert_eq!(report.from, "");
+    assert_eq!(report.rcpts, vec!["dev@lan.test"]);
+    let text = String::from_utf8_lossy(&report.data);
+    assert!(
+        text.contains("Subject: Delayed Mail (still being retried)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; slow@example.test\r\nAction: delayed\r\nStatus: 4.3.0\r\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Diagnostic-Code: smtp; 451 4.3.0 try again later\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Will-Retry-Until: "), "{text}");
+    assert!(text.contains("Original-Envelope-Id: w1\r\n"), "{text}");
+    assert!(!text.contains("slow2@example.test"), "{text}");
+    // More attempts, then a restart and more: no second warning.
+    wait_deferrals(&p, 4);
+    p.stop();
+    let mut p = start(dir.path(), up.port, "delay_warning = \"1s\"");
+    wait_deferrals(&p, 4);
+    assert!(!p.log().contains("delay report queued"), "{}", p.log());
+    assert!(up.rx.try_recv().is_err(), "a second delay warning");
+    p.stop();
+}
+
+/// Wait until `p` has logged `n` deferrals.
+fn wait_deferrals(p: &Postern, n: usize) {
+    let end = Instant::now() + DEADLINE;
+    while p.log().matches("status=deferred").count() < n {
+        assert!(
+            Instant::now() < end,
+            "fewer than {n} deferrals:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

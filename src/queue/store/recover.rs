@@ -214,12 +214,13 @@ impl Store {
                         done_at.remove(&id);
                     }
                     Kind::RcptsDone => {
-                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                        let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
                             continue;
                         };
                         self.max_id_seen = self.max_id_seen.max(id);
                         if let Some(r) = msgs.get_mut(&id) {
                             r.loaded.meta.done = in_range(done, &r.loaded.meta);
+                            r.loaded.meta.delay_warned = flags & record::DELAY_WARNED != 0;
                             r.loaded.state_seg = Some(*no);
                         }
                     }
@@ -283,11 +284,12 @@ impl Store {
                 if h.kind != Kind::RcptsDone {
                     continue;
                 }
-                let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
                     continue;
                 };
                 if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
                     r.loaded.meta.done = in_range(done, &r.loaded.meta);
+                    r.loaded.meta.delay_warned = flags & record::DELAY_WARNED != 0;
                     r.loaded.state_seg = Some(*no);
                 }
             }
