@@ -50,6 +50,7 @@ fn world() -> &'static World {
 
 fuzz_target!(|data: &[u8]| {
     let w = world();
+    let rules = postern::filter::Rules::default();
     smol::block_on(async {
         let (server, mut client) = UnixStream::pair().expect("socketpair");
         let live = Live {
@@ -57,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
             outbound: None,
             limits: None,
             observer: None,
+            storm: None,
         };
         let gates = Gates {
             hostname: "relay.test",
@@ -64,11 +66,13 @@ fuzz_target!(|data: &[u8]| {
             policy: &w.policy,
             services: &live,
             client: "127.0.0.1".parse().expect("ip"),
+            filters: &rules,
         };
         let backing = Backing {
             queue: &w.queue,
             tls: None,
             users: &w.users,
+            storm: None,
         };
         let peer = "127.0.0.1:1".parse().expect("addr");
         let mut conn = Handler::new(

@@ -660,8 +660,9 @@ impl Print for StormKey {
 table! {
     /// `[storm]`: alert-storm suppression; off unless the table is there.
     pub struct StormConfig, read as StormKeys {
-        /// Default 30m: how long a window lasts, from the first copy of an alert.
-        window: Dur = default(Dur::new(30 * MINUTE), duration(MINUTE, DAY)),
+        /// Default 30m: how long a window lasts, from the first copy of an
+        /// alert (10s to 1d).
+        window: Dur = default(Dur::new(30 * MINUTE), duration(10 * SECOND, DAY)),
         /// Default 5: more copies than this in one window make a storm.
         threshold: usize = default(5, count(1, 1000)),
         /// Default 2: copies that go out at once; the rest wait for the end
@@ -691,13 +692,6 @@ pub(crate) fn read_storm(ctx: &mut Ctx, root: &DeTable) -> Result<Option<StormCo
     };
     let sec = Section::new("storm", table, item.span().start);
     super::unknown_keys(ctx, &sec, &[StormConfig::KEYS]);
-    // Said plainly rather than left to be found out: the table is checked,
-    // and the listener does not count alerts with it yet.
-    ctx.warn(
-        key.span().start,
-        "[storm] is checked but not acted on yet in this version: alerts are not counted or \
-         held, and no digest is sent",
-    );
     let s = StormKeys::read(ctx, &sec).build()?;
     if s.pass > s.threshold {
         return Err(ctx.error(

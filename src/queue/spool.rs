@@ -84,6 +84,11 @@ impl SpoolWriter {
         self.meta.id
     }
 
+    /// The envelope the message is stored with.
+    pub fn envelope(&self) -> &crate::smtp::Envelope {
+        &self.meta.envelope
+    }
+
     /// This report is the delay warning of the message it is finished
     /// with ([`super::Queue::finish`]): the queue records that it went out,
     /// with that message's state, so it goes out once.

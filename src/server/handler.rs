@@ -15,9 +15,10 @@ use smol::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{ConnError, Connection, Line};
 use super::limits::{ClientLimits, IdleWatch};
-use super::session::{ClientFacts, Gates, Out, Services, Session, SessionStats, Then};
+use super::session::{ClientFacts, Disposition, Gates, Out, Services, Session, SessionStats, Then};
+use super::storm::{Storms, Ticket};
 use crate::policy::Outbound;
-use crate::queue::{Queue, QueueError, QueueId, Transaction};
+use crate::queue::{Hold, Queue, QueueError, QueueId, SpoolWriter, Transaction};
 use crate::smtp::{Address, Envelope};
 use crate::tls::Stream;
 
@@ -33,6 +34,8 @@ pub struct Live<'a> {
     pub limits: Option<&'a ClientLimits>,
     /// The daemon's counters (refusals by reason), when it keeps them.
     pub observer: Option<&'a crate::observe::Observer>,
+    /// Storm suppression (it reads every message's Subject when on).
+    pub storm: Option<&'a Storms>,
 }
 
 impl Services for Live<'_> {
@@ -54,6 +57,9 @@ impl Services for Live<'_> {
     fn upstream_size_limit(&self) -> Option<u64> {
         self.outbound?.max_message_size()
     }
+    fn reads_messages(&self) -> bool {
+        self.storm.is_some_and(Storms::enabled)
+    }
     fn refused(&self, reason: super::refusal::Reason) {
         if let Some(o) = self.observer {
             o.refused(reason.word());
@@ -71,6 +77,8 @@ pub struct Backing<'a> {
     pub tls: Option<&'a Arc<rustls::ServerConfig>>,
     /// `[[user]]` accounts, for AUTH.
     pub users: &'a crate::auth::Users,
+    /// Storm suppression, which may hold a message back.
+    pub storm: Option<&'a Storms>,
 }
 
 /// What ended the wait for the next line.
@@ -327,17 +335,42 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
             (Some(refusal), _) => refusal,
             (None, Some(mut w)) => {
                 let size = w.body_len();
-                if let Some(d) = self.session.disposition(&intake)
+                let mut disposition = self.session.disposition(&intake);
+                let ticket = self.storm_note(&intake, disposition.as_ref(), &w);
+                if ticket.is_some() {
+                    disposition
+                        .get_or_insert(Disposition {
+                            envelope: None,
+                            hold: Hold::None,
+                            route: None,
+                        })
+                        .hold = Hold::Storm;
+                }
+                if let Some(d) = disposition
                     && let Err(e) = w.set_disposition(d.envelope, d.hold, d.route)
                 {
                     // Never deliver what a rule held or routed elsewhere as
                     // if it had not: the client tries again later.
+                    if let (Some(s), Some(t)) = (self.backing.storm, ticket) {
+                        s.unnote(t);
+                    }
                     let failed = Some(Err(QueueError::Io(e)));
                     let out = self.session.data_committed(failed, size);
                     return self.apply(out).await;
                 }
+                let stored_as = QueueId(w.id());
                 let limit = self.session.data_end_timeout();
                 let committed = crate::deadline::timeout(limit, q.commit(w)).await.ok();
+                if let (Some(s), Some(t)) = (self.backing.storm, ticket) {
+                    match &committed {
+                        Some(Ok(id)) => s.held(t, *id),
+                        // Not confirmed in time: it may still become durable
+                        // (then it is held in its window; if not, the id
+                        // names nothing and is passed over).
+                        None => s.held(t, stored_as),
+                        Some(Err(_)) => s.unnote(t),
+                    }
+                }
                 if let (Some(Ok(_)), Some(o)) = (&committed, &self.observer) {
                     o.accepted();
                 }
@@ -349,6 +382,26 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 .data_committed(Some(Err(QueueError::Failed("no spool writer".into()))), 0),
         };
         self.apply(out).await
+    }
+}
+
+impl<T> Handler<'_, T> {
+    /// Ask storm suppression about a message about to be committed (not
+    /// one a rule holds already: the operator decides about that one).
+    fn storm_note(
+        &self,
+        intake: &super::intake::Intake,
+        d: Option<&Disposition>,
+        w: &SpoolWriter,
+    ) -> Option<Ticket> {
+        let storm = self.backing.storm?;
+        if d.is_some_and(|d| d.hold != Hold::None) {
+            return None;
+        }
+        let scan = intake.scan()?;
+        let envelope = d.and_then(|d| d.envelope.as_ref()).unwrap_or(w.envelope());
+        let route = d.and_then(|d| d.route.as_deref());
+        storm.note(envelope, scan, route)
     }
 }
 
@@ -434,6 +487,7 @@ pub(crate) mod tests {
         pub(crate) queue: Queue,
         users: crate::auth::Users,
         rules: crate::filter::Rules,
+        pub(crate) storm: Option<Arc<Storms>>,
         _dir: tempfile::TempDir,
     }
 
@@ -465,7 +519,12 @@ pub(crate) mod tests {
             retry_intervals: vec![Duration::from_secs(60)],
         };
         let (queue, _) = Queue::open_with(dir.path(), limits, store).unwrap();
+        let storm = cfg.storm.as_ref().map(|s| {
+            let clock = Arc::new(crate::queue::SystemClock);
+            Arc::new(Storms::open(Some(s), queue.clone(), "relay.test", clock))
+        });
         World {
+            storm,
             policy: Policy::new(&cfg.policy),
             rules: crate::filter::Rules::new(&cfg.filters),
             cfg,
@@ -498,6 +557,7 @@ pub(crate) mod tests {
                 outbound: None,
                 limits: None,
                 observer: None,
+                storm: w.storm.as_deref(),
             };
             let gates = Gates {
                 hostname: "relay.test",
@@ -511,6 +571,7 @@ pub(crate) mod tests {
                 queue: &w.queue,
                 tls: None,
                 users: &w.users,
+                storm: w.storm.as_deref(),
             };
             let mut handler = Handler::new(
                 Stream::Plain(server),
@@ -834,5 +895,34 @@ reject = \"550 5.7.1 Not for the CEO\"
             "{replies:?}"
         );
         assert_eq!(w.queue.list().len(), 1);
+    }
+
+    #[test]
+    fn storm_suppression_holds_copies_past_pass_without_any_rule() {
+        let w = world_rules("[storm]\nthreshold = 2\npass = 1\n");
+        for i in 0..3 {
+            let msg = format!("Subject: UPS {i} on battery\r\n\r\nbody\r\n");
+            let (replies, _) = conversation(&w, "ups@ups.lan", &["ops@example.com"], &msg);
+            assert!(
+                replies[4].starts_with("250 2.0.0 Ok: queued as"),
+                "every copy is taken: {replies:?}"
+            );
+        }
+        let listed = w.queue.list();
+        assert_eq!(listed.len(), 3, "every copy is queued");
+        let holds: Vec<Hold> = listed.iter().filter(|s| s.held).map(|s| s.hold).collect();
+        assert_eq!(holds, vec![Hold::Storm, Hold::Storm], "{listed:?}");
+        // A rule's hold wins: that copy is the operator's, not counted.
+        let w = world_rules(
+            "[[filter]]\nname = \"h\"\nsender = [\"*@ups.lan\"]\nhold = true\n\
+             [storm]\nthreshold = 1\npass = 0\n",
+        );
+        let _ = conversation(
+            &w,
+            "ups@ups.lan",
+            &["ops@example.com"],
+            "Subject: x\r\n\r\ny\r\n",
+        );
+        assert_eq!(w.queue.list()[0].hold, Hold::Filter);
     }
 }

@@ -5,9 +5,11 @@
 //! commands): [`connection`] holds the bytes (stream, buffers, timeouts),
 //! [`session`] every rule (with AUTH in [`sasl`] and DATA in [`intake`]),
 //! and [`handler`] is the loop that joins them to the queue. Every reply
-//! comes from [`reply`]; [`limits`] keeps the per-client counts.
+//! comes from [`reply`]; [`limits`] keeps the per-client counts;
+//! [`storm`] runs alert-storm suppression against the queue.
 //!
-//! Uses `config`, `policy`, `queue`, `auth`, `smtp`, `tls` and `deadline`.
+//! Uses `config`, `policy`, `queue`, `auth`, `filter`, `smtp`, `tls` and
+//! `deadline`.
 //!
 //! Reload and stop: the state sessions share lives in a
 //! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
@@ -23,6 +25,7 @@ pub mod refusal;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod storm;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -85,6 +88,8 @@ pub struct Shared {
     pub observer: crate::observe::Observer,
     /// `[[filter]]` rules.
     pub filters: crate::filter::Rules,
+    /// Storm suppression (kept across reloads), when the daemon runs it.
+    pub storm: Option<Arc<storm::Storms>>,
 }
 
 impl Shared {
@@ -118,6 +123,7 @@ impl Shared {
             limits,
             observer: crate::observe::Observer::new(),
             filters,
+            storm: None,
         })
     }
 
@@ -335,6 +341,7 @@ async fn handle(
         outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
         observer: Some(&shared.observer),
+        storm: shared.storm.as_deref(),
     };
     let who = refusal::Who::client(ip);
     let facts = shared.client_facts(ip, implicit_tls);
@@ -395,6 +402,7 @@ async fn handle(
         queue: &shared.queue,
         tls: shared.tls.as_ref(),
         users: &shared.users,
+        storm: shared.storm.as_deref(),
     };
     let stream = if implicit_tls {
         let Some(cfg) = shared.tls.clone() else {

@@ -11,5 +11,6 @@ mod refusals;
 mod relay;
 mod sendmail;
 mod status;
+mod storm;
 mod util;
 mod web;

@@ -123,6 +123,10 @@ fn storm_defaults_and_bounds() {
     assert!(m.starts_with("pass (4) is above threshold (3)"), "{m}");
     let m = one_error(&format!("{BASE}[storm]\nkey = \"from\"\n"), 9, 7);
     assert!(m.contains("not a storm key"), "{m}");
+    let c = ok(&format!("{BASE}[storm]\nwindow = \"10s\"\n"));
+    assert_eq!(c.storm.unwrap().window, Dur::new(Duration::from_secs(10)));
+    let m = one_error(&format!("{BASE}[storm]\nwindow = \"5s\"\n"), 9, 10);
+    assert!(m.contains("window"), "{m}");
 }
 
 #[test]

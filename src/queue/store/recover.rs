@@ -163,7 +163,8 @@ impl Store {
                     | "corrupt"
                     | state::FILE_NAME
                     | super::super::CONTROL_SOCKET
-            ) {
+            ) && !super::super::side::known(&name)
+            {
                 tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
             }
         }
