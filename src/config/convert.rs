@@ -242,6 +242,15 @@ pub(crate) fn net(v: &DeValue) -> Result<IpNet, String> {
     word::<Network>(v, "\"192.168.1.0/24\"").map(|n| n.0)
 }
 
+/// A mail domain of our own (ASCII), lowercased.
+pub(crate) fn mail_domain(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"lan.example.com\"")?;
+    match super::values::domain_problem(s, true) {
+        Some(p) => Err(format!("\"{s}\" is not a domain: {p}")),
+        None => Ok(s.to_ascii_lowercase()),
+    }
+}
+
 /// A sender pattern (`<>` allowed).
 pub(crate) fn sender_pattern(v: &DeValue) -> Result<AddressPattern, String> {
     word(v, "\"user@example.com\"")

@@ -250,6 +250,15 @@ pub fn parse_with(
 }
 
 impl Config {
+    /// The domain bare local parts are qualified with: `qualify_domain`,
+    /// or our hostname.
+    pub fn qualify_domain(&self) -> &str {
+        self.outbound
+            .qualify_domain
+            .as_deref()
+            .unwrap_or(&self.hostname)
+    }
+
     /// The effective configuration (every default filled in) as TOML.
     ///
     /// Values are printed resolved, not as the file spelled them: sizes in
@@ -468,7 +477,14 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         .as_ref()
         .map_err(|r| *r)
         .and_then(|sec| queue::read(ctx, sec));
-    let outbound = route::read(ctx, root, &empty);
+    let mut outbound = route::read(ctx, root, &empty);
+    // qualify_domain defaults to the hostname: resolved here, so that
+    // `--print` shows the domain in force.
+    if let (Ok(o), Ok(host)) = (&mut outbound.config, &top.hostname)
+        && o.qualify_domain.is_none()
+    {
+        o.qualify_domain = Some(host.clone());
+    }
 
     // Checks between tables, only between values that are themselves valid.
     if let (Ok(server), Ok(queue), Ok(server_sec), Ok(queue_sec)) =
@@ -502,6 +518,10 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
                 queue.dir.display()
             ),
         );
+    }
+
+    if let (Ok(host), Ok(out)) = (&top.hostname, &outbound.config) {
+        route::check_local_mail(ctx, root, out, host);
     }
 
     let users = users::read(ctx, root);

@@ -51,6 +51,9 @@ impl Services for Live<'_> {
     fn alias(&self, rcpt: &Address) -> Option<Address> {
         self.outbound?.alias(rcpt).cloned()
     }
+    fn qualify(&self, addr: &Address) -> Option<Address> {
+        self.outbound?.qualify(addr)
+    }
     fn upstream_size_limit(&self) -> Option<u64> {
         self.outbound?.max_message_size()
     }

@@ -151,6 +151,11 @@ pub trait Services: std::fmt::Debug {
     fn note_recipient(&self, client: IpAddr) -> bool;
     /// What `[aliases]` maps `rcpt` to, if anything.
     fn alias(&self, rcpt: &Address) -> Option<Address>;
+    /// A bare local part with the qualifying domain (`None`: it has one,
+    /// or there is no domain to give: fakes without an outbound side).
+    fn qualify(&self, _addr: &Address) -> Option<Address> {
+        None
+    }
     /// The smallest SIZE limit of the upstreams, when one is known.
     fn upstream_size_limit(&self) -> Option<u64>;
     /// Something reads every message as it arrives (storm suppression
@@ -427,6 +432,9 @@ impl SessionCore {
     }
 
     fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
+        // A bare sender (a script's `MAIL FROM:<backup>`) gets our domain
+        // before policy sees it: upstreams refuse it without one.
+        let from = from.map(|a| g.services.qualify(&a).unwrap_or(a));
         if let Some(answer) = self.mail_refusal(&from, &params, g) {
             return self.answer(g, answer, Some(Sender(from.as_ref())), None);
         }
@@ -566,6 +574,8 @@ impl SessionCore {
             }
             None => (to, rparams.orcpt.clone()),
         };
+        // A bare local part nobody aliased (cron's `root`) gets our domain.
+        let to = g.services.qualify(&to).unwrap_or(to);
         let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
             Phase::Mail { from, params } => (from, params, Vec::new()),
             Phase::Rcpt {
@@ -1270,6 +1280,9 @@ pub(crate) mod tests {
         }
         fn note_recipient(&self, _client: IpAddr) -> bool {
             !self.over_rate
+        }
+        fn qualify(&self, addr: &Address) -> Option<Address> {
+            self.outbound.as_ref()?.qualify(addr)
         }
         fn alias(&self, rcpt: &Address) -> Option<Address> {
             self.aliases

@@ -722,3 +722,67 @@ fn credentials_over_clear_text_need_allow_plaintext_auth_and_a_private_host() {
     let c = ok(&smarthost(creds));
     assert!(c.warnings.is_empty());
 }
+
+#[test]
+fn qualify_domain_defaults_to_the_hostname_and_check_warns_about_undeliverable_root() {
+    let c = ok(BASE);
+    assert_eq!(c.outbound.qualify_domain.as_deref(), Some("relay.test"));
+    assert_eq!(c.qualify_domain(), "relay.test");
+    let c = ok(&format!("qualify_domain = \"LAN.Example.com\"\n{BASE}"));
+    assert_eq!(c.qualify_domain(), "lan.example.com");
+    assert!(
+        one_error(&format!("qualify_domain = \"a..b\"\n{BASE}"), 1, 18).contains("not a domain")
+    );
+    // A maildir route takes relay.test: deliverable, no warning.
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let warn =
+        |text: &str| -> Vec<String> { ok(text).warnings.into_iter().map(|w| w.message).collect() };
+    // An outbox takes any address, even one at a bare host name.
+    assert!(warn(&format!("hostname = \"pi\"\n{BASE}")).is_empty());
+    // A bare host name as the domain, to a smarthost.
+    let w = warn(&format!("hostname = \"pi\"\n{}", smarthost("")));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("root and postmaster have no alias: mail to root and postmaster")
+            && w[0].contains("goes to root@pi, which no upstream can deliver")
+            && w[0].contains("[aliases] root = \"you@example.com\""),
+        "{w:?}"
+    );
+    // One of them aliased: the other is named.
+    let w = warn(&format!(
+        "hostname = \"pi\"\n{}[aliases]\nroot = \"ops@example.com\"\n",
+        smarthost("")
+    ));
+    assert!(
+        w.len() == 1 && w[0].starts_with("postmaster has no alias"),
+        "{w:?}"
+    );
+    // Both aliased, or every address of the domain: nothing to say.
+    assert!(warn(&format!(
+        "hostname = \"pi\"\n{}[aliases]\nroot = \"ops@example.com\"\npostmaster = \"ops@example.com\"\n",
+        smarthost("")
+    ))
+    .is_empty());
+    assert!(
+        warn(&format!(
+            "hostname = \"pi\"\n{}[aliases]\n\"*@pi\" = \"ops@example.com\"\n",
+            smarthost("")
+        ))
+        .is_empty()
+    );
+    // Only an MX route takes the domain; or no route at all.
+    let mx = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\n";
+    let w = warn(&format!("qualify_domain = \"lan.example.com\"\n{mx}"));
+    assert!(
+        w.len() == 1 && w[0].contains("which only an MX route takes"),
+        "{w:?}"
+    );
+    let only = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                [[route]]\ndomains = [\"example.com\"]\nkind = \"maildir\"\ndir = \"out\"\n";
+    let w = warn(only);
+    assert!(
+        w.len() == 1 && w[0].contains("which no route takes"),
+        "{w:?}"
+    );
+}
