@@ -313,7 +313,7 @@ impl SessionCore {
             rcpt,
             ..Who::client(g.client)
         };
-        Step::Reply(refusal::refused(g.services, &who, &answer))
+        Step::Reply(refusal::refused(&|r| g.services.refused(r), &who, &answer))
     }
 
     /// [`SessionCore::answer`] with what the session knows.
@@ -410,7 +410,7 @@ impl SessionCore {
                     params,
                     rcpts,
                 } => {
-                    let mut envelope = Envelope::new(from.clone().into(), params);
+                    let mut envelope = params.envelope(from.clone().into());
                     // Each address once, however many RCPTs (aliases) led to it.
                     envelope.add_rcpts(rcpts.iter().cloned());
                     Step::Data(envelope)
@@ -773,7 +773,7 @@ impl<'a> Session<'a> {
             from: self.core.sender(),
             ..Who::client(self.gates.client)
         };
-        refusal::refused(self.gates.services, &who, &answer)
+        refusal::refused(&|r| self.gates.services.refused(r), &who, &answer)
     }
 
     /// How long to wait for the next line.
@@ -1000,12 +1000,12 @@ impl<'a> Session<'a> {
         };
         let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
         if self.auth_failures >= self.gates.server.max_auth_failures {
-            let r = refusal::refused(self.gates.services, &who, &Answer::TooManyAuthFailures);
+            let r = refusal::refused(&|r| self.gates.services.refused(r), &who, &Answer::TooManyAuthFailures);
             let mut out = Out::close(vec![r]);
             out.pause = pause;
             return out;
         }
-        let r = refusal::refused(self.gates.services, &who, &Answer::AuthFailed);
+        let r = refusal::refused(&|r| self.gates.services.refused(r), &who, &Answer::AuthFailed);
         let mut out = Out::read(vec![r], false);
         out.pause = pause;
         out
@@ -1081,7 +1081,7 @@ impl<'a> Session<'a> {
                     ..Who::client(self.gates.client)
                 };
                 let answer = Answer::FilterRejected { rule, reply };
-                let reply = refusal::refused(self.gates.services, &who, &answer);
+                let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
                 Some(Out::read(vec![reply], false))
             }
             Stop::Discard(rule) => {
@@ -1185,7 +1185,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(self.gates.client)
         };
-        let reply = refusal::refused(self.gates.services, &who, &answer);
+        let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
         Some(if why.ends_session() {
             Out::close(vec![reply])
         } else {
@@ -1238,7 +1238,7 @@ impl<'a> Session<'a> {
             ..Who::client(client)
         };
         Out::read(
-            vec![refusal::refused(self.gates.services, &who, &answer)],
+            vec![refusal::refused(&|r| self.gates.services.refused(r), &who, &answer)],
             false,
         )
     }
