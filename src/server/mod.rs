@@ -26,6 +26,7 @@ pub mod refusal;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod state;
 pub mod storm;
 
 use std::net::SocketAddr;
@@ -367,7 +368,11 @@ async fn handle(
             detail: Some(&detail),
             ..who
         };
-        let reply = refusal::refused(&|r| session::Services::refused(&live, r), &who, &Answer::TooManyConnections);
+        let reply = refusal::refused(
+            &|r| session::Services::refused(&live, r),
+            &who,
+            &Answer::TooManyConnections,
+        );
         refuse(&mut stream, &reply).await;
         return;
     };
@@ -386,7 +391,11 @@ async fn handle(
     let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
-            let reply = refusal::refused(&|r| session::Services::refused(&live, r), &who, &Answer::TooManyFromClient(why));
+            let reply = refusal::refused(
+                &|r| session::Services::refused(&live, r),
+                &who,
+                &Answer::TooManyFromClient(why),
+            );
             refuse(&mut stream, &reply).await;
             return;
         }

@@ -252,4 +252,3 @@ impl fmt::Display for Reason {
         f.write_str(self.word())
     }
 }
-
