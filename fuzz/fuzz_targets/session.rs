@@ -60,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
             observer: None,
             storm: None,
         };
+        // No [[filter]] rules: the session's own rules are the target.
+        let rules = postern::filter::Rules::default();
         let gates = Gates {
             hostname: "relay.test",
             server: &w.cfg.server,

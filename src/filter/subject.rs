@@ -47,8 +47,8 @@ const DATE_WORDS: &[&str] = &[
 ];
 
 /// Mask what changes between copies of one alert: a run of ASCII
-/// digits, or a word of hex digits with at least one digit in it (ids,
-/// hashes, UUID parts), becomes `#`; month and weekday names become `#`
+/// digits, a word of hex digits with at least one digit in it (ids,
+/// hashes, UUID parts), or a C-style hex number (`0x7f3a0c`) becomes `#`; month and weekday names become `#`
 /// (dates); letters are lowercased, runs of blanks become one space, the
 /// ends are trimmed. `"UPS 3: on battery since 02:10 (id 7f3a9c)"` and
 /// `"UPS 3: on battery since 02:41 (id 81bb02)"` give the same text.
@@ -64,7 +64,12 @@ pub fn normalize_subject(s: &str) -> String {
             return;
         }
         let has_digit = word.bytes().any(|b| b.is_ascii_digit());
-        if has_digit && word.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // `0x7f3a0c`: a hex number as C writes it (a digit, then x).
+        let c_hex = word.len() > 2
+            && word.as_bytes()[0].is_ascii_digit()
+            && word.as_bytes()[1] == b'x'
+            && word.bytes().skip(2).all(|b| b.is_ascii_hexdigit());
+        if c_hex || (has_digit && word.bytes().all(|b| b.is_ascii_hexdigit())) {
             out.push('#');
         } else {
             // Runs of digits and of other characters, each on its own: a
@@ -142,6 +147,12 @@ mod tests {
             normalize_subject("job 550e8400-e29b-41d4-a716-446655440000 failed"),
             normalize_subject("job 123e4567-e89b-12d3-a456-426614174000 failed")
         );
+        // A C-style hex number is one id, whatever its letters.
+        assert_eq!(
+            normalize_subject("event 0x7f3a00 on battery"),
+            normalize_subject("event 0x7f3a0a on battery")
+        );
+        assert_eq!(normalize_subject("event 0x7F3A0A"), "event #");
         // Words of hex letters alone are words.
         assert_eq!(normalize_subject("Cafe added"), "cafe added");
         assert_ne!(normalize_subject("disk full"), normalize_subject("disk ok"));

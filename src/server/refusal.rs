@@ -80,7 +80,7 @@ pub enum Reason {
     AuthFailures,
 
     // MAIL and RCPT.
-    /// MAIL parameters after HELO.
+    /// MAIL or RCPT parameters after HELO.
     ParamsNeedEhlo,
     /// Over the size limit (SIZE= at MAIL, or the data at the dot).
     MessageTooBig,
@@ -217,7 +217,7 @@ impl Reason {
             R::AuthMechanism => "AUTH mechanism not offered",
             R::AuthFailed => "AUTH failed: wrong name or password",
             R::AuthFailures => "AUTH failed too often (max_auth_failures), connection closed",
-            R::ParamsNeedEhlo => "MAIL parameters after HELO (they need EHLO)",
+            R::ParamsNeedEhlo => "MAIL or RCPT parameters after HELO (they need EHLO)",
             R::MessageTooBig => "message too big",
             R::NeedsSmtputf8 => "non-ASCII address without SMTPUTF8",
             R::DenySenders => "sender is in deny_senders",

@@ -139,7 +139,7 @@ pub enum Answer {
     TooManyAuthFailures,
 
     // MAIL and RCPT.
-    /// MAIL parameters after HELO.
+    /// MAIL or RCPT parameters after HELO.
     ParamsNeedEhlo,
     /// SIZE= (at MAIL) or the data (at the dot) over the limit.
     MessageTooBig {
@@ -453,7 +453,7 @@ impl Answer {
                 Some(st(4, 7, 0)),
                 "Too many failed authentication attempts, closing connection".into(),
             ),
-            A::ParamsNeedEhlo => (555, Some(st(5, 5, 4)), "MAIL parameters need EHLO".into()),
+            A::ParamsNeedEhlo => (555, Some(st(5, 5, 4)), "MAIL and RCPT parameters need EHLO, not HELO".into()),
             A::MessageTooBig { limit } => (
                 552,
                 Some(st(5, 3, 4)),

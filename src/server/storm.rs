@@ -263,9 +263,12 @@ impl Storms {
             now,
         };
         let mut ended = Vec::new();
+        let opened = table.get(&key).is_none();
         let decision = table.note(&key, copy, &mut ended);
+        // The run loop sleeps until the earliest end or save it knew of:
+        // a new window, a first change or an ended window moves that.
+        let woke = opened || !inner.dirty || !ended.is_empty();
         inner.dirty = true;
-        let woke = !ended.is_empty();
         inner.ending.extend(ended);
         drop(g);
         if woke {

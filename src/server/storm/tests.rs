@@ -306,3 +306,26 @@ fn turned_off_the_held_copies_are_released() {
     assert_eq!(q.load_side(SideFile::Storm).unwrap(), None);
     q.close();
 }
+
+#[test]
+fn a_new_window_wakes_the_run_loop_and_shortens_its_sleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new();
+    let q = open_queue(dir.path(), &clock);
+    let c = cfg("threshold = 5\npass = 2\nwindow = \"30s\"\nsave_interval = \"1h\"\n");
+    let s = Storms::open(Some(&c), q.clone(), "relay.test", clock.clone());
+    assert_eq!(s.next_wait(), MAX_SLEEP, "nothing to do: the longest sleep");
+    assert!(s.wake_rx.try_recv().is_err());
+    clock.set(T0 + 5);
+    send(&q, &s, "ups@ups.lan", "on battery");
+    assert!(s.wake_rx.try_recv().is_ok(), "the loop is woken");
+    assert_eq!(
+        s.next_wait(),
+        Duration::from_secs(30),
+        "and sleeps until the window ends"
+    );
+    // Another copy in the same window changes neither.
+    send(&q, &s, "ups@ups.lan", "on battery");
+    assert!(s.wake_rx.try_recv().is_err());
+    q.close();
+}
