@@ -50,7 +50,6 @@ fn world() -> &'static World {
 
 fuzz_target!(|data: &[u8]| {
     let w = world();
-    let rules = postern::filter::Rules::default();
     smol::block_on(async {
         let (server, mut client) = UnixStream::pair().expect("socketpair");
         let live = Live {

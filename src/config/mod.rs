@@ -15,7 +15,9 @@
 //!   (required, default, optional), the section reader and the printer.
 //! - `values.rs`: value types and their text grammar (`FromStr`): [`Size`],
 //!   [`Dur`], [`AddressPattern`], [`DomainPattern`], networks, listen
-//!   addresses, hosts, mailboxes, the enumerations.
+//!   addresses, hosts, mailboxes.
+//! - `words.rs`: the word-valued keys (log level, TLS mode, address family,
+//!   AUTH method, OAuth flow and provider, bare-newline mode).
 //! - `convert.rs`: TOML value → typed value, with per-key bounds.
 //! - One file per table, holding its keys, defaults, checks and printer:
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
@@ -73,6 +75,7 @@ mod status;
 mod upstream;
 mod users;
 mod values;
+mod words;
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,9 @@
 //! Uses `smtp` (addresses, dates, xtext); values only, no I/O.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use crate::smtp::Notify;
 use crate::smtp::header::format_date;
 use crate::smtp::{Address, ReversePath, xtext};
 
@@ -364,6 +366,30 @@ pub fn reply_status(text: &str) -> Option<&str> {
 pub fn remote_host(relay: &str) -> Option<String> {
     let (host, _) = relay.split_once('[')?;
     (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Does a sender who said `notify` want to hear of `what` (RFC 3461 §4.1)?
+/// Saying nothing means failures and delays, not successes.
+pub fn wants(notify: Notify, what: Notify) -> bool {
+    if notify == Notify::UNSPECIFIED {
+        what != Notify::SUCCESS
+    } else {
+        notify.contains(what)
+    }
+}
+
+/// A duration as people say it in a report: the largest whole unit.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 86400 {
+        format!("{}d", s / 86400)
+    } else if s >= 3600 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! just queued (it can be deleted or held).
 
 pub mod client;
+pub mod client_error;
 pub mod dsn;
 pub mod hints;
 pub mod hosts;
@@ -652,7 +653,7 @@ impl Delivery {
                     let text = sent.reply.to_log_string();
                     // RFC 3461 §5.2.2: a next hop without DSN will not
                     // confirm, so the confirmation asked for is ours.
-                    if wants(rcpt.notify, Notify::SUCCESS) && !sent.dsn_passed {
+                    if dsn::wants(rcpt.notify, Notify::SUCCESS) && !sent.dsn_passed {
                         entries.push(Entry {
                             rcpt: rcpt.addr.clone(),
                             orcpt: rcpt.orcpt.clone(),
@@ -680,7 +681,7 @@ impl Delivery {
                     RcptOutcome::Delivered
                 }
                 Err(Attempt::Defer(why)) if expired => {
-                    let diag = format!("gave up after {}: {why}", human(job.age));
+                    let diag = format!("gave up after {}: {why}", dsn::human(job.age));
                     tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"expired", reply = %escaped(&why), "delivery");
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
@@ -697,7 +698,7 @@ impl Delivery {
                                 "the relay tried for {} and gave up (the last error is above); \
                              its administrator should check the route (postern status, the log). \
                              Send the message again once it works",
-                                human(job.age)
+                                dsn::human(job.age)
                             )),
                             will_retry_until: None,
                         });
@@ -916,27 +917,17 @@ fn delayed(
         advice: Some(format!(
             "nothing yet: it has waited {} and the relay keeps trying for up to {} more; \
              you hear again only if it gives up",
-            human(job.age),
-            human(left)
+            dsn::human(job.age),
+            dsn::human(left)
         )),
         will_retry_until: Some(unix_now().saturating_add(left.as_secs())),
-    }
-}
-
-/// Does a sender who said `notify` want to hear of `what` (RFC 3461 §4.1)?
-/// Saying nothing means failures and delays, not successes.
-fn wants(notify: Notify, what: Notify) -> bool {
-    if notify == Notify::UNSPECIFIED {
-        what != Notify::SUCCESS
-    } else {
-        notify.contains(what)
     }
 }
 
 /// True, and logged, when `rcpt`'s sender asked to hear nothing of `what`
 /// (the outcome itself is logged apart).
 fn no_report_wanted(job: &Job, rcpt: &crate::smtp::Recipient, what: Notify) -> bool {
-    if wants(rcpt.notify, what) {
+    if dsn::wants(rcpt.notify, what) {
         return false;
     }
     tracing::info!(id = %job.id, to = %escaped(rcpt.addr.as_str()), notify = ?rcpt.notify, "no report: the sender asked not to be told (NOTIFY)");
@@ -972,19 +963,6 @@ enum Attempt {
     Defer(String),
     /// Permanent: report it.
     Fail(Reply),
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 86400 {
-        format!("{}d", s / 86400)
-    } else if s >= 3600 {
-        format!("{}h", s / 3600)
-    } else if s >= 60 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// Close idle connections that have waited long enough.

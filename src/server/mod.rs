@@ -21,10 +21,12 @@ pub mod connection;
 pub mod handler;
 pub mod intake;
 pub mod limits;
+pub mod reason;
 pub mod refusal;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod state;
 pub mod storm;
 
 use std::net::SocketAddr;
@@ -366,7 +368,11 @@ async fn handle(
             detail: Some(&detail),
             ..who
         };
-        let reply = refusal::refused(&live, &who, &Answer::TooManyConnections);
+        let reply = refusal::refused(
+            &|r| session::Services::refused(&live, r),
+            &who,
+            &Answer::TooManyConnections,
+        );
         refuse(&mut stream, &reply).await;
         return;
     };
@@ -376,7 +382,7 @@ async fn handle(
         Err(answer) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
             // in clear costs nothing and spares a handshake.
-            let reply = refusal::refused(&live, &who, &answer);
+            let reply = refusal::refused(&|r| session::Services::refused(&live, r), &who, &answer);
             refuse(&mut stream, &reply).await;
             return;
         }
@@ -385,7 +391,11 @@ async fn handle(
     let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
-            let reply = refusal::refused(&live, &who, &Answer::TooManyFromClient(why));
+            let reply = refusal::refused(
+                &|r| session::Services::refused(&live, r),
+                &who,
+                &Answer::TooManyFromClient(why),
+            );
             refuse(&mut stream, &reply).await;
             return;
         }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use super::limits::Refused as ClientLimit;
-use super::refusal::Reason;
+use super::reason::Reason;
 use crate::policy::Refusal;
 use crate::queue::{QueueError, QueueId};
 use crate::smtp::reply::EnhancedStatus;

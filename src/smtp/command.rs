@@ -1,7 +1,8 @@
 //! Client commands (RFC 5321 §4.1), parsed from one line without its CRLF.
 
 use super::address::{Address, AddressError, check_domain_name};
-use super::envelope::{Notify, Ret};
+pub use super::envelope::BodyType;
+use super::envelope::{Envelope, Notify, Ret, ReversePath};
 use super::xtext;
 
 /// Longest command line accepted, CRLF included. RFC 5321 §4.5.3.1.4 gives
@@ -54,16 +55,6 @@ pub enum Command {
     },
 }
 
-/// Body type declared with `BODY=` (RFC 6152).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BodyType {
-    /// `BODY=7BIT` or nothing said.
-    #[default]
-    SevenBit,
-    /// `BODY=8BITMIME`
-    EightBitMime,
-}
-
 /// ESMTP parameters on MAIL FROM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailParams {
@@ -81,6 +72,19 @@ pub struct MailParams {
 }
 
 impl MailParams {
+    /// An envelope from `from` with no recipients yet, with the MAIL
+    /// parameters that travel with the message.
+    pub fn envelope(&self, from: ReversePath) -> Envelope {
+        Envelope {
+            from,
+            rcpts: Vec::new(),
+            body: self.body,
+            smtputf8: self.smtputf8,
+            ret: self.ret,
+            envid: self.envid.clone(),
+        }
+    }
+
     /// Were any parameters given that only EHLO allows?
     pub fn any(&self) -> bool {
         self.size.is_some()

@@ -11,7 +11,8 @@
 #              to a UTF-8 sender)
 #   readers  : Python's email package parses what postern wrote (rewritten
 #              From, RFC 6533 reports)
-#   client   : swaks
+#   client   : swaks; Python's smtplib (bare root/cron qualified, a U+202E
+#              address refused, a 130-message burst from an allowed client)
 #
 # Usage: tests/interop/outbound.sh [--keep]
 # Environment: POSTERN_BIN (else cargo build --release), OUTBOUND_PORT_BASE (default 11025).
@@ -361,7 +362,44 @@ chk_client_cert() {
   echo "client certificate CN=relay.test presented over STARTTLS; without it: deferred, nothing delivered"
 }
 
+chk_bare_addresses() {
+  # cron's root and a script's bare sender reach smtp-sink qualified with
+  # our domain (they used to go out as RCPT TO:<root>).
+  local tok=bare-$RANDOM$RANDOM f
+  "$PY" - "$PORT_failover" "$tok" <<'PYEOF' || { echo "smtplib could not send"; return 1; }
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as s:
+    s.sendmail("cron", ["root"], "Subject: %s\r\n\r\ndisk full\r\n" % sys.argv[2])
+PYEOF
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$tok')\" ]" || { log_of failover | tail; echo "nothing at smtp-sink"; return 1; }
+  f=$(sink_has "$tok")
+  grep -q '^X-Rcpt-Args: <root@relay.test>' "$f" || { head -8 "$f"; echo "recipient not qualified"; return 1; }
+  echo "smtplib MAIL FROM:<cron> RCPT TO:<root> -> smtp-sink saw $(grep -m1 '^X-Rcpt-Args' "$f")"
+}
+
+chk_hidden_and_burst() {
+  # A bidi override in an address is refused (smtplib with SMTPUTF8); a
+  # burst from an allowed client (past the per-client rates) all gets 250.
+  "$PY" - "$PORT_failover" <<'PYEOF'
+import smtplib, sys
+port = int(sys.argv[1])
+with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+    try:
+        s.sendmail("admin\u202emoc.knab@lan.test", ["ops@example.test"],
+                   "Subject: x\r\n\r\ny\r\n".encode(), mail_options=["SMTPUTF8"])
+        sys.exit("an address with U+202E was accepted")
+    except smtplib.SMTPSenderRefused as e:
+        code = e.smtp_code
+for i in range(130):
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+        s.sendmail("ups@lan.test", ["ops@example.test"], "Subject: burst %d\r\n\r\nx\r\n" % i)
+print("U+202E sender refused with %d; 130 one-connection messages in a row all taken" % code)
+PYEOF
+}
+
 check "client certificate vs aiosmtpd requiring one" chk_client_cert
+check "bare sender and recipient qualified -> smtp-sink" chk_bare_addresses
+check "smtplib: hidden characters refused, a burst all taken" chk_hidden_and_burst
 check "MX via dnsmasq -> smtp-sink" chk_mx
 check "failover + From rewriting -> smtp-sink" chk_failover_rewrite
 check "rewrite_from: comma display name, second From -> smtp-sink" chk_rewrite_refusals
