@@ -731,3 +731,29 @@ fn a_disposition_set_at_the_end_of_data_is_stored_and_survives_a_restart() {
     let j = due(&q);
     assert_eq!(read_body(&q, &j[0]), bodies[&held].0);
 }
+
+/// Held mail does not expire while it is held (as in Postfix, whose
+/// postsuper(1) says held mail "will not expire ... It becomes subject to
+/// expiration after it is released"): nothing takes it, so nothing fails
+/// it. Its age keeps counting, so once released a message past max_age
+/// fails at its first deferral like any other.
+#[test]
+fn a_held_message_does_not_expire_while_held_and_can_once_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(1_800_000_000);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&clock)).unwrap();
+    let id = put(&q, &["a@x.example"], b"held past max_age");
+    q.hold(id).unwrap();
+    clock.advance(6 * 86_400);
+    let later = Instant::now() + Duration::from_secs(7 * 86_400);
+    assert!(
+        q.take_due(later, usize::MAX).0.is_empty(),
+        "held: never taken"
+    );
+    assert_eq!(q.list().len(), 1, "and never failed");
+    q.release(id).unwrap();
+    let jobs = q.take_due(later, usize::MAX).0;
+    assert_eq!(jobs.len(), 1);
+    assert!(q.expired(&jobs[0]), "released, its age is past max_age");
+    q.close();
+}
