@@ -19,8 +19,14 @@ Both relays sync before they answer 250 (postern always; Postfix by design).
 
 Usage (as root; needs postfix, smtp-source/smtp-sink, linux-perf, e2fsprogs):
   python3 bench/compare.py [--short] [--bin target/release/postern] [--markdown FILE]
+                           [--filters N]
 
 --short runs small counts (for CI: figures printed, not asserted).
+--filters N gives every postern instance N [[filter]] rules (see
+filter_rules: every stage, globs and regular expressions, one rule that
+matches and edits the header section), and adds a row: 4 KiB at 10
+senders through a postern with the rules against one without, measured
+alternately in the same run (the machine may be shared).
 """
 import argparse
 import os
@@ -36,6 +42,8 @@ import threading
 import time
 
 SINK = "/usr/sbin/smtp-sink"
+# Alternate runs with and without [[filter]] rules (--filters).
+RULES_ROUNDS = 5
 SOURCE = "/usr/sbin/smtp-source"
 
 
@@ -166,10 +174,30 @@ class RssSampler(threading.Thread):
         return self.peak
 
 
+def filter_rules(n):
+    """`n` [[filter]] rules as a site might write them: sender, recipient,
+    Subject (regular expressions), header and attachment rules, so every
+    stage evaluates some; none matches smtp-source's mail but the last,
+    which adds a field and removes one (the header section is then kept
+    back and rewritten for every message)."""
+    kinds = [
+        lambda i: f'name = "sender-{i}"\nsender = ["*@device-{i}.lan", "alerts-{i}@*"]\nhold = true\n',
+        lambda i: f'name = "rcpt-{i}"\nrecipient = ["nobody-{i}@*"]\nredirect = ["ops@example.com"]\n',
+        lambda i: f'name = "subject-{i}"\nsubject = ["/^alert {i}: .* (failed|degraded)$/i"]\ndiscard = true\n',
+        lambda i: f'name = "header-{i}"\nheader = ["X-Mailer: Device-{i}*"]\nadd_header = ["X-Device: {i}"]\n',
+        lambda i: f'name = "attach-{i}"\nattachment_ext = ["x{i}", "y{i}"]\nreject = "550 5.7.1 no .x{i}"\n',
+    ]
+    rules = [kinds[i % len(kinds)](i) for i in range(max(n - 1, 0))]
+    if n > 0:
+        rules.append('name = "tag-all"\nsender = ["*"]\nadd_header = ["X-Relayed-By: bench"]\n'
+                     'remove_header = ["X-Internal-Ip"]\n')
+    return "".join(f"\n[[filter]]\n{r}" for r in rules)
+
+
 class Postern:
     name = "postern"
 
-    def __init__(self, binary, work, qdir, sink_port, tag="postern"):
+    def __init__(self, binary, work, qdir, sink_port, tag="postern", filters=0):
         self.port = free_port()
         self.dir = os.path.join(work, tag)
         os.makedirs(self.dir)
@@ -198,7 +226,7 @@ host = "127.0.0.1"
 port = {sink_port}
 tls = "none"
 max_connections = 10
-""")
+""" + filter_rules(filters))
         self.log = open(os.path.join(self.dir, "postern.log"), "w")
         self.proc = subprocess.Popen([binary, "serve", "--config", self.cfg], cwd=self.dir,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
@@ -483,6 +511,8 @@ def main():
     ap.add_argument("--only", choices=("postern", "Postfix"),
                     help="measure one relay only (for profiling); no table")
     ap.add_argument("--big", type=int, help="1 MiB messages to send (default 200, short 20)")
+    ap.add_argument("--filters", type=int, default=0, metavar="N",
+                    help="give postern N [[filter]] rules, and add the row comparing it with none")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (loop devices, Postfix)")
@@ -491,6 +521,7 @@ def main():
     n_big = a.big or (20 if a.short else 200)
     n_lat = 100 if a.short else 1000
     n_io = 100 if a.short else 1000
+    n_rules = 2000 if a.short else 5000
     work = tempfile.mkdtemp(prefix="postern-bench-")
     os.chmod(work, 0o755)
     loops = []
@@ -516,7 +547,7 @@ def main():
             qdir = os.path.join(loop.mnt, "queue")
             os.makedirs(qdir)
             if kind == "postern":
-                r = Postern(binary, work, qdir, sink_port)
+                r = Postern(binary, work, qdir, sink_port, filters=a.filters)
             else:
                 r = Postfix(work, qdir, sink_port)
             relays.append(r)
@@ -559,6 +590,29 @@ def main():
             }
             r.stop()
             relays.remove(r)
+        rules_row = None
+        if a.filters and a.only in (None, "postern"):
+            # The rules' cost: the same load through postern with and
+            # without them, alternately, each on a filesystem of its own.
+            both = {}
+            for n in (0, a.filters):
+                lp = Loop(work, f"fs-rules-{n}")
+                loops.append(lp)
+                qd = os.path.join(lp.mnt, "queue")
+                os.makedirs(qd)
+                both[n] = Postern(binary, work, qd, sink_port, tag=f"postern-rules-{n}", filters=n)
+                relays.append(both[n])
+            # Longer and more often than the table's runs: the difference
+            # sought is small, and a run of a fraction of a second on a
+            # shared machine says more about the neighbours.
+            got = {0: [], a.filters: []}
+            for _ in range(RULES_ROUNDS):
+                for n in (0, a.filters):
+                    got[n].append(throughput(both[n].port, sink, 10, n_rules, 4096))
+            for r in both.values():
+                r.stop()
+                relays.remove(r)
+            rules_row = (statistics.median(got[0]), statistics.median(got[a.filters]), got)
         sink.stop()
         if a.only:
             print({str(k): v for k, v in results[a.only].items()}, "ceiling", ceil, "tmpfs", nosync)
@@ -608,6 +662,14 @@ def main():
                  "in the same three loads; what separates that from the ceiling is postern's own work "
                  "(receiving, queueing and forwarding each message on the same CPUs as the load "
                  "generator and the sink), what separates it from the table is waiting for the device.")
+    if rules_row:
+        without, with_, got = rules_row
+        runs = lambda v: ", ".join(f"{x:.0f}" for x in v)  # noqa: E731
+        lines.append("")
+        lines.append(f"{a.filters} [[filter]] rules (bench/compare.py filter_rules; the table's postern "
+                     f"has them too): 4 KiB at 10 senders, {with_:.0f} msg/s with them, {without:.0f} "
+                     f"without, {100 * with_ / without:.0f} % (medians of {RULES_ROUNDS} alternate runs of {n_rules} messages: "
+                     f"{runs(got[a.filters])} against {runs(got[0])}).")
     counts = f"counts: {n_small} x 4 KiB, {n_big} x 1 MiB, {n_lat} latency samples, {n_io} for I/O"
     lines.append("")
     lines.append(f"Machine: {os.cpu_count()} CPUs, {platform_line()}; {counts}.")

@@ -3,7 +3,7 @@
 sessions each send one message of SIZE bytes (defaults: 50 x 1 MiB).
 
 Usage: python3 bench/memory.py [--bin target/release/postern] [--sessions 50] [--size 1048576]
-                               [--tls-upstream] [--idle-touch SECONDS]
+                               [--tls-upstream] [--idle-touch SECONDS] [--status-listener]
 
 Runs the real binary on loopback with a maildir outbox (--tls-upstream: a
 STARTTLS smarthost route, so the trust store is loaded), drives it with
@@ -12,6 +12,9 @@ Python's smtplib (a client nobody here wrote), and reads VmRSS / VmHWM from
 grouped by mapping (postern's code and data, libc, libm, ld.so, libgcc_s,
 heap, stacks, other anonymous memory: where the idle RSS goes) and the
 thread count. Prints one line per figure; nothing is asserted.
+--status-listener turns on [status] listen and, after the idle figures,
+fetches the status page and /metrics 20 times each and reports the RSS
+again (what the status listener costs: compare with a run without it).
 
 Under qemu-user (ARM builds) /proc/PID of the emulator measures qemu, not
 the board: ARM figures must be taken on the board itself.
@@ -172,12 +175,16 @@ def main():
     ap.add_argument("--tls-upstream", action="store_true",
                     help="a STARTTLS smarthost route (loads the system trust store, as a "
                          "real board config does) that is down: messages are queued, not delivered")
+    ap.add_argument("--status-listener", action="store_true",
+                    help="serve /metrics and the status page ([status] listen) and fetch them")
     ap.add_argument("--idle-touch", type=float, default=0, metavar="SECONDS",
                     help="also report what the idle daemon touches in SECONDS (clear_refs)")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
     work = tempfile.mkdtemp(prefix="postern-mem-")
     port = free_port()
+    web_port = free_port()
+    status = f'[status]\nlisten = "127.0.0.1:{web_port}"\n' if a.status_listener else ""
     if a.tls_upstream:
         # Nothing listens there: every delivery attempt is refused and
         # retried later, so the figures are receiving and queueing only.
@@ -200,7 +207,7 @@ allow_clients = ["127.0.0.1/32"]
 [queue]
 dir = "queue"
 max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
-[upstream]
+{status}[upstream]
 {upstream}
 """)
     log = open(os.path.join(work, "postern.log"), "w")
@@ -226,6 +233,15 @@ max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
         idle_threads = thread_count(proc.pid)
         idle_groups = smaps_breakdown(proc.pid, binary)
         touched = referenced_after(proc.pid, binary, a.idle_touch) if a.idle_touch else None
+        served = None
+        if a.status_listener:
+            import urllib.request
+            for _ in range(20):
+                for path in ("/", "/metrics"):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}{path}", timeout=10) as r:
+                        r.read()
+            time.sleep(0.5)
+            served = status_kib(proc.pid, "VmRSS")
         line = b"x" * 76 + b"\r\n"
         body = b"Subject: memory bench\r\n\r\n" + line * (a.size // len(line))
         # A session that fails before the barrier breaks it instead of
@@ -261,6 +277,8 @@ max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
         print(f"postern memory: sessions={a.sessions} size={a.size} errors={len(errors)} took={took:.2f}s"
               f" upstream={'starttls smarthost (down; queued only)' if a.tls_upstream else 'maildir'}")
         print(f"idle_rss_kib={idle}")
+        if served is not None:
+            print(f"status_listener: idle_rss_kib={idle} after_40_requests_rss_kib={served}")
         r = idle_roll
         print(f"idle_smaps_rollup_kib: rss={r.get('Rss')} pss={r.get('Pss')} "
               f"shared_clean={r.get('Shared_Clean')} private_clean={r.get('Private_Clean')} "

@@ -12,7 +12,8 @@
 //! then text to print (for `STATUS`, a [`Snapshot`](crate::status::Snapshot)
 //! in JSON), then closes.
 //!
-//! Uses `queue`, `observe` and `status`.
+//! Uses `queue`, `observe`, `status` and `smtp` (the escaping of what it
+//! prints: addresses, subjects and upstream replies are not ours).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -26,6 +27,7 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 use crate::config::DomainPattern;
 use crate::observe::{Observer, RouteStats};
 use crate::queue::{Queue, QueueId, Summary};
+use crate::smtp::escaped;
 
 /// Longest request line accepted (a command, an id or a filter).
 const MAX_REQUEST: usize = 1024;
@@ -469,11 +471,15 @@ pub fn format_list(v: &[Summary]) -> String {
             s.size,
             s.attempts,
             next_attempt(s),
-            sender(s),
-            s.pending.join(", ")
+            escaped(sender(s)),
+            s.pending
+                .iter()
+                .map(|r| escaped(r).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         if let Some(e) = &s.last_error {
-            out.push_str(&format!("{:16} last error: {e}\n", ""));
+            out.push_str(&format!("{:16} last error: {}\n", "", escaped(e)));
         }
     }
     let bytes: u64 = v.iter().map(|s| s.size).sum();
@@ -485,18 +491,19 @@ fn format_show(s: &Summary, subject: Option<String>) -> String {
     let mut out = format!(
         "id:           {}\nsender:       {}\nsubject:      {}\nsize:         {} octets\narrival:      {} ({} ago)\nattempts:     {}\nnext attempt: {}\nlast error:   {}\n",
         s.id,
-        sender(s),
-        subject.as_deref().unwrap_or("-"),
+        escaped(sender(s)),
+        escaped(subject.as_deref().unwrap_or("-")),
         s.size,
         crate::smtp::format_rfc3339(s.arrival),
         human(s.age),
         s.attempts,
         next_attempt(s),
-        s.last_error.as_deref().unwrap_or("-"),
+        escaped(s.last_error.as_deref().unwrap_or("-")),
     );
     for (r, done) in &s.rcpts {
         out.push_str(&format!(
-            "recipient:    {r} ({})\n",
+            "recipient:    {} ({})\n",
+            escaped(r),
             if *done { "finished" } else { "pending" }
         ));
     }

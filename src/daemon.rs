@@ -20,6 +20,7 @@ use crate::notify::Notifier;
 use crate::observe::{Observer, Thresholds};
 use crate::policy::Outbound;
 use crate::queue::{Limits, Queue};
+use crate::server::storm::Storms;
 use crate::server::{self, Current, Shared};
 
 /// `STATUS=` (the line `systemctl status` shows) is sent at most this
@@ -66,6 +67,7 @@ pub enum DaemonError {
 pub fn serve(config_path: &Path) -> Result<(), DaemonError> {
     let cfg = config::load(config_path)?;
     crate::logging::init(&cfg.log_level);
+    log_warnings(&cfg);
     run_with(cfg, Some(config_path))
 }
 
@@ -96,6 +98,14 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         set_aside = recovered.set_aside,
         "queue opened"
     );
+    // Storm suppression's counts, read back and squared with the queue
+    // before anything is accepted or delivered.
+    let storms = Arc::new(Storms::open(
+        cfg.storm.as_ref(),
+        queue.clone(),
+        &cfg.hostname,
+        Arc::new(crate::queue::SystemClock),
+    ));
     // Outbound: every route built in one place. What the listener needs of
     // it (aliases, the upstream size limit that routes learn) is policy's
     // Outbound, shared by both. A reload builds both again and swaps them.
@@ -136,6 +146,9 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
         let mut shared = Shared::new(cfg, queue.clone())?;
         shared.outbound = Some(outbound);
         shared.observer = observer.clone();
+        shared.storm = Some(storms.clone());
+        let (storm_stop, storm_stopping) = smol::channel::bounded::<()>(1);
+        let storm_task = smol::spawn(storms.clone().run(storm_stopping));
         let slots = shared.slots.clone();
         let max_connections = shared.config.server.max_connections;
         let current = Arc::new(Current::new(shared));
@@ -255,6 +268,11 @@ fn run_with(cfg: Config, config_path: Option<&Path>) -> Result<(), DaemonError> 
             t.cancel().await;
         }
         delivery.cancel().await;
+        // The round in progress finishes (a digest and the removal of the
+        // copies it sums up go together); then the counts are saved.
+        drop(storm_stop);
+        storm_task.await;
+        storms.save_blocking();
         control.cancel().await;
         if let Some(w) = web {
             w.cancel().await;
@@ -378,6 +396,7 @@ async fn try_reload(
     listeners: &mut Listeners,
 ) -> Result<(), ReloadError> {
     let cfg = config::load(path)?;
+    log_warnings(&cfg);
     let outbound = Outbound::from_config(&cfg);
     let new_routes = Routes::from_config(&cfg, Resolver::from_system(), &outbound)?;
     let old = current.get();
@@ -407,17 +426,28 @@ async fn try_reload(
     // One connection cap across reloads: open sessions hold its permits.
     shared.slots = old.slots.clone();
     shared.outbound = Some(outbound);
+    shared.storm = old.storm.clone();
+    if let Some(s) = &shared.storm {
+        s.reconfigure(shared.config.storm.as_ref(), &shared.config.hostname);
+    }
     let mut keep: Vec<SocketAddr> = shared.config.server.listen.clone();
     keep.extend(shared.config.server.listen_tls.iter().copied());
     current.replace(shared);
     routes.replace(new_routes);
-    listeners.retain(|addr, _| {
-        let kept = keep.contains(addr);
-        if !kept {
+    // Cancelled and awaited, not just dropped: a dropped task's socket
+    // closes whenever the executor gets to it, and "config reloaded" must
+    // mean the old address no longer accepts.
+    let gone: Vec<SocketAddr> = listeners
+        .keys()
+        .filter(|a| !keep.contains(a))
+        .copied()
+        .collect();
+    for addr in gone {
+        if let Some(task) = listeners.remove(&addr) {
+            task.cancel().await;
             tracing::info!(listen = %addr, "reload: listener closed");
         }
-        kept
-    });
+    }
     for (addr, l, implicit_tls) in added {
         let task = if implicit_tls {
             smol::spawn(server::serve_tls(l, current.clone()))
@@ -453,6 +483,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("hostname (for delivery; the listener uses the new one)");
     }
     out
+}
+
+/// What `postern check` prints as warnings, in the log.
+fn log_warnings(cfg: &Config) {
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
 }
 
 /// Tell the observer what the config in force judges by and which routes

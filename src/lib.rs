@@ -14,6 +14,8 @@
 //!   bytes in, values out, no sockets.
 //! - [`policy`]: who may relay, from and to whom; aliases and the upstream
 //!   size limit the listener advertises.
+//! - [`filter`]: the `[[filter]]` rule engine (what matches, when it can
+//!   decide, what it does) and storm suppression's table and digest.
 //! - [`server`]: listeners and the inbound session state machine.
 //! - [`queue`]: the durable store, recovery and the in-memory schedule; the
 //!   only code that touches the spool directory.
@@ -22,6 +24,9 @@
 //! - [`tls`]: rustls configurations.
 //! - [`deadline`]: the one `timeout` helper.
 //! - [`daemon`]: wires the parts together for `postern serve`; reload and stop.
+//! - [`preflight`]: what `postern check` tries on the machine: writable
+//!   directories and readable files as the service user, the systemd unit's
+//!   sandbox, listen addresses.
 //! - [`sendmail`]: the sendmail command line; hands mail to the daemon over SMTP.
 //! - [`maildrop`]: the drop directory where `sendmail` keeps a message the
 //!   daemon cannot take yet, and the daemon picks it up.
@@ -41,11 +46,13 @@ pub mod daemon;
 pub mod deadline;
 pub mod delivery;
 pub mod dns;
+pub mod filter;
 pub mod logging;
 pub mod maildrop;
 pub mod notify;
 pub mod observe;
 pub mod policy;
+pub mod preflight;
 pub mod queue;
 pub mod sendmail;
 pub mod server;

@@ -600,7 +600,7 @@ pub fn pickup(dir: &Path, addr: SocketAddr, helo: &str, max_size: u64) -> io::Re
                 tracing::info!(
                     file = %path.display(),
                     uid = d.uid,
-                    from = %d.envelope.sender,
+                    from = %crate::smtp::escaped(d.envelope.sender.as_str()),
                     rcpts = d.envelope.rcpts.len(),
                     size = d.size,
                     id = queue_id_of(&reply).unwrap_or("?"),

@@ -20,6 +20,7 @@ Commands:
            healthy, 1 warning, 2 critical or not running (--json, --prometheus)
   queue    List or manage the running daemon's queue (list, show, flush,
            delete, hold, release)
+  filter   Try the [[filter]] rules on a message: filter test --from A --to B FILE
   sendmail Hand a message on stdin to the running daemon, with sendmail's
            flags (-t -f -F -i -oi -C); also run as 'sendmail' via a symlink
 
@@ -44,15 +45,25 @@ const CHECK_HELP: &str = "\
 Validate a config file. Exits 0 when it is valid; otherwise prints every
 problem as FILE:LINE:COL: message and exits 1.
 
-Usage: postern check [--config FILE] [--print] [--connect [--domain DOMAIN]]
+Usage: postern check [--config FILE] [--user NAME] [--print] [--connect [--domain DOMAIN]]
+
+A valid file is then tried on this machine: the directories postern writes
+(queue, drop directory, outboxes) can be written or created and the files it
+reads can be read, by the service's user; they lie where the installed
+systemd unit lets it write; every listen address can be bound. What could
+not be tried is said (note:, warning:); an error: exits 1.
 
 Options:
   -c, --config FILE   Config file [default: /etc/postern/postern.toml]
+      --user NAME     Test file access as this user (needs root) [default: as
+                      root, the owner of the queue directory; else yourself]
   -p, --print         Also print the effective config (every default filled in)
       --connect       For every route: resolve, connect, TLS (certificate
                       details), AUTH, QUIT; print the conversation with secrets
                       masked and OK or what failed (DNS, connect, certificate,
-                      auth). No mail is sent. Exits 1 if a route fails.
+                      auth), each step as it happens; a step that gets no
+                      answer is given up after a short timeout and named.
+                      No mail is sent. Exits 1 if a route fails.
       --domain DOMAIN For MX routes that take every domain: the domain to check
   -h, --help          Print help
 ";
@@ -144,6 +155,131 @@ Options:
   -h, --help          Print help
 ";
 
+const FILTER_HELP: &str = "\
+Run a message through the [[filter]] rules as the listener would (connect,
+MAIL, RCPT, end of headers, end of data) and print each rule's verdict and
+what would happen to the message. Nothing is sent or queued.
+
+Usage: postern filter test [--config FILE] --from ADDR --to ADDR [--to ADDR...]
+                           [--client IP] [--user NAME] MESSAGE.eml
+
+Options:
+  -c, --config FILE   Config file [default: /etc/postern/postern.toml]
+      --from ADDR     Envelope sender (\"<>\" for the null sender)
+      --to ADDR       Recipient (repeat for more)
+      --client IP     The client's address [default: 127.0.0.1]
+      --user NAME     As if the client had logged in as NAME
+  -h, --help          Print help
+
+Exit status: 0 when the message would be taken, 1 refused, 2 usage.
+";
+
+/// `postern filter test …`.
+fn filter_command(mut parser: lexopt::Parser) -> ExitCode {
+    use lexopt::prelude::*;
+    let mut config = PathBuf::from(config::DEFAULT_PATH);
+    let (mut from, mut to, mut client, mut user) = (None, Vec::new(), None, None);
+    let mut words: Vec<String> = Vec::new();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(a)) => a,
+            Ok(None) => break,
+            Err(e) => return usage_error(e, "filter "),
+        };
+        let value = |p: &mut lexopt::Parser| p.value().map(|v| v.to_string_lossy().into_owned());
+        let got = match arg {
+            Short('h') | Long("help") => {
+                print!("{FILTER_HELP}");
+                return ExitCode::SUCCESS;
+            }
+            Short('c') | Long("config") => value(&mut parser).map(|v| config = PathBuf::from(v)),
+            Long("from") => value(&mut parser).map(|v| from = Some(v)),
+            Long("to") => value(&mut parser).map(|v| to.push(v)),
+            Long("client") => value(&mut parser).map(|v| client = Some(v)),
+            Long("user") => value(&mut parser).map(|v| user = Some(v)),
+            Value(v) => {
+                words.push(v.to_string_lossy().into_owned());
+                Ok(())
+            }
+            other => return usage_error(other.unexpected(), "filter "),
+        };
+        if let Err(e) = got {
+            return usage_error(e, "filter ");
+        }
+    }
+    let [action, file] = words.as_slice() else {
+        return usage_error("expected: filter test [OPTIONS] MESSAGE.eml", "filter ");
+    };
+    if action != "test" {
+        return usage_error(format!("unknown filter action '{action}'"), "filter ");
+    }
+    let Some(from) = from else {
+        return usage_error("filter test needs --from ADDR", "filter ");
+    };
+    if to.is_empty() {
+        return usage_error("filter test needs --to ADDR", "filter ");
+    }
+    let parse_addr = |s: &str| postern::smtp::Address::parse(s).map_err(|e| format!("{s}: {e}"));
+    let from = if from == "<>" || from.is_empty() {
+        None
+    } else {
+        match parse_addr(&from) {
+            Ok(a) => Some(a),
+            Err(e) => return usage_error(format!("--from {e}"), "filter "),
+        }
+    };
+    let mut rcpts = Vec::new();
+    for t in &to {
+        match parse_addr(t) {
+            Ok(a) => rcpts.push(a),
+            Err(e) => return usage_error(format!("--to {e}"), "filter "),
+        }
+    }
+    let client = match client
+        .as_deref()
+        .unwrap_or("127.0.0.1")
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) => ip.to_canonical(),
+        Err(e) => return usage_error(format!("--client: {e}"), "filter "),
+    };
+    let cfg = match config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let message = match std::fs::read(file) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("postern: {file}: cannot read the message: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rules = postern::filter::Rules::new(&cfg.filters);
+    let report = postern::filter::explain(
+        &rules,
+        &postern::filter::Trial {
+            client,
+            user: user.as_deref(),
+            from,
+            to: rcpts,
+            message: &message,
+        },
+    );
+    print!("{report}");
+    if report
+        .lines()
+        .last()
+        .is_some_and(|l| l.starts_with("outcome: refused"))
+    {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// A command-line mistake: say it, and where to look.
 fn usage_error(msg: impl std::fmt::Display, help_for: &str) -> ExitCode {
     eprintln!("postern: {msg}\nTry 'postern {help_for}--help' for more information.");
@@ -212,11 +348,16 @@ fn main() -> ExitCode {
         }
         Err(e) => return usage_error(e, ""),
     };
+    if sub == "filter" {
+        return filter_command(parser);
+    }
     let mut config = PathBuf::from(config::DEFAULT_PATH);
     let mut print = false;
     // check --connect, send-test.
     let mut connect = false;
     let mut domain: Option<String> = None;
+    // check --user NAME.
+    let mut user: Option<String> = None;
     let mut to: Option<String> = None;
     let mut from: Option<String> = None;
     let mut wait = std::time::Duration::from_secs(120);
@@ -249,8 +390,9 @@ fn main() -> ExitCode {
             Ok(Some(Long("connect"))) if sub == "check" => connect = true,
             Ok(Some(Long("json"))) if sub == "status" => format = StatusFormat::Json,
             Ok(Some(Long("prometheus"))) if sub == "status" => format = StatusFormat::Prometheus,
-            Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait"))))
-                if (sub == "check" && k == "domain") || (sub == "send-test" && k != "domain") =>
+            Ok(Some(Long(k @ ("domain" | "to" | "from" | "wait" | "user"))))
+                if (sub == "check" && matches!(k, "domain" | "user"))
+                    || (sub == "send-test" && matches!(k, "to" | "from" | "wait")) =>
             {
                 let k = k.to_string();
                 let v = match parser.value() {
@@ -259,6 +401,7 @@ fn main() -> ExitCode {
                 };
                 match k.as_str() {
                     "domain" => domain = Some(v),
+                    "user" => user = Some(v),
                     "to" => to = Some(v),
                     "from" => from = Some(v),
                     _ => match config::Dur::parse(&v) {
@@ -341,7 +484,10 @@ fn main() -> ExitCode {
             }
         }
         _ => match config::load(&config) {
-            Ok(cfg) if connect => {
+            Ok(mut cfg) if connect => {
+                print_warnings(&cfg);
+                let machine_ok = machine_checks(&config, &cfg, user);
+                postern::delivery::probe::for_check(&mut cfg);
                 let routes = match postern::delivery::Routes::from_config(
                     &cfg,
                     postern::dns::Resolver::from_system(),
@@ -353,29 +499,69 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let results = smol::block_on(postern::delivery::probe::check_routes(
+                // stdout is line-buffered: each line shows as it happens.
+                let out: postern::delivery::client::Transcript =
+                    std::sync::Arc::new(|l| println!("{l}"));
+                let routes_ok = smol::block_on(postern::delivery::probe::check_routes(
                     &routes,
                     domain.as_deref(),
+                    out,
                 ));
-                if postern::delivery::probe::print(&results) {
+                if routes_ok && machine_ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
                 }
             }
             Ok(cfg) => {
+                print_warnings(&cfg);
+                let machine_ok = machine_checks(&config, &cfg, user);
                 if print {
                     print!("{}", cfg.to_toml());
-                } else {
+                } else if machine_ok {
                     println!("{}: ok", config.display());
                 }
-                ExitCode::SUCCESS
+                if machine_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `check` on this machine (see [`postern::preflight`]): every finding on
+/// stderr as `FILE: error|warning|note: text`; false when one is an error.
+fn machine_checks(path: &std::path::Path, cfg: &config::Config, user: Option<String>) -> bool {
+    use postern::preflight::{Options, Severity, run};
+    let findings = run(cfg, &Options { user, unit: None });
+    for f in &findings {
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        };
+        eprintln!("{}: {level}: {}", path.display(), f.text);
+    }
+    !findings.iter().any(|f| f.severity == Severity::Error)
+}
+
+/// What the config allows but deserves a second look, as
+/// `FILE:LINE:COL: warning: message` on stderr (errors use the same form).
+fn print_warnings(cfg: &config::Config) {
+    for w in &cfg.warnings {
+        eprintln!(
+            "{}:{}:{}: warning: {}",
+            w.file.display(),
+            w.line,
+            w.col,
+            w.message
+        );
     }
 }
 

@@ -181,6 +181,7 @@ mod tests {
             allow_recipients: Vec::new(),
             deny_recipients: Vec::new(),
             relay_authenticated: false,
+            allow_public_clients: false,
         }
     }
 

@@ -57,18 +57,23 @@ fuzz_target!(|data: &[u8]| {
             outbound: None,
             limits: None,
             observer: None,
+            storm: None,
         };
+        // No [[filter]] rules: the session's own rules are the target.
+        let rules = postern::filter::Rules::default();
         let gates = Gates {
             hostname: "relay.test",
             server: &w.cfg.server,
             policy: &w.policy,
             services: &live,
             client: "127.0.0.1".parse().expect("ip"),
+            filters: &rules,
         };
         let backing = Backing {
             queue: &w.queue,
             tls: None,
             users: &w.users,
+            storm: None,
         };
         let peer = "127.0.0.1:1".parse().expect("addr");
         let mut conn = Handler::new(

@@ -175,7 +175,7 @@ pub(crate) fn boolean(v: &DeValue) -> Result<bool, String> {
 
 /// A file or directory path, not empty.
 pub(crate) fn path(v: &DeValue) -> Result<PathBuf, String> {
-    let s = text(v, "\"/var/spool/postern\"")?;
+    let s = text(v, "\"/var/lib/postern/queue\"")?;
     if s.trim().is_empty() {
         return Err("the path is empty".to_string());
     }
@@ -240,6 +240,15 @@ pub(crate) fn allowed_net(v: &DeValue) -> Result<IpNet, String> {
 /// A client network.
 pub(crate) fn net(v: &DeValue) -> Result<IpNet, String> {
     word::<Network>(v, "\"192.168.1.0/24\"").map(|n| n.0)
+}
+
+/// A mail domain of our own (ASCII), lowercased.
+pub(crate) fn mail_domain(v: &DeValue) -> Result<String, String> {
+    let s = text(v, "\"lan.example.com\"")?;
+    match super::values::domain_problem(s, true) {
+        Some(p) => Err(format!("\"{s}\" is not a domain: {p}")),
+        None => Ok(s.to_ascii_lowercase()),
+    }
 }
 
 /// A sender pattern (`<>` allowed).

@@ -15,13 +15,16 @@
 //!   (required, default, optional), the section reader and the printer.
 //! - `values.rs`: value types and their text grammar (`FromStr`): [`Size`],
 //!   [`Dur`], [`AddressPattern`], [`DomainPattern`], networks, listen
-//!   addresses, hosts, mailboxes, the enumerations.
+//!   addresses, hosts, mailboxes.
+//! - `words.rs`: the word-valued keys (log level, TLS mode, address family,
+//!   AUTH method, OAuth flow and provider, bare-newline mode).
 //! - `convert.rs`: TOML value → typed value, with per-key bounds.
 //! - One file per table, holding its keys, defaults, checks and printer:
 //!   `server.rs`, `policy.rs`, `queue.rs`, `upstream.rs` (`[upstream]` and
 //!   what a `[[route]]` sends to), `oauth.rs` (its XOAUTH2 keys),
 //!   `route.rs` (`[[route]]` and the top-level outbound keys),
-//!   `aliases.rs`, `users.rs`, `status.rs`.
+//!   `aliases.rs`, `users.rs`, `status.rs`, `filter.rs` (`[[filter]]`
+//!   rules, their pattern grammar, and `[storm]`).
 //! - `tests/`: the reader's tests, by theme (values, errors, printing).
 //!
 //! This module may use `smtp` (address grammar, the bare-newline mode) and
@@ -61,6 +64,7 @@ use toml::de::{DeTable, DeValue};
 
 mod aliases;
 mod convert;
+mod filter;
 mod oauth;
 mod policy;
 mod queue;
@@ -71,17 +75,22 @@ mod status;
 mod upstream;
 mod users;
 mod values;
+mod words;
 
 #[cfg(test)]
 mod tests;
 
+pub use filter::{
+    Extension, FilterConfig, GlobPart, HeaderLine, HeaderMatch, Pattern, RejectReply, StormConfig,
+    StormKey,
+};
 pub use oauth::OAuthConfig;
 pub use policy::PolicyConfig;
 pub use queue::QueueConfig;
 pub use route::{OutboundConfig, RouteConfig};
 pub use server::ServerConfig;
 pub use status::StatusConfig;
-pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream};
+pub use upstream::{HostSpec, MaildirConfig, SmarthostConfig, Upstream, is_trusted_hop};
 pub use users::{HashFormatError, UserConfig, check_hash_format};
 pub use values::{
     AddressPattern, AuthMethod, DomainPattern, Dur, IpFamily, OAuthFlow, Size, TlsMode,
@@ -114,8 +123,15 @@ table! {
         outbound: OutboundConfig,
         /// `[[user]]`: accounts devices may AUTH as on the listener.
         users: Vec<UserConfig>,
+        /// `[[filter]]`: rules, in file order.
+        filters: Vec<FilterConfig>,
+        /// `[storm]`: alert-storm suppression, when the table is there.
+        storm: Option<StormConfig>,
         /// `[status]`: `postern status` thresholds and the status listener.
         status: StatusConfig,
+        /// What is allowed but deserves a second look (`check` prints
+        /// these, `serve` logs them); sorted by position.
+        warnings: Vec<ConfigError>,
     }
 }
 
@@ -212,6 +228,7 @@ pub fn parse_with(
         src: text,
         opts,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -236,6 +253,15 @@ pub fn parse_with(
 }
 
 impl Config {
+    /// The domain bare local parts are qualified with: `qualify_domain`,
+    /// or our hostname.
+    pub fn qualify_domain(&self) -> &str {
+        self.outbound
+            .qualify_domain
+            .as_deref()
+            .unwrap_or(&self.hostname)
+    }
+
     /// The effective configuration (every default filled in) as TOML.
     ///
     /// Values are printed resolved, not as the file spelled them: sizes in
@@ -263,6 +289,14 @@ impl Config {
             out.header("[[user]]");
             u.print_keys(&mut out);
         }
+        for f in &self.filters {
+            out.header("[[filter]]");
+            f.print_keys(&mut out);
+        }
+        if let Some(s) = &self.storm {
+            out.header("[storm]");
+            s.print_keys(&mut out);
+        }
         out.finish()
     }
 }
@@ -281,6 +315,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) src: &'a str,
     pub(crate) opts: &'a ParseOptions,
     pub(crate) errors: Vec<ConfigError>,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
@@ -294,6 +329,17 @@ impl Ctx<'_> {
             message: message.into(),
         });
         Reported
+    }
+
+    /// Record something allowed that deserves a second look.
+    pub(crate) fn warn(&mut self, offset: usize, message: impl Into<String>) {
+        let (line, col) = line_col(self.src, offset);
+        self.warnings.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     /// A file named by `key` (value at `at`) must be readable now, by this
@@ -412,6 +458,8 @@ const TABLES: &[(&str, &[&[&str]])] = &[
     // Any key: each is an address to map.
     ("aliases", &[]),
     ("user", &[UserConfig::KEYS]),
+    ("filter", &[FilterConfig::KEYS]),
+    ("storm", &[StormConfig::KEYS]),
     ("status", &[StatusConfig::KEYS]),
 ];
 
@@ -432,7 +480,14 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         .as_ref()
         .map_err(|r| *r)
         .and_then(|sec| queue::read(ctx, sec));
-    let outbound = route::read(ctx, root, &empty);
+    let mut outbound = route::read(ctx, root, &empty);
+    // qualify_domain defaults to the hostname: resolved here, so that
+    // `--print` shows the domain in force.
+    if let (Ok(o), Ok(host)) = (&mut outbound.config, &top.hostname)
+        && o.qualify_domain.is_none()
+    {
+        o.qualify_domain = Some(host.clone());
+    }
 
     // Checks between tables, only between values that are themselves valid.
     if let (Ok(server), Ok(queue), Ok(server_sec), Ok(queue_sec)) =
@@ -468,6 +523,10 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         );
     }
 
+    if let (Ok(host), Ok(out)) = (&top.hostname, &outbound.config) {
+        route::check_local_mail(ctx, root, out, host);
+    }
+
     let users = users::read(ctx, root);
     if let (Ok(server), Ok(policy), Ok(users), Ok(server_sec)) =
         (&server, &policy, &users, &server_sec)
@@ -475,9 +534,29 @@ fn read_config(ctx: &mut Ctx, root: &DeTable) -> Result<Config, Reported> {
         users::check_accounts(ctx, server, policy, users, server_sec);
     }
 
+    let route_names: Option<Vec<String>> = outbound
+        .config
+        .as_ref()
+        .ok()
+        .map(|o| o.routes.iter().filter_map(|r| r.name.clone()).collect());
+    let filters = filter::read_filters(ctx, root, route_names.as_deref());
+    let storm = filter::read_storm(ctx, root);
+
     let status =
         section(ctx, root, "status", false, &empty).and_then(|sec| status::read(ctx, &sec));
-    top.build(server, policy, queue, outbound.config, users, status)
+    let mut warnings = std::mem::take(&mut ctx.warnings);
+    warnings.sort_by_key(|w| (w.line, w.col));
+    top.build(
+        server,
+        policy,
+        queue,
+        outbound.config,
+        users,
+        filters,
+        storm,
+        status,
+        Ok(warnings),
+    )
 }
 
 /// Is `inner` the directory `outer` or below it? Lexical, ignoring `./` and
@@ -519,7 +598,7 @@ fn section<'t, 'i>(
 fn missing_table_message(name: &str) -> String {
     let what = match name {
         "server" => "it needs at least listen = [\"127.0.0.1:2525\"]",
-        "queue" => "it needs at least dir = \"/var/spool/postern\"",
+        "queue" => "it needs at least dir = \"/var/lib/postern/queue\"",
         "upstream" => {
             "it needs at least kind = \"smarthost\" (with host) or kind = \"maildir\" (with dir); \
              or write [[route]] tables instead"

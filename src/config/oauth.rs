@@ -77,7 +77,7 @@ pub(crate) fn read(ctx: &mut Ctx, sec: &Section) -> Result<OAuthConfig, Reported
             ctx.error(
                 sec.key_offset("auth").unwrap_or(sec.at),
                 "oauth_flow = \"refresh_token\" (the default) needs oauth_refresh_token_file = \
-                 \"/etc/postern/oauth-refresh-token\"",
+                 \"/var/lib/postern/oauth-refresh-token\"",
             );
         }
         Ok(OAuthFlow::ClientCredentials) if matches!(k.client_secret_file, Ok(None)) => {

@@ -14,7 +14,7 @@ table! {
     pub struct QueueConfig, read as QueueKeys {
         /// Required. The spool directory; relative paths are taken from the
         /// working directory.
-        dir: PathBuf = required("\"/var/spool/postern\"", path),
+        dir: PathBuf = required("\"/var/lib/postern/queue\"", path),
         /// Default 64MiB: total bytes of queued messages.
         max_size: Size = default(Size::new(64 << 20), size(1, u64::MAX)),
         /// Default 10000: number of queued messages.
@@ -30,8 +30,10 @@ table! {
                 list(duration(SECOND, 7 * DAY)),
             ),
         ),
-        /// Default 4h: a message waiting this long is a warning in `postern
-        /// status` (exit 1); `"0"` turns the warning off.
+        /// Default 4h: a message waiting this long gets one delay report
+        /// (RFC 3464 `Action: delayed`, to the sender or `postmaster`; it
+        /// stays queued) and is a warning in `postern status` (exit 1);
+        /// `"0"` turns both off.
         delay_warning: Dur = default(Dur::new(4 * HOUR), duration_or_off(30 * DAY)),
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use toml::de::{DeTable, DeValue};
 
-use super::convert::{boolean, mailbox, name_server, rate};
+use super::convert::{boolean, mail_domain, mailbox, name_server, rate};
 use super::oauth::OAuthConfig;
 use super::schema::{
     Item, Section, Toml, default, list, non_empty, optional, required, scalar, table,
@@ -21,6 +21,8 @@ use super::{Ctx, Reported};
 table! {
     /// One `[[route]]`.
     pub struct RouteConfig, read as RouteKeys {
+        /// Optional: what `[[filter]] route = "…"` calls this route (and logs).
+        name: Option<String> = optional(super::convert::one_line("\"m365\"")),
         /// Recipient domains this route takes.
         domains: Vec<DomainPattern> = required(
             "[\"example.com\", \".example.org\", \"*\"]",
@@ -51,6 +53,11 @@ table! {
     pub struct OutboundConfig, read as OutboundKeys {
         /// Where failure reports go instead of the original sender.
         postmaster: Option<String> = optional(mailbox),
+        /// Default: `hostname`. Bare local parts (cron's `root`, `MAIL
+        /// FROM:<backup>`) get `@` and this domain after `[aliases]`, for
+        /// sendmail and SMTP clients alike (Postfix's
+        /// `append_at_myorigin`): upstreams refuse addresses without one.
+        qualify_domain: Option<String> = optional(mail_domain),
         /// Global envelope sender rewrite (a route's own wins).
         rewrite_sender: Option<String> = optional(mailbox),
         /// Global From rewrite (a route's own wins). Default false.
@@ -122,6 +129,7 @@ pub(crate) fn read(ctx: &mut Ctx, root: &DeTable, empty: &DeTable) -> Outbound {
     let routes = match root.get_key_value("route") {
         None => upstream.map(|u| {
             vec![RouteConfig {
+                name: None,
                 domains: vec![DomainPattern::Any],
                 upstream: u,
             }]
@@ -145,6 +153,7 @@ fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>
     let mut out = Vec::new();
     let mut bad = false;
     let mut saw_any = None::<usize>;
+    let mut names: Vec<String> = Vec::new();
     for (n, t) in tables.iter().enumerate() {
         let DeValue::Table(table) = t.get_ref() else {
             ctx.error(t.span().start, "each route is a [[route]] table");
@@ -165,6 +174,18 @@ fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>
             bad = true;
         }
         let keys = RouteKeys::read(ctx, &sec);
+        if let Ok(Some(name)) = &keys.name {
+            if names.contains(name) {
+                ctx.error(
+                    sec.offset("name").unwrap_or(sec.at),
+                    format!(
+                        "name: a [[route]] \"{name}\" is defined already; route names must differ"
+                    ),
+                );
+                bad = true;
+            }
+            names.push(name.clone());
+        }
         if let Ok(d) = &keys.domains
             && d.contains(&DomainPattern::Any)
         {
@@ -180,6 +201,59 @@ fn read_routes(ctx: &mut Ctx, at: usize, item: &Item) -> Result<Vec<RouteConfig>
         return Err(ctx.error(at, "no [[route]] tables"));
     }
     if bad { Err(Reported) } else { Ok(out) }
+}
+
+/// Mail to `root` and `postmaster` (cron, smartd, mdadm, RFC 5321's
+/// required mailbox) without an alias is qualified with our domain and must
+/// then be deliverable: warn when no route takes that domain, when only an
+/// MX route does (a LAN host name has no MX), or when the domain is a bare
+/// host name no upstream can deliver to.
+pub(crate) fn check_local_mail(ctx: &mut Ctx, root: &DeTable, out: &OutboundConfig, host: &str) {
+    let domain = out.qualify_domain.as_deref().unwrap_or(host);
+    let aliased = |local: &str| {
+        out.aliases.iter().any(|(k, _)| {
+            k == local || *k == format!("{local}@{domain}") || *k == format!("*@{domain}")
+        })
+    };
+    let missing: Vec<&str> = ["root", "postmaster"]
+        .into_iter()
+        .filter(|l| !aliased(l))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let route = out
+        .routes
+        .iter()
+        .find(|r| r.domains.iter().any(|p| p.matches(Some(domain))));
+    let why = match route.map(|r| &r.upstream) {
+        None => "no route takes".to_string(),
+        Some(Upstream::Mx(_)) => {
+            format!("only an MX route takes ({domain} is unlikely to have an MX record)")
+        }
+        // An outbox takes any address.
+        Some(Upstream::Maildir(_)) => return,
+        Some(_) if !domain.contains('.') => {
+            format!("no upstream can deliver (\"{domain}\" is a bare host name, not a mail domain)")
+        }
+        Some(_) => return,
+    };
+    let at = Section::new("", root, 0)
+        .key_offset("qualify_domain")
+        .or(root.get_key_value("aliases").map(|(k, _)| k.span().start))
+        .unwrap_or(0);
+    let who = missing.join(" and ");
+    ctx.warn(
+        at,
+        format!(
+            "{who} {} no alias: mail to {who} (cron, smartd and mdadm write to root) goes to \
+             {}@{domain}, which {why}; add [aliases] {} = \"you@example.com\", or set \
+             qualify_domain",
+            if missing.len() > 1 { "have" } else { "has" },
+            missing[0],
+            missing[0],
+        ),
+    );
 }
 
 impl OutboundConfig {

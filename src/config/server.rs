@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::convert::{
-    DAY, MINUTE, SECOND, bare_newline, count, duration, listen, net, path, rate, size,
+    DAY, MINUTE, SECOND, bare_newline, boolean, count, duration, listen, net, path, rate, size,
 };
 use super::schema::{
     Conv, Item, Section, custom, default, list, list_at, non_empty, optional, required, table,
@@ -85,6 +85,12 @@ table! {
         max_messages_per_minute: u32 = default(120, rate(1_000_000)),
         /// Default 1000: recipients per minute from one client address.
         max_recipients_per_minute: u32 = default(1000, rate(10_000_000)),
+        /// Default false: clients in `[policy] allow_clients` are exempt
+        /// from `max_connections_per_minute`, and they and clients that
+        /// logged in from `max_messages_per_minute` and
+        /// `max_recipients_per_minute` (Postfix exempts `$mynetworks`
+        /// likewise). True holds them to those rates too.
+        limit_trusted_clients: bool = default(false, boolean),
         /// Default 3: failed AUTH attempts in a session before 421.
         max_auth_failures: u32 = default(3, rate(100)),
     }
@@ -136,6 +142,31 @@ pub(crate) fn read(ctx: &mut Ctx, sec: &Section) -> Result<ServerConfig, Reporte
                 at,
                 "listen_tls needs tls_cert and tls_key in [server] (the certificate to present)",
             ));
+        }
+    }
+    if let (Ok(Some(cert)), Ok(Some(key))) = (&keys.tls_cert, &keys.tls_key) {
+        let (cert_at, key_at) = (
+            sec.offset("tls_cert").unwrap_or(sec.at),
+            sec.offset("tls_key").unwrap_or(sec.at),
+        );
+        let before = ctx.errors.len();
+        ctx.check_file(cert_at, "tls_cert", cert, true);
+        ctx.check_file(key_at, "tls_key", key, false);
+        // Readable is not enough: serve loads both and exits if it cannot
+        // use them (not PEM, no key in the file, a key of another
+        // certificate), so check loads them the same way.
+        if ctx.errors.len() == before && !ctx.opts.skip_file_checks {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                good = Err(ctx.error(
+                    cert_at,
+                    format!(
+                        "tls_cert/tls_key: the listener cannot use them: {e}; give the \
+                         certificate chain and its private key as PEM files"
+                    ),
+                ));
+            }
+        } else if ctx.errors.len() != before {
+            good = Err(Reported);
         }
     }
     let server = keys.build();

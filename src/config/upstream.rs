@@ -68,6 +68,10 @@ table! {
         client_key: Option<PathBuf> = optional(path),
         /// AUTH with a password (PLAIN/LOGIN) or an OAuth2 token (XOAUTH2).
         auth: AuthMethod = default(AuthMethod::Password, auth_method),
+        /// Default false. With `tls = "none"`, credentials may go in clear
+        /// text: accepted only for a loopback or private host, and checked
+        /// against the address connected to before each AUTH.
+        allow_plaintext_auth: bool = default(false, boolean),
         /// The envelope sender becomes this address (the global one otherwise).
         rewrite_sender: Option<String> = optional(mailbox),
         /// With `rewrite_sender`: rewrite the From header too (display name
@@ -367,7 +371,74 @@ fn read_smarthost(ctx: &mut Ctx, sec: &Section, mx: bool) -> Result<SmarthostCon
              use tls = \"starttls\" or \"implicit\" with a username",
         );
     }
+    if let (Ok(hosts), Ok(Some(_)), Ok(allowed)) = (&hosts, &k.username, &k.allow_plaintext_auth) {
+        clear_text_credentials(ctx, sec, hosts, *allowed);
+    }
     k.build(host, port, tls, hosts, oauth)
+}
+
+/// A next hop credentials may cross to in clear text when the admin says
+/// so (`allow_plaintext_auth`): this machine, a private network (RFC 1918,
+/// IPv6 unique local) or a link-local neighbour. Never the internet, and
+/// not carrier-grade NAT space (the ISP's network, not the site's).
+pub fn is_trusted_hop(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local()
+        }
+    }
+}
+
+/// Credentials (a password or an OAuth2 bearer token) to a host spoken to
+/// with `tls = "none"` cross the network in clear text: refused, unless
+/// `allow_plaintext_auth` says it is a trusted hop on this machine or the
+/// LAN, and then only to a loopback or private address (a host name is
+/// checked when it is connected to).
+fn clear_text_credentials(ctx: &mut Ctx, sec: &Section, hosts: &[HostSpec], allowed: bool) {
+    let at = sec
+        .key_offset("tls")
+        .or(sec.key_offset("hosts"))
+        .unwrap_or(sec.at);
+    for h in hosts.iter().filter(|h| h.tls == TlsMode::None) {
+        let ip = h.host.parse::<std::net::IpAddr>().ok();
+        if !allowed {
+            ctx.error(
+                at,
+                format!(
+                    "tls = \"none\" with a username: the credentials would cross the network to \
+                     {}:{} in clear text; use tls = \"starttls\" or \"implicit\", or, for a \
+                     trusted hop on this machine or your LAN, set allow_plaintext_auth = true",
+                    h.host, h.port
+                ),
+            );
+        } else if let Some(ip) = ip.filter(|ip| !is_trusted_hop(*ip)) {
+            let at = sec.key_offset("allow_plaintext_auth").unwrap_or(at);
+            ctx.error(
+                at,
+                format!(
+                    "allow_plaintext_auth: {ip} is not a loopback or private address; \
+                     credentials go in clear text only to this machine or the LAN, so use TLS \
+                     for this host"
+                ),
+            );
+        } else {
+            let at = sec.key_offset("allow_plaintext_auth").unwrap_or(at);
+            let when = if ip.is_some() {
+                String::new()
+            } else {
+                " (only while it resolves to a loopback or private address)".to_string()
+            };
+            ctx.warn(
+                at,
+                format!(
+                    "credentials go to {}:{} in clear text (tls = \"none\", \
+                     allow_plaintext_auth = true){when}; anyone on that network can read them",
+                    h.host, h.port
+                ),
+            );
+        }
+    }
 }
 
 /// The port: as given, or the one `tls` is normally spoken on. Port 465

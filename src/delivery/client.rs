@@ -16,129 +16,17 @@ use smol::net::TcpStream;
 
 use crate::config::{IpFamily, SmarthostConfig, TlsMode};
 use crate::dns::{DnsError, Resolver};
-use crate::smtp::{Address, BodyType, Capabilities, DotStuffer, Reply, ReplyReader, ReversePath};
+use crate::smtp::{
+    BodyType, Capabilities, DotStuffer, Notify, Recipient, Reply, ReplyReader, Ret, ReversePath,
+};
 use crate::tls::Stream;
 
+pub use super::client_error::ClientError;
 pub use super::hosts::{Candidate, order_addrs, order_mx};
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to the
 /// final dot; giving up sooner is how duplicates are made.
 const DATA_END_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Why talking to the smarthost failed. Everything here is temporary for
-/// the messages involved (they stay queued), except a permanent reply,
-/// which [`ClientError::reply`] exposes.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The name did not resolve.
-    #[error("{0}")]
-    Dns(#[from] DnsError),
-    /// No address accepted a TCP connection.
-    #[error("connect to {addr} failed: {source}{}", connect_hint(source))]
-    Connect {
-        /// The last address tried.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The TLS handshake failed (certificate, protocol).
-    #[error("TLS with {host} failed: {reason}")]
-    Tls {
-        /// The name verified.
-        host: String,
-        /// What went wrong and what to do, in words
-        /// ([`crate::tls::handshake_failure`]).
-        reason: String,
-    },
-    /// A reply did not come in time.
-    #[error("timeout waiting for {0}")]
-    Timeout(&'static str),
-    /// The server said something we did not expect at this step.
-    #[error("{stage}: {}", reply.to_log_string())]
-    Unexpected {
-        /// What we were doing.
-        stage: &'static str,
-        /// What the server said.
-        reply: Reply,
-    },
-    /// `tls = "starttls"` but the server does not offer it.
-    #[error("server does not offer STARTTLS, which tls = \"starttls\" requires")]
-    NoStartTls,
-    /// `username` is set but no mechanism we speak is offered.
-    #[error("server offers no AUTH mechanism we support (PLAIN, LOGIN); offered: {0}")]
-    NoAuthMechanism(String),
-    /// The password file could not be read.
-    #[error("cannot read password_file {path}: {source}")]
-    PasswordFile {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The server broke the protocol (bad reply syntax, overlong line).
-    #[error("protocol error: {0}")]
-    Protocol(String),
-    /// The connection failed mid-way.
-    #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
-    /// RFC 7505 null MX: the domain accepts no mail. Permanent.
-    #[error("{0} accepts no mail (null MX record, RFC 7505)")]
-    NullMx(String),
-    /// The server's certificate is not valid yet: with a board that booted
-    /// without a real-time clock, our clock is what is wrong.
-    #[error(
-        "TLS with {host}: certificate not valid yet; clock not synchronised? (system time {now})"
-    )]
-    ClockNotSynced {
-        /// The server.
-        host: String,
-        /// Our clock, as it reads.
-        now: String,
-    },
-    /// Credentials would go out without verified TLS.
-    #[error(
-        "not sending credentials: the connection is not TLS with a verified certificate (tls = \"starttls\" or \"implicit\" for AUTH)"
-    )]
-    InsecureAuth,
-    /// The server refused the login.
-    #[error("AUTH {mechanism} refused: {}{}", reply.to_log_string(), super::hints::hint(reply).map(|h| format!("; hint: {h}")).unwrap_or_default())]
-    AuthRefused {
-        /// PLAIN, LOGIN or XOAUTH2.
-        mechanism: &'static str,
-        /// The reply.
-        reply: Reply,
-    },
-    /// No OAuth2 access token.
-    #[error("XOAUTH2: {0}")]
-    OAuth(#[from] super::oauth::OAuthError),
-    /// Every host of the route failed; each reason in order.
-    #[error("every host failed: {0}")]
-    AllFailed(String),
-}
-
-/// What a failed connect usually means, for people.
-fn connect_hint(e: &std::io::Error) -> &'static str {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => {
-            " (nothing listens there: check host and port, and that the server is up)"
-        }
-        std::io::ErrorKind::TimedOut => {
-            " (no answer: a firewall in the way, or the wrong address?)"
-        }
-        std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
-            " (no route to it: check this system's network and the address)"
-        }
-        _ => "",
-    }
-}
-
-impl ClientError {
-    /// Permanent failures (report now) as opposed to deferrals.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, ClientError::NullMx(_))
-    }
-}
 
 /// Everything needed to reach one smarthost route (or MX route); built
 /// once per config.
@@ -160,12 +48,14 @@ pub struct Smarthost {
     pub mx: bool,
 }
 
-/// A conversation record for `postern check --connect`; secrets masked.
-pub type Transcript = Arc<std::sync::Mutex<Vec<String>>>;
+/// Where `postern check --connect` shows the conversation, each line as
+/// it happens (a stuck step is then visible while it is stuck); secrets
+/// masked.
+pub type Transcript = Arc<dyn Fn(&str) + Send + Sync>;
 
 fn note(t: &Option<Transcript>, line: String) {
     if let Some(t) = t {
-        t.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        t(&line);
     }
 }
 
@@ -174,14 +64,81 @@ fn note(t: &Option<Transcript>, line: String) {
 pub struct Outgoing<'a> {
     /// Envelope sender (after any rewrite).
     pub from: &'a ReversePath,
-    /// Recipients.
-    pub rcpts: Vec<&'a Address>,
+    /// Recipients, with their DSN parameters.
+    pub rcpts: Vec<&'a Recipient>,
     /// `BODY=` as the client declared it.
     pub body: BodyType,
     /// The client used SMTPUTF8.
     pub smtputf8: bool,
     /// Body size, for SIZE=.
     pub size: u64,
+    /// RFC 3461 `RET=`, passed on to a server that offers DSN.
+    pub ret: Option<Ret>,
+    /// RFC 3461 `ENVID=` (xtext), passed on to a server that offers DSN.
+    pub envid: Option<&'a str>,
+}
+
+impl Outgoing<'_> {
+    /// The MAIL FROM line for a server with `caps`.
+    fn mail_line(&self, caps: &Capabilities) -> String {
+        let mut mail = format!("MAIL FROM:<{}>", self.from);
+        if self.body == BodyType::EightBitMime && caps.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if self.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", self.size));
+        }
+        if caps.dsn {
+            // RFC 3461 §5.2: what the sender asked for goes on with the
+            // message, so the next hop reports as it was asked to.
+            match self.ret {
+                Some(Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(envid) = self.envid {
+                mail.push_str(&format!(" ENVID={envid}"));
+            }
+        }
+        mail
+    }
+
+    /// The RCPT TO line of `r` for a server with `caps`.
+    fn rcpt_line(r: &Recipient, caps: &Capabilities) -> String {
+        let mut line = format!("RCPT TO:<{}>", r.addr);
+        if caps.dsn {
+            if let Some(n) = notify_value(r.notify) {
+                line.push_str(&format!(" NOTIFY={n}"));
+            }
+            if let Some(o) = &r.orcpt {
+                line.push_str(&format!(" ORCPT={o}"));
+            }
+        }
+        line
+    }
+}
+
+/// `NOTIFY=` as the wire has it; `None` when the sender said nothing.
+fn notify_value(n: Notify) -> Option<String> {
+    if n == Notify::UNSPECIFIED {
+        return None;
+    }
+    if n == Notify::NEVER {
+        return Some("NEVER".into());
+    }
+    let items: Vec<&str> = [
+        (Notify::SUCCESS, "SUCCESS"),
+        (Notify::FAILURE, "FAILURE"),
+        (Notify::DELAY, "DELAY"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| n.contains(*bit))
+    .map(|(_, w)| w)
+    .collect();
+    Some(items.join(","))
 }
 
 /// Per-recipient result of one message.
@@ -343,6 +300,10 @@ impl Client {
         let count = addrs.len();
         for (k, ip) in addrs.into_iter().enumerate() {
             let addr = SocketAddr::new(ip, cand.port);
+            note(
+                &transcript,
+                format!("-- connecting to {} ({addr})", cand.host),
+            );
             let attempt = smol::future::or(TcpStream::connect(addr), async {
                 smol::Timer::after(cfg.connect_timeout.value).await;
                 Err(std::io::Error::new(
@@ -457,8 +418,15 @@ impl Client {
             c.ehlo(&sh.ehlo).await?;
         }
         if let Some(user) = &cfg.username {
-            if !c.verified_tls && cand.tls != TlsMode::None {
+            // In clear only where the admin said so (tls = "none" and
+            // allow_plaintext_auth), and only to the address the config
+            // check could not see when the host is a name.
+            let clear_ok = cand.tls == TlsMode::None && cfg.allow_plaintext_auth;
+            if !c.verified_tls && !clear_ok {
                 return Err(ClientError::InsecureAuth);
+            }
+            if !c.verified_tls && !crate::config::is_trusted_hop(addr.ip()) {
+                return Err(ClientError::ClearTextToPublic(addr));
             }
             c.auth(user, sh).await?;
         }
@@ -613,18 +581,8 @@ impl Client {
             );
             return Ok(vec![RcptResult::Failed(r); n]);
         }
-        let mut mail = format!("MAIL FROM:<{}>", msg.from);
-        if msg.body == BodyType::EightBitMime && self.caps.eightbitmime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if msg.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", msg.size));
-        }
-        let mut cmds = vec![mail];
-        cmds.extend(msg.rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+        let mut cmds = vec![msg.mail_line(&self.caps)];
+        cmds.extend(msg.rcpts.iter().map(|r| Outgoing::rcpt_line(r, &self.caps)));
         cmds.push("DATA".into());
         // With PIPELINING, MAIL, every RCPT and DATA go in one write and
         // the replies are read in order (RFC 2920).

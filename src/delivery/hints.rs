@@ -74,6 +74,40 @@ pub fn hint(r: &Reply) -> Option<&'static str> {
     None
 }
 
+/// In plain words, what a refusal means for the sender and what to do,
+/// for the failure report's text: the provider hint when one matches,
+/// else what its enhanced status usually means.
+pub fn advice(r: &Reply) -> Option<String> {
+    if let Some(h) = hint(r) {
+        return Some(format!(
+            "the relay's administrator must fix its settings: {h}"
+        ));
+    }
+    let st = r.status?;
+    let text: &str = match (st.subject, st.detail) {
+        (1, 0 | 1 | 3) => {
+            "the receiving server says this address does not exist: check its spelling"
+        }
+        (1, 2) => {
+            "this domain cannot be reached (it does not exist, or the relay has no route for it): check the domain"
+        }
+        (1, 10) => "the recipient's domain accepts no mail at all (null MX)",
+        (2, 1) => "the recipient's mailbox is disabled: reach them another way",
+        (2, 2) => "the recipient's mailbox is full: they must make room; send it again later",
+        (2, 3) | (3, 4) => "the message is too big for the receiving server: send it smaller",
+        (4, 6) => "a mail loop: the message went round between servers; check forwarding rules",
+        (6, _) => "the receiving server refused the message's content or format",
+        (7, 1) => {
+            "the receiving server refused it by policy (a spam filter, or the sender is not allowed there): its reply says why"
+        }
+        (7, _) => {
+            "the receiving server refused it for a security or policy reason: its reply says why"
+        }
+        _ => return None,
+    };
+    Some(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +170,18 @@ mod tests {
             assert!(h.contains(key), "{h}");
         }
         assert_eq!(hint(&r(550, (5, 1, 1), "no such user")), None);
+    }
+
+    #[test]
+    fn advice_says_what_to_do_in_words() {
+        let a = advice(&r(550, (5, 1, 1), "no such user")).unwrap();
+        assert!(a.contains("does not exist"), "{a}");
+        let a = advice(&r(552, (5, 2, 2), "mailbox full")).unwrap();
+        assert!(a.contains("mailbox is full"), "{a}");
+        // A provider hint wins, and says who must act.
+        let a = advice(&r(535, (5, 7, 139), "SmtpClientAuthentication is disabled")).unwrap();
+        assert!(a.contains("administrator") && a.contains("xoauth2"), "{a}");
+        assert_eq!(advice(&r(554, (5, 0, 0), "no")), None);
+        assert_eq!(advice(&Reply::plain(554, "no")), None);
     }
 }

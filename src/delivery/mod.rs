@@ -18,6 +18,7 @@
 //! just queued (it can be deleted or held).
 
 pub mod client;
+pub mod client_error;
 pub mod dsn;
 pub mod hints;
 pub mod hosts;
@@ -39,13 +40,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::observe::{Attempted, FailureNote, Observer, Settled, Stamp};
 use crate::queue::{BodyReader, Job, Queue, QueueId, RcptOutcome};
-use crate::smtp::{Address, BodyType, EnhancedStatus, RcptIndex, Reply, ReversePath};
+use crate::smtp::{
+    Address, BodyType, EnhancedStatus, Notify, RcptIndex, Reply, Ret, ReversePath, escaped,
+};
 use client::{BodySource, Client, Outgoing, RcptResult, Smarthost};
-use dsn::Failure;
+use dsn::{Action, Entry};
 pub use routes::{Route, Routes, SetupError, SharedRoutes, Target};
 
 /// How much of the original message a failure report quotes (its headers).
 const REPORT_HEADERS_MAX: usize = 16 * 1024;
+/// The largest message a failure report returns whole when the sender
+/// asked for it (`RET=FULL`); a larger one is returned as its header
+/// section (Postfix's `bounce_size_limit` does the same, at 50 kB).
+const REPORT_FULL_MAX: u64 = 64 * 1024;
 /// An idle connection is kept this long for the next message, then closed.
 const POOL_IDLE: Duration = Duration::from_secs(15);
 /// How often idle connections are looked at.
@@ -127,7 +134,19 @@ fn unix_now() -> u64 {
 type Part = (usize, Option<String>, Vec<RcptIndex>);
 
 /// One recipient's result of an attempt: (index, relay, outcome).
-type Outcome = (RcptIndex, String, Result<Reply, Attempt>);
+type Outcome = (RcptIndex, String, Result<Sent, Attempt>);
+
+/// A recipient the next hop took.
+#[derive(Debug, Clone)]
+struct Sent {
+    /// What it said.
+    reply: Reply,
+    /// It offers DSN, so the sender's NOTIFY went on with the message and
+    /// a success report is the next hop's to send, not ours.
+    dsn_passed: bool,
+    /// The message was delivered here (a local outbox), not relayed.
+    delivered: bool,
+}
 
 /// A connection slot of a route (`max_connections` of them per route).
 type Slot = smol::lock::SemaphoreGuardArc;
@@ -138,7 +157,7 @@ type Slot = smol::lock::SemaphoreGuardArc;
 fn slots_for(routes: &Routes, job: &Job) -> Option<Vec<Slot>> {
     let mut taken: Vec<(usize, Slot)> = Vec::new();
     for (_, rcpt) in job.rcpts() {
-        if let Some((ri, route)) = routes.route_for(&rcpt.addr)
+        if let Some((ri, route)) = routes.route_for_job(job, &rcpt.addr)
             && !taken.iter().any(|(r, _)| *r == ri)
         {
             taken.push((ri, route.slots.try_acquire_arc()?));
@@ -242,7 +261,7 @@ impl Delivery {
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
         for (i, rcpt) in job.rcpts() {
-            match routes.route_for(&rcpt.addr) {
+            match routes.route_for_job(&job, &rcpt.addr) {
                 None => outcomes.push((
                     i,
                     "none".into(),
@@ -276,7 +295,7 @@ impl Delivery {
             if let Err(until) = reserved {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs();
                 for r in rcpts.iter().filter_map(|i| job.rcpt(*i)).map(|r| &r.addr) {
-                    tracing::info!(id = %job.id, to = %r, route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
+                    tracing::info!(id = %job.id, to = %escaped(r.as_str()), route = %route.name, status = %"held", wait_secs = wait, "delivery held by rate limit (max_messages_per_minute / max_recipients_per_day); not an attempt");
                     self.event(
                         &job,
                         r.as_str(),
@@ -316,7 +335,11 @@ impl Delivery {
             .iter()
             .map(|i| {
                 let o = match &res {
-                    Ok(path) => Ok(Reply::plain(250, format!("written to {}", path.display()))),
+                    Ok(path) => Ok(Sent {
+                        reply: Reply::plain(250, format!("written to {}", path.display())),
+                        dsn_passed: false,
+                        delivered: true,
+                    }),
                     Err(e) => Err(Attempt::Defer(format!("cannot write: {e}"))),
                 };
                 (*i, relay.clone(), o)
@@ -396,6 +419,7 @@ impl Delivery {
         };
         let outcomes = self.send_one(route, &mut client, job, rewrite).await;
         let relay = client.relay.clone();
+        let dsn_passed = client.caps().dsn;
         let sent = sent_before + 1;
         if !client.broken && sent < route.per_conn {
             route
@@ -413,7 +437,14 @@ impl Delivery {
         }
         outcomes
             .into_iter()
-            .map(|(i, o)| (i, relay.clone(), o))
+            .map(|(i, o)| {
+                let o = o.map(|reply| Sent {
+                    reply,
+                    dsn_passed,
+                    delivered: false,
+                });
+                (i, relay.clone(), o)
+            })
             .collect()
     }
 
@@ -494,10 +525,12 @@ impl Delivery {
         };
         let msg = Outgoing {
             from: rewritten.as_ref().unwrap_or(&job.envelope.from),
-            rcpts: job.rcpts().map(|(_, r)| &r.addr).collect(),
+            rcpts: job.rcpts().map(|(_, r)| r).collect(),
             body: job.envelope.body,
             smtputf8: job.envelope.smtputf8,
             size,
+            ret: job.envelope.ret,
+            envid: job.envelope.envid.as_deref(),
         };
         let res = match rewrite {
             Some(plan) => {
@@ -583,7 +616,16 @@ impl Delivery {
     ) {
         let expired = self.queue.expired(job);
         let routes = self.routes.current();
-        let mut failures = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        // Postfix's delay_warning_time: once a message has waited this
+        // long, one report says so (the message stays queued). Not for
+        // mail from <>: there is nobody to tell.
+        let warn_delay = !routes.delay_warning.is_zero()
+            && job.age >= routes.delay_warning
+            && !job.delay_warned
+            && !expired
+            && !job.envelope.from.is_null();
+        let left = self.queue.max_age().saturating_sub(job.age);
         let mut result = Vec::with_capacity(outcomes.len());
         let delay = job.age.as_secs();
         let took = started.elapsed().as_millis();
@@ -596,7 +638,7 @@ impl Delivery {
             };
             let to = rcpt.addr.as_str();
             let route = routes
-                .route_for(&rcpt.addr)
+                .route_for_job(job, &rcpt.addr)
                 .map_or("none", |(_, r)| r.label.as_str());
             let note = |status: &'static str, text: &str| FailureNote {
                 at: Stamp::now(),
@@ -607,9 +649,30 @@ impl Delivery {
                 text: text.to_string(),
             };
             let outcome = match o {
-                Ok(reply) => {
-                    let text = reply.to_log_string();
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"sent", reply = %text, "delivery");
+                Ok(sent) => {
+                    let text = sent.reply.to_log_string();
+                    // RFC 3461 §5.2.2: a next hop without DSN will not
+                    // confirm, so the confirmation asked for is ours.
+                    if dsn::wants(rcpt.notify, Notify::SUCCESS) && !sent.dsn_passed {
+                        entries.push(Entry {
+                            rcpt: rcpt.addr.clone(),
+                            orcpt: rcpt.orcpt.clone(),
+                            action: if sent.delivered {
+                                Action::Delivered
+                            } else {
+                                Action::Relayed
+                            },
+                            status: sent
+                                .reply
+                                .status
+                                .map_or_else(|| "2.0.0".to_string(), |s| s.to_string()),
+                            diagnostic: (!sent.delivered).then(|| format!("smtp; {text}")),
+                            remote: dsn::remote_host(relay),
+                            advice: None,
+                            will_retry_until: None,
+                        });
+                    }
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"sent", reply = %escaped(&text), "delivery");
                     self.event(job, to, "sent", relay, &text);
                     self.observer.settled(
                         route,
@@ -618,34 +681,48 @@ impl Delivery {
                     RcptOutcome::Delivered
                 }
                 Err(Attempt::Defer(why)) if expired => {
-                    let diag = format!("gave up after {}: {why}", human(job.age));
-                    tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"expired", reply = %why, "delivery");
+                    let diag = format!("gave up after {}: {why}", dsn::human(job.age));
+                    tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"expired", reply = %escaped(&why), "delivery");
                     self.event(job, to, "expired", relay, &why);
                     self.observer.settled(route, Settled::Bounced);
                     self.observer.failure(note("expired", &why));
-                    failures.push(Failure {
-                        rcpt: rcpt.addr.clone(),
-                        status: "4.4.7".into(),
-                        diagnostic: diag.clone(),
-                        remote: None,
-                    });
+                    if !no_report_wanted(job, rcpt, Notify::FAILURE) {
+                        entries.push(Entry {
+                            rcpt: rcpt.addr.clone(),
+                            orcpt: rcpt.orcpt.clone(),
+                            action: Action::Failed,
+                            status: "4.4.7".into(),
+                            diagnostic: Some(dsn::smtp_diagnostic(&why, 451, "4.4.7")),
+                            remote: dsn::remote_host(relay),
+                            advice: Some(format!(
+                                "the relay tried for {} and gave up (the last error is above); \
+                             its administrator should check the route (postern status, the log). \
+                             Send the message again once it works",
+                                dsn::human(job.age)
+                            )),
+                            will_retry_until: None,
+                        });
+                    }
                     RcptOutcome::Failed(diag)
                 }
                 Err(Attempt::Defer(why)) => {
-                    tracing::info!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"deferred", reply = %why, attempts = job.attempts.saturating_add(1), "delivery");
+                    tracing::info!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"deferred", reply = %escaped(&why), attempts = job.attempts.saturating_add(1), "delivery");
                     self.event(job, to, "deferred", relay, &why);
                     self.observer.settled(route, Settled::Deferred);
                     self.observer.failure(note("deferred", &why));
+                    if warn_delay && !no_report_wanted(job, rcpt, Notify::DELAY) {
+                        entries.push(delayed(job, rcpt, relay, &why, left));
+                    }
                     RcptOutcome::Deferred(why)
                 }
                 Err(Attempt::Fail(reply)) => {
                     let text = reply.to_log_string();
                     match hints::hint(&reply) {
                         Some(h) => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, hint = %h, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), hint = %h, "delivery")
                         }
                         None => {
-                            tracing::warn!(id = %job.id, to = %to, relay = %relay, delay, ms = took, status = %"bounced", reply = %text, "delivery")
+                            tracing::warn!(id = %job.id, to = %escaped(to), relay = %relay, delay, ms = took, status = %"bounced", reply = %escaped(&text), "delivery")
                         }
                     }
                     self.event(job, to, "bounced", relay, &text);
@@ -655,12 +732,18 @@ impl Delivery {
                         .status
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "5.0.0".into());
-                    failures.push(Failure {
-                        rcpt: rcpt.addr.clone(),
-                        status,
-                        diagnostic: format!("smtp; {text}"),
-                        remote: Some(relay.to_string()),
-                    });
+                    if !no_report_wanted(job, rcpt, Notify::FAILURE) {
+                        entries.push(Entry {
+                            rcpt: rcpt.addr.clone(),
+                            orcpt: rcpt.orcpt.clone(),
+                            action: Action::Failed,
+                            status,
+                            diagnostic: Some(format!("smtp; {text}")),
+                            remote: dsn::remote_host(relay),
+                            advice: hints::advice(&reply),
+                            will_retry_until: None,
+                        });
+                    }
                     RcptOutcome::Failed(text)
                 }
             };
@@ -668,16 +751,21 @@ impl Delivery {
         }
         let report_to = match job.envelope.from.address() {
             Some(sender) => Some(routes.postmaster.clone().unwrap_or_else(|| sender.clone())),
-            None => self.null_sender_failed(job, &failures, &routes),
+            None => {
+                // Nobody to confirm anything to; failures go to the
+                // postmaster, once.
+                entries.retain(|e| e.action == Action::Failed);
+                self.null_sender_failed(job, &entries, &routes)
+            }
         };
         let mut report = None;
-        if let (false, Some(to)) = (failures.is_empty(), report_to) {
+        if let (false, Some(to)) = (entries.is_empty(), report_to) {
             if !self.reports {
                 // send-test: the failure is printed, not mailed.
             } else if !self.report_allowed(routes.max_reports_per_hour) {
-                tracing::warn!(id = %job.id, to = %to, failed = failures.len(), max = routes.max_reports_per_hour, "failure report not sent: max_reports_per_hour reached (the failures are in the log)");
+                tracing::warn!(id = %job.id, to = %escaped(to.as_str()), recipients = entries.len(), max = routes.max_reports_per_hour, "report not sent: max_reports_per_hour reached (what it would say is in the log)");
             } else {
-                report = self.report(job, &failures, to).await;
+                report = self.report(job, &entries, to).await;
                 if report.is_none() {
                     // The report could not be built: keep the recipients
                     // pending rather than fail them silently.
@@ -707,11 +795,12 @@ impl Delivery {
     fn null_sender_failed(
         &self,
         job: &Job,
-        failures: &[Failure],
+        failures: &[Entry],
         routes: &Routes,
     ) -> Option<Address> {
         for f in failures {
-            tracing::error!(id = %job.id, to = %f.rcpt, status = %f.status, reply = %f.diagnostic, "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
+            let reply = f.diagnostic.as_deref().unwrap_or("-");
+            tracing::error!(id = %job.id, to = %escaped(f.rcpt.as_str()), status = %f.status, reply = %escaped(reply), "a message from <> (a failure report, or a bounce relayed for a device) failed for good; its sender cannot be told");
         }
         let pm = routes.postmaster.as_ref()?;
         if failures.is_empty() {
@@ -727,17 +816,29 @@ impl Delivery {
         Some(pm.clone())
     }
 
+    /// Queue the report on `job` about `entries` to `to`: its text is
+    /// built here, its own queue id names it.
     async fn report(
         &self,
         job: &Job,
-        failures: &[Failure],
+        entries: &[Entry],
         to: Address,
     ) -> Option<crate::queue::SpoolWriter> {
+        // RET=FULL: a failure report returns the message whole, when it
+        // is small enough; anything else returns the header section.
+        let failed = entries.iter().any(|e| e.action == Action::Failed);
+        let full = failed && job.envelope.ret == Some(Ret::Full);
+        let whole = full && job.body_len <= REPORT_FULL_MAX;
+        let want = if whole {
+            usize::try_from(job.body_len).unwrap_or(REPORT_HEADERS_MAX)
+        } else {
+            REPORT_HEADERS_MAX
+        };
         let body = self.queue.open_body(job).ok();
-        let headers = match body {
+        let read = match body {
             Some(mut b) => smol::unblock(move || {
                 let mut buf = Vec::new();
-                b.read_chunk(&mut buf, REPORT_HEADERS_MAX).map(|_| buf)
+                b.read_chunk(&mut buf, want).map(|_| buf)
             })
             .await
             .ok()?,
@@ -748,26 +849,89 @@ impl Delivery {
             id: &id,
             from: &job.envelope.from,
             arrival: job.arrival,
-            headers: dsn::header_section(&headers),
+            content: if whole {
+                &read
+            } else {
+                dsn::header_section(&read)
+            },
+            whole,
+            too_big_to_return: (full && !whole).then_some(REPORT_FULL_MAX),
             smtputf8: job.envelope.smtputf8,
-        };
-        let bytes = if job.envelope.from.is_null() {
-            dsn::render_postmaster_copy(&self.hostname, &orig, failures, unix_now(), &to)
-        } else {
-            dsn::render_to(&self.hostname, &orig, failures, unix_now(), &to)
+            envid: job.envelope.envid.as_deref(),
         };
         let mut w = self.queue.begin_report(to.clone());
+        if entries.iter().any(|e| e.action == Action::Delayed) {
+            // Queued with the message's outcome, it is recorded as sent.
+            w.mark_delay_warning();
+        }
+        let report_id = crate::queue::QueueId(w.id()).to_string();
+        let report = dsn::Report {
+            hostname: &self.hostname,
+            id: &report_id,
+            to: &to,
+            now: unix_now(),
+        };
+        let bytes = if job.envelope.from.is_null() {
+            report.postmaster_copy(&orig, entries)
+        } else {
+            report.render(&orig, entries)
+        };
+        let kind = match entries.iter().map(|e| e.action).max() {
+            Some(Action::Failed) => "failure",
+            Some(Action::Delayed) => "delay",
+            _ => "success",
+        };
         match w.write(&bytes) {
             Ok(()) => {
-                tracing::info!(id = %job.id, report = %crate::queue::QueueId(w.id()), to = %to, failed = failures.len(), "failure report queued");
+                tracing::info!(id = %job.id, report = %report_id, to = %escaped(to.as_str()), recipients = entries.len(), "{kind} report queued");
                 Some(w)
             }
             Err(e) => {
-                tracing::error!(id = %job.id, error = %e, "cannot write failure report");
+                tracing::error!(id = %job.id, error = %e, "cannot write {kind} report");
                 None
             }
         }
     }
+}
+
+/// The delay report entry of `rcpt`, put off with `why`; the relay keeps
+/// trying for `left` more.
+fn delayed(
+    job: &Job,
+    rcpt: &crate::smtp::Recipient,
+    relay: &str,
+    why: &str,
+    left: Duration,
+) -> Entry {
+    let status = dsn::reply_status(why)
+        .filter(|s| s.starts_with('4'))
+        .unwrap_or("4.0.0")
+        .to_string();
+    Entry {
+        rcpt: rcpt.addr.clone(),
+        orcpt: rcpt.orcpt.clone(),
+        action: Action::Delayed,
+        diagnostic: Some(dsn::smtp_diagnostic(why, 451, &status)),
+        status,
+        remote: dsn::remote_host(relay),
+        advice: Some(format!(
+            "nothing yet: it has waited {} and the relay keeps trying for up to {} more; \
+             you hear again only if it gives up",
+            dsn::human(job.age),
+            dsn::human(left)
+        )),
+        will_retry_until: Some(unix_now().saturating_add(left.as_secs())),
+    }
+}
+
+/// True, and logged, when `rcpt`'s sender asked to hear nothing of `what`
+/// (the outcome itself is logged apart).
+fn no_report_wanted(job: &Job, rcpt: &crate::smtp::Recipient, what: Notify) -> bool {
+    if dsn::wants(rcpt.notify, what) {
+        return false;
+    }
+    tracing::info!(id = %job.id, to = %escaped(rcpt.addr.as_str()), notify = ?rcpt.notify, "no report: the sender asked not to be told (NOTIFY)");
+    true
 }
 
 /// How an attempt on one route went, from its recipients' outcomes: any
@@ -799,19 +963,6 @@ enum Attempt {
     Defer(String),
     /// Permanent: report it.
     Fail(Reply),
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 86400 {
-        format!("{}d", s / 86400)
-    } else if s >= 3600 {
-        format!("{}h", s / 3600)
-    } else if s >= 60 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// Close idle connections that have waited long enough.

@@ -1,23 +1,20 @@
 //! `postern check --connect`: for every route, resolve, connect, TLS (with
 //! the certificate's details), AUTH, then QUIT, printing the conversation
-//! with secrets masked and saying OK or exactly what failed. No mail is sent.
+//! with secrets masked, each line as it happens, and saying OK or exactly
+//! what failed. No mail is sent. A step that gets no answer is given up
+//! after [`STEP_TIMEOUT`] (or the route's own shorter timeout) and named,
+//! instead of waiting out the delivery timeouts (5 minutes a reply).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::client::{Client, ClientError, Transcript, candidates};
 use super::routes::{Routes, Target};
-use crate::config::DomainPattern;
+use crate::config::{Config, DomainPattern, Dur, Upstream};
 
-/// One route's result.
-#[derive(Debug)]
-pub struct RouteCheck {
-    /// The route's name.
-    pub name: String,
-    /// Conversation and notes.
-    pub lines: Vec<String>,
-    /// `None`: OK; otherwise what failed.
-    pub failure: Option<String>,
-}
+/// The longest `check --connect` waits for one step (connect, TLS, a
+/// reply): a person is watching.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What kind of failure, for the summary line: DNS, connect, certificate, auth…
 fn stage(e: &ClientError) -> &'static str {
@@ -32,6 +29,7 @@ fn stage(e: &ClientError) -> &'static str {
         | ClientError::NoAuthMechanism(_)
         | ClientError::PasswordFile { .. }
         | ClientError::InsecureAuth
+        | ClientError::ClearTextToPublic(_)
         | ClientError::OAuth(_) => "auth",
         ClientError::Timeout(_) => "timeout",
         ClientError::AllFailed(_) => "every host",
@@ -39,19 +37,40 @@ fn stage(e: &ClientError) -> &'static str {
     }
 }
 
-/// Check every route; `domain` is used for MX routes whose domains are all
-/// wildcards.
-pub async fn check_routes(routes: &Routes, domain: Option<&str>) -> Vec<RouteCheck> {
-    let mut out = Vec::new();
+/// Shorten every route's connect and reply timeouts to [`STEP_TIMEOUT`]
+/// for a check; shorter ones configured stay.
+pub fn for_check(cfg: &mut Config) {
+    for route in &mut cfg.outbound.routes {
+        if let Upstream::Smarthost(s) | Upstream::Mx(s) = &mut route.upstream {
+            for t in [&mut s.connect_timeout, &mut s.command_timeout] {
+                if t.value > STEP_TIMEOUT {
+                    *t = Dur::new(STEP_TIMEOUT);
+                }
+            }
+        }
+    }
+}
+
+/// Check every route, telling `out` each line as it happens; `domain` is
+/// used for MX routes whose domains are all wildcards. True when every
+/// route is OK.
+pub async fn check_routes(routes: &Routes, domain: Option<&str>, out: Transcript) -> bool {
+    let mut all_ok = true;
+    let line = |s: String| out(&s);
     for route in &routes.routes {
-        let mut lines = Vec::new();
+        line(format!("== {}", route.name));
+        let indented: Transcript = {
+            let out = out.clone();
+            Arc::new(move |l: &str| out(&format!("   {l}")))
+        };
+        let say = |s: String| indented(&s);
         let failure = match &route.target {
             Target::Maildir(dir) => {
                 let probe = dir.join(".postern-check");
                 let r = std::fs::create_dir_all(dir)
                     .and_then(|_| std::fs::write(&probe, b"check\n"))
                     .and_then(|_| std::fs::remove_file(&probe));
-                lines.push(format!("-- maildir {}", dir.display()));
+                say(format!("-- maildir {}", dir.display()));
                 r.err()
                     .map(|e| format!("cannot write into {}: {e}", dir.display()))
             }
@@ -70,32 +89,31 @@ pub async fn check_routes(routes: &Routes, domain: Option<&str>) -> Vec<RouteChe
                     None
                 };
                 if sh.mx && d.is_none() {
-                    lines.push(
+                    say(
                         "-- MX route for every domain: give --domain example.com to check one"
                             .into(),
                     );
                     None
                 } else {
                     if let Some(d) = &d {
+                        say(format!("-- MX for {d}: looking up"));
                         match candidates(sh, Some(d)).await {
-                            Ok(c) => lines.push(format!(
+                            Ok(c) => say(format!(
                                 "-- MX for {d}: {}",
                                 c.iter()
                                     .map(|c| c.host.as_str())
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             )),
-                            Err(e) => lines.push(format!("-- MX for {d}: {e}")),
+                            Err(e) => say(format!("-- MX for {d}: {e}")),
                         }
                     }
-                    let t: Transcript = Arc::new(std::sync::Mutex::new(Vec::new()));
-                    let res = Client::connect(sh, d.as_deref(), Some(t.clone())).await;
-                    let failure = match res {
+                    match Client::connect(sh, d.as_deref(), Some(indented.clone())).await {
                         Ok(c) => {
                             let size = c.caps().size;
                             c.quit().await;
                             if let Some(s) = size {
-                                lines.push(format!("-- upstream SIZE limit: {s} octets"));
+                                say(format!("-- upstream SIZE limit: {s} octets"));
                             }
                             None
                         }
@@ -104,36 +122,17 @@ pub async fn check_routes(routes: &Routes, domain: Option<&str>) -> Vec<RouteChe
                             Some("every host failed (each one's reason is above)".to_string())
                         }
                         Err(e) => Some(format!("{}: {e}", stage(&e))),
-                    };
-                    lines.splice(0..0, t.lock().unwrap_or_else(|p| p.into_inner()).drain(..));
-                    failure
+                    }
                 }
             }
         };
-        out.push(RouteCheck {
-            name: route.name.clone(),
-            lines,
-            failure,
-        });
-    }
-    out
-}
-
-/// Print results; true when every route is OK.
-pub fn print(results: &[RouteCheck]) -> bool {
-    let mut ok = true;
-    for r in results {
-        println!("== {}", r.name);
-        for l in &r.lines {
-            println!("   {l}");
-        }
-        match &r.failure {
-            None => println!("   OK"),
+        match failure {
+            None => line("   OK".into()),
             Some(f) => {
-                ok = false;
-                println!("   FAILED: {f}");
+                all_ok = false;
+                line(format!("   FAILED: {f}"));
             }
         }
     }
-    ok
+    all_ok
 }

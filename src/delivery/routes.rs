@@ -67,6 +67,8 @@ pub struct Route {
     /// first smarthost's name, `mx` or `maildir` (`#2`… appended when two
     /// routes would share one).
     pub label: String,
+    /// Its `name` key: what `[[filter]] route = "…"` calls it.
+    pub config_name: Option<String>,
     /// Recipient domains it takes.
     pub domains: Vec<DomainPattern>,
     /// Where mail goes.
@@ -122,8 +124,11 @@ pub struct Routes {
     pub routes: Vec<Arc<Route>>,
     /// Failure reports go here instead of the sender, when set.
     pub postmaster: Option<Address>,
-    /// Failure reports per hour.
+    /// Reports (failure, delay, success) per hour.
     pub max_reports_per_hour: u32,
+    /// `[queue] delay_warning`: a message still waiting this long gets one
+    /// delay report; zero is off.
+    pub delay_warning: std::time::Duration,
     /// The resolver the routes use.
     pub resolver: Resolver,
 }
@@ -149,6 +154,7 @@ impl Routes {
                 Upstream::Maildir(m) => Route {
                     name: format!("route {} (maildir {})", n + 1, m.dir.display()),
                     label: String::new(),
+                    config_name: r.name.clone(),
                     domains: r.domains.clone(),
                     target: Target::Maildir(m.dir.clone()),
                     rewrite_sender: None,
@@ -201,6 +207,7 @@ impl Routes {
                     Route {
                         name: format!("route {} ({what})", n + 1),
                         label: String::new(),
+                        config_name: r.name.clone(),
                         domains: r.domains.clone(),
                         rewrite_sender: mailbox(
                             s.rewrite_sender.as_ref().or(o.rewrite_sender.as_ref()),
@@ -229,15 +236,43 @@ impl Routes {
                 }
             };
             let mut route = route;
-            route.label = unique_label(&routes, label_base(&r.upstream), n);
+            // A route's own name, when it has one, is what people call it.
+            let base = r.name.clone().unwrap_or_else(|| label_base(&r.upstream));
+            route.label = unique_label(&routes, base, n);
             routes.push(Arc::new(route));
         }
         Ok(Routes {
             routes,
             postmaster: mailbox(o.postmaster.as_ref(), "postmaster")?,
             max_reports_per_hour: o.max_reports_per_hour,
+            delay_warning: cfg.queue.delay_warning.value,
             resolver,
         })
+    }
+
+    /// The route for a recipient of `job`: the route a `[[filter]]` named
+    /// for the message, else by the recipient's domain. A name no route
+    /// has any more (the config was reloaded since) falls back to the
+    /// domain, with a warning.
+    pub fn route_for_job(
+        &self,
+        job: &crate::queue::Job,
+        rcpt: &Address,
+    ) -> Option<(usize, &Arc<Route>)> {
+        if let Some(name) = job.route.as_deref() {
+            match self
+                .routes
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.config_name.as_deref() == Some(name))
+            {
+                Some(found) => return Some(found),
+                None => {
+                    tracing::warn!(id = %job.id, route = %name, "a [[filter]] routed this message to a route that is no longer configured; routing it by domain")
+                }
+            }
+        }
+        self.route_for(rcpt)
     }
 
     /// The route for a recipient, by its domain; `None` if no route takes it.

@@ -78,6 +78,7 @@ pub fn run(
     let outbound = Outbound::from_config(cfg);
     let routes = Routes::from_config(cfg, Resolver::from_system(), &outbound)?;
     let to = outbound.alias(&to).cloned().unwrap_or(to);
+    let to = outbound.qualify(&to).unwrap_or(to);
     let from = from
         .map(str::to_string)
         .or_else(|| cfg.outbound.postmaster.clone())

@@ -112,11 +112,14 @@ impl UpstreamSize {
     }
 }
 
-/// The outbound facts of one config: aliases and every route's size limit.
-/// Cheap to clone; clones share the learned limits.
+/// The outbound facts of one config: aliases, the domain bare local parts
+/// get, and every route's size limit. Cheap to clone; clones share the
+/// learned limits.
 #[derive(Debug, Clone, Default)]
 pub struct Outbound {
     aliases: Arc<Aliases>,
+    /// `qualify_domain` (or the hostname).
+    qualify: String,
     /// One per route, in config order.
     sizes: Vec<Arc<UpstreamSize>>,
 }
@@ -143,6 +146,7 @@ impl Outbound {
             .collect();
         Outbound {
             aliases: Arc::new(Aliases::new(&o.aliases, &cfg.hostname)),
+            qualify: cfg.qualify_domain().to_string(),
             sizes,
         }
     }
@@ -155,6 +159,17 @@ impl Outbound {
     /// The alias target of a recipient, applied at RCPT before policy.
     pub fn alias(&self, rcpt: &Address) -> Option<&Address> {
         self.aliases.resolve(rcpt)
+    }
+
+    /// A bare local part (`root`) with `@` and the qualifying domain:
+    /// upstreams refuse addresses without a domain. `None` when `addr` has
+    /// one already (or the result would be too long to be an address).
+    /// Applied after the aliases, to senders and recipients alike.
+    pub fn qualify(&self, addr: &Address) -> Option<Address> {
+        if addr.domain().is_some() || self.qualify.is_empty() {
+            return None;
+        }
+        Address::parse(&format!("{}@{}", addr.local_part(), self.qualify)).ok()
     }
 
     /// Route `n`'s size limit (config order), for delivery to keep and
@@ -209,9 +224,31 @@ mod tests {
     }
 
     #[test]
+    fn bare_local_parts_get_the_qualifying_domain() {
+        let o = Outbound {
+            qualify: "lan.example.com".into(),
+            ..Outbound::default()
+        };
+        let q = |s: &str| o.qualify(&addr(s)).map(|a| a.as_str().to_string());
+        assert_eq!(q("root").as_deref(), Some("root@lan.example.com"));
+        assert_eq!(
+            q("Postmaster").as_deref(),
+            Some("Postmaster@lan.example.com")
+        );
+        assert_eq!(
+            q("\"john doe\"").as_deref(),
+            Some("\"john doe\"@lan.example.com")
+        );
+        assert_eq!(q("ops@example.com"), None);
+        // Nothing to qualify with: left as it is.
+        assert_eq!(Outbound::default().qualify(&addr("root")), None);
+    }
+
+    #[test]
     fn the_smallest_configured_or_learned_upstream_size_wins() {
         let o = Outbound {
             aliases: Arc::default(),
+            qualify: String::new(),
             sizes: vec![
                 Arc::new(UpstreamSize {
                     configured: 0,

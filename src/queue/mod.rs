@@ -17,6 +17,7 @@
 
 mod clock;
 mod record;
+mod side;
 #[cfg(test)]
 mod sim;
 mod spool;
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 pub use clock::{Clock, SystemClock};
+pub use side::SideFile;
 pub use spool::SpoolWriter;
 pub use storage::{
     DIR_MODE, EntryInfo, EntryKind, FILE_MODE, OpenMode, RealFs, Storage, StorageFile, StorageLock,
@@ -47,6 +49,7 @@ impl std::str::FromStr for QueueId {
     }
 }
 
+pub use record::Hold;
 use record::MessageMeta;
 use store::Request;
 
@@ -164,15 +167,19 @@ struct Entry {
     attempts: u32,
     next_attempt: Instant,
     in_flight: bool,
-    /// Held by the operator (`postern queue hold`): never taken for delivery
-    /// until released. Kept across restarts (a note record).
-    held: bool,
+    /// Held (by a `[[filter]]` rule, storm suppression or the operator):
+    /// never taken for delivery until released. Kept across restarts (the
+    /// message record, then note records).
+    hold: Hold,
     /// Recipients finished in memory whose failure report is still on its
     /// way to disk: never recorded as finished before it is.
     unreported: Vec<RcptIndex>,
     last_error: Option<String>,
     /// Queue time of arrival (`clock.rs`).
     queued: Duration,
+    /// Its delay warning went out (recorded with its recipients-done
+    /// state, so a restart does not send it again).
+    delay_warned: bool,
 }
 
 impl Entry {
@@ -258,6 +265,11 @@ pub struct Job {
     pub arrival: u64,
     /// Body length in octets.
     pub body_len: u64,
+    /// Deliver over the route of this name rather than by domain (a
+    /// `[[filter]]` said so).
+    pub route: Option<String>,
+    /// Its delay warning went out already (once per message).
+    pub delay_warned: bool,
     path: PathBuf,
     body_start: u64,
 }
@@ -310,8 +322,10 @@ pub struct Summary {
     pub rcpts: Vec<(String, bool)>,
     /// Arrival, seconds since the epoch by the wall clock then.
     pub arrival: u64,
-    /// Held by the operator.
+    /// Held by the operator, a `[[filter]]` rule or storm suppression.
     pub held: bool,
+    /// Who holds it (`Hold::None` when not held); a restart keeps it.
+    pub hold: Hold,
     /// An attempt is in progress.
     pub in_flight: bool,
 }
@@ -328,7 +342,8 @@ pub struct Depth {
     pub oldest: Option<(QueueId, Duration, u64)>,
     /// Messages waiting after a failed attempt (not held).
     pub deferred: usize,
-    /// Messages held by the operator.
+    /// Messages held (by the operator, a `[[filter]]` rule or storm
+    /// suppression).
     pub held: usize,
     /// Per route (by the index `route_of` gives): messages with a pending
     /// recipient for it.
@@ -392,6 +407,8 @@ impl Queue {
                     qnow.saturating_sub(Duration::from_secs(wall.saturating_sub(l.meta.arrival)))
                 }
             };
+            let hold = l.hold;
+            let delay_warned = l.meta.delay_warned;
             state.entries.insert(
                 l.meta.id,
                 Entry {
@@ -406,10 +423,11 @@ impl Queue {
                     attempts: 0,
                     next_attempt: now,
                     in_flight: false,
-                    held: l.held,
+                    hold,
                     unreported: Vec::new(),
                     last_error: None,
                     queued,
+                    delay_warned,
                 },
             );
         }
@@ -497,6 +515,9 @@ impl Queue {
             queued_ms: Some(u64::try_from(self.qnow().as_millis()).unwrap_or(u64::MAX)),
             envelope: Arc::new(envelope),
             done: Vec::new(),
+            hold: Hold::None,
+            route: None,
+            delay_warned: false,
         };
         let mut w = SpoolWriter::new(
             meta,
@@ -578,7 +599,7 @@ impl Queue {
         let mut due: Vec<(&u64, Instant)> = st
             .entries
             .iter()
-            .filter(|(_, e)| !e.in_flight && !e.held && e.pending() > 0)
+            .filter(|(_, e)| !e.in_flight && e.hold == Hold::None && e.pending() > 0)
             .map(|(id, e)| (id, e.next_attempt))
             .collect();
         due.sort_by_key(|(id, t)| (*t, **id));
@@ -603,6 +624,8 @@ impl Queue {
                 age: e.age(qnow),
                 arrival: e.meta.arrival,
                 body_len: e.body_len,
+                route: e.meta.route.clone(),
+                delay_warned: e.delay_warned,
                 path,
                 body_start: e.body_start,
             };
@@ -696,6 +719,9 @@ impl Queue {
             if report.is_some() {
                 e.unreported.extend_from_slice(&newly_done);
             }
+            if report.as_ref().is_some_and(|r| r.delay_warning) {
+                e.delay_warned = true;
+            }
         }
         if !newly_done.is_empty() || report.is_some() {
             let _ = self.send(Request::Outcome {
@@ -716,6 +742,11 @@ impl Queue {
         job.age >= self.shared.limits.max_age
     }
 
+    /// How long a message may wait before it fails (`max_age`).
+    pub fn max_age(&self) -> Duration {
+        self.shared.limits.max_age
+    }
+
     /// Start a failure report: an internal message from `<>` that the
     /// queue's size limits never refuse (losing a report is worse than
     /// exceeding a limit by one small message).
@@ -729,6 +760,13 @@ impl Queue {
             body: BodyType::EightBitMime,
             ..Envelope::default()
         };
+        self.begin_inner(envelope, true)
+    }
+
+    /// Start a message postern writes itself (a storm digest): like a
+    /// failure report, never refused by the queue's size limits (it stands
+    /// in for the copies it sums up, which leave the queue after it).
+    pub fn begin_internal(&self, envelope: Envelope) -> SpoolWriter {
         self.begin_inner(envelope, true)
     }
 
@@ -767,7 +805,7 @@ impl Queue {
             }) {
                 d.oldest = Some((QueueId(*id), age, e.meta.arrival));
             }
-            if e.held {
+            if e.hold != Hold::None {
                 d.held += 1;
             } else if e.attempts > 0 && e.pending() > 0 {
                 d.deferred += 1;
@@ -838,8 +876,10 @@ impl Queue {
                 match st.entries.get_mut(&id.0) {
                     None => Err(OpError::NotFound(id)),
                     Some(e) => {
-                        let was = e.held;
-                        e.held = held;
+                        let was = e.hold;
+                        if (was != Hold::None) != held {
+                            e.hold = if held { Hold::Operator } else { Hold::None };
+                        }
                         if !held {
                             e.next_attempt = Instant::now();
                         }
@@ -848,7 +888,7 @@ impl Queue {
                 }
             };
             let sent = was.and_then(|was| {
-                if was == held {
+                if (was != Hold::None) == held {
                     // Nothing to record: memory and disk already agree.
                     return Ok(None);
                 }
@@ -875,7 +915,7 @@ impl Queue {
                     if r.is_err()
                         && let Some(e) = self.state().entries.get_mut(&id.0)
                     {
-                        e.held = was;
+                        e.hold = was;
                     }
                     r
                 });
@@ -984,6 +1024,13 @@ impl Queue {
 
     /// A report could not be made durable: the recipients it covered are
     /// pending again (found failed again at the next attempt, reported then).
+    /// A delay warning could not be queued: it is due again.
+    fn undo_delay_warned(&self, id: u64) {
+        if let Some(e) = self.state().entries.get_mut(&id) {
+            e.delay_warned = false;
+        }
+    }
+
     fn undo_done(&self, id: u64, idx: &[RcptIndex]) {
         let mut st = self.state();
         if let Some(e) = st.entries.get_mut(&id) {
@@ -1049,7 +1096,8 @@ fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
             .zip(e.done.iter().copied())
             .collect(),
         arrival: e.meta.arrival,
-        held: e.held,
+        held: e.hold != Hold::None,
+        hold: e.hold,
         in_flight: e.in_flight,
     }
 }

@@ -20,8 +20,13 @@
 //!
 //! ```text
 //!   id u64, arrival u64 (unix seconds),
-//!   format u8    0x40 = this layout, | 0x80 when the queue time follows
+//!   format u8    0x40 = this layout, | 0x80 when the queue time follows,
+//!                | 0x20 when the disposition follows
 //!   queued u64   queue time of arrival, ms (when 0x80)
+//!   disposition (when 0x20): hold u8 (0 none, 1 by a [[filter]] rule,
+//!                2 by storm suppression, 3 by the operator: a copy
+//!                written again keeps the hold it had), route (u16
+//!                length + bytes, empty = by domain)
 //!   env_len u32  octets of the envelope section that follows
 //!   envelope:
 //!     flags u8   1 = BODY=8BITMIME, 2 = SMTPUTF8
@@ -47,8 +52,10 @@
 //! written by earlier versions recover; it is never written.
 //!
 //! Recipients-done payload: `id u64, 0xFFFF u16, count u32, each index
-//! u32`; the first layout (`id u64, count u16, each index u16`) is still
-//! read.
+//! u32`, or, when a flag is set, `id u64, 0xFFFE u16, flags u8, count u32,
+//! each index u32` (flag 1: the message's delay warning went out, so a
+//! restart does not send it again); the first layout (`id u64, count u16,
+//! each index u16`) is still read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -204,6 +211,9 @@ const FLAG_SMTPUTF8: u8 = 2;
 /// Format bit: the queue time of arrival follows (`u64`, milliseconds).
 /// Records written before the queue clock lack it.
 const FLAG_QTIME: u8 = 0x80;
+/// Format bit: the disposition (held, named route) follows the queue
+/// time. Records without it are neither held nor routed by name.
+const FLAG_DISPOSITION: u8 = 0x20;
 /// Format bit: the envelope layout with 32-bit recipient counts and the
 /// RFC 3461 fields. Records without it are in the first layout, where this
 /// byte also held the FLAG_8BITMIME and FLAG_SMTPUTF8 bits.
@@ -220,6 +230,11 @@ const MIN_RCPT_LEN: usize = 6;
 /// record held at most 65,535 recipients, and a list of all of them was
 /// written as a "message done" record instead.
 const RCPTS_DONE_MARKER: u16 = 0xFFFF;
+/// Recipients-done layout with a flags octet after the marker (bit 1: the
+/// delay warning went out).
+const RCPTS_DONE_FLAGS_MARKER: u16 = 0xFFFE;
+/// A recipients-done flag: the message's delay warning went out.
+pub const DELAY_WARNED: u8 = 1;
 
 /// Everything of a message record but the body: the envelope and the
 /// message's queue facts.
@@ -236,6 +251,32 @@ pub struct MessageMeta {
     pub envelope: Arc<Envelope>,
     /// Indices of recipients already finished.
     pub done: Vec<RcptIndex>,
+    /// Kept from delivery, and why.
+    pub hold: Hold,
+    /// Delivered over the route of this name (a `[[filter]]` said so)
+    /// instead of by recipient domain.
+    pub route: Option<String>,
+    /// Its delay warning went out (from its latest recipients-done
+    /// record; never in the message record itself).
+    pub delay_warned: bool,
+}
+
+/// Why a message is kept from delivery. One hold, whoever set it: a
+/// `[[filter]]` rule or storm suppression set it when the message is
+/// queued (stored in the message record), the operator later (a [`Note`]
+/// record, which also records a release of any kind). A restart keeps
+/// whichever is the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    /// Not held.
+    #[default]
+    None,
+    /// A `[[filter]]` rule with `hold = true`.
+    Filter,
+    /// Storm suppression, until its window ends.
+    Storm,
+    /// The operator (`postern queue hold`).
+    Operator,
 }
 
 impl fmt::Debug for MessageMeta {
@@ -286,12 +327,26 @@ impl MessageMeta {
         let mut out = Vec::with_capacity(29 + env.len());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.extend_from_slice(&self.arrival.to_le_bytes());
-        match self.queued_ms {
-            Some(q) => {
-                out.push(FORMAT_ENVELOPE | FLAG_QTIME);
-                out.extend_from_slice(&q.to_le_bytes());
-            }
-            None => out.push(FORMAT_ENVELOPE),
+        let disposition = self.hold != Hold::None || self.route.is_some();
+        let mut format = FORMAT_ENVELOPE;
+        if self.queued_ms.is_some() {
+            format |= FLAG_QTIME;
+        }
+        if disposition {
+            format |= FLAG_DISPOSITION;
+        }
+        out.push(format);
+        if let Some(q) = self.queued_ms {
+            out.extend_from_slice(&q.to_le_bytes());
+        }
+        if disposition {
+            out.push(match self.hold {
+                Hold::None => 0,
+                Hold::Filter => 1,
+                Hold::Storm => 2,
+                Hold::Operator => 3,
+            });
+            put_str(&mut out, self.route.as_deref().unwrap_or(""));
         }
         put_u32(&mut out, capped(env.len()).0);
         out.extend_from_slice(&env);
@@ -312,6 +367,10 @@ impl MessageMeta {
         if format & FLAG_QTIME != 0 {
             r.u64().ok()?;
         }
+        if format & FLAG_DISPOSITION != 0 {
+            r.u8().ok()?;
+            r.string().ok()?;
+        }
         let n = r.u32().ok()?;
         r.at.checked_add(usize::try_from(n).ok()?)
     }
@@ -327,6 +386,18 @@ impl MessageMeta {
             Some(r.u64()?)
         } else {
             None
+        };
+        let (hold, route) = if format & FLAG_DISPOSITION != 0 && format & FORMAT_ENVELOPE != 0 {
+            let hold = match r.u8()? {
+                0 => Hold::None,
+                1 => Hold::Filter,
+                2 => Hold::Storm,
+                3 => Hold::Operator,
+                _ => return Err(RecordError::Malformed),
+            };
+            (hold, Some(r.string()?).filter(|s| !s.is_empty()))
+        } else {
+            (Hold::None, None)
         };
         let (envelope, done) = if format & FORMAT_ENVELOPE != 0 {
             let len = usize::try_from(r.u32()?).map_err(|_| RecordError::Malformed)?;
@@ -350,6 +421,9 @@ impl MessageMeta {
                 queued_ms,
                 envelope: Arc::new(envelope),
                 done,
+                hold,
+                route,
+                delay_warned: false,
             },
             r.at,
         ))
@@ -460,11 +534,17 @@ fn capped(n: usize) -> (u32, usize) {
 }
 
 /// Encode a recipients-done payload: `id u64, marker u16 (0xFFFF), count
-/// u32, each index u32`.
-pub fn encode_rcpts_done(id: u64, done: &[RcptIndex]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14 + done.len() * 4);
+/// u32, each index u32`; with `flags` (e.g. [`DELAY_WARNED`]), `id u64,
+/// marker u16 (0xFFFE), flags u8, count u32, each index u32`.
+pub fn encode_rcpts_done(id: u64, done: &[RcptIndex], flags: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(15 + done.len() * 4);
     out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&RCPTS_DONE_MARKER.to_le_bytes());
+    if flags == 0 {
+        out.extend_from_slice(&RCPTS_DONE_MARKER.to_le_bytes());
+    } else {
+        out.extend_from_slice(&RCPTS_DONE_FLAGS_MARKER.to_le_bytes());
+        out.push(flags);
+    }
     let n = capped(done.len());
     put_u32(&mut out, n.0);
     for d in &done[..n.1] {
@@ -473,12 +553,18 @@ pub fn encode_rcpts_done(id: u64, done: &[RcptIndex]) -> Vec<u8> {
     out
 }
 
-/// Decode a recipients-done payload, in either layout (the first one:
-/// `id u64, count u16, each index u16`).
-pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>), RecordError> {
+/// Decode a recipients-done payload, in any layout (the first one: `id
+/// u64, count u16, each index u16`): the id, the finished indices, the
+/// flags.
+pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>, u8), RecordError> {
     let mut r = Reader { p, at: 0 };
     let id = r.u64()?;
-    let first = r.u16()?;
+    let mut first = r.u16()?;
+    let mut flags = 0;
+    if first == RCPTS_DONE_FLAGS_MARKER {
+        flags = r.u8()?;
+        first = RCPTS_DONE_MARKER;
+    }
     let done = if first == RCPTS_DONE_MARKER {
         let n = r.count(4)?;
         let mut done = Vec::with_capacity(n);
@@ -496,10 +582,12 @@ pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>), RecordError>
     if r.at != p.len() {
         return Err(RecordError::Malformed);
     }
-    Ok((id, done))
+    Ok((id, done, flags))
 }
 
-/// An operator's note about a queued message, kept across restarts.
+/// A hold or release after a message was queued (by the operator, or a
+/// storm window's end), kept across restarts: the latest note after a
+/// message's latest message record says whether it is held.
 ///
 /// Written as a record of the segment-start kind with a 9-octet payload
 /// (tag u8: 1 = hold, 2 = release; id u64), not as a kind of its own: a
@@ -647,7 +735,27 @@ mod tests {
                 envid: Some("QQ314159".into()),
             }),
             done: vec![1],
+            hold: Hold::None,
+            route: None,
+            delay_warned: false,
         }
+    }
+
+    #[test]
+    fn a_held_and_routed_message_keeps_both_and_others_do_not_change() {
+        let plain = meta().encode();
+        let mut m = meta();
+        m.hold = Hold::Storm;
+        m.route = Some("m365".into());
+        let mut enc = m.encode();
+        assert_eq!(MessageMeta::encoded_len(&enc), Some(enc.len()));
+        assert_eq!(enc.len(), plain.len() + 1 + 2 + 4);
+        enc.extend_from_slice(b"body");
+        let (back, at) = MessageMeta::decode(&enc).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(&enc[at..], b"body");
+        // Without a disposition the record is byte for byte the former one.
+        assert_eq!(plain[16] & FLAG_DISPOSITION, 0);
     }
 
     #[test]
@@ -704,7 +812,14 @@ mod tests {
         assert_eq!(back.envelope.rcpts.len(), n);
         assert_eq!(back, m);
         let big: Vec<RcptIndex> = (0..70_000).collect();
-        assert_eq!(decode_rcpts_done(&encode_rcpts_done(9, &big)), Ok((9, big)));
+        assert_eq!(
+            decode_rcpts_done(&encode_rcpts_done(9, &big, 0)),
+            Ok((9, big.clone(), 0))
+        );
+        assert_eq!(
+            decode_rcpts_done(&encode_rcpts_done(9, &big, DELAY_WARNED)),
+            Ok((9, big, DELAY_WARNED))
+        );
     }
 
     #[test]
@@ -716,7 +831,7 @@ mod tests {
         assert_eq!(&enc[at..at + 4], &2u32.to_le_bytes());
         enc[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(MessageMeta::decode(&enc), Err(RecordError::Malformed));
-        let mut done = encode_rcpts_done(1, &[1, 2]);
+        let mut done = encode_rcpts_done(1, &[1, 2], 0);
         done[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_rcpts_done(&done), Err(RecordError::Malformed));
     }
@@ -781,12 +896,12 @@ mod tests {
         b.extend_from_slice(&2u16.to_le_bytes());
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&5u16.to_le_bytes());
-        assert_eq!(decode_rcpts_done(&b), Ok((0x99, vec![0, 5])));
+        assert_eq!(decode_rcpts_done(&b), Ok((0x99, vec![0, 5], 0)));
         // Written now: the marker and 32-bit indices.
-        let enc = encode_rcpts_done(0x99, &[0, 5]);
+        let enc = encode_rcpts_done(0x99, &[0, 5], 0);
         assert_eq!(&enc[8..10], &[0xFF, 0xFF]);
         assert_eq!(enc.len(), 8 + 2 + 4 + 8);
-        assert_eq!(decode_rcpts_done(&enc), Ok((0x99, vec![0, 5])));
+        assert_eq!(decode_rcpts_done(&enc), Ok((0x99, vec![0, 5], 0)));
     }
 
     #[test]

@@ -500,7 +500,7 @@ mod tests {
             }
         }};
     }
-    use crate::queue::{Job, Limits, Queue, QueueError, QueueId, RcptOutcome, StoreOptions};
+    use crate::queue::{Hold, Job, Limits, Queue, QueueError, QueueId, RcptOutcome, StoreOptions};
     use crate::smtp::{Address, Envelope, Recipient, ReversePath};
     use std::time::{Duration, Instant};
 
@@ -579,6 +579,13 @@ mod tests {
                 ..Envelope::default()
             });
             let id = w.id();
+            // Some are queued held, as a [[filter]] rule or storm
+            // suppression does: the same hold the operator's notes change.
+            let hold = match rng.below(8) {
+                0 => Hold::Filter,
+                1 => Hold::Storm,
+                _ => Hold::None,
+            };
             model.insert(
                 id,
                 Model {
@@ -588,7 +595,7 @@ mod tests {
                     may_be_done: vec![false; rcpts],
                     reports: Vec::new(),
                     deleted: false,
-                    held: Some(false),
+                    held: Some(hold != Hold::None),
                 },
             );
             let b = body(id, len);
@@ -596,6 +603,9 @@ mod tests {
             handles.push(std::thread::spawn(move || {
                 for c in b.chunks(700) {
                     w.write(c)?;
+                }
+                if hold != Hold::None {
+                    w.set_disposition(None, hold, None)?;
                 }
                 smol::block_on(q.commit(w)).map_err(|e| io::Error::other(e.to_string()))
             }));

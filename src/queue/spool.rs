@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::record::{HEADER_LEN, MessageMeta};
+use super::record::{HEADER_LEN, Hold, MessageMeta};
 use super::storage::{OpenMode, Storage, StorageFile};
 
 /// Bytes of a message held in memory before it spills to a file. Bounded so
@@ -33,6 +33,9 @@ pub struct SpoolWriter {
     pub(super) body_len: u64,
     /// Skip the queue's size limits (failure reports must never be refused).
     pub(super) internal: bool,
+    /// This is a message's delay warning: queuing it records that the
+    /// warning went out ([`SpoolWriter::mark_delay_warning`]).
+    pub(super) delay_warning: bool,
     tmp_dir: PathBuf,
     fs: Arc<dyn Storage>,
     /// Counted among the queue's open transactions until handed over.
@@ -69,6 +72,7 @@ impl SpoolWriter {
             crc,
             body_len: 0,
             internal,
+            delay_warning: false,
             tmp_dir,
             fs,
             receiving: None,
@@ -78,6 +82,18 @@ impl SpoolWriter {
     /// The queue id this message will have.
     pub fn id(&self) -> u64 {
         self.meta.id
+    }
+
+    /// The envelope the message is stored with.
+    pub fn envelope(&self) -> &crate::smtp::Envelope {
+        &self.meta.envelope
+    }
+
+    /// This report is the delay warning of the message it is finished
+    /// with ([`super::Queue::finish`]): the queue records that it went out,
+    /// with that message's state, so it goes out once.
+    pub fn mark_delay_warning(&mut self) {
+        self.delay_warning = true;
     }
 
     /// Body octets written so far.
@@ -128,6 +144,68 @@ impl SpoolWriter {
 }
 
 impl SpoolWriter {
+    /// What the rules decided once the message was in: new recipients
+    /// (`None` keeps them), held or not, a named route. The envelope is
+    /// written before the body, so a change rewrites the record's start:
+    /// in memory for a small message; a spilled one is copied once into a
+    /// new spill file (rare, and gone from the page cache within a second
+    /// like any spill).
+    pub fn set_disposition(
+        &mut self,
+        envelope: Option<crate::smtp::Envelope>,
+        hold: Hold,
+        route: Option<String>,
+    ) -> std::io::Result<()> {
+        let old_meta_len = self.meta.encode().len();
+        if let Some(e) = envelope {
+            self.meta.envelope = Arc::new(e);
+        }
+        self.meta.hold = hold;
+        self.meta.route = route;
+        let env = self.meta.encode();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&env);
+        match self.spill.take() {
+            None => {
+                let body = self.buf.split_off(HEADER_LEN + old_meta_len);
+                crc.update(&body);
+                self.buf.truncate(HEADER_LEN);
+                self.buf.extend_from_slice(&env);
+                self.buf.extend_from_slice(&body);
+            }
+            Some(old) => {
+                let path = self.tmp_dir.join(format!("{:X}.d", self.meta.id));
+                let file = self.fs.open(&path, OpenMode::CreateNew)?;
+                let mut head = vec![0u8; HEADER_LEN];
+                head.extend_from_slice(&env);
+                file.write_all_at(&head, 0)?;
+                let mut at = head.len() as u64;
+                let mut from = (HEADER_LEN + old_meta_len) as u64;
+                let mut chunk = Vec::with_capacity(MEM_LIMIT);
+                while from < old.len {
+                    chunk.clear();
+                    let n = usize::try_from((old.len - from).min(MEM_LIMIT as u64))
+                        .unwrap_or(MEM_LIMIT);
+                    old.file.read_append_at(&mut chunk, n, from)?;
+                    crc.update(&chunk);
+                    file.write_all_at(&chunk, at)?;
+                    from += n as u64;
+                    at += n as u64;
+                }
+                crc.update(&self.buf);
+                let _ = self.fs.remove(&old.path);
+                self.spill = Some(Spill {
+                    file,
+                    path,
+                    len: at,
+                });
+            }
+        }
+        self.crc = crc;
+        self.payload_len = env.len() as u64 + self.body_len;
+        Ok(())
+    }
+
     /// No longer receiving (handed to the writer, or abandoned).
     pub(super) fn stop_receiving(&mut self) {
         self.receiving = None;

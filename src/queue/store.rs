@@ -116,8 +116,9 @@ pub(super) struct Loaded {
     pub body_len: u64,
     pub record_len: u64,
     pub state_seg: Option<u32>,
-    /// Held by the operator (the latest note says so).
-    pub held: bool,
+    /// Held, and by whom: the message record's hold, unless a later note
+    /// changed it.
+    pub hold: super::Hold,
     /// Segment holding the latest note, when it pins one.
     pub hold_seg: Option<u32>,
 }

@@ -143,6 +143,42 @@ fn finished_recipients_stay_finished_after_restart() {
 }
 
 #[test]
+fn a_delay_warning_is_recorded_and_not_due_again_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    let warned = put(&q, &["1@x", "2@x"], b"one\r\n");
+    let plain = put(&q, &["1@x"], b"two\r\n");
+    for j in due(&q) {
+        assert!(!j.delay_warned);
+        let put_off = [(0, RcptOutcome::Deferred("451 busy".into()))];
+        if j.id == warned {
+            let mut w = q.begin_report(addr("dev@lan"));
+            w.write(b"Subject: Delayed Mail\r\n\r\nstill trying\r\n")
+                .unwrap();
+            w.mark_delay_warning();
+            q.finish(&j, &put_off, Some(w));
+        } else {
+            q.finish(&j, &put_off, None);
+        }
+    }
+    q.sync().unwrap();
+    q.flush();
+    // In memory at once, for the next attempt.
+    let jobs = due(&q);
+    let by_id = |jobs: &[Job], id| jobs.iter().find(|j| j.id == id).map(|j| j.delay_warned);
+    assert_eq!(by_id(&jobs, warned), Some(true));
+    assert_eq!(by_id(&jobs, plain), Some(false));
+    q.close();
+    // And after a restart: the warning is not sent twice.
+    let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!(r.messages, 3, "the two messages and the warning itself");
+    let jobs = due(&q);
+    assert_eq!(by_id(&jobs, warned), Some(true));
+    assert_eq!(by_id(&jobs, plain), Some(false));
+    q.close();
+}
+
+#[test]
 fn a_torn_tail_loses_only_what_was_never_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
@@ -598,4 +634,126 @@ fn a_queue_of_the_first_record_layout_recovers() {
 
 /// The queue at its edges: a full or read-only disk, files changed from
 /// outside, holds across a restart, file modes.
+#[test]
+fn depth_counts_deferred_held_and_what_waits_for_each_route_without_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Queue::open_with(dir.path(), limits(), small()).unwrap();
+    let a = put(&q, &["x@one.test", "y@two.test"], b"a");
+    let b = put(&q, &["z@two.test"], b"b");
+    let c = put(&q, &["w@nowhere.test"], b"c");
+    // One attempt for a: deferred; b held; c never tried.
+    let jobs = due(&q);
+    let ja = jobs.iter().find(|j| j.id == a).unwrap();
+    q.finish(ja, &[(0, RcptOutcome::Deferred("451 later".into()))], None);
+    for j in jobs.iter().filter(|j| j.id != a) {
+        q.finish_held(j, &[], None, Instant::now());
+    }
+    q.hold(b).unwrap();
+    let route_of = |r: &Address| match r.domain() {
+        Some("one.test") => Some(0),
+        Some("two.test") => Some(1),
+        _ => None,
+    };
+    let d = q.depth(2, route_of);
+    assert_eq!((d.messages, d.deferred, d.held), (3, 1, 1));
+    assert_eq!(
+        d.waiting,
+        vec![1, 2],
+        "a waits for both routes, b for the second"
+    );
+    assert_eq!(d.bytes, q.usage().1);
+    // Oldest: the earliest arrival (ages tie at this resolution: lowest id).
+    assert_eq!(d.oldest.map(|(id, _, _)| id), Some(a));
+    q.delete(c).unwrap();
+    q.delete(a).unwrap();
+    q.release(b).unwrap();
+    let d = q.depth(2, route_of);
+    assert_eq!((d.messages, d.held, d.waiting.clone()), (1, 0, vec![0, 1]));
+    q.close();
+}
+
 mod edges;
+
+/// What `[[filter]]` and storm suppression decide at the end of data
+/// (other recipients, held, a named route) is stored with the message,
+/// small or spilled, and survives a restart; the body is untouched.
+#[test]
+fn a_disposition_set_at_the_end_of_data_is_stored_and_survives_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bodies = HashMap::new();
+    {
+        let (q, _) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+        // 100 octets stay in memory; 200,000 spill to a file first.
+        for (i, n) in [100usize, 200_000].iter().enumerate() {
+            let b = body(*n, i as u8);
+            let mut w = q.begin(msg(&["a@x.example"]));
+            for chunk in b.chunks(1000) {
+                w.write(chunk).unwrap();
+            }
+            let held = if i == 0 { Hold::Filter } else { Hold::None };
+            w.set_disposition(
+                Some(msg(&["ops@z.example", "sec@z.example"])),
+                held,
+                Some("m365".into()),
+            )
+            .unwrap();
+            let id = smol::block_on(q.commit(w)).unwrap();
+            bodies.insert(id, (b, held));
+        }
+        let jobs = due(&q);
+        assert_eq!(jobs.len(), 1, "the held one is not taken");
+        q.close();
+    }
+    let (q, r) = Queue::open_with(tmp.path(), limits(), small()).unwrap();
+    assert_eq!(r.messages, 2);
+    let listed = q.list();
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|s| s.held && s.hold == Hold::Filter)
+            .count(),
+        1
+    );
+    let jobs = due(&q);
+    assert_eq!(jobs.len(), 1, "still held after a restart");
+    let j = &jobs[0];
+    assert_eq!(read_body(&q, j), bodies[&j.id].0);
+    assert_eq!(j.route.as_deref(), Some("m365"));
+    assert_eq!(
+        pending(j),
+        vec![
+            (0, "ops@z.example".to_string()),
+            (1, "sec@z.example".to_string())
+        ]
+    );
+    let held = listed.iter().find(|s| s.held).unwrap().id;
+    q.release(held).unwrap();
+    let j = due(&q);
+    assert_eq!(read_body(&q, &j[0]), bodies[&held].0);
+}
+
+/// Held mail does not expire while it is held (as in Postfix, whose
+/// postsuper(1) says held mail "will not expire ... It becomes subject to
+/// expiration after it is released"): nothing takes it, so nothing fails
+/// it. Its age keeps counting, so once released a message past max_age
+/// fails at its first deferral like any other.
+#[test]
+fn a_held_message_does_not_expire_while_held_and_can_once_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(1_800_000_000);
+    let (q, _) = Queue::open_with(tmp.path(), limits(), with_clock(&clock)).unwrap();
+    let id = put(&q, &["a@x.example"], b"held past max_age");
+    q.hold(id).unwrap();
+    clock.advance(6 * 86_400);
+    let later = Instant::now() + Duration::from_secs(7 * 86_400);
+    assert!(
+        q.take_due(later, usize::MAX).0.is_empty(),
+        "held: never taken"
+    );
+    assert_eq!(q.list().len(), 1, "and never failed");
+    q.release(id).unwrap();
+    let jobs = q.take_due(later, usize::MAX).0;
+    assert_eq!(jobs.len(), 1);
+    assert!(q.expired(&jobs[0]), "released, its age is past max_age");
+    q.close();
+}

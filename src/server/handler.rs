@@ -14,10 +14,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use smol::io::{AsyncRead, AsyncWrite};
 
 use super::connection::{ConnError, Connection, Line};
-use super::limits::ClientLimits;
-use super::session::{ClientFacts, Gates, Out, Services, Session, SessionStats, Then};
+use super::limits::{ClientLimits, IdleWatch};
+use super::session::{ClientFacts, Disposition, Gates, Out, Services, Session, SessionStats, Then};
+use super::storm::{Storms, Ticket};
 use crate::policy::Outbound;
-use crate::queue::{Queue, QueueError, QueueId, Transaction};
+use crate::queue::{Hold, Queue, QueueError, QueueId, SpoolWriter, Transaction};
 use crate::smtp::{Address, Envelope};
 use crate::tls::Stream;
 
@@ -33,6 +34,8 @@ pub struct Live<'a> {
     pub limits: Option<&'a ClientLimits>,
     /// The daemon's counters (refusals by reason), when it keeps them.
     pub observer: Option<&'a crate::observe::Observer>,
+    /// Storm suppression (it reads every message's Subject when on).
+    pub storm: Option<&'a Storms>,
 }
 
 impl Services for Live<'_> {
@@ -48,8 +51,14 @@ impl Services for Live<'_> {
     fn alias(&self, rcpt: &Address) -> Option<Address> {
         self.outbound?.alias(rcpt).cloned()
     }
+    fn qualify(&self, addr: &Address) -> Option<Address> {
+        self.outbound?.qualify(addr)
+    }
     fn upstream_size_limit(&self) -> Option<u64> {
         self.outbound?.max_message_size()
+    }
+    fn reads_messages(&self) -> bool {
+        self.storm.is_some_and(Storms::enabled)
     }
     fn refused(&self, reason: super::refusal::Reason) {
         if let Some(o) = self.observer {
@@ -68,6 +77,18 @@ pub struct Backing<'a> {
     pub tls: Option<&'a Arc<rustls::ServerConfig>>,
     /// `[[user]]` accounts, for AUTH.
     pub users: &'a crate::auth::Users,
+    /// Storm suppression, which may hold a message back.
+    pub storm: Option<&'a Storms>,
+}
+
+/// What ended the wait for the next line.
+enum Next {
+    /// A line from the client.
+    Line(Line),
+    /// The daemon is stopping.
+    Stop,
+    /// The listener needs this silent connection's place.
+    MakeRoom,
 }
 
 /// One inbound connection, from greeting to close.
@@ -79,6 +100,9 @@ pub struct Handler<'a, T> {
     /// Closed when the daemon stops: between commands that ends the
     /// session with 421.
     stop: Option<smol::channel::Receiver<()>>,
+    /// Tells a connection that has sent no command yet to make room for
+    /// another client (the listener's idle hoarding rule).
+    idle: Option<IdleWatch>,
     /// Counted by the queue while a transaction is open (group commit).
     transaction: Option<Transaction>,
     /// The daemon's counters (status, metrics), when it keeps them.
@@ -113,9 +137,16 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
             backing,
             peer,
             stop: None,
+            idle: None,
             transaction: None,
             observer: None,
         }
+    }
+
+    /// Close with 421 when `watch` says so, while the client has sent no
+    /// command yet; the first command line marks it as spoken.
+    pub fn watch_idle(&mut self, watch: IdleWatch) {
+        self.idle = Some(watch);
     }
 
     /// Count what this session accepts in `observer`.
@@ -153,11 +184,15 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 Then::Close => return Ok(()),
                 Then::Read => {
                     let out = match self.next_line().await? {
-                        Some(line) => {
+                        Next::Line(line) => {
+                            if let Some(w) = &self.idle {
+                                w.spoke();
+                            }
                             let pipelined = self.conn.has_buffered();
                             self.session.line(line, pipelined)
                         }
-                        None => self.session.stopping(),
+                        Next::Stop => self.session.stopping(),
+                        Next::MakeRoom => self.session.make_room(),
                     };
                     self.apply(out).await?
                 }
@@ -191,22 +226,38 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
         Ok(out.then)
     }
 
-    /// The next line, or `None` when the daemon is stopping and no whole
-    /// line is buffered (the replies so far are sent first).
-    async fn next_line(&mut self) -> Result<Option<Line>, ConnError> {
+    /// The next line; or, when no whole line is buffered, that the daemon
+    /// is stopping or that this silent connection must make room (the
+    /// replies so far are sent first).
+    async fn next_line(&mut self) -> Result<Next, ConnError> {
         let idle = self.session.idle_timeout();
-        let Some(stop) = self.stop.clone() else {
-            return self.conn.read_line(idle).await.map(Some);
-        };
-        if self.conn.line_buffered() {
-            return self.conn.read_line(idle).await.map(Some);
+        let stop = self.stop.clone();
+        let room = self.idle.clone().filter(|w| !w.has_spoken());
+        if (stop.is_none() && room.is_none()) || self.conn.line_buffered() {
+            return self.conn.read_line(idle).await.map(Next::Line);
         }
-        // Flush before racing, so a stop never cuts a reply in half.
+        // Flush before racing, so neither cuts a reply in half.
         self.conn.flush().await?;
-        smol::future::or(async { self.conn.read_line(idle).await.map(Some) }, async {
-            let _ = stop.recv().await;
-            Ok(None)
-        })
+        let stopped = async {
+            match &stop {
+                Some(stop) => {
+                    let _ = stop.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+            Ok(Next::Stop)
+        };
+        let evicted = async {
+            match &room {
+                Some(w) => w.closing().await,
+                None => std::future::pending::<()>().await,
+            }
+            Ok(Next::MakeRoom)
+        };
+        smol::future::or(
+            async { self.conn.read_line(idle).await.map(Next::Line) },
+            smol::future::or(stopped, evicted),
+        )
         .await
     }
 
@@ -282,10 +333,44 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
         }
         let out = match (self.session.data_end(&intake), writer) {
             (Some(refusal), _) => refusal,
-            (None, Some(w)) => {
+            (None, Some(mut w)) => {
                 let size = w.body_len();
+                let mut disposition = self.session.disposition(&intake);
+                let ticket = self.storm_note(&intake, disposition.as_ref(), &w);
+                if ticket.is_some() {
+                    disposition
+                        .get_or_insert(Disposition {
+                            envelope: None,
+                            hold: Hold::None,
+                            route: None,
+                        })
+                        .hold = Hold::Storm;
+                }
+                if let Some(d) = disposition
+                    && let Err(e) = w.set_disposition(d.envelope, d.hold, d.route)
+                {
+                    // Never deliver what a rule held or routed elsewhere as
+                    // if it had not: the client tries again later.
+                    if let (Some(s), Some(t)) = (self.backing.storm, ticket) {
+                        s.unnote(t);
+                    }
+                    let failed = Some(Err(QueueError::Io(e)));
+                    let out = self.session.data_committed(failed, size);
+                    return self.apply(out).await;
+                }
+                let stored_as = QueueId(w.id());
                 let limit = self.session.data_end_timeout();
                 let committed = crate::deadline::timeout(limit, q.commit(w)).await.ok();
+                if let (Some(s), Some(t)) = (self.backing.storm, ticket) {
+                    match &committed {
+                        Some(Ok(id)) => s.held(t, *id),
+                        // Not confirmed in time: it may still become durable
+                        // (then it is held in its window; if not, the id
+                        // names nothing and is passed over).
+                        None => s.held(t, stored_as),
+                        Some(Err(_)) => s.unnote(t),
+                    }
+                }
                 if let (Some(Ok(_)), Some(o)) = (&committed, &self.observer) {
                     o.accepted();
                 }
@@ -300,8 +385,28 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
     }
 }
 
+impl<T> Handler<'_, T> {
+    /// Ask storm suppression about a message about to be committed (not
+    /// one a rule holds already: the operator decides about that one).
+    fn storm_note(
+        &self,
+        intake: &super::intake::Intake,
+        d: Option<&Disposition>,
+        w: &SpoolWriter,
+    ) -> Option<Ticket> {
+        let storm = self.backing.storm?;
+        if d.is_some_and(|d| d.hold != Hold::None) {
+            return None;
+        }
+        let scan = intake.scan()?;
+        let envelope = d.and_then(|d| d.envelope.as_ref()).unwrap_or(w.envelope());
+        let route = d.and_then(|d| d.route.as_deref());
+        storm.note(envelope, scan, route)
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
     use crate::policy::Policy;
@@ -310,12 +415,79 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
+    /// A world whose config has these `[[filter]]` rules.
+    pub(crate) fn world_rules(rules: &str) -> World {
+        world_full("", rules, crate::queue::StoreOptions::default())
+    }
+
+    /// One transaction: EHLO, MAIL, each RCPT, DATA, the message, QUIT;
+    /// every reply in order (the one to QUIT last).
+    pub(crate) fn conversation(
+        w: &World,
+        from: &str,
+        rcpts: &[&str],
+        message: &str,
+    ) -> (Vec<String>, Result<(), ConnError>) {
+        let mut replies = Vec::new();
+        let (_, res) = session_in(w, b"", async |mut c| {
+            assert!(reply(&mut c).await.starts_with("220 "));
+            let mut cmds = vec!["EHLO dev".to_string(), format!("MAIL FROM:<{from}>")];
+            cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>")));
+            cmds.push("DATA".into());
+            for cmd in cmds {
+                c.write_all(format!("{cmd}\r\n").as_bytes()).await.unwrap();
+                let r = reply(&mut c).await;
+                let go_on = cmd != "DATA" || r.starts_with("354");
+                replies.push(r);
+                if !go_on {
+                    break;
+                }
+            }
+            if replies.last().is_some_and(|r| r.starts_with("354")) {
+                c.write_all(message.as_bytes()).await.unwrap();
+                c.write_all(b".\r\n").await.unwrap();
+                replies.push(reply(&mut c).await);
+            }
+            c.write_all(b"QUIT\r\n").await.unwrap();
+            replies.push(reply(&mut c).await);
+            read_all(c).await
+        });
+        (replies, res)
+    }
+
+    /// The stored message of `id`, as text.
+    pub(crate) fn stored_body(w: &World, id: QueueId) -> String {
+        w.queue.release(id).unwrap();
+        let job = w
+            .queue
+            .take_due(Instant::now(), usize::MAX)
+            .0
+            .into_iter()
+            .find(|j| j.id == id)
+            .unwrap();
+        let mut r = w.queue.open_body(&job).unwrap();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            r.read_chunk(&mut buf, 4096).unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&buf);
+        }
+        w.queue.finish(&job, &[], None);
+        w.queue.hold(id).unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// The daemon's parts on a real queue in a temp dir.
     pub(crate) struct World {
         cfg: config::Config,
         policy: Policy,
         pub(crate) queue: Queue,
         users: crate::auth::Users,
+        rules: crate::filter::Rules,
+        pub(crate) storm: Option<Arc<Storms>>,
         _dir: tempfile::TempDir,
     }
 
@@ -325,9 +497,14 @@ mod tests {
 
     /// A world with extra `[server]` keys and its queue on `store`.
     fn world_with(server: &str, store: crate::queue::StoreOptions) -> World {
+        world_full(server, "", store)
+    }
+
+    /// With tables after the rest (`[[filter]]`…).
+    fn world_full(server: &str, tail: &str, store: crate::queue::StoreOptions) -> World {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
-             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
+             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n{tail}"
         );
         let opts = ParseOptions {
             skip_file_checks: true,
@@ -342,8 +519,14 @@ mod tests {
             retry_intervals: vec![Duration::from_secs(60)],
         };
         let (queue, _) = Queue::open_with(dir.path(), limits, store).unwrap();
+        let storm = cfg.storm.as_ref().map(|s| {
+            let clock = Arc::new(crate::queue::SystemClock);
+            Arc::new(Storms::open(Some(s), queue.clone(), "relay.test", clock))
+        });
         World {
+            storm,
             policy: Policy::new(&cfg.policy),
+            rules: crate::filter::Rules::new(&cfg.filters),
             cfg,
             queue,
             users: crate::auth::Users::default(),
@@ -374,6 +557,7 @@ mod tests {
                 outbound: None,
                 limits: None,
                 observer: None,
+                storm: w.storm.as_deref(),
             };
             let gates = Gates {
                 hostname: "relay.test",
@@ -381,11 +565,13 @@ mod tests {
                 policy: &w.policy,
                 services: &live,
                 client: peer.ip(),
+                filters: &w.rules,
             };
             let backing = Backing {
                 queue: &w.queue,
                 tls: None,
                 users: &w.users,
+                storm: w.storm.as_deref(),
             };
             let mut handler = Handler::new(
                 Stream::Plain(server),
@@ -627,5 +813,116 @@ mod tests {
         // The first is durable (its client will retry: a duplicate, logged);
         // the second was never written, so its retry is the only copy.
         assert_eq!(from, vec!["first@lan.test".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    //! `[[filter]]` end to end through a session on a real queue.
+    use super::tests::*;
+    use crate::queue::Hold;
+
+    const RULES: &str = "\
+[[filter]]
+name = \"no-exe\"
+attachment_ext = [\"exe\"]
+reject = \"550 5.7.1 Executables are not accepted here\"
+[[filter]]
+name = \"drop-test\"
+subject = [\"test*\"]
+discard = true
+[[filter]]
+name = \"ups\"
+sender = [\"*@ups.lan\"]
+hold = true
+add_header = [\"X-Alert: ups\"]
+remove_header = [\"X-Internal-Ip\"]
+[[filter]]
+name = \"to-ops\"
+recipient = [\"root@*\"]
+redirect = [\"ops@example.com\"]
+[[filter]]
+name = \"no-ceo\"
+recipient = [\"ceo@*\"]
+reject = \"550 5.7.1 Not for the CEO\"
+";
+
+    #[test]
+    fn rules_act_at_each_point_of_a_real_session() {
+        let w = world_rules(RULES);
+        // RCPT: a rejected recipient, a redirected one.
+        let (replies, _) = conversation(
+            &w,
+            "ups@ups.lan",
+            &["ceo@example.com", "root@lan.test"],
+            "Subject: UPS on battery\r\nX-Internal-Ip: 10.0.0.5\r\n\r\nbody\r\n",
+        );
+        assert!(
+            replies[2].starts_with("550 5.7.1 Not for the CEO"),
+            "{replies:?}"
+        );
+        assert!(replies[3].starts_with("250"), "{replies:?}");
+        assert!(
+            replies[5].starts_with("250 2.0.0 Ok: queued as"),
+            "{replies:?}"
+        );
+        let listed = w.queue.list();
+        assert_eq!(listed.len(), 1);
+        let s = &listed[0];
+        assert!(s.held && s.hold == Hold::Filter, "held by the rule");
+        assert_eq!(s.pending, vec!["ops@example.com".to_string()]);
+        let body = stored_body(&w, s.id);
+        assert!(body.contains("X-Alert: ups\r\n\r\nbody"), "{body}");
+        assert!(!body.contains("X-Internal-Ip"), "{body}");
+        // End of headers: discarded, answered like a queued message.
+        let (replies, _) = conversation(
+            &w,
+            "dev@lan",
+            &["a@example.com"],
+            "Subject: test 1\r\n\r\nx\r\n",
+        );
+        assert!(
+            replies[4].starts_with("250 2.0.0 Ok: queued as"),
+            "{replies:?}"
+        );
+        assert_eq!(w.queue.list().len(), 1, "nothing more queued");
+        // End of data: an attachment refused.
+        let msg = "Subject: report\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+                   Content-Type: application/octet-stream; name=\"setup.exe\"\r\n\r\nMZ\r\n--b--\r\n";
+        let (replies, _) = conversation(&w, "dev@lan", &["a@example.com"], msg);
+        assert!(
+            replies[4].starts_with("550 5.7.1 Executables are not accepted here"),
+            "{replies:?}"
+        );
+        assert_eq!(w.queue.list().len(), 1);
+    }
+
+    #[test]
+    fn storm_suppression_holds_copies_past_pass_without_any_rule() {
+        let w = world_rules("[storm]\nthreshold = 2\npass = 1\n");
+        for i in 0..3 {
+            let msg = format!("Subject: UPS {i} on battery\r\n\r\nbody\r\n");
+            let (replies, _) = conversation(&w, "ups@ups.lan", &["ops@example.com"], &msg);
+            assert!(
+                replies[4].starts_with("250 2.0.0 Ok: queued as"),
+                "every copy is taken: {replies:?}"
+            );
+        }
+        let listed = w.queue.list();
+        assert_eq!(listed.len(), 3, "every copy is queued");
+        let holds: Vec<Hold> = listed.iter().filter(|s| s.held).map(|s| s.hold).collect();
+        assert_eq!(holds, vec![Hold::Storm, Hold::Storm], "{listed:?}");
+        // A rule's hold wins: that copy is the operator's, not counted.
+        let w = world_rules(
+            "[[filter]]\nname = \"h\"\nsender = [\"*@ups.lan\"]\nhold = true\n\
+             [storm]\nthreshold = 1\npass = 0\n",
+        );
+        let _ = conversation(
+            &w,
+            "ups@ups.lan",
+            &["ops@example.com"],
+            "Subject: x\r\n\r\ny\r\n",
+        );
+        assert_eq!(w.queue.list()[0].hold, Hold::Filter);
     }
 }

@@ -5,9 +5,18 @@
 //! may be committed or what to refuse it with. No I/O: the handler moves the
 //! bytes from the connection to the spool writer.
 //!
-//! Uses `smtp` (the decoder, the header fixer).
+//! With `[[filter]]` rules that look inside the message (or storm
+//! suppression), the bytes also go through `filter`'s scanner; the rules
+//! that decide at the end of the header section run there, and when some
+//! rule edits header fields the section is kept back (bounded by
+//! [`MAX_HEADER_SECTION`]) until they have, then written edited.
+//!
+//! Uses `smtp` (the decoder, the header fixer) and `filter` (the scanner
+//! and the rules).
 
+use crate::filter::{Facts, Rules, Scan, Scanner, Stage, Verdict};
 use crate::queue::QueueId;
+use crate::smtp::Address;
 use crate::smtp::header::{HeaderSummary, MAX_DATE_LEN, Received};
 use crate::smtp::{BareNewline, DataDecoder, DataError, HeaderFixer};
 
@@ -115,6 +124,129 @@ pub struct Intake {
     /// The spool could not be written.
     spool_failed: bool,
     finished: bool,
+    /// The rules and what is known about the transaction, when some rule
+    /// (or storm suppression) reads the message.
+    filters: Option<Box<FilterRun>>,
+}
+
+/// The rules' part of one message.
+#[derive(Debug)]
+pub struct FilterRun {
+    /// Every rule.
+    pub rules: Rules,
+    /// What they decided up to DATA.
+    pub verdict: Verdict,
+    /// The client.
+    pub client: std::net::IpAddr,
+    /// Who logged in.
+    pub user: Option<String>,
+    /// The sender.
+    pub sender: Option<Address>,
+    /// The recipients.
+    pub rcpts: Vec<Address>,
+    scanner: Scanner,
+    /// Keep the header section back for the rules' header edits.
+    hold_header: bool,
+    /// The header section kept back so far.
+    held: Vec<u8>,
+    /// The header section is past (and written, when it was kept).
+    header_done: bool,
+    /// The kept-back section grew past its bound.
+    overflow: bool,
+}
+
+impl FilterRun {
+    /// A run for `rules` (`scan` even without rules: storm suppression
+    /// reads the Subject).
+    pub fn new(
+        rules: Rules,
+        verdict: Verdict,
+        client: std::net::IpAddr,
+        user: Option<String>,
+        sender: Option<Address>,
+        rcpts: Vec<Address>,
+    ) -> FilterRun {
+        let hold_header = rules.edits_headers();
+        let scanner = Scanner::new(rules.header_names());
+        FilterRun {
+            rules,
+            verdict,
+            client,
+            user,
+            sender,
+            rcpts,
+            scanner,
+            hold_header,
+            held: Vec::new(),
+            header_done: false,
+            overflow: false,
+        }
+    }
+
+    fn decide(&mut self, stage: Stage, size: u64) {
+        let f = Facts {
+            client: self.client,
+            user: self.user.as_deref(),
+            sender: self.sender.as_ref(),
+            rcpts: &self.rcpts,
+            scan: Some(self.scanner.scan()),
+            size,
+        };
+        self.rules.decide(stage, &f, &mut self.verdict);
+    }
+
+    /// The end of the header section: its rules decide, and a kept-back
+    /// section is edited and put before `out`.
+    fn header_end(&mut self, out: &mut Vec<u8>, size: u64) {
+        self.header_done = true;
+        self.decide(Stage::Headers, size);
+        if self.hold_header {
+            let held = std::mem::take(&mut self.held);
+            let mut edited = edit_header(&held, &self.verdict);
+            edited.extend_from_slice(out);
+            *out = edited;
+        }
+    }
+}
+
+/// The header section `held` with the verdict's fields removed, and its
+/// fields added before the empty line that ends it (at the end when
+/// there is none).
+fn edit_header(held: &[u8], v: &Verdict) -> Vec<u8> {
+    if v.stop.is_some() || (v.remove_header.is_empty() && v.add_header.is_empty()) {
+        return held.to_vec();
+    }
+    let mut out = Vec::with_capacity(held.len() + 256);
+    let mut dropping = false;
+    let mut rest = held;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        if line == b"\r\n" || line == b"\n" {
+            add_fields(&mut out, v);
+            out.extend_from_slice(line);
+            out.extend_from_slice(rest);
+            return out;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            dropping = v.remove_header.contains(&name);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    add_fields(&mut out, v);
+    out
+}
+
+fn add_fields(out: &mut Vec<u8>, v: &Verdict) {
+    for h in &v.add_header {
+        out.extend_from_slice(h.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 impl Intake {
@@ -145,7 +277,24 @@ impl Intake {
             framing: None,
             spool_failed: false,
             finished: false,
+            filters: None,
         }
+    }
+
+    /// Read the message for the rules too.
+    pub fn with_filters(mut self, run: FilterRun) -> Intake {
+        self.filters = Some(Box::new(run));
+        self
+    }
+
+    /// What the rules decided, once the message is in (`None`: no rules).
+    pub fn rules_verdict(&self) -> Option<&Verdict> {
+        self.filters.as_ref().map(|f| &f.verdict)
+    }
+
+    /// What the scanner found (`None`: nothing read it).
+    pub fn scan(&self) -> Option<&Scan> {
+        self.filters.as_ref().map(|f| f.scanner.scan())
     }
 
     /// Take the client's next octets.
@@ -177,7 +326,67 @@ impl Intake {
             self.summary = self.fixer.finish(&mut self.out);
             self.finished = true;
         }
+        self.filter_out();
         self.fed(d.consumed)
+    }
+
+    /// Pass this round's output through the rules' scanner; keep the
+    /// header section back while they may still edit it.
+    fn filter_out(&mut self) {
+        let Some(run) = self.filters.as_mut() else {
+            return;
+        };
+        let size = self.size;
+        let ended = run.scanner.feed(&self.out);
+        if self.finished {
+            run.scanner.finish();
+        }
+        if run.header_done {
+            if self.finished {
+                run.decide(
+                    Stage::Data,
+                    self.spooled.saturating_add(self.out.len() as u64),
+                );
+            }
+            return;
+        }
+        match ended {
+            Some(_) if !run.hold_header => run.header_end(&mut Vec::new(), size),
+            Some(k) => {
+                let rest = self.out.split_off(k.min(self.out.len()));
+                run.held.append(&mut self.out);
+                let mut out = rest;
+                run.header_end(&mut out, size);
+                self.out = out;
+            }
+            None if self.finished => {
+                if run.hold_header {
+                    run.held.append(&mut self.out);
+                }
+                let mut out = std::mem::take(&mut self.out);
+                run.header_end(&mut out, size);
+                self.out = out;
+            }
+            None => {
+                if run.hold_header {
+                    run.held.append(&mut self.out);
+                    if run.held.len() as u64 > MAX_HEADER_SECTION.saturating_add(self.received_len)
+                    {
+                        // Refused for its size in any case: keep no more.
+                        run.overflow = true;
+                        run.held = Vec::new();
+                        run.hold_header = false;
+                        run.header_done = true;
+                    }
+                }
+            }
+        }
+        if self.finished {
+            run.decide(
+                Stage::Data,
+                self.spooled.saturating_add(self.out.len() as u64),
+            );
+        }
     }
 
     fn fed(&mut self, consumed: usize) -> Fed<'_> {
@@ -225,7 +434,9 @@ impl Intake {
             })
         } else if self.decoder.longest_line() > MAX_DATA_LINE {
             Some(Refused::LineTooLong)
-        } else if self.summary.header_len.saturating_add(self.received_len) > MAX_HEADER_SECTION {
+        } else if self.summary.header_len.saturating_add(self.received_len) > MAX_HEADER_SECTION
+            || self.filters.as_ref().is_some_and(|f| f.overflow)
+        {
             Some(Refused::HeaderTooBig)
         } else if self.summary.received > MAX_HOPS {
             Some(Refused::TooManyHops)

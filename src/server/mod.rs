@@ -5,9 +5,11 @@
 //! commands): [`connection`] holds the bytes (stream, buffers, timeouts),
 //! [`session`] every rule (with AUTH in [`sasl`] and DATA in [`intake`]),
 //! and [`handler`] is the loop that joins them to the queue. Every reply
-//! comes from [`reply`]; [`limits`] keeps the per-client counts.
+//! comes from [`reply`]; [`limits`] keeps the per-client counts;
+//! [`storm`] runs alert-storm suppression against the queue.
 //!
-//! Uses `config`, `policy`, `queue`, `auth`, `smtp`, `tls` and `deadline`.
+//! Uses `config`, `policy`, `queue`, `auth`, `filter`, `smtp`, `tls` and
+//! `deadline`.
 //!
 //! Reload and stop: the state sessions share lives in a
 //! [`Current`], swapped whole on SIGHUP. Each session takes the snapshot in
@@ -19,10 +21,13 @@ pub mod connection;
 pub mod handler;
 pub mod intake;
 pub mod limits;
+pub mod reason;
 pub mod refusal;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod state;
+pub mod storm;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -40,12 +45,16 @@ use limits::ClientLimits;
 use reply::Answer;
 use session::{ClientFacts, Gates};
 
+/// How long a new client waits for the place of the idle connection it
+/// had closed (that connection only has to write one line and close).
+const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {source} (is another mail server using that port?)")]
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(*addr, source))]
     Bind {
         /// The address from `[server] listen`.
         addr: SocketAddr,
@@ -79,6 +88,10 @@ pub struct Shared {
     pub limits: Arc<ClientLimits>,
     /// The daemon's counters for status and metrics (kept across reloads).
     pub observer: crate::observe::Observer,
+    /// `[[filter]]` rules.
+    pub filters: crate::filter::Rules,
+    /// Storm suppression (kept across reloads), when the daemon runs it.
+    pub storm: Option<Arc<storm::Storms>>,
 }
 
 impl Shared {
@@ -100,6 +113,7 @@ impl Shared {
         }
         let users = crate::auth::Users::new(&config.users);
         let limits = Arc::new(ClientLimits::new(&config.server));
+        let filters = crate::filter::Rules::new(&config.filters);
         Ok(Shared {
             config,
             policy,
@@ -110,6 +124,8 @@ impl Shared {
             users,
             limits,
             observer: crate::observe::Observer::new(),
+            filters,
+            storm: None,
         })
     }
 
@@ -206,12 +222,68 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError>
     Ok(out)
 }
 
-/// Bind one listen address.
-pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+/// What to look at when `addr` cannot be bound, by the cause.
+fn bind_hint(addr: SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            " (is another mail server using that port? `ss -ltnp 'sport = :{}'` names it)",
+            addr.port()
+        ),
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            " (ports below 1024 need root or CAP_NET_BIND_SERVICE, which the shipped unit grants)"
+                .to_string()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(" ({} is not an address of this machine)", addr.ip())
+        }
+        _ => String::new(),
+    }
 }
+
+/// Bind one listen address. An address this machine does not have (yet:
+/// a board's LAN address comes up after boot, an IPv6 address is still
+/// being checked for duplicates) is bound anyway with `IP_FREEBIND`, so the
+/// service starts and takes mail on it once the address is there.
+pub async fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            let l = bind_free(addr).map_err(|source| ServerError::Bind { addr, source })?;
+            tracing::warn!(
+                listen = %addr,
+                "{} is not an address of this machine (yet); listening anyway (IP_FREEBIND): \
+                 mail to it arrives once the address comes up",
+                addr.ip()
+            );
+            Ok(l)
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
+}
+
+/// A listening socket on `addr` whether or not the address exists yet.
+fn bind_free(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    // As std's bind does: a restart must not wait for old connections.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv4() {
+        sockopt::set_ip_freebind(&fd, true)?;
+    } else {
+        sockopt::set_ipv6_freebind(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, LISTEN_BACKLOG)?;
+    TcpListener::try_from(std::net::TcpListener::from(fd))
+}
+
+/// Pending connections the kernel holds for a listener bound this way.
+const LISTEN_BACKLOG: i32 = 128;
 
 /// Accept connections on `listener` until the task is dropped; each session
 /// runs on the state in force when it was accepted.
@@ -271,33 +343,59 @@ async fn handle(
         outbound: shared.outbound.as_ref(),
         limits: Some(&shared.limits),
         observer: Some(&shared.observer),
+        storm: shared.storm.as_deref(),
     };
     let who = refusal::Who::client(ip);
-    let Some(_permit) = shared.slots.try_acquire_arc() else {
+    let facts = shared.client_facts(ip, implicit_tls);
+    let permit = match shared.slots.try_acquire_arc() {
+        Some(p) => Some(p),
+        // At the cap, a client we would serve takes the place of a silent
+        // connection from an address that holds more than it does.
+        None if facts.is_ok() => match shared.limits.evict_idle(ip) {
+            Some(victim) => {
+                tracing::info!(client = %ip, idle_from = %victim, "connection cap reached: closing an idle connection to make room");
+                crate::deadline::timeout(MAKE_ROOM_WAIT, shared.slots.acquire_arc())
+                    .await
+                    .ok()
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let Some(_permit) = permit else {
         let detail = format!("max={}", shared.config.server.max_connections);
         let who = refusal::Who {
             detail: Some(&detail),
             ..who
         };
-        let reply = refusal::refused(&live, &who, &Answer::TooManyConnections);
+        let reply = refusal::refused(
+            &|r| session::Services::refused(&live, r),
+            &who,
+            &Answer::TooManyConnections,
+        );
         refuse(&mut stream, &reply).await;
         return;
     };
     let _session = shared.observer.session();
-    let facts = match shared.client_facts(ip, implicit_tls) {
+    let facts = match facts {
         Ok(f) => f,
         Err(answer) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
             // in clear costs nothing and spares a handshake.
-            let reply = refusal::refused(&live, &who, &answer);
+            let reply = refusal::refused(&|r| session::Services::refused(&live, r), &who, &answer);
             refuse(&mut stream, &reply).await;
             return;
         }
     };
-    let _client_slot = match shared.limits.connect(ip) {
+    let rated = !facts.allowed || shared.config.server.limit_trusted_clients;
+    let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
-            let reply = refusal::refused(&live, &who, &Answer::TooManyFromClient(why));
+            let reply = refusal::refused(
+                &|r| session::Services::refused(&live, r),
+                &who,
+                &Answer::TooManyFromClient(why),
+            );
             refuse(&mut stream, &reply).await;
             return;
         }
@@ -308,11 +406,13 @@ async fn handle(
         policy: &shared.policy,
         services: &live,
         client: ip,
+        filters: &shared.filters,
     };
     let backing = Backing {
         queue: &shared.queue,
         tls: shared.tls.as_ref(),
         users: &shared.users,
+        storm: shared.storm.as_deref(),
     };
     let stream = if implicit_tls {
         let Some(cfg) = shared.tls.clone() else {
@@ -337,6 +437,7 @@ async fn handle(
     };
     let mut handler = Handler::new(stream, peer, gates, backing, facts, implicit_tls);
     handler.stop_on(stop);
+    handler.watch_idle(client_slot.watch());
     handler.observe_with(shared.observer.clone());
     let result = handler.run().await;
     let outcome = match &result {
@@ -346,7 +447,7 @@ async fn handle(
     let stats = handler.stats();
     tracing::info!(
         client = %ip,
-        helo = %stats.helo.as_deref().unwrap_or("-"),
+        helo = %crate::smtp::escaped(stats.helo.as_deref().unwrap_or("-")),
         accepted = stats.accepted,
         refused = stats.refused,
         secs = started.elapsed().as_secs(),

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 use super::limits::Refused as ClientLimit;
-use super::refusal::Reason;
+use super::reason::Reason;
 use crate::policy::Refusal;
 use crate::queue::{QueueError, QueueId};
 use crate::smtp::reply::EnhancedStatus;
@@ -36,6 +36,9 @@ pub enum Answer {
     /// This client address holds its share of connections, or connects too
     /// often.
     TooManyFromClient(ClientLimit),
+    /// A connection that sent nothing is closed to make room for another
+    /// client.
+    IdleClosed,
     /// Policy refuses the client at connect.
     ClientRefused {
         /// The client's address, named so a device's log says what to allow.
@@ -136,7 +139,7 @@ pub enum Answer {
     TooManyAuthFailures,
 
     // MAIL and RCPT.
-    /// MAIL parameters after HELO.
+    /// MAIL or RCPT parameters after HELO.
     ParamsNeedEhlo,
     /// SIZE= (at MAIL) or the data (at the dot) over the limit.
     MessageTooBig {
@@ -189,6 +192,13 @@ pub enum Answer {
     },
     /// The queue did not confirm the message within data_end_timeout.
     StorageTooSlow,
+    /// A `[[filter]]` rule's `reject`, at any point of the transaction.
+    FilterRejected {
+        /// The rule's name (the log line's `reason=filter:NAME`).
+        rule: String,
+        /// Its reply.
+        reply: crate::config::RejectReply,
+    },
     /// The message is on stable storage.
     Queued {
         /// Its queue id.
@@ -228,6 +238,7 @@ impl Answer {
             A::TooManyFromClient(ClientLimit::TooManyOpen) => R::ClientConnections,
             A::TooManyFromClient(ClientLimit::TooFast) => R::ConnectRate,
             A::TooManyFromClient(ClientLimit::TableFull) => R::ClientTable,
+            A::IdleClosed => R::IdleClosed,
             A::ClientRefused { why, .. } | A::SenderRefused(why) | A::RecipientRefused(why) => {
                 match why {
                     Refusal::ClientDenied => R::DenyClients,
@@ -280,6 +291,7 @@ impl Answer {
             A::DataLineTooLong { .. } => R::DataLineTooLong,
             A::HeaderTooBig { .. } => R::HeaderTooBig,
             A::StorageTooSlow => R::StorageTooSlow,
+            A::FilterRejected { .. } => R::Filter,
             // The end of a session, and everything that goes through.
             A::Greeting { .. }
             | A::Timeout
@@ -325,6 +337,11 @@ impl Answer {
                 421,
                 Some(st(4, 7, 0)),
                 "Too many connections, try again later".into(),
+            ),
+            A::IdleClosed => (
+                421,
+                Some(st(4, 7, 0)),
+                "Too many connections; closing this idle one, try again later".into(),
             ),
             A::TooManyFromClient(_) => (
                 421,
@@ -436,7 +453,7 @@ impl Answer {
                 Some(st(4, 7, 0)),
                 "Too many failed authentication attempts, closing connection".into(),
             ),
-            A::ParamsNeedEhlo => (555, Some(st(5, 5, 4)), "MAIL parameters need EHLO".into()),
+            A::ParamsNeedEhlo => (555, Some(st(5, 5, 4)), "MAIL and RCPT parameters need EHLO, not HELO".into()),
             A::MessageTooBig { limit } => (
                 552,
                 Some(st(5, 3, 4)),
@@ -529,6 +546,10 @@ impl Answer {
                 Some(st(4, 3, 0)),
                 "Queue storage too slow, try again later".into(),
             ),
+            A::FilterRejected { reply, .. } => {
+                let (a, b, c) = reply.status;
+                (reply.code, Some(st(a, b, c)), reply.text.clone().into())
+            }
             A::Queued { id } => (250, Some(st(2, 0, 0)), format!("Ok: queued as {id}").into()),
         };
         Reply {
@@ -577,6 +598,7 @@ fn ehlo(hostname: &str, size: u64, starttls: bool, auth: bool) -> Reply {
         "8BITMIME".into(),
         "SMTPUTF8".into(),
         "ENHANCEDSTATUSCODES".into(),
+        "DSN".into(),
     ];
     if starttls {
         lines.push("STARTTLS".into());
@@ -645,8 +667,12 @@ mod tests {
         check(CommandError::Unrecognized, 500, (5, 5, 1));
         let r = check(CommandError::Syntax(MAIL_SYNTAX), 501, (5, 5, 4));
         assert_eq!(r.lines, vec![MAIL_SYNTAX]);
-        let r = check(CommandError::UnknownParameter("RET".into()), 555, (5, 5, 4));
-        assert!(r.lines[0].contains("RET"));
+        let r = check(
+            CommandError::UnknownParameter("MTRK".into()),
+            555,
+            (5, 5, 4),
+        );
+        assert!(r.lines[0].contains("MTRK"));
         check(
             CommandError::BadSender(AddressError::Domain),
             501,
@@ -680,7 +706,8 @@ mod tests {
                 auth: true
             }),
             "250-relay.test\r\n250-PIPELINING\r\n250-SIZE 10\r\n250-8BITMIME\r\n\
-             250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+             250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n250-STARTTLS\r\n\
+             250 AUTH PLAIN LOGIN\r\n"
         );
         assert_eq!(
             wire(&Answer::StartData),

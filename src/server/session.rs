@@ -5,503 +5,47 @@
 //! queue's room, the per-client rates and the aliases are reached through
 //! the [`Services`] trait, so the tests need no disk.
 //!
-//! Inside, [`SessionCore`] is the command state machine: a command goes in,
-//! a reply (or the instruction to receive data, start TLS, run AUTH, or
-//! close) comes out. Every command that arrives out of sequence gets 503 and
-//! changes nothing (a property test drives random sequences through it).
+//! Inside, [`SessionCore`] ([`super::state`]) is the command state machine;
 //! [`Session`] wraps it with what is about lines rather than commands: the
 //! line and error limits, pipelining, idle commands, the AUTH and DATA
 //! phases.
 //!
-//! The state table (phase × command → reply, next phase):
-//!
-//! | command   | Connected | Ready      | Mail        | Rcpt          |
-//! |-----------|-----------|------------|-------------|---------------|
-//! | EHLO/HELO | Ready     | Ready      | Ready (reset) | Ready (reset) |
-//! | MAIL      | 503       | Mail       | 503         | 503           |
-//! | RCPT      | 503       | 503        | Rcpt        | Rcpt          |
-//! | DATA      | 503       | 503        | 503         | data → Ready  |
-//! | STARTTLS  | 503       | TLS → Connected | 503    | 503           |
-//! | AUTH      | 503       | AUTH → Ready | 503       | 503           |
-//! | RSET      | Connected | Ready      | Ready       | Ready         |
-//! | NOOP/VRFY/HELP | same | same       | same        | same          |
-//! | QUIT      | close     | close      | close       | close         |
-//!
 //! Uses `smtp` (commands, addresses, the header lines), `policy`, `auth`
 //! (who logged in), `config` and `queue` (the message it hands over, the
-//! queue's errors and ids); the rest of `server` for replies, SASL and the
-//! intake.
+//! queue's errors and ids); the rest of `server` for the state machine,
+//! replies, SASL and the intake.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use super::connection::Line;
 use super::intake::{
-    Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, added_bound, message_id,
+    FilterRun, Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, message_id,
 };
-use super::refusal::{self, Reason, Sender, Who};
+use super::refusal::{self, Sender, Who};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
-use crate::config::ServerConfig;
-use crate::policy::Policy;
-use crate::queue::{QueueError, QueueId};
+use crate::filter::{Facts, Stage, Stop, Verdict};
+use crate::queue::{Hold, QueueError, QueueId};
 use crate::smtp::header::{Received, format_date};
 use crate::smtp::{
-    Address, BareNewline, BodyType, Command, Envelope, MailParams, Recipient, Reply, ReversePath,
-    command,
+    Address, BareNewline, Command, Envelope, Recipient, Reply, ReversePath, command,
 };
 
-// The bounds of a session.
-/// Errors (bad commands, refusals of syntax) before we hang up (421).
-pub const MAX_ERRORS: u32 = 20;
-/// Commands in a row that move no transaction forward (NOOP, RSET, VRFY,
-/// HELP, EHLO…) before 421, like Postfix's smtpd_junk_command_limit.
-pub const MAX_JUNK_COMMANDS: u32 = 100;
-/// Wait after a failed AUTH, times the failures so far: slows guessing.
-pub const AUTH_FAIL_DELAY: Duration = Duration::from_secs(1);
+pub use super::state::{
+    AUTH_FAIL_DELAY, ClientFacts, Gates, MAX_ERRORS, MAX_JUNK_COMMANDS, Phase, Services,
+    SessionCore, Step,
+};
 
-/// Where the session is.
+/// What the rules change about a message before it is committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    /// Greeted, no EHLO/HELO yet.
-    Connected,
-    /// EHLO/HELO done, no transaction.
-    Ready,
-    /// MAIL accepted.
-    Mail {
-        /// Sender (`None` = `<>`).
-        from: Option<Address>,
-        /// MAIL parameters.
-        params: MailParams,
-    },
-    /// At least one RCPT accepted.
-    Rcpt {
-        /// Sender.
-        from: Option<Address>,
-        /// MAIL parameters.
-        params: MailParams,
-        /// Accepted recipients.
-        rcpts: Vec<Address>,
-    },
-}
-
-/// What the driver must do after a command.
-#[derive(Debug)]
-pub enum Step {
-    /// Send this reply and read the next command.
-    Reply(Reply),
-    /// Send 354 and receive the message for this envelope.
-    Data(Envelope),
-    /// Send this reply and close the connection.
-    Close(Reply),
-    /// Send 220, run the TLS handshake, then [`SessionCore::tls_started`].
-    StartTls,
-    /// Run the AUTH exchange for this mechanism (`PLAIN` or `LOGIN`), then
-    /// [`SessionCore::authenticated`] on success.
-    Auth {
-        /// `PLAIN` or `LOGIN`.
-        mechanism: String,
-        /// The initial response, base64, if the client sent one.
-        initial: Option<String>,
-    },
-}
-
-/// Facts about the client, fixed for the connection: what it may be
-/// offered and whether policy lets it relay without AUTH.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientFacts {
-    /// In allow_clients (and not denied): relays without AUTH.
-    pub allowed: bool,
-    /// STARTTLS may be advertised (a certificate is configured and the
-    /// client is not in no_starttls_clients).
-    pub starttls: bool,
-    /// AUTH may be advertised without TLS (allow_plain_auth_clients).
-    pub plain_auth: bool,
-    /// There are `[[user]]` accounts at all.
-    pub users: bool,
-    /// `[policy] relay_authenticated`.
-    pub relay_authenticated: bool,
-}
-
-impl ClientFacts {
-    /// Everything off: a plain allowed client, no TLS, no users.
-    pub fn allowed_plain() -> ClientFacts {
-        ClientFacts {
-            allowed: true,
-            starttls: false,
-            plain_auth: false,
-            users: false,
-            relay_authenticated: false,
-        }
-    }
-}
-
-/// What a session asks of the rest of the daemon while it decides. The
-/// daemon's side is `handler::Live`; tests use a fake.
-pub trait Services: std::fmt::Debug {
-    /// Is there room in the queue for a message of `size` octets (0 when
-    /// the client gave no SIZE)?
-    fn queue_room(&self, size: u64) -> Result<(), QueueError>;
-    /// Count a message from `client`; false when that is over its rate.
-    fn note_message(&self, client: IpAddr) -> bool;
-    /// Count a recipient from `client`; false when that is over its rate.
-    fn note_recipient(&self, client: IpAddr) -> bool;
-    /// What `[aliases]` maps `rcpt` to, if anything.
-    fn alias(&self, rcpt: &Address) -> Option<Address>;
-    /// The smallest SIZE limit of the upstreams, when one is known.
-    fn upstream_size_limit(&self) -> Option<u64>;
-    /// A client was refused for `reason` (the log line is written by
-    /// [`refusal::refused`], which calls this): count it.
-    fn refused(&self, reason: Reason) {
-        let _ = reason;
-    }
-}
-
-/// The parts of the daemon a session consults.
-#[derive(Debug, Clone, Copy)]
-pub struct Gates<'a> {
-    /// Our hostname.
-    pub hostname: &'a str,
-    /// `[server]`.
-    pub server: &'a ServerConfig,
-    /// Relay policy.
-    pub policy: &'a Policy,
-    /// The queue's room, the rates, the aliases, the upstream SIZE.
-    pub services: &'a (dyn Services + Sync),
-    /// The client's address (IPv4-mapped IPv6 already made IPv4).
-    pub client: IpAddr,
-}
-
-impl Gates<'_> {
-    /// The size limit to advertise and enforce: `[server] max_message_size`,
-    /// or the smallest upstream limit of the routes, less room for what we
-    /// add (`Received:`, `Date:`, `Message-ID:`), when that is smaller.
-    /// Devices get 552 at MAIL or at the dot instead of a bounce later: a
-    /// message within this SIZE is within the upstream's once we have added
-    /// our fields.
-    pub fn max_message_size(&self) -> u64 {
-        let own = self.server.max_message_size.bytes;
-        match self.services.upstream_size_limit() {
-            // Never 0: SIZE 0 says "no limit" (RFC 1870).
-            Some(up) => own.min(up.saturating_sub(added_bound(self.hostname)).max(1)),
-            None => own,
-        }
-    }
-}
-
-/// A session's protocol state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionCore {
-    phase: Phase,
-    /// The EHLO/HELO argument, for Received.
-    pub helo: Option<String>,
-    /// True after EHLO (extensions may be used).
-    pub esmtp: bool,
-    /// The connection is encrypted (implicit TLS or after STARTTLS).
-    pub tls: bool,
-    /// Who logged in with AUTH.
-    pub login: Option<Login>,
-    facts: ClientFacts,
-}
-
-impl Default for SessionCore {
-    fn default() -> Self {
-        SessionCore::new(ClientFacts::allowed_plain(), false)
-    }
-}
-
-impl SessionCore {
-    /// A session just greeted; `tls` for implicit TLS.
-    pub fn new(facts: ClientFacts, tls: bool) -> SessionCore {
-        SessionCore {
-            phase: Phase::Connected,
-            helo: None,
-            esmtp: false,
-            tls,
-            login: None,
-            facts,
-        }
-    }
-
-    /// The TLS handshake after STARTTLS succeeded: RFC 3207 §4.2, the
-    /// client must start over with EHLO; nothing said before counts.
-    pub fn tls_started(&mut self) {
-        self.phase = Phase::Connected;
-        self.helo = None;
-        self.esmtp = false;
-        self.tls = true;
-    }
-
-    /// AUTH succeeded.
-    pub fn authenticated(&mut self, login: Login) {
-        self.login = Some(login);
-    }
-
-    /// STARTTLS is advertised now.
-    fn offers_starttls(&self) -> bool {
-        self.facts.starttls && !self.tls
-    }
-
-    /// AUTH is advertised now.
-    fn offers_auth(&self) -> bool {
-        self.facts.users && (self.tls || self.facts.plain_auth) && self.login.is_none()
-    }
-
-    /// `with` of Received (RFC 3848).
-    pub fn protocol(&self) -> &'static str {
-        match (self.esmtp, self.tls, self.login.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        }
-    }
-
-    /// The current phase.
-    pub fn phase(&self) -> &Phase {
-        &self.phase
-    }
-
-    /// The sender of the open transaction, if any.
-    fn sender(&self) -> Option<Sender<'_>> {
-        match &self.phase {
-            Phase::Mail { from, .. } | Phase::Rcpt { from, .. } => Some(Sender(from.as_ref())),
-            Phase::Connected | Phase::Ready => None,
-        }
-    }
-
-    /// The reply for `answer`, logged and counted when it is a refusal
-    /// (sender and recipient named where known).
-    fn answer(
-        &self,
-        g: &Gates,
-        answer: Answer,
-        from: Option<Sender<'_>>,
-        rcpt: Option<&Address>,
-    ) -> Step {
-        let who = Who {
-            helo: self.helo.as_deref(),
-            from: from.or(self.sender()),
-            rcpt,
-            ..Who::client(g.client)
-        };
-        Step::Reply(refusal::refused(g.services, &who, &answer))
-    }
-
-    /// [`SessionCore::answer`] with what the session knows.
-    fn say(&self, g: &Gates, answer: Answer) -> Step {
-        self.answer(g, answer, None, None)
-    }
-
-    /// Forget the transaction (RSET, EHLO, after DATA).
-    pub fn reset(&mut self) {
-        if self.phase != Phase::Connected {
-            self.phase = Phase::Ready;
-        }
-    }
-
-    /// The EHLO reply.
-    fn ehlo_reply(&self, g: &Gates) -> Reply {
-        Answer::Ehlo {
-            hostname: g.hostname.to_string(),
-            size: g.max_message_size(),
-            starttls: self.offers_starttls(),
-            auth: self.offers_auth(),
-        }
-        .reply()
-    }
-
-    fn starttls(&mut self, g: &Gates) -> Step {
-        if self.tls {
-            return self.say(g, Answer::TlsAlreadyActive);
-        }
-        if !self.facts.starttls {
-            return self.say(g, Answer::NotImplemented);
-        }
-        match self.phase {
-            Phase::Ready if self.esmtp => Step::StartTls,
-            Phase::Mail { .. } | Phase::Rcpt { .. } => self.say(g, Answer::StartTlsInTransaction),
-            _ => self.say(g, Answer::SendEhloFirst),
-        }
-    }
-
-    fn auth(&mut self, mechanism: String, initial: Option<String>, g: &Gates) -> Step {
-        if !self.facts.users {
-            return self.say(g, Answer::NotImplemented);
-        }
-        if self.login.is_some() {
-            return self.say(g, Answer::AlreadyAuthenticated);
-        }
-        match self.phase {
-            Phase::Ready if self.esmtp => {}
-            Phase::Mail { .. } | Phase::Rcpt { .. } => {
-                return self.say(g, Answer::AuthInTransaction);
-            }
-            _ => return self.say(g, Answer::SendEhloFirst),
-        }
-        if !self.tls && !self.facts.plain_auth {
-            return self.say(g, Answer::EncryptionRequired);
-        }
-        if mechanism != "PLAIN" && mechanism != "LOGIN" {
-            return self.say(g, Answer::UnknownAuthMechanism);
-        }
-        Step::Auth { mechanism, initial }
-    }
-
-    /// Handle one parsed command.
-    pub fn command(&mut self, cmd: Command, g: &Gates) -> Step {
-        match cmd {
-            Command::Ehlo(name) => {
-                self.helo = Some(name);
-                self.esmtp = true;
-                self.phase = Phase::Ready;
-                Step::Reply(self.ehlo_reply(g))
-            }
-            Command::Helo(name) => {
-                self.helo = Some(name);
-                self.esmtp = false;
-                self.phase = Phase::Ready;
-                Step::Reply(
-                    Answer::Helo {
-                        hostname: g.hostname.to_string(),
-                    }
-                    .reply(),
-                )
-            }
-            Command::Mail { from, params } => self.mail(from, params, g),
-            Command::Rcpt { to } => self.rcpt(to, g),
-            Command::Data => match &self.phase {
-                Phase::Rcpt {
-                    from,
-                    params,
-                    rcpts,
-                } => {
-                    let mut envelope = Envelope::new(from.clone().into(), params);
-                    // Each address once, however many RCPTs (aliases) led to it.
-                    envelope.add_rcpts(rcpts.iter().cloned().map(Recipient::new));
-                    Step::Data(envelope)
-                }
-                Phase::Mail { .. } => self.say(g, Answer::NeedRcpt),
-                _ => self.say(g, Answer::NeedMail),
-            },
-            Command::Rset => {
-                self.reset();
-                Step::Reply(Answer::Ok.reply())
-            }
-            Command::Noop => Step::Reply(Answer::Ok.reply()),
-            Command::Quit => Step::Close(Answer::Bye.reply()),
-            Command::Vrfy(_) => Step::Reply(Answer::Vrfy.reply()),
-            Command::Help => Step::Reply(Answer::Help.reply()),
-            Command::StartTls => self.starttls(g),
-            Command::Auth { mechanism, initial } => self.auth(mechanism, initial, g),
-        }
-    }
-
-    fn mail(&mut self, from: Option<Address>, params: MailParams, g: &Gates) -> Step {
-        match self.mail_refusal(&from, &params, g) {
-            Some(answer) => self.answer(g, answer, Some(Sender(from.as_ref())), None),
-            None => {
-                self.phase = Phase::Mail { from, params };
-                Step::Reply(Answer::SenderOk.reply())
-            }
-        }
-    }
-
-    /// Why MAIL FROM `from` is refused, if it is.
-    fn mail_refusal(
-        &self,
-        from: &Option<Address>,
-        params: &MailParams,
-        g: &Gates,
-    ) -> Option<Answer> {
-        match self.phase {
-            Phase::Connected => return Some(Answer::SendHeloFirst),
-            Phase::Mail { .. } | Phase::Rcpt { .. } => return Some(Answer::NestedMail),
-            Phase::Ready => {}
-        }
-        if !self.esmtp
-            && (params.size.is_some() || params.smtputf8 || params.body != BodyType::SevenBit)
-        {
-            return Some(Answer::ParamsNeedEhlo);
-        }
-        let limit = g.max_message_size();
-        if let Some(size) = params.size
-            && size > limit
-        {
-            return Some(Answer::MessageTooBig { limit });
-        }
-        if let Some(a) = from
-            && a.is_utf8()
-            && !params.smtputf8
-        {
-            return Some(Answer::Utf8SenderNeedsSmtputf8);
-        }
-        if let Err(e) = g.services.queue_room(params.size.unwrap_or(0)) {
-            return Some(Answer::queue_error(&e));
-        }
-        if let Err(refusal) = g.policy.check_sender(from.as_ref()) {
-            return Some(Answer::refused(&refusal, g.client));
-        }
-        if let Some(login) = &self.login
-            && !login.allowed_senders.is_empty()
-            && !from
-                .as_ref()
-                .is_some_and(|a| login.allowed_senders.iter().any(|p| p.matches(a)))
-        {
-            return Some(Answer::SenderNotOwned);
-        }
-        if !g.services.note_message(g.client) {
-            return Some(Answer::MessageRate);
-        }
-        None
-    }
-
-    fn rcpt(&mut self, to: Address, g: &Gates) -> Step {
-        // [aliases] map root, admin, *@lan… to real addresses,
-        // before policy sees the recipient.
-        let to = g.services.alias(&to).unwrap_or(to);
-        let (from, params, mut rcpts) = match std::mem::replace(&mut self.phase, Phase::Connected) {
-            Phase::Mail { from, params } => (from, params, Vec::new()),
-            Phase::Rcpt {
-                from,
-                params,
-                rcpts,
-            } => (from, params, rcpts),
-            other => {
-                self.phase = other;
-                return self.answer(g, Answer::NeedMail, None, Some(&to));
-            }
-        };
-        let may_relay =
-            self.facts.allowed || (self.login.is_some() && self.facts.relay_authenticated);
-        let answer = if !may_relay {
-            Answer::RelayDenied
-        } else if rcpts.len() >= g.server.max_recipients {
-            Answer::TooManyRecipients
-        } else if !g.services.note_recipient(g.client) {
-            Answer::RecipientRate
-        } else if to.is_utf8() && !params.smtputf8 {
-            Answer::Utf8RecipientNeedsSmtputf8
-        } else if let Err(refusal) = g.policy.check_recipient(&to) {
-            Answer::refused(&refusal, g.client)
-        } else {
-            rcpts.push(to.clone());
-            Answer::RecipientOk
-        };
-        let step = self.answer(g, answer, Some(Sender(from.as_ref())), Some(&to));
-        self.phase = if rcpts.is_empty() {
-            Phase::Mail { from, params }
-        } else {
-            Phase::Rcpt {
-                from,
-                params,
-                rcpts,
-            }
-        };
-        step
-    }
+pub struct Disposition {
+    /// The recipients changed (redirect).
+    pub envelope: Option<Envelope>,
+    /// Held.
+    pub hold: Hold,
+    /// Delivered over this named route.
+    pub route: Option<String>,
 }
 
 /// What the handler does next, once the replies of an [`Out`] are queued.
@@ -581,6 +125,10 @@ struct Receiving {
     id: QueueId,
     from: ReversePath,
     rcpts: usize,
+    /// The envelope as DATA began (the rules may change it at the end).
+    envelope: Envelope,
+    /// What the rules decided up to DATA.
+    verdict: Verdict,
     /// The recipient, when there is exactly one (Received's `for`).
     single_rcpt: Option<Address>,
 }
@@ -638,7 +186,7 @@ impl<'a> Session<'a> {
             from: self.core.sender(),
             ..Who::client(self.gates.client)
         };
-        refusal::refused(self.gates.services, &who, &answer)
+        refusal::refused(&|r| self.gates.services.refused(r), &who, &answer)
     }
 
     /// How long to wait for the next line.
@@ -678,6 +226,21 @@ impl<'a> Session<'a> {
         if talked_first {
             return Out::close(vec![self.refuse(Answer::TalkedFirst)]);
         }
+        let g = self.gates;
+        let f = Facts {
+            client: g.client,
+            user: None,
+            sender: None,
+            rcpts: &[],
+            scan: None,
+            size: 0,
+        };
+        let mut v = Verdict::default();
+        g.filters.decide(Stage::Connect, &f, &mut v);
+        if let Some(Stop::Reject(rule, reply)) = v.stop.clone() {
+            return Out::close(vec![self.refuse(Answer::FilterRejected { rule, reply })]);
+        }
+        self.core.connect_verdict = v;
         let hostname = self.gates.hostname.to_string();
         Out::read(vec![Answer::Greeting { hostname }.reply()], true)
     }
@@ -686,6 +249,12 @@ impl<'a> Session<'a> {
     pub fn stopping(&self) -> Out {
         let hostname = self.gates.hostname.to_string();
         Out::close(vec![Answer::ShuttingDown { hostname }.reply()])
+    }
+
+    /// The connection has sent no command and another client needs its
+    /// place (the connection cap is reached).
+    pub fn make_room(&self) -> Out {
+        Out::close(vec![self.refuse(Answer::IdleClosed)])
     }
 
     /// The last word to a client that went quiet or ran out of time.
@@ -781,6 +350,8 @@ impl<'a> Session<'a> {
                     id: QueueId(0),
                     from: msg.from.clone(),
                     rcpts: msg.rcpts.len(),
+                    envelope: msg.clone(),
+                    verdict: self.core.take_verdict(),
                     single_rcpt: match msg.rcpts.as_slice() {
                         [only] => Some(only.addr.clone()),
                         _ => None,
@@ -832,7 +403,7 @@ impl<'a> Session<'a> {
         self.auth_failures = self.auth_failures.saturating_add(1);
         let detail = format!(
             "user={} failures={}",
-            name.escape_debug(),
+            crate::smtp::escaped(name),
             self.auth_failures
         );
         let who = Who {
@@ -842,12 +413,20 @@ impl<'a> Session<'a> {
         };
         let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
         if self.auth_failures >= self.gates.server.max_auth_failures {
-            let r = refusal::refused(self.gates.services, &who, &Answer::TooManyAuthFailures);
+            let r = refusal::refused(
+                &|r| self.gates.services.refused(r),
+                &who,
+                &Answer::TooManyAuthFailures,
+            );
             let mut out = Out::close(vec![r]);
             out.pause = pause;
             return out;
         }
-        let r = refusal::refused(self.gates.services, &who, &Answer::AuthFailed);
+        let r = refusal::refused(
+            &|r| self.gates.services.refused(r),
+            &who,
+            &Answer::AuthFailed,
+        );
         let mut out = Out::read(vec![r], false);
         out.pause = pause;
         out
@@ -880,7 +459,7 @@ impl<'a> Session<'a> {
                 .bare_newline_normalize_clients
                 .iter()
                 .any(|n| n.contains(&ip));
-        let intake = Intake::new(
+        let mut intake = Intake::new(
             received,
             format_date(unix_secs),
             message_id(id, g.hostname),
@@ -891,7 +470,83 @@ impl<'a> Session<'a> {
             },
             g.max_message_size(),
         );
+        if let Some(r) = self.receiving.as_mut()
+            && (!g.filters.is_empty() || g.services.reads_messages())
+        {
+            let run = FilterRun::new(
+                g.filters.clone(),
+                std::mem::take(&mut r.verdict),
+                g.client,
+                self.core.login.as_ref().map(|l| l.name.clone()),
+                r.envelope.from.address().cloned(),
+                r.envelope.rcpts.iter().map(|x| x.addr.clone()).collect(),
+            );
+            intake = intake.with_filters(run);
+        }
         (Out::read(vec![Answer::StartData.reply()], true), intake)
+    }
+
+    /// A message the limits let through: what the rules' verdict makes of
+    /// it (`None`: commit it).
+    fn filter_end(&mut self, intake: &Intake) -> Option<Out> {
+        let stop = intake.rules_verdict()?.stop.clone()?;
+        let r = self.receiving.take();
+        let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
+        match stop {
+            Stop::Reject(rule, reply) => {
+                self.stats.refused = self.stats.refused.saturating_add(1);
+                let who = Who {
+                    helo: self.core.helo.as_deref(),
+                    from: Some(Sender::path(&from)),
+                    id: Some(id),
+                    ..Who::client(self.gates.client)
+                };
+                let answer = Answer::FilterRejected { rule, reply };
+                let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
+                Some(Out::read(vec![reply], false))
+            }
+            Stop::Discard(rule) => {
+                // Taken and dropped: the client sees what a queued message
+                // gets, so a device does not retry it.
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), client = %self.gates.client, rule = %rule, size = intake.spooled(), "discarded by [[filter]]");
+                self.stats.accepted = self.stats.accepted.saturating_add(1);
+                Some(Out::read(vec![Answer::Queued { id }.reply()], false))
+            }
+        }
+    }
+
+    /// What to store with a message the rules let through: other
+    /// recipients, held, a named route; `None` when it goes as it came.
+    pub fn disposition(&self, intake: &Intake) -> Option<Disposition> {
+        let v = intake.rules_verdict()?;
+        if v.hold.is_none() && v.route.is_none() && v.redirect.is_none() {
+            return None;
+        }
+        let r = self.receiving.as_ref()?;
+        let envelope = v.redirect.as_ref().map(|to| {
+            let mut e = r.envelope.clone();
+            e.rcpts.clear();
+            e.add_rcpts(
+                to.iter()
+                    .filter_map(|a| Address::parse(a).ok())
+                    .map(Recipient::new),
+            );
+            e
+        });
+        let log_to: Vec<&str> = envelope
+            .as_ref()
+            .map(|e| e.rcpts.iter().map(|x| x.addr.as_str()).collect())
+            .unwrap_or_default();
+        tracing::info!(id = %r.id, client = %self.gates.client, rules = ?v.matched, held = v.hold.is_some(), route = v.route.as_deref().unwrap_or("-"), redirected = ?log_to, "[[filter]] disposition");
+        Some(Disposition {
+            envelope,
+            hold: if v.hold.is_some() {
+                Hold::Filter
+            } else {
+                Hold::None
+            },
+            route: v.route.clone(),
+        })
     }
 
     /// The end of data: the refusal, or `None` to commit the message.
@@ -906,7 +561,7 @@ impl<'a> Session<'a> {
             v => v,
         };
         let Err(why) = verdict else {
-            return None;
+            return self.filter_end(intake);
         };
         let r = self.receiving.take();
         let (id, from) = r.map_or((QueueId(0), ReversePath::Null), |r| (r.id, r.from));
@@ -951,7 +606,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(self.gates.client)
         };
-        let reply = refusal::refused(self.gates.services, &who, &answer);
+        let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
         Some(if why.ends_session() {
             Out::close(vec![reply])
         } else {
@@ -983,7 +638,7 @@ impl<'a> Session<'a> {
                 Answer::StorageTooSlow
             }
             Some(Ok(id)) => {
-                tracing::info!(id = %id, from = %from, rcpts, size, client = %client, "queued");
+                tracing::info!(id = %id, from = %crate::smtp::escaped(from.as_str()), rcpts, size, client = %client, "queued");
                 self.stats.accepted = self.stats.accepted.saturating_add(1);
                 Answer::Queued { id }
             }
@@ -1004,7 +659,11 @@ impl<'a> Session<'a> {
             ..Who::client(client)
         };
         Out::read(
-            vec![refusal::refused(self.gates.services, &who, &answer)],
+            vec![refusal::refused(
+                &|r| self.gates.services.refused(r),
+                &who,
+                &answer,
+            )],
             false,
         )
     }
@@ -1014,8 +673,13 @@ impl<'a> Session<'a> {
 pub(crate) mod tests {
     use super::*;
     use crate::config::{self, ParseOptions};
+    use crate::filter::Rules;
+    use crate::policy::Policy;
+    use crate::server::intake::added_bound;
     use crate::smtp::reply::EnhancedStatus as S;
+    use crate::smtp::{MailParams, RcptParams};
     use proptest::prelude::*;
+    use std::net::IpAddr;
     use std::path::Path;
 
     /// The daemon as the session sees it, without a disk.
@@ -1047,6 +711,9 @@ pub(crate) mod tests {
         fn note_recipient(&self, _client: IpAddr) -> bool {
             !self.over_rate
         }
+        fn qualify(&self, addr: &Address) -> Option<Address> {
+            self.outbound.as_ref()?.qualify(addr)
+        }
         fn alias(&self, rcpt: &Address) -> Option<Address> {
             self.aliases
                 .iter()
@@ -1063,6 +730,7 @@ pub(crate) mod tests {
         cfg: config::Config,
         policy: Policy,
         pub(crate) fake: Fake,
+        rules: Rules,
     }
 
     pub(crate) fn world() -> World {
@@ -1071,9 +739,14 @@ pub(crate) mod tests {
 
     /// A world with extra `[server]` keys.
     pub(crate) fn world_with(server: &str) -> World {
+        world_full(server, "")
+    }
+
+    /// A world with extra `[server]` keys and tables after the rest.
+    pub(crate) fn world_full(server: &str, tail: &str) -> World {
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:2525\"]\n{server}[queue]\ndir = \"q\"\n\
-             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n"
+             [upstream]\nkind = \"maildir\"\ndir = \"out\"\n{tail}"
         );
         let opts = ParseOptions {
             skip_file_checks: true,
@@ -1082,6 +755,7 @@ pub(crate) mod tests {
         let cfg = config::parse_with(&text, Path::new("t.toml"), &opts).unwrap();
         World {
             policy: Policy::new(&cfg.policy),
+            rules: Rules::new(&cfg.filters),
             cfg,
             fake: Fake::default(),
         }
@@ -1094,6 +768,7 @@ pub(crate) mod tests {
             policy: &w.policy,
             services: &w.fake,
             client: "127.0.0.1".parse().unwrap(),
+            filters: &w.rules,
         }
     }
 
@@ -1111,7 +786,8 @@ pub(crate) mod tests {
                 params: MailParams::default()
             }),
             Just(Command::Rcpt {
-                to: addr("b@example.test")
+                to: addr("b@example.test"),
+                params: RcptParams::default()
             }),
             Just(Command::Data),
             Just(Command::Rset),
@@ -1238,6 +914,7 @@ pub(crate) mod tests {
             let Step::Reply(r) = core.command(
                 Command::Rcpt {
                     to: Address::parse(to).unwrap(),
+                    params: RcptParams::default(),
                 },
                 &g,
             ) else {
@@ -1276,6 +953,7 @@ pub(crate) mod tests {
         let Step::Reply(r) = core.command(
             Command::Rcpt {
                 to: Address::parse("x@example.test").unwrap(),
+                params: RcptParams::default(),
             },
             &g,
         ) else {
@@ -1334,10 +1012,52 @@ pub(crate) mod tests {
         };
         let rcpts: Vec<&str> = msg.rcpts.iter().map(|r| r.addr.as_str()).collect();
         assert_eq!(rcpts, ["ops@example.test"]);
+        // A client in allow_clients is not held to the rates by default…
+        w.fake.over_rate = true;
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("250 "));
+        assert!(wire(&say(&mut s, "RCPT TO:<root>")).starts_with("250 "));
+        // …and is with limit_trusted_clients.
+        let mut w = world_with("limit_trusted_clients = true\n");
         w.fake.over_rate = true;
         let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
         say(&mut s, "EHLO dev");
         assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("450 4.7.1 "));
+    }
+
+    #[test]
+    fn dsn_parameters_reach_the_envelope_and_need_ehlo() {
+        let mut w = world();
+        w.fake
+            .aliases
+            .push(("root".into(), "ops@example.test".into()));
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "EHLO dev");
+        say(&mut s, "MAIL FROM:<a@lan.test> RET=HDRS ENVID=e+2B1");
+        let r = say(
+            &mut s,
+            "RCPT TO:<b@example.test> NOTIFY=SUCCESS ORCPT=rfc822;b+40x",
+        );
+        assert!(wire(&r).starts_with("250 "), "{}", wire(&r));
+        // An alias keeps the address the client gave as the original one.
+        say(&mut s, "RCPT TO:<root> NOTIFY=NEVER");
+        let Then::Receive(env) = say(&mut s, "DATA").then else {
+            panic!("no DATA")
+        };
+        assert_eq!(env.ret, Some(crate::smtp::Ret::Hdrs));
+        assert_eq!(env.envid.as_deref(), Some("e+2B1"));
+        assert_eq!(env.rcpts[0].notify, crate::smtp::Notify::SUCCESS);
+        assert_eq!(env.rcpts[0].orcpt.as_deref(), Some("rfc822;b+40x"));
+        assert_eq!(env.rcpts[1].addr.as_str(), "ops@example.test");
+        assert_eq!(env.rcpts[1].notify, crate::smtp::Notify::NEVER);
+        assert_eq!(env.rcpts[1].orcpt.as_deref(), Some("rfc822;root"));
+        // After HELO, DSN parameters are refused like any other.
+        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
+        say(&mut s, "HELO dev");
+        assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test> RET=FULL")).starts_with("555 "));
+        say(&mut s, "MAIL FROM:<a@lan.test>");
+        assert!(wire(&say(&mut s, "RCPT TO:<b@x.test> NOTIFY=NEVER")).starts_with("555 "));
     }
 
     #[test]

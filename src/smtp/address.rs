@@ -143,10 +143,13 @@ fn is_qtext(c: char) -> bool {
     matches!(c, ' ' | '!' | '#'..='[' | ']'..='~') || is_utf8_text(c)
 }
 
-/// Non-ASCII characters RFC 6531 lets through (`UTF8-non-ascii`), minus the
-/// C1 controls, which have no business in an address and confuse logs.
+/// Non-ASCII characters RFC 6531 lets through (`UTF8-non-ascii`), minus
+/// what a person cannot see ([`super::escape::is_hidden`]: C1 controls,
+/// bidirectional and zero-width format characters, non-ASCII spaces): an
+/// address holding one can be made to look like another in a log, a
+/// listing or a mail client.
 fn is_utf8_text(c: char) -> bool {
-    !c.is_ascii() && !c.is_control()
+    !c.is_ascii() && !super::escape::is_hidden(c)
 }
 
 /// atext (RFC 5322 §3.2.3) widened by RFC 6531.
@@ -335,6 +338,30 @@ mod tests {
         // C1 controls are non-ASCII but still controls.
         assert_eq!(err("a\u{85}b@example.com"), AddressError::LocalPart);
         assert_eq!(err("ab@ex\u{9b}ample.com"), AddressError::Domain);
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_everywhere() {
+        // Accepted before (with SMTPUTF8), even in domains, and printed
+        // raw: an address that looks like another.
+        for (s, e) in [
+            (
+                "admin\u{202e}moc.elpmaxe@example.com",
+                AddressError::LocalPart,
+            ),
+            ("ad\u{200b}min@example.com", AddressError::LocalPart),
+            ("\"ad\u{2066}min\"@example.com", AddressError::LocalPart),
+            ("ops\u{a0}@example.com", AddressError::LocalPart),
+            ("ops@exa\u{200d}mple.com", AddressError::Domain),
+            ("ops@bank\u{202e}.example", AddressError::Domain),
+            ("ops@example\u{3000}.com", AddressError::Domain),
+            ("ops@ex\u{feff}ample.com", AddressError::Domain),
+            ("ops@example\u{2028}.com", AddressError::Domain),
+        ] {
+            assert_eq!(err(s), e, "{s:?}");
+        }
+        // Visible UTF-8 is still fine.
+        ok("jörg@bücher.example");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Client commands (RFC 5321 §4.1), parsed from one line without its CRLF.
 
 use super::address::{Address, AddressError, check_domain_name};
+pub use super::envelope::BodyType;
+use super::envelope::{Envelope, Notify, Ret, ReversePath};
+use super::xtext;
 
 /// Longest command line accepted, CRLF included. RFC 5321 §4.5.3.1.4 gives
 /// 512; RFC 1870 (SIZE) and RFC 6152 (BODY) add parameters to MAIL, so we
@@ -22,10 +25,12 @@ pub enum Command {
         /// ESMTP parameters.
         params: MailParams,
     },
-    /// `RCPT TO:<forward-path>`
+    /// `RCPT TO:<forward-path> [params]`
     Rcpt {
         /// The forward path.
         to: Address,
+        /// ESMTP parameters (RFC 3461 DSN).
+        params: RcptParams,
     },
     /// `DATA`
     Data,
@@ -50,16 +55,6 @@ pub enum Command {
     },
 }
 
-/// Body type declared with `BODY=` (RFC 6152).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BodyType {
-    /// `BODY=7BIT` or nothing said.
-    #[default]
-    SevenBit,
-    /// `BODY=8BITMIME`
-    EightBitMime,
-}
-
 /// ESMTP parameters on MAIL FROM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MailParams {
@@ -69,7 +64,59 @@ pub struct MailParams {
     pub body: BodyType,
     /// `SMTPUTF8` (RFC 6531).
     pub smtputf8: bool,
+    /// `RET=` (RFC 3461): how much of the message a failure report returns.
+    pub ret: Option<Ret>,
+    /// `ENVID=` (RFC 3461), as given (valid xtext, at most
+    /// [`MAX_ENVID`] characters).
+    pub envid: Option<String>,
 }
+
+impl MailParams {
+    /// An envelope from `from` with no recipients yet, with the MAIL
+    /// parameters that travel with the message.
+    pub fn envelope(&self, from: ReversePath) -> Envelope {
+        Envelope {
+            from,
+            rcpts: Vec::new(),
+            body: self.body,
+            smtputf8: self.smtputf8,
+            ret: self.ret,
+            envid: self.envid.clone(),
+        }
+    }
+
+    /// Were any parameters given that only EHLO allows?
+    pub fn any(&self) -> bool {
+        self.size.is_some()
+            || self.smtputf8
+            || self.body != BodyType::SevenBit
+            || self.ret.is_some()
+            || self.envid.is_some()
+    }
+}
+
+/// ESMTP parameters on RCPT TO (RFC 3461 DSN).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RcptParams {
+    /// `NOTIFY=`: which reports the sender wants for this recipient.
+    pub notify: Notify,
+    /// `ORCPT=addr-type;xtext` as given (valid, at most [`MAX_ORCPT`]
+    /// characters).
+    pub orcpt: Option<String>,
+}
+
+impl RcptParams {
+    /// Were any parameters given?
+    pub fn any(&self) -> bool {
+        self.notify != Notify::UNSPECIFIED || self.orcpt.is_some()
+    }
+}
+
+/// Longest `ENVID=` value, as xtext (RFC 3461 §4.4: 100 characters).
+pub const MAX_ENVID: usize = 100;
+/// Longest `ORCPT=` value, `addr-type;xtext` (RFC 3461 §4.2: 500
+/// characters).
+pub const MAX_ORCPT: usize = 500;
 
 /// Why a command line was refused; each maps to one reply (the listener's
 /// `server::reply` says which).
@@ -107,9 +154,10 @@ const MAX_ECHOED_PARAM: usize = 64;
 /// Longest SASL mechanism name (RFC 4422 §3.1).
 const MAX_MECHANISM_LEN: usize = 20;
 
-pub(crate) const MAIL_SYNTAX: &str =
-    "Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]";
-const RCPT_SYNTAX: &str = "Syntax: RCPT TO:<address>";
+pub(crate) const MAIL_SYNTAX: &str = "Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] \
+                                       [SMTPUTF8] [RET=FULL|HDRS] [ENVID=xtext]";
+const RCPT_SYNTAX: &str =
+    "Syntax: RCPT TO:<address> [NOTIFY=NEVER|SUCCESS,FAILURE,DELAY] [ORCPT=rfc822;xtext]";
 const AUTH_SYNTAX: &str = "Syntax: AUTH mechanism [initial-response]";
 
 /// Parse one command line, CRLF already removed.
@@ -266,6 +314,7 @@ fn mail_params(text: &str) -> Result<MailParams, CommandError> {
     let syntax = CommandError::Syntax(MAIL_SYNTAX);
     let mut params = MailParams::default();
     let (mut size, mut body, mut utf8, mut auth) = (false, false, false, false);
+    let (mut ret, mut envid) = (false, false);
     for param in text.split(is_blank).filter(|p| !p.is_empty()) {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -311,6 +360,113 @@ fn mail_params(text: &str) -> Result<MailParams, CommandError> {
             if value.is_none() {
                 return Err(syntax);
             }
+        } else if key.eq_ignore_ascii_case("RET") {
+            once(&mut ret)?;
+            params.ret = Some(match value {
+                Some(v) if v.eq_ignore_ascii_case("FULL") => Ret::Full,
+                Some(v) if v.eq_ignore_ascii_case("HDRS") => Ret::Hdrs,
+                _ => return Err(CommandError::Syntax("Syntax: RET=FULL or RET=HDRS")),
+            });
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            once(&mut envid)?;
+            let Some(v) = value else {
+                return Err(CommandError::Syntax("Syntax: ENVID=xtext"));
+            };
+            if v.len() > MAX_ENVID {
+                return Err(CommandError::Syntax(
+                    "ENVID is longer than 100 characters (RFC 3461)",
+                ));
+            }
+            if !printable_xtext(v) {
+                return Err(CommandError::Syntax(
+                    "ENVID must be xtext of printable ASCII (RFC 3461)",
+                ));
+            }
+            params.envid = Some(v.to_string());
+        } else {
+            return Err(CommandError::UnknownParameter(echo_keyword(key)));
+        }
+    }
+    Ok(params)
+}
+
+/// Is `v` valid xtext whose text is printable ASCII (RFC 3461 asks that of
+/// ENVID and ORCPT: they end up in report fields)?
+fn printable_xtext(v: &str) -> bool {
+    xtext::decode(v).is_ok_and(|b| b.iter().all(|c| (b' '..=b'~').contains(c)))
+}
+
+/// `NOTIFY=` value: `NEVER`, or one or more of `SUCCESS`, `FAILURE`,
+/// `DELAY`, comma-separated.
+fn notify(value: &str) -> Option<Notify> {
+    let mut set = Notify::UNSPECIFIED;
+    for item in value.split(',') {
+        let n = if item.eq_ignore_ascii_case("NEVER") {
+            Notify::NEVER
+        } else if item.eq_ignore_ascii_case("SUCCESS") {
+            Notify::SUCCESS
+        } else if item.eq_ignore_ascii_case("FAILURE") {
+            Notify::FAILURE
+        } else if item.eq_ignore_ascii_case("DELAY") {
+            Notify::DELAY
+        } else {
+            return None;
+        };
+        set = set.with(n)?;
+    }
+    (set != Notify::UNSPECIFIED).then_some(set)
+}
+
+/// `ORCPT=` value: `addr-type;xtext`, the type an atom (`rfc822`).
+fn orcpt_ok(value: &str) -> bool {
+    let Some((kind, addr)) = value.split_once(';') else {
+        return false;
+    };
+    !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !addr.is_empty()
+        && printable_xtext(addr)
+}
+
+fn rcpt_params(text: &str) -> Result<RcptParams, CommandError> {
+    let mut params = RcptParams::default();
+    let (mut seen_notify, mut seen_orcpt) = (false, false);
+    for param in text.split(is_blank).filter(|p| !p.is_empty()) {
+        let (key, value) = match param.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (param, None),
+        };
+        if !is_keyword(key) || value == Some("") {
+            return Err(CommandError::Syntax(RCPT_SYNTAX));
+        }
+        let once = |seen: &mut bool| {
+            if std::mem::replace(seen, true) {
+                Err(CommandError::Syntax("Duplicate RCPT parameter"))
+            } else {
+                Ok(())
+            }
+        };
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            once(&mut seen_notify)?;
+            params.notify = value.and_then(notify).ok_or(CommandError::Syntax(
+                "Syntax: NOTIFY=NEVER, or NOTIFY= one or more of SUCCESS,FAILURE,DELAY",
+            ))?;
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            once(&mut seen_orcpt)?;
+            let v = value.unwrap_or_default();
+            if v.len() > MAX_ORCPT {
+                return Err(CommandError::Syntax(
+                    "ORCPT is longer than 500 characters (RFC 3461)",
+                ));
+            }
+            if !orcpt_ok(v) {
+                return Err(CommandError::Syntax(
+                    "Syntax: ORCPT=addr-type;xtext, e.g. ORCPT=rfc822;user+40example.com",
+                ));
+            }
+            params.orcpt = Some(v.to_string());
         } else {
             return Err(CommandError::UnknownParameter(echo_keyword(key)));
         }
@@ -335,16 +491,8 @@ fn rcpt(arg: &str) -> Result<Command, CommandError> {
         return Err(CommandError::BadRecipient(AddressError::Empty));
     }
     let to = mailbox(path).map_err(CommandError::BadRecipient)?;
-    // DSN's NOTIFY and ORCPT are the only RCPT parameters in use, and we do
-    // not implement DSN yet.
-    if let Some(param) = params.split(is_blank).find(|p| !p.is_empty()) {
-        let key = param.split_once('=').map_or(param, |(k, _)| k);
-        if !is_keyword(key) {
-            return Err(CommandError::Syntax(RCPT_SYNTAX));
-        }
-        return Err(CommandError::UnknownParameter(echo_keyword(key)));
-    }
-    Ok(Command::Rcpt { to })
+    let params = rcpt_params(params)?;
+    Ok(Command::Rcpt { to, params })
 }
 
 /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
@@ -399,8 +547,12 @@ mod tests {
     }
 
     fn rcpt_to(line: &str) -> Address {
+        rcpt_with(line).0
+    }
+
+    fn rcpt_with(line: &str) -> (Address, RcptParams) {
         match p(line) {
-            Ok(Command::Rcpt { to }) => to,
+            Ok(Command::Rcpt { to, params }) => (to, params),
             other => panic!("{line:?} gave {other:?}"),
         }
     }
@@ -557,7 +709,8 @@ mod tests {
             MailParams {
                 size: Some(12345),
                 body: BodyType::EightBitMime,
-                smtputf8: true
+                smtputf8: true,
+                ..MailParams::default()
             }
         );
         let (_, params) = mail_from("mail from:<a@b> body=7bit size=0");
@@ -566,7 +719,8 @@ mod tests {
             MailParams {
                 size: Some(0),
                 body: BodyType::SevenBit,
-                smtputf8: false
+                smtputf8: false,
+                ..MailParams::default()
             }
         );
         let (_, params) = mail_from(&format!("MAIL FROM:<> SIZE={}", u64::MAX));
@@ -634,14 +788,67 @@ mod tests {
     }
 
     #[test]
+    fn dsn_mail_parameters() {
+        let m = mail_from("MAIL FROM:<a@b> RET=hdrs ENVID=QQ+2B314");
+        assert_eq!(m.1.ret, Some(Ret::Hdrs));
+        assert_eq!(m.1.envid.as_deref(), Some("QQ+2B314"));
+        assert_eq!(mail_from("MAIL FROM:<a@b> RET=FULL").1.ret, Some(Ret::Full));
+        assert!(mail_from("MAIL FROM:<a@b> RET=FULL").1.any());
+        for bad in [
+            "MAIL FROM:<a@b> RET=BODY",
+            "MAIL FROM:<a@b> RET",
+            "MAIL FROM:<a@b> RET=FULL RET=HDRS",
+            "MAIL FROM:<a@b> ENVID=a=b",
+            "MAIL FROM:<a@b> ENVID=a+2",
+            "MAIL FROM:<a@b> ENVID=a+0Db",
+            "MAIL FROM:<a@b> ENVID",
+        ] {
+            assert!(matches!(p(bad), Err(CommandError::Syntax(_))), "{bad}");
+        }
+        let long = format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(MAX_ENVID + 1));
+        assert!(matches!(p(&long), Err(CommandError::Syntax(_))));
+        let at = format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(MAX_ENVID));
+        assert_eq!(mail_from(&at).1.envid.map(|e| e.len()), Some(MAX_ENVID));
+    }
+
+    #[test]
+    fn dsn_rcpt_parameters() {
+        let (to, r) = rcpt_with("RCPT TO:<a@b> NOTIFY=success,DELAY ORCPT=rfc822;x+40y.example");
+        assert_eq!(to, addr("a@b"));
+        assert_eq!(r.notify, Notify::SUCCESS.with(Notify::DELAY).unwrap());
+        assert_eq!(r.orcpt.as_deref(), Some("rfc822;x+40y.example"));
+        assert_eq!(
+            rcpt_with("RCPT TO:<a@b> NOTIFY=NEVER").1.notify,
+            Notify::NEVER
+        );
+        assert_eq!(rcpt_with("RCPT TO:<a@b>").1, RcptParams::default());
+        for bad in [
+            "RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS",
+            "RCPT TO:<a@b> NOTIFY=SOMETIMES",
+            "RCPT TO:<a@b> NOTIFY=SUCCESS,",
+            "RCPT TO:<a@b> NOTIFY",
+            "RCPT TO:<a@b> NOTIFY=DELAY NOTIFY=DELAY",
+            "RCPT TO:<a@b> ORCPT=a@b",
+            "RCPT TO:<a@b> ORCPT=;a@b",
+            "RCPT TO:<a@b> ORCPT=rfc822;",
+            "RCPT TO:<a@b> ORCPT=rfc822;a+0D+0Ab",
+            "RCPT TO:<a@b> ORCPT=rfc822;a=b",
+        ] {
+            assert!(matches!(p(bad), Err(CommandError::Syntax(_))), "{bad}");
+        }
+        let long = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "x".repeat(MAX_ORCPT));
+        assert!(matches!(p(&long), Err(CommandError::Syntax(_))));
+    }
+
+    #[test]
     fn unknown_mail_parameters_are_named() {
         assert_eq!(
-            p("MAIL FROM:<a@b> RET=HDRS"),
-            Err(CommandError::UnknownParameter("RET".into()))
+            p("MAIL FROM:<a@b> MTRK=1"),
+            Err(CommandError::UnknownParameter("MTRK".into()))
         );
         assert_eq!(
-            p("MAIL FROM:<a@b> SIZE=1 ENVID=x"),
-            Err(CommandError::UnknownParameter("ENVID".into()))
+            p("MAIL FROM:<a@b> SIZE=1 HOLDFOR=x"),
+            Err(CommandError::UnknownParameter("HOLDFOR".into()))
         );
         let long = "X".repeat(200);
         assert_eq!(
@@ -698,12 +905,8 @@ mod tests {
             Err(CommandError::BadRecipient(AddressError::LocalPart))
         );
         assert_eq!(
-            p("RCPT TO:<a@b> NOTIFY=NEVER"),
-            Err(CommandError::UnknownParameter("NOTIFY".into()))
-        );
-        assert_eq!(
-            p("RCPT TO:<a@b> ORCPT=rfc822;a@b"),
-            Err(CommandError::UnknownParameter("ORCPT".into()))
+            p("RCPT TO:<a@b> RRVS=2025-01-01T00:00:00Z"),
+            Err(CommandError::UnknownParameter("RRVS".into()))
         );
         assert_eq!(
             p("RCPT TO:<a@b> !!"),

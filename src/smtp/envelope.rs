@@ -7,15 +7,11 @@
 //! parses an address again or looks for an `@`: domains come from
 //! [`Address`]. Values only, no I/O; uses nothing outside `smtp`.
 //!
-//! The RFC 3461 fields are carried even though the listener does not accept
-//! the DSN parameters yet, so that the queue's record format does not have
-//! to change again when it does.
 
 use std::collections::HashSet;
 use std::fmt;
 
 use super::address::Address;
-use super::command::{BodyType, MailParams};
 
 /// Most recipients one message may have. `[server] max_recipients` may not
 /// exceed it, and the queue's record format holds this many.
@@ -170,6 +166,16 @@ impl Recipient {
     }
 }
 
+/// Body type declared with `BODY=` (RFC 6152).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyType {
+    /// `BODY=7BIT` or nothing said.
+    #[default]
+    SevenBit,
+    /// `BODY=8BITMIME`
+    EightBitMime,
+}
+
 /// The envelope of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Envelope {
@@ -188,19 +194,6 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// An envelope with no recipients yet, with the MAIL parameters that
-    /// travel with the message.
-    pub fn new(from: ReversePath, params: &MailParams) -> Envelope {
-        Envelope {
-            from,
-            rcpts: Vec::new(),
-            body: params.body,
-            smtputf8: params.smtputf8,
-            ret: None,
-            envid: None,
-        }
-    }
-
     /// Add recipients, skipping any whose mailbox is already here (aliases
     /// that send two recipients to one address must not deliver it twice:
     /// Postfix's duplicate filter). The first occurrence keeps its
@@ -238,6 +231,7 @@ impl MailboxKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::MailParams;
 
     fn addr(s: &str) -> Address {
         Address::parse(s).unwrap()
@@ -273,7 +267,7 @@ mod tests {
 
     #[test]
     fn duplicate_mailboxes_are_added_once() {
-        let mut e = Envelope::new(ReversePath::Null, &MailParams::default());
+        let mut e = MailParams::default().envelope(ReversePath::Null);
         let skipped = e.add_rcpts(
             ["ops@example.com", "b@x", "ops@EXAMPLE.com", "b@x", "root"]
                 .into_iter()
@@ -295,10 +289,14 @@ mod tests {
             size: Some(10),
             body: BodyType::EightBitMime,
             smtputf8: true,
+            ret: Some(Ret::Hdrs),
+            envid: Some("QQ314".into()),
         };
-        let e = Envelope::new(ReversePath::Path(addr("a@b")), &params);
+        let e = params.envelope(ReversePath::Path(addr("a@b")));
         assert_eq!(e.body, BodyType::EightBitMime);
         assert!(e.smtputf8);
+        assert_eq!(e.ret, Some(Ret::Hdrs));
+        assert_eq!(e.envid.as_deref(), Some("QQ314"));
         assert!(e.rcpts.is_empty());
     }
 }

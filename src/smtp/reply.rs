@@ -387,6 +387,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// AUTH mechanisms offered (RFC 4954), upper-cased.
     pub auth: Vec<String>,
+    /// DSN (RFC 3461): the server takes NOTIFY, ORCPT, RET and ENVID.
+    pub dsn: bool,
 }
 
 impl Capabilities {
@@ -426,6 +428,8 @@ impl Capabilities {
                 caps.smtputf8 = true;
             } else if is("ENHANCEDSTATUSCODES") {
                 caps.enhanced_status_codes = true;
+            } else if is("DSN") {
+                caps.dsn = true;
             } else if is("SIZE") {
                 let limit = words.next().and_then(|w| w.parse::<u64>().ok());
                 caps.size = Some(limit.unwrap_or(0));
@@ -916,6 +920,7 @@ mod tests {
             "PIPELINING",
             "CHUNKING",
             "SMTPUTF8",
+            "DSN",
         ]);
         assert_eq!(
             caps,
@@ -927,6 +932,7 @@ mod tests {
                 smtputf8: true,
                 enhanced_status_codes: true,
                 auth: vec![],
+                dsn: true,
             }
         );
     }

@@ -6,7 +6,9 @@ recipient domain). Each upstream follows a script, one behaviour per
 connection, the last one repeating: no greeting, garbage for a greeting,
 closing after 354, 250 then closing, hanging after the dot, a 100 KB or a
 300-line 250 to the dot, a recipient mix (250 / 450 once / 550), a
-certificate postern must not trust, a slow reader. Failure reports go to the
+certificate postern must not trust, a slow reader; and a route back into
+postern itself (a mail loop, once with the sender inside the loop so that
+its failure report loops too). Failure reports go to the
 sender's domain, a well-behaved upstream that counts them. Then, per case:
 how many copies of each message arrived (by Message-ID), how many failure
 reports, and whether that is what the case allows:
@@ -203,6 +205,13 @@ CASES = {
     "rcpt_mix": (["rcpt_mix"], ["ok", "tmp", "bad"], "none", dict(copies=2, reports=1)),
     "untrusted_tls": (["good"], ["ok"], "starttls", dict(copies=0, queued=True)),
     "slow_reader": (["slow_reader"], ["ok"], "none", dict(copies=1, size=200_000)),
+    # A route back into postern itself: the hop count stops the loop
+    # (554 5.4.6) and the sender gets one report; the report does not loop.
+    "loop": (None, ["ok"], "none", dict(copies=0, reports=1)),
+    # The same, with the sender inside the loop: its report loops too until
+    # the hop count stops it; a report about a report is not made, the
+    # postmaster gets one copy (and the queue ends empty).
+    "loop_report": (None, ["ok"], "none", dict(copies=0, reports=1, sender="dev@loop-report.test")),
 }
 
 
@@ -226,6 +235,7 @@ def self_signed(work):
 def config(port, routes, queue_dir):
     out = f"""hostname = "relay.test"
 log_level = "info"
+postmaster = "postmaster@lan.test"
 
 [server]
 listen = ["127.0.0.1:{port}"]
@@ -256,12 +266,12 @@ max_connections = 1
     return out
 
 
-def send(port, case, n, rcpts, size=0):
+def send(port, case, n, rcpts, size=0, sender="dev@lan.test"):
     body = ("chaos " * 16 + "\r\n") * (size // 100) if size else "one message\r\n"
-    msg = (f"From: dev@lan.test\r\nSubject: chaos {case} {n}\r\n"
+    msg = (f"From: {sender}\r\nSubject: chaos {case} {n}\r\n"
            f"Message-ID: <chaos-{case}-{n}@lan.test>\r\n\r\n{body}")
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-        s.sendmail("dev@lan.test", [f"{r}@{case.replace('_', '-')}.test" for r in rcpts], msg)
+        s.sendmail(sender, [f"{r}@{case.replace('_', '-')}.test" for r in rcpts], msg)
 
 
 def main():
@@ -273,14 +283,23 @@ def main():
     cases = {k: v for k, v in CASES.items() if not args.only or k in args.only}
     work = tempfile.mkdtemp(prefix="postern-chaos-")
     loop = asyncio.new_event_loop()
+    # A refused handshake (the untrusted certificate) is the expected end
+    # of that case, not something to print.
+    loop.set_exception_handler(
+        lambda lp, ctx: None if isinstance(ctx.get("exception"), ssl.SSLError) else lp.default_exception_handler(ctx))
     threading.Thread(target=run_loop, args=(loop,), daemon=True).start()
     bad_tls = self_signed(work)
     ups, routes = {}, []
     port = args.port_base + 1
+    pport = args.port_base
     for name, (script, _, tls, _) in cases.items():
-        up = Upstream(name, script, tls=bad_tls if tls != "none" else None)
-        asyncio.run_coroutine_threadsafe(asyncio.start_server(up.handle, "127.0.0.1", port, limit=1 << 20), loop).result()
+        up = Upstream(name, script or ["good"], tls=bad_tls if tls != "none" else None)
         ups[name] = up
+        if script is None:
+            # Not an upstream of ours: postern's own listener.
+            routes.append((f"{name.replace('_', '-')}.test", pport, tls, "5s"))
+            continue
+        asyncio.run_coroutine_threadsafe(asyncio.start_server(up.handle, "127.0.0.1", port, limit=1 << 20), loop).result()
         # The stuck route's greeting wait is long enough to show whether it
         # holds up other routes' mail.
         routes.append((f"{name.replace('_', '-')}.test", port, tls, "20s" if name == "nogreet" else "5s"))
@@ -292,7 +311,6 @@ def main():
     asyncio.run_coroutine_threadsafe(asyncio.start_server(healthy.handle, "127.0.0.1", port + 1), loop).result()
     routes.append(("healthy.test", port + 1, "none", "5s"))
 
-    pport = args.port_base
     cfg = os.path.join(work, "postern.toml")
     with open(cfg, "w") as f:
         f.write(config(pport, routes, os.path.join(work, "queue")))
@@ -304,7 +322,7 @@ def main():
         t0 = time.monotonic()
         for name, (_, rcpts, _, exp) in cases.items():
             for n in range(1, exp.get("count", 1) + 1):
-                send(pport, name, n, rcpts, exp.get("size", 0))
+                send(pport, name, n, rcpts, exp.get("size", 0), exp.get("sender", "dev@lan.test"))
         stall = None
         if "nogreet" in cases:
             # While the stuck route waits for a greeting, other routes'

@@ -7,7 +7,12 @@
 #              aiosmtpd with STARTTLS + AUTH PLAIN/LOGIN (check --connect, send-test)
 #              aiosmtpd with STARTTLS + AUTH XOAUTH2, fed by a token endpoint
 #              on Python's http.server over TLS
-#   client   : swaks
+#              aiosmtpd strict about SMTPUTF8 as Postfix is (failure reports
+#              to a UTF-8 sender)
+#   readers  : Python's email package parses what postern wrote (rewritten
+#              From, RFC 6533 reports)
+#   client   : swaks; Python's smtplib (bare root/cron qualified, a U+202E
+#              address refused, a 130-message burst from an allowed client)
 #
 # Usage: tests/interop/outbound.sh [--keep]
 # Environment: POSTERN_BIN (else cargo build --release), OUTBOUND_PORT_BASE (default 11025).
@@ -23,7 +28,10 @@ KEEP=0
 
 BASE=${OUTBOUND_PORT_BASE:-11025}
 P_SINK=$BASE P_DNS=$((BASE + 1)) P_AUTH=$((BASE + 2)) P_TOK=$((BASE + 3)) P_XO=$((BASE + 4))
-P_DEAD=$((BASE + 5)) P_CC=$((BASE + 6)) P_POSTERN=$((BASE + 10))
+P_CC=$((BASE + 6)) P_U8=$((BASE + 7)) P_POSTERN=$((BASE + 10))
+# The dead host of the failover route: a port the kernel just handed out
+# and took back, so nothing left over from an earlier step listens there.
+P_DEAD=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 WAIT=20
 PIDS=()
 PASSED=0
@@ -65,7 +73,7 @@ trap 'exit 143' TERM
 [ "$(id -u)" -eq 0 ] || die "needs root (smtp-sink drops to the postfix user)"
 for t in swaks smtp-sink dnsmasq openssl ss; do command -v "$t" >/dev/null || die "$t not found"; done
 "$PY" -c 'import aiosmtpd' 2>/dev/null || die "$PY cannot import aiosmtpd"
-for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_CC $(seq "$P_POSTERN" $((P_POSTERN + 5))); do
+for p in $P_SINK $P_DNS $P_AUTH $P_TOK $P_XO $P_CC $P_U8 $(seq "$P_POSTERN" $((P_POSTERN + 6))); do
   listening "$p" && die "port $p is in use (OUTBOUND_PORT_BASE moves the ports)"
 done
 if [ -n "${POSTERN_BIN:-}" ]; then
@@ -126,12 +134,16 @@ PIDS+=($!)
   --user alerts@example.test --token-file "$WORK/tokens" --outdir "$WORK/xo" \
   --ready-file "$WORK/xo.ready" >"$WORK/xo.log" 2>&1 &
 PIDS+=($!)
+"$PY" "$HERE/strict_utf8_upstream.py" --port "$P_U8" --outdir "$WORK/u8" \
+  --ready-file "$WORK/u8.ready" >"$WORK/u8.log" 2>&1 &
+PIDS+=($!)
 wait_until 20 listening "$P_SINK" || die "smtp-sink did not start: $(cat "$WORK/sink.log")"
 wait_until 20 listening_udp "$P_DNS" || die "dnsmasq did not start: $(cat "$WORK/dnsmasq.log")"
 wait_until 20 listening "$P_AUTH" || die "aiosmtpd (AUTH) did not start: $(cat "$WORK/auth.log")"
 wait_until 20 listening "$P_TOK" || die "token endpoint did not start: $(cat "$WORK/token.log")"
 wait_until 20 listening "$P_XO" || die "aiosmtpd (XOAUTH2) did not start: $(cat "$WORK/xo.log")"
 wait_until 20 listening "$P_CC" || die "aiosmtpd (client certificate) did not start: $(cat "$WORK/cc.log")"
+wait_until 20 listening "$P_U8" || die "aiosmtpd (strict SMTPUTF8) did not start: $(cat "$WORK/u8.log")"
 
 # --- postern instances
 N=0
@@ -204,6 +216,11 @@ start_postern cert "" "$CC_ROUTE
 client_cert = \"$WORK/pki/client.pem\"
 client_key = \"$WORK/pki/client.key\""
 start_postern nocert "" "$CC_ROUTE"
+start_postern utf8 "" "[upstream]
+kind = \"smarthost\"
+host = \"127.0.0.1\"
+port = $P_U8
+tls = \"none\""
 
 log_of() { plain "$WORK/postern-$1/postern.log"; }
 sink_has() { grep -lF -- "$1" "$WORK"/sink/* 2>/dev/null | head -n 1; }
@@ -231,8 +248,70 @@ chk_failover_rewrite() {
   f=$(sink_has "$tok")
   grep -q '^From: Printer <alerts@example.test>' "$f" || { head -20 "$f"; echo "From not rewritten"; return 1; }
   grep -q '^Reply-To: <printer@lan.test>' "$f" || { head -20 "$f"; echo "no Reply-To"; return 1; }
-  log_of failover | grep -q 'trying the next one' || { echo "no failover logged"; return 1; }
+  log_of failover | grep -q 'trying the next one' || {
+    log_of failover | grep -E 'delivery|host failed' | head -5
+    ss -Hltnp "sport = :$P_DEAD" 2>/dev/null
+    echo "no failover logged (dead host 127.0.0.1:$P_DEAD)"; return 1; }
   echo "dead first host skipped; smtp-sink got From: Printer <alerts@example.test> with Reply-To"
+}
+
+chk_rewrite_refusals() {
+  # A comma in the display name: one author, re-quoted; Python's parser
+  # must read one address with the whole name.
+  local tok=rq-$RANDOM$RANDOM two=r2-$RANDOM$RANDOM f
+  swaks --server "127.0.0.1:$PORT_failover" --from printer@lan.test --to ops@example.test \
+    --header "Subject: $tok" --header "From: Smith, John <printer@lan.test>" >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$tok')\" ]" || { log_of failover | tail; echo "nothing at smtp-sink"; return 1; }
+  "$PY" - "$(sink_has "$tok")" <<'PYEOF' || return 1
+import email, email.policy, sys
+m = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+froms = m.get_all("From")
+assert len(froms) == 1, froms
+a = froms[0].addresses
+assert len(a) == 1 and a[0].display_name == "Smith, John" and a[0].addr_spec == "alerts@example.test", a
+assert not froms[0].defects, froms[0].defects
+PYEOF
+  # A second From: not sent; the sender gets a report saying why.
+  swaks --server "127.0.0.1:$PORT_failover" --from printer@lan.test --to ops@example.test \
+    --header "Subject: $two" --header "From: Printer <printer@lan.test>" --add-header "From: ceo@bank.example" \
+    >/dev/null || { echo "swaks failed"; return 1; }
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$two')\" ]" || { log_of failover | tail; echo "no report at smtp-sink"; return 1; }
+  for f in $(grep -lF -- "$two" "$WORK"/sink/*); do
+    grep -q 'multipart/report' "$f" || { head -20 "$f"; echo "the message with two From fields went out"; return 1; }
+    grep -q 'rewrite_from: the message has 2 From header fields' "$f" || { echo "report does not say why"; return 1; }
+  done
+  echo "From: \"Smith, John\" <alerts@example.test> read as one address by Python's email; two From fields: report, nothing sent"
+}
+
+chk_utf8_report() {
+  # A failure report to a UTF-8 sender, through an upstream that refuses
+  # UTF-8 without SMTPUTF8: it must go with SMTPUTF8 and RFC 6533 types.
+  local tok=u8-$RANDOM$RANDOM f
+  "$PY" - "$PORT_utf8" "$tok" <<'PYEOF' || { echo "smtplib could not send"; return 1; }
+import smtplib, sys
+port, tok = int(sys.argv[1]), sys.argv[2]
+msg = ("From: Δοκιμή <δοκιμή@παράδειγμα.test>\r\nTo: <nobody@example.test>\r\n"
+       "Subject: %s ação\r\n\r\nbody\r\n" % tok).encode()
+with smtplib.SMTP("127.0.0.1", port) as s:
+    s.ehlo("dev.lan.test")
+    s.sendmail("δοκιμή@παράδειγμα.test", ["nobody@example.test"], msg, mail_options=["SMTPUTF8"])
+PYEOF
+  wait_until $WAIT eval "grep -lF -- '$tok' '$WORK'/u8/*.eml >/dev/null 2>&1" ||
+    { log_of utf8 | tail; cat "$WORK/u8/refused.log" 2>/dev/null; echo "no report at the strict upstream"; return 1; }
+  f=$(grep -lF -- "$tok" "$WORK"/u8/*.eml | head -n 1)
+  "$PY" - "$f" <<'PYEOF' || return 1
+import email, email.policy, json, sys
+eml = sys.argv[1]
+meta = json.load(open(eml[:-4] + ".json", encoding="utf-8"))
+assert meta["mail_from"] in ("", "<>") and meta["smtputf8"], meta
+assert meta["rcpt_tos"] == ["δοκιμή@παράδειγμα.test"], meta
+m = email.message_from_bytes(open(eml, "rb").read(), policy=email.policy.default)
+assert m.get_content_type() == "multipart/report", m["Content-Type"]
+assert m.get_param("report-type") == "global-delivery-status", m["Content-Type"]
+types = [p.get_content_type() for p in m.iter_parts()]
+assert types == ["text/plain", "message/global-delivery-status", "message/global-headers"], types
+print("report from <> with SMTPUTF8 to %s: %s" % (meta["rcpt_tos"][0], ", ".join(types)))
+PYEOF
 }
 
 chk_check_connect() {
@@ -289,9 +368,48 @@ chk_client_cert() {
   echo "client certificate CN=relay.test presented over STARTTLS; without it: deferred, nothing delivered"
 }
 
+chk_bare_addresses() {
+  # cron's root and a script's bare sender reach smtp-sink qualified with
+  # our domain (they used to go out as RCPT TO:<root>).
+  local tok=bare-$RANDOM$RANDOM f
+  "$PY" - "$PORT_failover" "$tok" <<'PYEOF' || { echo "smtplib could not send"; return 1; }
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as s:
+    s.sendmail("cron", ["root"], "Subject: %s\r\n\r\ndisk full\r\n" % sys.argv[2])
+PYEOF
+  wait_until $WAIT eval "[ -n \"\$(sink_has '$tok')\" ]" || { log_of failover | tail; echo "nothing at smtp-sink"; return 1; }
+  f=$(sink_has "$tok")
+  grep -q '^X-Rcpt-Args: <root@relay.test>' "$f" || { head -8 "$f"; echo "recipient not qualified"; return 1; }
+  echo "smtplib MAIL FROM:<cron> RCPT TO:<root> -> smtp-sink saw $(grep -m1 '^X-Rcpt-Args' "$f")"
+}
+
+chk_hidden_and_burst() {
+  # A bidi override in an address is refused (smtplib with SMTPUTF8); a
+  # burst from an allowed client (past the per-client rates) all gets 250.
+  "$PY" - "$PORT_failover" <<'PYEOF'
+import smtplib, sys
+port = int(sys.argv[1])
+with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+    try:
+        s.sendmail("admin\u202emoc.knab@lan.test", ["ops@example.test"],
+                   "Subject: x\r\n\r\ny\r\n".encode(), mail_options=["SMTPUTF8"])
+        sys.exit("an address with U+202E was accepted")
+    except smtplib.SMTPSenderRefused as e:
+        code = e.smtp_code
+for i in range(130):
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+        s.sendmail("ups@lan.test", ["ops@example.test"], "Subject: burst %d\r\n\r\nx\r\n" % i)
+print("U+202E sender refused with %d; 130 one-connection messages in a row all taken" % code)
+PYEOF
+}
+
 check "client certificate vs aiosmtpd requiring one" chk_client_cert
+check "bare sender and recipient qualified -> smtp-sink" chk_bare_addresses
+check "smtplib: hidden characters refused, a burst all taken" chk_hidden_and_burst
 check "MX via dnsmasq -> smtp-sink" chk_mx
 check "failover + From rewriting -> smtp-sink" chk_failover_rewrite
+check "rewrite_from: comma display name, second From -> smtp-sink" chk_rewrite_refusals
+check "report to a UTF-8 sender vs aiosmtpd strict about SMTPUTF8" chk_utf8_report
 check "check --connect vs aiosmtpd AUTH" chk_check_connect
 check "send-test vs aiosmtpd AUTH" chk_send_test
 check "XOAUTH2 vs aiosmtpd + https token endpoint" chk_xoauth2

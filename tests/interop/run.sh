@@ -692,6 +692,82 @@ for e in json.load(open(sys.argv[1])):
     return 1
 }
 
+# smtplib_dsn NAME TAG NOTIFY: one message with RFC 3461 parameters (RET=HDRS,
+# ENVID, NOTIFY, ORCPT) to instance NAME via Python smtplib (Debian's swaks
+# 20201014 predates its --dsn-* options); sets TOKEN and QID.
+smtplib_dsn() {
+  local name=$1 tag=$2 notify=$3 out
+  new_token
+  out=$WORK/$tag.out
+  if ! "$PY" - "${POSTERN_PORT[$name]}" "$TOKEN" "$notify" >"$out" 2>&1 <<'PYEOF'; then
+import smtplib, sys
+port, tok, notify = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+msg = ("From: dev@lan.example\r\nTo: ops@example.net\r\nSubject: interop dsn %s\r\n"
+       "Message-ID: <%s@lan.example>\r\n\r\nDSN test %s\r\n" % (tok, tok, tok))
+with smtplib.SMTP("127.0.0.1", port, local_hostname="device.lan.example", timeout=30) as s:
+    s.ehlo()
+    if not s.has_extn("dsn"):
+        print("postern does not advertise DSN"); sys.exit(1)
+    s.mail("dev@lan.example", ["RET=HDRS", "ENVID=env-" + tok])
+    code, text = s.rcpt("ops@example.net", ["NOTIFY=" + notify, "ORCPT=rfc822;ops+40example.net"])
+    if code != 250:
+        print("RCPT with NOTIFY/ORCPT got %d %s" % (code, text.decode())); sys.exit(1)
+    code, text = s.data(msg.encode())
+    print(text.decode().split()[-1] if code == 250 else "DATA got %d" % code)
+    sys.exit(0 if code == 250 else 1)
+PYEOF
+    tail -n 3 "$out"
+    echo "smtplib could not hand the DSN message to postern ($name)"
+    return 1
+  fi
+  QID=$(tail -n 1 "$out")
+}
+
+chk_dsn_postfix() { # DSN parameters -> postern -> Postfix -> smtp-sink, which logs what Postfix passed on
+  need relay || return 1
+  smtplib_dsn relay dsn-relay SUCCESS,FAILURE || return 1
+  expect_queued_sent relay "$QID" || return 1
+  local got
+  got=$(arrived_at_sink "$TOKEN") || { echo "$got"; return 1; }
+  # smtp-sink records the MAIL and RCPT arguments it got from Postfix.
+  grep -q "^X-Mail-Args: .*RET=HDRS" "$got" && grep -q "^X-Mail-Args: .*ENVID=env-$TOKEN" "$got" ||
+    { grep '^X-Mail-Args' "$got"; echo "Postfix did not pass on RET/ENVID"; return 1; }
+  grep -q "^X-Rcpt-Args: .*NOTIFY=SUCCESS,FAILURE" "$got" && grep -qE "^X-Rcpt-Args: .*ORCPT=rfc822;ops(\+40|@)example\.net" "$got" ||
+    { grep '^X-Rcpt-Args' "$got"; echo "Postfix did not pass on NOTIFY/ORCPT"; return 1; }
+  # Postfix took the confirmation on: postern queues none of its own.
+  ! grep -q "success report queued" "$(postern_log relay)" || { echo "postern confirmed although Postfix speaks DSN"; return 1; }
+  echo "Postfix got and passed on RET=HDRS ENVID NOTIFY=SUCCESS,FAILURE ORCPT; no report from postern"
+}
+
+# dsn_report_for TOKEN: the aiosmtpd message that is a relayed report about TOKEN.
+dsn_report_for() {
+  local f
+  for f in "$WORK"/auth-out/*.eml; do
+    [ -e "$f" ] || continue
+    grep -q "Action: relayed" "$f" && grep -q "$1" "$f" && { echo "$f"; return 0; }
+  done
+  return 1
+}
+
+chk_dsn_relayed() { # NOTIFY=SUCCESS to aiosmtpd (no DSN): postern confirms with Action: relayed
+  need auth || return 1
+  smtplib_dsn auth dsn-auth SUCCESS || return 1
+  expect_queued_sent auth "$QID" || return 1
+  local rep
+  wait_until "$WAIT" dsn_report_for "$TOKEN" >/dev/null || { echo "no report with Action: relayed about $TOKEN at aiosmtpd"; return 1; }
+  rep=$(dsn_report_for "$TOKEN")
+  grep -q "^Original-Envelope-Id: env-$TOKEN" "$rep" || { echo "report lacks Original-Envelope-Id: env-$TOKEN"; return 1; }
+  grep -q "^Original-Recipient: rfc822; ops@example.net" "$rep" || { echo "report lacks Original-Recipient"; return 1; }
+  grep -q "^Remote-MTA: dns; 127.0.0.1" "$rep" || { echo "report lacks Remote-MTA"; return 1; }
+  "$PY" - "${rep%.eml}.json" <<'PYEOF' || return 1
+import json, sys
+m = json.load(open(sys.argv[1]))
+if m.get("mail_from") not in ("", "<>"):
+    print("the report's sender is %r, not <>" % m.get("mail_from")); sys.exit(1)
+PYEOF
+  echo "$(basename "$rep"): Action: relayed, Original-Envelope-Id and Original-Recipient, from <>"
+}
+
 chk_policy_client() { # 127.0.0.2 is not in allow_clients
   need relay || return 1
   local t=$WORK/policy-client rc=0
@@ -960,6 +1036,9 @@ if [ "$HARNESS_ONLY" -eq 0 ]; then
   check "policy: SIZE= over limit -> 552 at MAIL; 552 after DATA; session goes on" chk_policy_size
   check "policy: the message sent after the 552 arrives" chk_after552_arrived
 
+  banner "DSN (RFC 3461)"
+  check "DSN: RET/ENVID/NOTIFY/ORCPT -> postern -> Postfix passes them on to smtp-sink" chk_dsn_postfix
+
   banner "TLS and AUTH towards the upstream"
   check "STARTTLS + ca_file -> Postfix: arrives over TLS" chk_starttls_postfix
   check "STARTTLS with an untrusted certificate: deferred, not sent" chk_untrusted_ca
@@ -967,6 +1046,7 @@ if [ "$HARNESS_ONLY" -eq 0 ]; then
   check "curl fixture -> aiosmtpd: bare LF arrives as CRLF, byte for byte" chk_curl_auth_crlf
   check "aliases: two RCPTs aliased to one address -> aiosmtpd sees it once" chk_aliases_once
   check "AUTH with a wrong password: deferred, retried, never bounced" chk_auth_wrong_password
+  check "DSN: NOTIFY=SUCCESS to aiosmtpd (no DSN): postern confirms, Action: relayed" chk_dsn_relayed
 
   banner "maildir upstream"
   check "swaks -> postern -> maildir outbox" chk_maildir

@@ -302,7 +302,8 @@ fn sighup_brings_new_aliases_and_upstream_size_limits_to_the_listener() {
     let room = postern::server::intake::added_bound("relay.test");
     assert_eq!(advertised_size(&p), 1 << 20);
     send_to_root(&p);
-    assert_eq!(up.next().rcpts, vec!["root"]);
+    // No alias yet: the bare local part is qualified with our domain.
+    assert_eq!(up.next().rcpts, vec!["root@relay.test"]);
     p.wait_log("status=sent");
     assert_eq!(advertised_size(&p), 40_000 - room);
 
@@ -417,4 +418,84 @@ fn under_the_journal_each_line_has_its_priority_and_no_timestamp_of_its_own() {
         .unwrap();
     assert!(!line.starts_with('<'), "{line}");
     assert!(line.starts_with("20"), "no timestamp: {line}");
+}
+
+#[test]
+fn every_example_config_writes_only_where_the_shipped_unit_lets_it() {
+    // The examples used dir = "/var/spool/postern" and a refresh token in
+    // /etc/postern, which the unit (ProtectSystem=strict, only the state
+    // directory writable) cannot write: a copied example made a service
+    // that failed, and a rotated Microsoft 365 token was lost.
+    use postern::preflight::{Sandbox, outside_sandbox, written_paths};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("board/postern.service")).unwrap();
+    let sandbox = Sandbox::parse(&[&unit]);
+    // Read from the unit, not assumed.
+    assert_eq!(sandbox.protect_system, "strict");
+    assert!(
+        sandbox
+            .writable
+            .iter()
+            .any(|p| p == std::path::Path::new("/var/lib/postern")),
+        "{sandbox:?}"
+    );
+    let opts = postern::config::ParseOptions {
+        skip_file_checks: true,
+        default_hostname: Some("relay.test".into()),
+    };
+    let mut configs: Vec<(String, String)> = std::fs::read_dir(root.join("config/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    // What the packages install as /etc/postern/postern.toml.
+    let default = std::process::Command::new("bash")
+        .arg(root.join("board/default-config.sh"))
+        .output()
+        .unwrap();
+    assert!(default.status.success());
+    configs.push((
+        "board/default-config.sh".into(),
+        String::from_utf8(default.stdout).unwrap(),
+    ));
+    assert!(configs.len() >= 9, "{}", configs.len());
+    let mut tokens = 0;
+    for (name, text) in &configs {
+        let cfg = postern::config::parse_with(text, std::path::Path::new(name), &opts)
+            .unwrap_or_else(|e| panic!("{name}: {e:#?}"));
+        let written = written_paths(&cfg);
+        tokens += written
+            .iter()
+            .filter(|w| w.key.contains("oauth_refresh_token_file"))
+            .count();
+        let outside = outside_sandbox(&written, &sandbox);
+        assert!(outside.is_empty(), "{name}: {outside:#?}");
+    }
+    // The XOAUTH2 examples' token files are among what was checked.
+    assert!(tokens >= 1, "no refresh token file in the examples");
+    // And `check` runs each example (through the same code): nothing but
+    // the secret files that live on the real machine is missing.
+    for (name, _) in configs.iter().filter(|(n, _)| n.ends_with(".toml")) {
+        let out = std::process::Command::new(bin())
+            .args(["check", "--config", name])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        for line in err.lines() {
+            // Warnings depend on the machine (its host name, its ports).
+            assert!(
+                line.contains("does not exist")
+                    || line.contains(": note: ")
+                    || line.contains(": warning: ")
+                    || line.contains("is in use by another program"),
+                "{name}: {line}"
+            );
+            assert!(!line.contains("outside what"), "{name}: {line}");
+        }
+    }
 }

@@ -121,3 +121,65 @@ fn closed_stdout_is_not_a_panic() {
         assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
     }
 }
+
+/// `check` places a bad pattern at its FILE:LINE:COL; `filter test` says
+/// what each rule makes of a message and exits 1 for a refusal.
+#[test]
+fn check_places_bad_patterns_and_filter_test_explains_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    let base = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                [upstream]\nkind = \"maildir\"\ndir = \"out\"\n";
+    std::fs::write(
+        &path,
+        format!("{base}[[filter]]\nname = \"bad\"\nsubject = [\"/(unclosed/\"]\nhold = true\n"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:10:12: subject: \"/(unclosed/\" is not a valid regular expression",
+            path.display()
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "{base}[[filter]]\nname = \"ups\"\nsender = [\"*@ups.lan\"]\nhold = true\n\
+             [[filter]]\nname = \"no-exe\"\nattachment_ext = [\"exe\"]\n\
+             reject = \"550 5.7.1 Executables are not accepted here\"\n"
+        ),
+    )
+    .unwrap();
+    let msg = dir.path().join("m.eml");
+    std::fs::write(
+        &msg,
+        "Subject: tools\nContent-Type: multipart/mixed; boundary=x\n\n--x\n\
+         Content-Disposition: attachment; filename=\"setup.EXE\"\n\nMZ\n--x--\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["filter", "test", "--config"])
+        .arg(&path)
+        .args(["--from", "apc@ups.lan", "--to", "ops@example.com"])
+        .arg(&msg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        "rule \"ups\" (decides at MAIL): MATCH\n\
+         rule \"no-exe\" (decides at end of data): MATCH\n\
+         outcome: refused by \"no-exe\": 550 5.7.1 Executables are not accepted here\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -686,7 +686,8 @@ fn per_client_rates_refuse_the_fast_client_and_serve_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let p = plain_server(
         dir.path(),
-        "max_connections_per_minute = 3\nmax_messages_per_minute = 1\nmax_recipients_per_minute = 2",
+        "max_connections_per_minute = 3\nmax_messages_per_minute = 1\nmax_recipients_per_minute = 2\n\
+         limit_trusted_clients = true",
     );
     // Messages: the second MAIL in a minute gets 450 4.7.1, nothing else changes.
     let mut c = from(&p, "127.0.0.2");
@@ -718,4 +719,235 @@ fn per_client_rates_refuse_the_fast_client_and_serve_the_others() {
     c.cmd("EHLO sensor", 250);
     c.cmd("MAIL FROM:<dev@lan.test>", 250);
     c.cmd("RCPT TO:<a@example.test>", 250);
+}
+
+#[test]
+fn an_allowed_client_sends_300_alerts_one_connection_each_and_all_get_250() {
+    // The defaults (60 connections, 120 messages a minute per client) used
+    // to give a device in allow_clients 421 after 60: simple devices do not
+    // retry. Trusted clients are exempt unless limit_trusted_clients.
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    for i in 0..300 {
+        let mut c = from(&p, "127.0.0.2");
+        let (code, text) = c.reply();
+        assert_eq!(code, 220, "alert {i}: {text}");
+        c.cmd("EHLO ups", 250);
+        let (code, text) = c.send_mail(
+            "ups@lan.test",
+            &["ops@example.test"],
+            format!("Subject: on battery {i}\r\n\r\nalert").as_bytes(),
+        );
+        assert_eq!(code, 250, "alert {i}: {text}");
+        c.cmd("QUIT", 221);
+    }
+    assert_eq!(wait_delivered(dir.path(), 300).len(), 300);
+}
+
+#[test]
+fn clients_outside_allow_clients_stay_rate_limited_and_a_login_lifts_the_message_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let tail = user("scanner", "s3cret-pw", "");
+    let p = Postern::start(
+        dir.path(),
+        &cfg(
+            port,
+            "allow_plain_auth_clients = [\"127.0.0.4\"]\nmax_connections_per_minute = 3\n\
+             max_messages_per_minute = 1",
+            "allow_clients = [\"127.0.0.2\"]\nrelay_authenticated = true",
+            &tail,
+        ),
+        port,
+    );
+    // Logged in: two messages although the rate is one a minute.
+    let mut c = from(&p, "127.0.0.4");
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO scanner", 250);
+    c.cmd(&format!("AUTH PLAIN {}", b64(b"\0scanner\0s3cret-pw")), 235);
+    for i in 0..2 {
+        let (code, text) = c.send_mail(
+            "scan@lan.test",
+            &["ops@example.test"],
+            format!("Subject: scan {i}\r\n\r\npdf").as_bytes(),
+        );
+        assert_eq!(code, 250, "{text}");
+    }
+    c.cmd("QUIT", 221);
+    // Not logged in, outside allow_clients: the connection rate holds.
+    for _ in 0..2 {
+        let mut c = from(&p, "127.0.0.4");
+        assert_eq!(c.reply().0, 220);
+        c.cmd("QUIT", 221);
+    }
+    let mut c = from(&p, "127.0.0.4");
+    let (code, text) = c.reply();
+    assert_eq!(code, 421, "{text}");
+    // The allowed client is not.
+    for _ in 0..5 {
+        let mut c = from(&p, "127.0.0.2");
+        assert_eq!(c.reply().0, 220);
+        c.cmd("QUIT", 221);
+    }
+}
+
+#[test]
+fn a_new_client_is_served_while_seven_addresses_hoard_idle_connections() {
+    // Seven LAN addresses open ten connections each and say nothing; the
+    // cap (64 across all) used to lock every other device out until
+    // greeting_timeout. At the cap, the oldest silent connection of the
+    // address holding the most is closed with 421 to make room.
+    let dir = tempfile::tempdir().unwrap();
+    let p = plain_server(dir.path(), "");
+    let mut hoard: Vec<(String, Smtp)> = Vec::new();
+    for a in 10..17 {
+        let src = format!("127.0.0.{a}");
+        for _ in 0..10 {
+            let mut c = from(&p, &src);
+            let (code, text) = c.reply();
+            // Once each holds as many as the next, there is no more room
+            // for any of them.
+            if code == 421 {
+                assert!(
+                    a > 10 && text.contains("Too many connections"),
+                    "{src}: {text}"
+                );
+                continue;
+            }
+            assert_eq!(code, 220, "{src}: {text}");
+            // The first address's connections have spoken: never closed.
+            if a == 10 {
+                c.cmd("EHLO busy", 250);
+            }
+            hoard.push((src.clone(), c));
+        }
+    }
+    // A device that was not there before is served at once.
+    let mut c = from(&p, "127.0.0.99");
+    let (code, text) = c.reply();
+    assert_eq!(code, 220, "{text}");
+    c.cmd("EHLO printer", 250);
+    let (code, text) = c.send_mail(
+        "printer@lan.test",
+        &["ops@example.test"],
+        b"Subject: x\r\n\r\ny",
+    );
+    assert_eq!(code, 250, "{text}");
+    // Room was made by closing silent connections, each with a 421 that
+    // says why; the ones that had spoken are all still there.
+    let mut closed = 0;
+    for (src, c) in &mut hoard {
+        if src == "127.0.0.10" {
+            c.cmd("NOOP", 250);
+            continue;
+        }
+        c.send_lossy("NOOP");
+        let (code, text) = c.reply();
+        if code == 421 {
+            assert!(
+                text.starts_with("421 4.7.0 ") && text.contains("idle"),
+                "{text}"
+            );
+            closed += 1;
+        } else {
+            assert_eq!(code, 250, "{text}");
+        }
+    }
+    // Closed: as many as were served beyond the 64 places.
+    let served = hoard.len() + 1;
+    assert_eq!(closed, served - 64, "{}", p.log());
+    assert!(closed > 0);
+    assert!(p.log().contains("closing an idle connection to make room"));
+}
+
+#[test]
+fn a_listen_address_that_is_not_up_yet_does_not_stop_the_service() {
+    // A Pi whose LAN address comes up after postern starts: the bind used
+    // to fail ("is another mail server using that port?") and the service
+    // with it. It listens anyway (IP_FREEBIND) and says so; check warns.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // TEST-NET-1: on no machine.
+    let config = cfg(port, "", "", "").replace(
+        &format!("listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]"),
+        &format!("listen = [\"127.0.0.1:{port}\", \"192.0.2.55:{port}\"]"),
+    );
+    assert!(config.contains("192.0.2.55"));
+    std::fs::write(dir.path().join("c.toml"), &config).unwrap();
+    let out = std::process::Command::new(crate::util::bin())
+        .args(["check", "--config", "c.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: listen: 192.0.2.55 is not an address of this machine (yet)"),
+        "{err}"
+    );
+    let mut p = Postern::start(dir.path(), &config, port);
+    p.wait_log("192.0.2.55 is not an address of this machine (yet); listening anyway");
+    assert!(!p.log().contains("another mail server"), "{}", p.log());
+    let mut c = p.smtp();
+    assert_eq!(c.reply().0, 220);
+    c.cmd("EHLO dev", 250);
+}
+
+#[test]
+fn check_refuses_a_port_another_program_holds_and_an_unwritable_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    std::fs::create_dir(dir.path().join("ro")).unwrap();
+    let config = cfg(port, "", "", "")
+        .replace(
+            &format!("listen = [\"127.0.0.1:{port}\", \"[::1]:{port}\"]"),
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        )
+        .replace("dir = \"queue\"", "dir = \"ro/queue\"");
+    std::fs::write(dir.path().join("c.toml"), &config).unwrap();
+    let check = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::bin())
+            .args(["check", "--config", "c.toml"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check(&[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: listen: 127.0.0.1:{port} is in use by another program"
+        )),
+        "{err}"
+    );
+    drop(held);
+    let (ok, err) = check(&[]);
+    assert!(ok, "{err}");
+    // As the service's user (root can take its ids): a directory it
+    // cannot write is an error check used to pass and serve then refused.
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("ro"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let (ok, err) = check(&["--user", "nobody"]);
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains("note: files and directories checked as user nobody"),
+            "{err}"
+        );
+        assert!(
+            err.contains("error: [queue] dir: ro/queue cannot be created: ro is not writable"),
+            "{err}"
+        );
+    }
 }

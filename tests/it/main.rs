@@ -3,6 +3,7 @@
 
 mod board;
 mod cli;
+mod dsn;
 mod inbound;
 mod outbound;
 mod queue;
@@ -10,5 +11,6 @@ mod refusals;
 mod relay;
 mod sendmail;
 mod status;
+mod storm;
 mod util;
 mod web;

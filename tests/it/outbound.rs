@@ -115,6 +115,82 @@ fn a_4xx_defers_then_the_next_attempt_delivers() {
 }
 
 #[test]
+fn reports_say_what_happened_in_words_and_each_has_its_own_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    // One recipient refused at once, the other put off until the message
+    // expires: two reports on one message.
+    let up = Upstream::start(UpstreamOpts {
+        reject_rcpt: Some("nobody".into()),
+        rcpt_reply: Some(("slow".into(), "451 4.3.0 try again later".into())),
+        ..Default::default()
+    });
+    let port = free_port();
+    let tail = format!(
+        "[upstream]\nkind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"none\"\n",
+        up.port
+    );
+    let cfg = conf(port, "", &tail).replace(
+        "retry_intervals = [\"1s\"]",
+        "retry_intervals = [\"1s\"]\nmax_age = \"3s\"",
+    );
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    submit(
+        &p,
+        "dev@lan.test",
+        &["nobody@example.test", "slow@example.test"],
+        MSG,
+    );
+    let first = up.next();
+    let second = up.next();
+    p.wait_log("status=expired");
+    let (first, second) = (
+        String::from_utf8_lossy(&first.data).into_owned(),
+        String::from_utf8_lossy(&second.data).into_owned(),
+    );
+    let message_id = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("Message-ID: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_ne!(message_id(&first), message_id(&second));
+    // The refusal: typed diagnostic, the host by name, and words.
+    assert!(
+        first.contains("Final-Recipient: rfc822; nobody@example.test"),
+        "{first}"
+    );
+    assert!(first.contains("Remote-MTA: dns; localhost\r\n"), "{first}");
+    assert!(
+        first.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user here\r\n"),
+        "{first}"
+    );
+    assert!(
+        first.contains("localhost said: 550 5.1.1 no such user here"),
+        "{first}"
+    );
+    assert!(
+        first.contains("What to do: the receiving server says this address does not exist"),
+        "{first}"
+    );
+    // The expiry: a typed Diagnostic-Code too, and what to do.
+    assert!(
+        second.contains("Final-Recipient: rfc822; slow@example.test"),
+        "{second}"
+    );
+    assert!(second.contains("Status: 4.4.7\r\n"), "{second}");
+    assert!(
+        second.contains("Diagnostic-Code: smtp; 451 4.3.0 try again later\r\n"),
+        "{second}"
+    );
+    assert!(second.contains("gave up"), "{second}");
+    for r in [&first, &second] {
+        for l in r.lines().filter(|l| l.starts_with("Diagnostic-Code:")) {
+            assert!(l.starts_with("Diagnostic-Code: smtp; "), "{l}");
+        }
+    }
+}
+
+#[test]
 fn a_5xx_for_one_of_three_recipients_reports_only_that_one_to_the_postmaster() {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::start(UpstreamOpts {
@@ -1316,4 +1392,136 @@ fn send_test_delivers_through_the_route_and_says_so() {
     // Words, not a Rust enum's name.
     assert!(!out.contains("StillQueued"), "{out}");
     assert!(out.contains("not delivered yet: "), "{out}");
+}
+
+#[test]
+fn credentials_go_in_clear_text_only_with_allow_plaintext_auth_to_a_private_host() {
+    // A password (or an XOAUTH2 bearer token) over tls = "none" used to
+    // pass check and cross the network in clear text.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+    let up = Upstream::start(UpstreamOpts {
+        auth: Some(("dev@relay.test".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let port = free_port();
+    let creds = "username = \"dev@relay.test\"\npassword_file = \"pass\"\n";
+    std::fs::write(
+        dir.path().join("plain.toml"),
+        conf(port, "", &smarthost(up.port, creds)),
+    )
+    .unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "plain.toml"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("in clear text") && out.contains("allow_plaintext_auth = true"),
+        "{out}"
+    );
+    // Said explicitly, for a hop on this machine: allowed, with a warning.
+    let cfg = conf(
+        port,
+        "",
+        &smarthost(up.port, &format!("{creds}allow_plaintext_auth = true\n")),
+    );
+    std::fs::write(dir.path().join("trusted.toml"), &cfg).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "trusted.toml"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("trusted.toml:") && out.contains(": warning: credentials go to 127.0.0.1:"),
+        "{out}"
+    );
+    // Never to a public address, even when said.
+    let public = cfg.replace("host = \"127.0.0.1\"", "host = \"192.0.32.10\"");
+    std::fs::write(dir.path().join("public.toml"), public).unwrap();
+    let (ok, out) = run_postern(dir.path(), &["check", "--config", "public.toml"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("192.0.32.10 is not a loopback or private address"),
+        "{out}"
+    );
+    // And the trusted hop works.
+    let p = Postern::start(dir.path(), &cfg, port);
+    submit(&p, "dev@lan.test", &["ops@example.test"], MSG);
+    let got = up.rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(got.auth_user.as_deref(), Some("dev@relay.test"));
+}
+
+/// An upstream that greets and answers EHLO, then never answers AUTH.
+fn silent_after_auth() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let _ = s.write_all(b"220 stuck.test ESMTP\r\n");
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        use std::io::BufRead;
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.to_ascii_uppercase().starts_with("EHLO") {
+                let _ = s.write_all(b"250-stuck.test\r\n250 AUTH PLAIN LOGIN\r\n");
+            }
+            // AUTH: no answer, ever; the client gives up.
+            line.clear();
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn check_connect_prints_each_step_as_it_happens_and_names_the_one_that_hangs() {
+    // An upstream that stopped answering after AUTH kept check --connect
+    // silent for over three minutes: output came at the end, and the wait
+    // was the delivery timeout (5 minutes a reply).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pass"), "s3cret\n").unwrap();
+    let (port, _t) = silent_after_auth();
+    let extra =
+        "username = \"dev@relay.test\"\npassword_file = \"pass\"\nallow_plaintext_auth = true\n";
+    std::fs::write(
+        dir.path().join("c.toml"),
+        conf(free_port(), "", &smarthost(port, extra)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(bin())
+        .args(["check", "--config", "c.toml", "--connect"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    // The AUTH line arrives while the check is still waiting for its reply.
+    let mut seen = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push(l.clone());
+        if l.contains("C: AUTH PLAIN ********") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("S: 220 stuck.test")),
+        "{seen:#?}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(5),
+        "the AUTH line came only at the end ({:?}): {seen:#?}",
+        started.elapsed()
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let took = started.elapsed();
+    assert!(!status.success());
+    let last = rest.join("\n");
+    assert!(
+        last.contains("FAILED: timeout: timeout waiting for AUTH"),
+        "{last}"
+    );
+    // The step is given up after a short time, not the default 5 minutes.
+    assert!(
+        took < postern::delivery::probe::STEP_TIMEOUT + Duration::from_secs(10),
+        "{took:?}"
+    );
 }

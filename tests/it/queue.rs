@@ -264,6 +264,12 @@ fn queue_show_times_subject_and_body_list_filters_bulk_changes_and_mailq() {
         assert!(std::time::Instant::now() < end, "{}", p.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The delivery line comes just before the attempt is settled: wait
+    // until no message is in flight ("now" in the NEXT column).
+    while list(&[]).contains(" now ") {
+        assert!(std::time::Instant::now() < end, "{}", list(&[]));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (ok, out, _) = queue_cmd(dir.path(), &["delete", "--all", "--from", "lan.test"]);
     assert!(ok && out == "2 message(s) deleted\n", "{out}");
     let out = list(&[]);
@@ -463,4 +469,59 @@ fn a_world_writable_queue_directory_is_refused() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("writable by every user"), "{err}");
     assert!(err.contains("chmod 700"), "{err}");
+}
+
+#[test]
+fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_printed() {
+    // U+202E (right-to-left override) and U+200B (zero width space) used
+    // to be accepted with SMTPUTF8, even in domains, and printed raw in
+    // the log and in `queue list`: an address that looks like another.
+    let dir = tempfile::tempdir().unwrap();
+    let (_refusing, up_port) = refusing_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    );
+    let p = Postern::start(dir.path(), &cfg, port);
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO print\u{202e}er", 250);
+    for bad in [
+        "MAIL FROM:<admin\u{202e}moc.knab@lan.test> SMTPUTF8",
+        "MAIL FROM:<ad\u{200b}min@lan.test> SMTPUTF8",
+        "MAIL FROM:<admin@bank\u{202e}.test> SMTPUTF8",
+    ] {
+        c.send(bad);
+        let (code, text) = c.reply();
+        assert!((500..600).contains(&code), "{bad:?}: {text}");
+    }
+    c.cmd("MAIL FROM:<\"a\\\\b\"@lan.test>", 250);
+    c.cmd("RCPT TO:<ops@example.test>", 250);
+    c.cmd("DATA", 354);
+    c.raw("Subject: pay \u{202e}fdp.exe\r\n\r\nx".as_bytes());
+    c.raw(b"\r\n.\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let id = text.split_whitespace().last().unwrap().to_string();
+    c.cmd("QUIT", 221);
+    // The log shows the HELO name escaped, never the raw override.
+    let mut p = p;
+    p.wait_log("helo=print\\u{202e}er");
+    assert!(!p.log().contains('\u{202e}'), "{}", p.log());
+    // queue list and show: backslash doubled, the override escaped.
+    let (ok, out, err) = queue_cmd(dir.path(), &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"a\\\\\\\\b\"@lan.test -> ops@example.test"),
+        "{out}"
+    );
+    let (ok, out, err) = queue_cmd(dir.path(), &["show", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("subject:      pay \\u{202e}fdp.exe\n"),
+        "{out}"
+    );
+    assert!(!out.contains('\u{202e}'), "{out}");
 }

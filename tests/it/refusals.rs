@@ -24,6 +24,9 @@ max_connections_per_client = 2
 max_connections_per_minute = 4
 max_messages_per_minute = 2
 max_recipients_per_minute = 3
+# The rates apply to allowed clients only when asked (every case here
+# comes from an allowed address).
+limit_trusted_clients = true
 allow_plain_auth_clients = ["127.0.0.0/8"]
 
 [policy]

@@ -286,3 +286,56 @@ fn a_line_longer_than_smtp_allows_is_encoded_not_refused() {
     let want = format!("{{\"rows\": \"{long}\"}}\r\nshort line\r\n\r\n");
     assert_eq!(String::from_utf8(decoded).unwrap(), want);
 }
+
+#[test]
+fn bare_local_parts_are_qualified_for_sendmail_and_smtp_clients_alike() {
+    // cron's `root` and a script's `MAIL FROM:<backup>` used to reach the
+    // smarthost bare (`RCPT TO:<root>`), which real smarthosts refuse.
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(UpstreamOpts::default());
+    let port = free_port();
+    let text = config(port, &smarthost(up.port), "");
+    let mut p = Postern::start(dir.path(), &text, port);
+    let cfg = dir.path().join("postern.toml");
+    // sendmail, as cron calls it: a bare recipient.
+    let out = pipe_into(
+        &bin(),
+        &[
+            "sendmail",
+            "-C",
+            cfg.to_str().unwrap(),
+            "-f",
+            "cron",
+            "root",
+        ],
+        b"Subject: Cron <root@gw> backup\n\ndone\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = up.next();
+    assert_eq!(got.from, "cron@relay.test");
+    assert_eq!(got.rcpts, vec!["root@relay.test"]);
+    // An SMTP client: bare sender and recipient, after aliases (admin is
+    // aliased, so it is not qualified but mapped).
+    p.wait_log("status=sent");
+    assert!(p.stop().success());
+    let text = format!(
+        "qualify_domain = \"lan.example.com\"\n{}[aliases]\nadmin = \"ops@example.test\"\n",
+        config(port, &smarthost(up.port), "")
+    );
+    let p = Postern::start(dir.path(), &text, port);
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO script", 250);
+    let (code, reply) = c.send_mail(
+        "unq",
+        &["root", "admin", "ops@example.test"],
+        b"Subject: x\r\n\r\ny",
+    );
+    assert_eq!(code, 250, "{reply}");
+    let got = up.next();
+    assert_eq!(got.from, "unq@lan.example.com");
+    let mut rcpts = got.rcpts.clone();
+    rcpts.sort();
+    // admin and ops@example.test are one mailbox: one RCPT.
+    assert_eq!(rcpts, vec!["ops@example.test", "root@lan.example.com"]);
+}

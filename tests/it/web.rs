@@ -50,7 +50,16 @@ fn metrics_and_page_are_served_and_count_what_happened() {
     assert_eq!(code, 250);
     c.cmd("QUIT", 221);
     p.wait_log("status=sent");
-    let m = get(web, "/metrics");
+    // Counted just after the delivery line: wait for the count.
+    let end = std::time::Instant::now() + DEADLINE;
+    let m = loop {
+        let m = get(web, "/metrics");
+        if m.contains("\npostern_delivery_latency_seconds_count 1\n") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < end, "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(m.starts_with("HTTP/1.1 200 OK\r\n"), "{m}");
     assert!(m.contains("Content-Type: text/plain; version=0.0.4"), "{m}");
     assert!(m.contains("\npostern_messages_accepted_total 1\n"), "{m}");
@@ -58,17 +67,22 @@ fn metrics_and_page_are_served_and_count_what_happened() {
         m.contains("\npostern_delivered_total{route=\"maildir\"} 1\n"),
         "{m}"
     );
-    assert!(
-        m.contains("\npostern_delivery_latency_seconds_count 1\n"),
-        "{m}"
-    );
-    let page = get(web, "/");
+    // The message leaves the queue once its outcome is written, a moment
+    // after the delivery line: wait for the page to say so.
+    let end = std::time::Instant::now() + DEADLINE;
+    let page = loop {
+        let page = get(web, "/");
+        if page.contains("<p id=\"health\">OK: 0 queued</p>") {
+            break page;
+        }
+        assert!(std::time::Instant::now() < end, "{page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(
         page.contains("Content-Type: text/html; charset=utf-8"),
         "{page}"
     );
-    assert!(page.contains("<p id=\"health\">OK: 0 queued</p>"), "{page}");
     assert!(page.contains("<td>maildir</td><td>ok</td>"), "{page}");
     // HEAD: the head only.
     let head = http(web, b"HEAD /metrics HTTP/1.1\r\n\r\n");

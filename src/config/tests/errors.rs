@@ -243,7 +243,7 @@ fn wrong_types() {
     let m = one_error(&BASE.replace("dir = \"q\"", "dir = 5"), 4, 7);
     assert_eq!(
         m,
-        "dir: expected text in quotes like \"/var/spool/postern\", found the number 5"
+        "dir: expected text in quotes like \"/var/lib/postern/queue\", found the number 5"
     );
     // Inline tables are tables.
     let c = ok(

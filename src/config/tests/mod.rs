@@ -10,6 +10,7 @@ use super::values::PATTERN_FORMS;
 use super::*;
 
 mod errors;
+mod filters;
 mod print;
 mod values;
 

@@ -305,6 +305,54 @@ fn client_networks() {
 }
 
 #[test]
+fn allow_clients_covering_public_space_needs_allow_public_clients() {
+    let text =
+        |nets: &str, extra: &str| format!("{BASE}[policy]\nallow_clients = [{nets}]\n{extra}");
+    // Wide enough to let strangers relay: the /0 check alone let these by.
+    for nets in [
+        "\"0.0.0.0/1\", \"128.0.0.0/1\"",
+        "\"8.0.0.0/5\"",
+        "\"198.51.0.0/16\", \"198.52.0.0/16\"",
+        "\"::/1\"",
+        "\"2a00::/47\", \"2a01::/47\"",
+    ] {
+        let m = one_error(&text(nets, ""), 9, 17);
+        assert!(
+            m.starts_with("allow_clients: these networks cover ") && m.contains("open relay"),
+            "{nets}: {m}"
+        );
+        assert!(m.contains("allow_public_clients = true"), "{m}");
+        // Said explicitly, it is allowed.
+        let c = ok(&text(nets, "allow_public_clients = true\n"));
+        assert!(c.policy.allow_public_clients);
+    }
+    assert!(
+        one_error(&text("\"8.0.0.0/5\"", ""), 9, 17)
+            .contains("117440512 public IPv4 addresses (more than a /16)")
+    );
+    // Private, shared and documentation space, a site's own /16 (counted
+    // once however often it is listed, and less the documentation /24
+    // inside it), a /48 of IPv6: fine.
+    for nets in [
+        "\"10.0.0.0/8\", \"172.16.0.0/12\", \"192.168.0.0/16\", \"100.64.0.0/10\", \"fd00::/8\"",
+        "\"198.51.0.0/16\", \"198.51.7.0/24\", \"198.51.0.0/16\"",
+        "\"198.51.0.0/16\", \"198.52.100.0/24\"",
+        "\"2a00:1:2::/48\", \"fe80::/10\", \"2001:db8::/32\"",
+        "\"127.0.0.0/8\", \"::1/128\"",
+    ] {
+        let c = ok(&text(nets, ""));
+        assert!(!c.policy.allow_public_clients, "{nets}");
+    }
+    assert_eq!(
+        super::super::policy::public_addresses(&[
+            "198.51.0.0/16".parse().unwrap(),
+            "198.52.100.0/24".parse().unwrap()
+        ]),
+        (65536 - 256 + 256, 0)
+    );
+}
+
+#[test]
 fn address_patterns() {
     assert_eq!(
         AddressPattern::parse("User@Example.COM"),
@@ -559,4 +607,182 @@ fn hostname_and_log_level() {
     if let Ok(c) = c {
         assert!(!c.hostname.is_empty());
     }
+}
+
+#[test]
+fn the_listener_certificate_and_key_are_loaded_by_check() {
+    // Readable files that serve cannot use used to pass check; serve then
+    // exited at start.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let pair = |name: &str| {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        (
+            write(&format!("{name}.crt"), &c.cert.pem()),
+            write(&format!("{name}.key"), &c.signing_key.serialize_pem()),
+        )
+    };
+    let (cert, key) = pair("relay");
+    let (_, other_key) = pair("other");
+    let garbage = write("garbage.pem", "this is no PEM\n");
+    let checks = ParseOptions {
+        skip_file_checks: false,
+        ..opts()
+    };
+    let text = |c: &Path, k: &Path| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:2525\"]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+             [queue]\ndir = \"q\"\n[upstream]\nkind = \"maildir\"\ndir = \"out\"\n",
+            c.display(),
+            k.display()
+        )
+    };
+    parse_with(&text(&cert, &key), Path::new("t.toml"), &checks).unwrap();
+    let one = |c: &Path, k: &Path| {
+        let e = errs_with(&text(c, k), &checks);
+        assert_eq!(e.len(), 1, "{e:?}");
+        e[0].clone()
+    };
+    let (line, col, m) = one(&garbage, &key);
+    assert_eq!((line, col), (3, 12));
+    assert!(
+        m.starts_with("tls_cert: \"") && m.contains("holds no PEM certificate"),
+        "{m}"
+    );
+    let (line, _, m) = one(&cert, &garbage);
+    assert_eq!(line, 3);
+    assert!(
+        m.starts_with("tls_cert/tls_key: the listener cannot use them: ")
+            && m.contains(&garbage.display().to_string()),
+        "{m}"
+    );
+    let (_, _, m) = one(&cert, &other_key);
+    assert!(
+        m.contains("private key does not match the certificate"),
+        "{m}"
+    );
+    // A key where the certificate should be: no certificate in it.
+    let (_, _, m) = one(&key, &key);
+    assert!(m.contains("holds no PEM certificate"), "{m}");
+}
+
+#[test]
+fn credentials_over_clear_text_need_allow_plaintext_auth_and_a_private_host() {
+    let creds = "username = \"u@example.com\"\npassword_file = \"/etc/pw\"\n";
+    let text = |host: &str, extra: &str| {
+        smarthost(&format!("tls = \"none\"\nport = 25\n{creds}{extra}"))
+            .replace("smtp.example.com", host)
+    };
+    let m = one_error(&text("smtp.example.com", ""), 8, 1);
+    assert!(
+        m.starts_with("tls = \"none\" with a username: the credentials would cross the network")
+            && m.contains("smtp.example.com:25 in clear text"),
+        "{m}"
+    );
+    // XOAUTH2's bearer token is a credential too.
+    let xoauth2 = smarthost(
+        "tls = \"none\"\nport = 25\nusername = \"u@example.com\"\nauth = \"xoauth2\"\n\
+         oauth_provider = \"google\"\noauth_client_id = \"id\"\n\
+         oauth_client_secret_file = \"/etc/s\"\noauth_refresh_token_file = \"/etc/r\"\n",
+    );
+    assert!(
+        errs(&xoauth2).iter().any(|e| e.2.contains("in clear text")),
+        "{:?}",
+        errs(&xoauth2)
+    );
+    // Allowed by the key for loopback and private hops, with a warning.
+    for (host, when) in [
+        ("127.0.0.1", false),
+        ("10.1.2.3", false),
+        ("fd00::25", false),
+        ("relay.lan", true),
+    ] {
+        let c = ok(&text(host, "allow_plaintext_auth = true\n"));
+        assert_eq!(c.warnings.len(), 1, "{host}");
+        let w = &c.warnings[0];
+        assert_eq!(w.line, 12, "{w}");
+        assert!(
+            w.message
+                .starts_with(&format!("credentials go to {host}:25 in clear text")),
+            "{w}"
+        );
+        assert_eq!(w.message.contains("only while it resolves"), when, "{w}");
+    }
+    // Never to a public address.
+    let m = one_error(&text("192.0.32.10", "allow_plaintext_auth = true\n"), 12, 1);
+    assert!(
+        m.starts_with("allow_plaintext_auth: 192.0.32.10 is not a loopback or private"),
+        "{m}"
+    );
+    // TLS needs no key, and gets no warning.
+    let c = ok(&smarthost(creds));
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn qualify_domain_defaults_to_the_hostname_and_check_warns_about_undeliverable_root() {
+    let c = ok(BASE);
+    assert_eq!(c.outbound.qualify_domain.as_deref(), Some("relay.test"));
+    assert_eq!(c.qualify_domain(), "relay.test");
+    let c = ok(&format!("qualify_domain = \"LAN.Example.com\"\n{BASE}"));
+    assert_eq!(c.qualify_domain(), "lan.example.com");
+    assert!(
+        one_error(&format!("qualify_domain = \"a..b\"\n{BASE}"), 1, 18).contains("not a domain")
+    );
+    // A maildir route takes relay.test: deliverable, no warning.
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let warn =
+        |text: &str| -> Vec<String> { ok(text).warnings.into_iter().map(|w| w.message).collect() };
+    // An outbox takes any address, even one at a bare host name.
+    assert!(warn(&format!("hostname = \"pi\"\n{BASE}")).is_empty());
+    // A bare host name as the domain, to a smarthost.
+    let w = warn(&format!("hostname = \"pi\"\n{}", smarthost("")));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("root and postmaster have no alias: mail to root and postmaster")
+            && w[0].contains("goes to root@pi, which no upstream can deliver")
+            && w[0].contains("[aliases] root = \"you@example.com\""),
+        "{w:?}"
+    );
+    // One of them aliased: the other is named.
+    let w = warn(&format!(
+        "hostname = \"pi\"\n{}[aliases]\nroot = \"ops@example.com\"\n",
+        smarthost("")
+    ));
+    assert!(
+        w.len() == 1 && w[0].starts_with("postmaster has no alias"),
+        "{w:?}"
+    );
+    // Both aliased, or every address of the domain: nothing to say.
+    assert!(warn(&format!(
+        "hostname = \"pi\"\n{}[aliases]\nroot = \"ops@example.com\"\npostmaster = \"ops@example.com\"\n",
+        smarthost("")
+    ))
+    .is_empty());
+    assert!(
+        warn(&format!(
+            "hostname = \"pi\"\n{}[aliases]\n\"*@pi\" = \"ops@example.com\"\n",
+            smarthost("")
+        ))
+        .is_empty()
+    );
+    // Only an MX route takes the domain; or no route at all.
+    let mx = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\n";
+    let w = warn(&format!("qualify_domain = \"lan.example.com\"\n{mx}"));
+    assert!(
+        w.len() == 1 && w[0].contains("which only an MX route takes"),
+        "{w:?}"
+    );
+    let only = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n\
+                [[route]]\ndomains = [\"example.com\"]\nkind = \"maildir\"\ndir = \"out\"\n";
+    let w = warn(only);
+    assert!(
+        w.len() == 1 && w[0].contains("which no route takes"),
+        "{w:?}"
+    );
 }

@@ -171,7 +171,8 @@ impl Store {
                     | "corrupt"
                     | state::FILE_NAME
                     | super::super::CONTROL_SOCKET
-            ) {
+            ) && !super::super::side::known(&name)
+            {
                 tracing::warn!(file = %path.display(), "unknown file in queue directory; left alone");
             }
         }
@@ -211,6 +212,7 @@ impl Store {
                         let id = meta.id;
                         let body_start = offset + (HEADER_LEN + body_off) as u64;
                         let body_len = (payload.len() - body_off) as u64;
+                        let hold = meta.hold;
                         // A copy carried forward supersedes the older one.
                         msgs.insert(
                             id,
@@ -225,23 +227,25 @@ impl Store {
                                     body_len,
                                     record_len: (HEADER_LEN + payload.len()) as u64,
                                     state_seg: None,
-                                    held: false,
+                                    hold,
                                     hold_seg: None,
                                 },
                                 data_seg: Some(*no),
                             },
                         );
                         done_at.remove(&id);
-                        // A copy carries no hold: a note after it does.
+                        // A copy carries the hold it had: only a note
+                        // after it changes that.
                         notes.remove(&id);
                     }
                     Kind::RcptsDone => {
-                        let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                        let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
                             continue;
                         };
                         self.max_id_seen = self.max_id_seen.max(id);
                         if let Some(r) = msgs.get_mut(&id) {
                             r.loaded.meta.done = in_range(done, &r.loaded.meta);
+                            r.loaded.meta.delay_warned = flags & record::DELAY_WARNED != 0;
                             r.loaded.state_seg = Some(*no);
                         }
                     }
@@ -285,6 +289,7 @@ impl Store {
             match read_big(self.fs.as_ref(), &path) {
                 Ok((meta, body_off, total)) if meta.id == id => {
                     self.max_id_seen = self.max_id_seen.max(id);
+                    let hold = meta.hold;
                     msgs.insert(
                         id,
                         Rec {
@@ -295,7 +300,7 @@ impl Store {
                                 body_len: total - (HEADER_LEN + body_off) as u64,
                                 record_len: total,
                                 state_seg: None,
-                                held: false,
+                                hold,
                                 hold_seg: None,
                             },
                             data_seg: None,
@@ -317,11 +322,12 @@ impl Store {
                 if h.kind != Kind::RcptsDone {
                     continue;
                 }
-                let Ok((id, done)) = record::decode_rcpts_done(&payload) else {
+                let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
                     continue;
                 };
                 if let Some(r) = msgs.get_mut(&id).filter(|r| r.data_seg.is_none()) {
                     r.loaded.meta.done = in_range(done, &r.loaded.meta);
+                    r.loaded.meta.delay_warned = flags & record::DELAY_WARNED != 0;
                     r.loaded.state_seg = Some(*no);
                 }
             }
@@ -363,7 +369,11 @@ impl Store {
                 loaded.state_seg = None;
             }
             if let Some(&(s, held)) = notes.get(&id) {
-                loaded.held = held;
+                loaded.hold = if held {
+                    super::super::Hold::Operator
+                } else {
+                    super::super::Hold::None
+                };
                 // A note beside its message's data pins nothing.
                 if Some(s) != r.data_seg {
                     self.pin(s);

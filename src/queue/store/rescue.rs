@@ -11,7 +11,7 @@
 
 use std::io;
 
-use super::super::record::{self, Kind, MessageMeta};
+use super::super::record::{self, Hold, Kind, MessageMeta};
 use super::super::spool::SpoolWriter;
 use super::super::{Loc, Queue, QueueError, QueueId};
 use super::writer::Reply;
@@ -158,7 +158,7 @@ impl Store {
         };
         let mut lost = Vec::new();
         for id in in_it {
-            let Some((meta, body_start, body_len, old_state, held, old_note)) =
+            let Some((meta, body_start, body_len, old_state, old_note)) =
                 q.state().entries.get(&id).map(|e| {
                     let mut meta = MessageMeta::clone(&e.meta);
                     // Finished recipients go into the copy, except those whose
@@ -171,14 +171,10 @@ impl Store {
                         .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
                         .filter(|i| !e.unreported.contains(i))
                         .collect();
-                    (
-                        meta,
-                        e.body_start,
-                        e.body_len,
-                        e.state_seg,
-                        e.held,
-                        e.hold_seg,
-                    )
+                    // The copy carries the hold as it is now, whoever set
+                    // it: no note need follow it.
+                    meta.hold = e.hold;
+                    (meta, e.body_start, e.body_len, e.state_seg, e.hold_seg)
                 })
             else {
                 continue;
@@ -192,20 +188,12 @@ impl Store {
                     if old_state != Some(no) {
                         self.release(old_state);
                     }
-                    // Nor does an older note: a hold is written again
-                    // after the copy.
+                    // Nor does an older note: the copy carries the hold.
                     if let Some(e) = q.state().entries.get_mut(&id) {
                         e.hold_seg = None;
                     }
                     if old_note != Some(no) {
                         self.release(old_note);
-                    }
-                    if held && self.note(q, id, true).is_err() {
-                        // Found again below (and at the next try) as a
-                        // note still to write.
-                        if let Some(e) = q.state().entries.get_mut(&id) {
-                            e.hold_seg = Some(no);
-                        }
                     }
                 }
                 Err(e) => {
@@ -234,7 +222,7 @@ impl Store {
             st.entries
                 .iter()
                 .filter(|(_, e)| e.hold_seg == Some(no))
-                .map(|(id, e)| (*id, e.held))
+                .map(|(id, e)| (*id, e.hold != Hold::None))
                 .collect()
         };
         for (id, held) in noted {

@@ -172,9 +172,13 @@ impl Store {
                                     });
                                 }
                                 Err(e) => {
-                                    tracing::error!(id = %QueueId(id), error = %e, "cannot queue failure report; will retry");
+                                    tracing::error!(id = %QueueId(id), error = %e, "cannot queue report; will retry");
                                     // Keep the recipients pending: the failure is found again.
                                     q.undo_done(id, &newly_done);
+                                    if rep.delay_warning {
+                                        // And the delay warning is due again.
+                                        q.undo_delay_warned(id);
+                                    }
                                 }
                             }
                             continue;
@@ -375,7 +379,7 @@ impl Store {
     /// memory unless the record was written, so a failure can simply be
     /// tried again ([`Store::record_later`]).
     fn outcome(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
-        let (loc, old_state, done_list, all_done, hold_seg) = {
+        let (loc, old_state, done_list, all_done, hold_seg, flags) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
                 return Ok(());
@@ -392,7 +396,12 @@ impl Store {
                 .filter(|i| !unreported.contains(i))
                 .collect();
             let all = e.pending() == 0 && e.unreported.is_empty();
-            (e.loc.clone(), e.state_seg, list, all, e.hold_seg)
+            let flags = if e.delay_warned {
+                record::DELAY_WARNED
+            } else {
+                0
+            };
+            (e.loc.clone(), e.state_seg, list, all, e.hold_seg, flags)
         };
         if all_done && let Loc::Big { path } = &loc {
             // A file of its own needs no "done" record: removing it is the
@@ -431,7 +440,10 @@ impl Store {
             }
             q.remove(id);
         } else {
-            let a = self.append(Kind::RcptsDone, &record::encode_rcpts_done(id, &done_list))?;
+            let a = self.append(
+                Kind::RcptsDone,
+                &record::encode_rcpts_done(id, &done_list, flags),
+            )?;
             self.release(old_state);
             let data_seg = match &loc {
                 Loc::Seg { file_no, .. } => Some(*file_no),
@@ -550,6 +562,7 @@ impl Queue {
         st.bytes += p.record_len;
         let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
+        let hold = p.meta.hold;
         st.entries.insert(
             p.id,
             Entry {
@@ -564,10 +577,11 @@ impl Queue {
                 attempts: 0,
                 next_attempt: now,
                 in_flight: false,
-                held: false,
+                hold,
                 unreported: Vec::new(),
                 last_error: None,
                 queued,
+                delay_warned: false,
             },
         );
         drop(st);
