@@ -26,7 +26,7 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::config::DomainPattern;
 use crate::observe::{Observer, RouteStats};
-use crate::queue::{Queue, QueueId, Summary};
+use crate::queue::{Hold, Queue, QueueId, Summary};
 use crate::smtp::escaped;
 
 /// Longest request line accepted (a command, an id or a filter).
@@ -497,7 +497,12 @@ fn format_show(s: &Summary, subject: Option<String>) -> String {
         crate::smtp::format_rfc3339(s.arrival),
         human(s.age),
         s.attempts,
-        next_attempt(s),
+        match s.hold {
+            Hold::None => next_attempt(s),
+            Hold::Filter => "held (by a [[filter]] rule)".into(),
+            Hold::Storm => "held (by storm suppression)".into(),
+            Hold::Operator => "held (by the operator)".into(),
+        },
         escaped(s.last_error.as_deref().unwrap_or("-")),
     );
     for (r, done) in &s.rcpts {

@@ -525,3 +525,89 @@ fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_prin
     );
     assert!(!out.contains('\u{202e}'), "{out}");
 }
+
+/// Every kind of hold survives a restart of the daemon, and so does every
+/// release: the operator's (`postern queue hold`), a `[[filter]]` rule's
+/// and storm suppression's. Held, restarted: still held; released (while
+/// the upstream is down), restarted: delivered.
+#[test]
+fn every_hold_survives_a_restart_and_so_does_its_release() {
+    fn send_from(p: &Postern, from: &str, subject: &str) -> String {
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO sensor", 250);
+        let body = format!("Subject: {subject}\r\n\r\nbody of {subject}");
+        let (code, text) = c.send_mail(from, &["ops@example.test"], body.as_bytes());
+        assert_eq!(code, 250, "{text}");
+        c.cmd("QUIT", 221);
+        text.split_whitespace().last().unwrap().to_string()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_to = |up_port: u16| {
+        format!(
+            "{}\n[[filter]]\nname = \"hold-these\"\nsubject = [\"*filter-held*\"]\nhold = true\n\n\
+             [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]\n",
+            config(
+                port,
+                &format!(
+                    "kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""
+                ),
+                "",
+            )
+        )
+    };
+    // The upstream is down for the first two runs: nothing can leave.
+    let (_refusing, down) = refusing_port();
+    let cfg = cfg_to(down);
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let by_operator = send_from(&p, "dev@lan.test", "operator-held");
+    let by_filter = send_from(&p, "dev@lan.test", "filter-held");
+    let by_storm = send_from(&p, "storm@lan.test", "UPS on battery");
+    let plain = send_from(&p, "dev@lan.test", "plain");
+    let (ok, out, err) = queue_cmd(dir.path(), &["hold", &by_operator]);
+    assert!(ok && out.contains("held"), "{out}{err}");
+    let held = [
+        (&by_operator, "held (by the operator)"),
+        (&by_filter, "held (by a [[filter]] rule)"),
+        (&by_storm, "held (by storm suppression)"),
+    ];
+    assert!(p.stop().success());
+
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    for (id, who) in held {
+        let (ok, out, err) = queue_cmd(dir.path(), &["show", id]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("next attempt: {who}\n")),
+            "not held after a restart: {out}"
+        );
+        let (ok, out, err) = queue_cmd(dir.path(), &["release", id]);
+        assert!(ok && out.contains("released"), "{out}{err}");
+    }
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &plain]);
+    assert!(!out.contains("held"), "{out}");
+    assert!(p.stop().success());
+
+    // Released before the restart: all four go out after it.
+    let up = Upstream::start(UpstreamOpts::default());
+    let cfg = cfg_to(up.port);
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let mut got: Vec<String> = (0..4)
+        .map(|_| {
+            let m = String::from_utf8_lossy(&up.next().data).into_owned();
+            let subject = m
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default();
+            subject.to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["UPS on battery", "filter-held", "operator-held", "plain"],
+        "a release was lost at the restart"
+    );
+    assert!(p.stop().success());
+}
