@@ -132,8 +132,17 @@ swaks --server "127.0.0.1:$port" --from dev@lan.test --to ops@example.test \
   { cat "$work/swaks.log" >&2; fail "swaks could not send to the installed postern"; }
 grep -q '250 .*queued' "$work/swaks.log" || fail "no 250 queued: $(cat "$work/swaks.log")"
 queue_list | grep -q 'dev@lan.test' || fail "message not in the queue: $(queue_list)"
+# Queued mail is nobody else's: another user cannot list the queue, read a
+# segment or take the lock (whatever the umask the daemon was started with).
+as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
+! as_nobody ls /var/lib/postern/queue >/dev/null 2>&1 || fail "nobody can list the queue directory"
+! as_nobody cat /var/lib/postern/queue/seg-000001.log >/dev/null 2>&1 || fail "nobody can read a queue segment"
+! as_nobody flock -n /var/lib/postern/queue/lock true 2>/dev/null || fail "nobody can take the queue's lock"
 stop_daemon
+open_files=$(find /var/lib/postern/queue \( -type d ! -perm 700 \) -o \( -type f ! -perm 600 \) -o \( ! -user postern \))
+[ -z "$open_files" ] || fail "queue files not private to postern: $(ls -laR /var/lib/postern/queue)"
 echo "ok: the installed postern, run as user postern, queued a message (smarthost down)"
+echo "ok: the queue is postern's alone (directories 0700, files 0600; nobody cannot list it, read it or lock it)"
 
 # --- upgrade --------------------------------------------------------------------
 dpkg_i "$work"/v2/postern_0.0.2_*.deb
@@ -149,7 +158,6 @@ sed -i -e 's#^kind = "smarthost"#kind = "maildir"\ndir = "/var/lib/postern/outbo
   -e '/^host = "127.0.0.1"$/d' -e "/^port = $dead\$/d" -e '/^tls = "none"$/d' /etc/postern/postern.toml
 # Meanwhile, with the daemon down, an unprivileged user's cron job mails:
 # sendmail keeps it in the drop directory, which that user cannot list.
-as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
 dropped="sendmail while down $$"
 printf 'Subject: %s\n\nfrom a cron job of nobody\n' "$dropped" |
   as_nobody /usr/bin/postern sendmail -C /etc/postern/postern.toml ops@example.test 2>"$work/sendmail.err" ||
@@ -163,6 +171,8 @@ start_daemon
 delivered() { grep -rqs -- "Subject: $1" /var/lib/postern/outbox; }
 wait_for 30 delivered "$subject" || fail "the message queued before the upgrade was not delivered after it"
 wait_for 30 delivered "$dropped" || fail "the message sendmail kept while the daemon was down was not delivered"
+open_files=$(find /var/lib/postern/outbox \( -type d ! -perm 700 \) -o \( -type f ! -perm 600 \))
+[ -z "$open_files" ] || fail "maildir output not private: $(ls -la /var/lib/postern/outbox)"
 [ -z "$(ls -A /var/lib/postern/maildrop)" ] || fail "the drop directory is not empty: $(ls -la /var/lib/postern/maildrop)"
 stop_daemon
 echo "ok: upgrade to 0.0.2 kept the edited config byte for byte and the queue; the message went out"

@@ -10,20 +10,34 @@ use std::path::{Path, PathBuf};
 
 use crate::queue::{BodyReader, Job};
 
-/// Write `job` as `<dir>/<id>.eml`, with `Return-Path` and `X-Envelope-To`
-/// prepended so the envelope is not lost. Blocking.
-pub fn deliver(dir: &Path, job: &Job, mut body: BodyReader) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+/// Make the route's directory (and any missing parent) private, whatever
+/// the umask; one that exists is left as the admin made it. Also used by
+/// `check`, which may be the first to make it.
+pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(crate::queue::DIR_MODE)
-        .create(dir)?;
+        .create(dir)
+}
+
+/// Write `job` as `<dir>/<id>.eml`, with `Return-Path` and `X-Envelope-To`
+/// prepended so the envelope is not lost. Blocking.
+pub fn deliver(dir: &Path, job: &Job, mut body: BodyReader) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    create_dir(dir)?;
     let final_path = dir.join(format!("{}.eml", job.id));
     let tmp = dir.join(format!(".{}.tmp", job.id));
+    // A leftover of an attempt cut off (or anything planted under the
+    // name) is not reused: a new private file every time.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(crate::queue::FILE_MODE)
         // A link planted under the temporary name is not followed.
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)

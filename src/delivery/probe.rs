@@ -67,7 +67,7 @@ pub async fn check_routes(routes: &Routes, domain: Option<&str>, out: Transcript
         let failure = match &route.target {
             Target::Maildir(dir) => {
                 let probe = dir.join(".postern-check");
-                let r = std::fs::create_dir_all(dir)
+                let r = super::maildir::create_dir(dir)
                     .and_then(|_| std::fs::write(&probe, b"check\n"))
                     .and_then(|_| std::fs::remove_file(&probe));
                 say(format!("-- maildir {}", dir.display()));

@@ -98,11 +98,11 @@ pub enum QueueError {
     #[error("could not record the change: {0}")]
     Failed(String),
     /// The queue directory or its lock is open to other users.
-    #[error("{}: {why}", .path.display())]
+    #[error("{why}")]
     Unsafe {
         /// The directory or file.
         path: PathBuf,
-        /// What is wrong and what to do.
+        /// What is wrong, where, and what to do.
         why: String,
     },
 }

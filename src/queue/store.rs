@@ -189,7 +189,12 @@ impl Store {
         }
         let owners = access::check_dir(fsys.as_ref(), dir)?;
         let mut tightened = 0usize;
-        for d in [dir.join("big"), tmp_dir(dir), dir.join("corrupt")] {
+        for d in [
+            dir.to_path_buf(),
+            dir.join("big"),
+            tmp_dir(dir),
+            dir.join("corrupt"),
+        ] {
             if let Ok(i) = fsys.entry(&d)
                 && access::tighten(fsys.as_ref(), &d, &i, &owners)
             {
@@ -205,10 +210,11 @@ impl Store {
             Ok(i) => {
                 if let Some(uid) = owners.foreign(&i) {
                     return Err(QueueError::Unsafe {
-                        path: lock_path,
                         why: format!(
-                            "the lock file belongs to user id {uid}, who could hold it to keep postern from starting; if no postern is running, remove it"
+                            "the lock file {} belongs to user id {uid}, who could hold it to keep postern from starting; if no postern is running, remove it",
+                            lock_path.display()
                         ),
+                        path: lock_path,
                     });
                 }
                 if access::tighten(fsys.as_ref(), &lock_path, &i, &owners) {

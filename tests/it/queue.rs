@@ -337,120 +337,139 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Run outside the shipped unit under a permissive umask: the queue
-/// directory, its files, the lock and the maildir outbox are private all
-/// the same, and another user cannot even open the lock to hold it.
-#[test]
-fn queue_files_are_private_whatever_the_umask() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    // Two routes: mail for outbox.test goes to a maildir, the rest to a
-    // smarthost that refuses connections (so it stays queued).
-    let (_refuser, up_port) = refusing_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    )
-    .replace("max_message_size = \"64KiB\"", "max_message_size = \"2MiB\"")
-    .replace(
-        "[upstream]\n",
-        "[[route]]\ndomains = [\"outbox.test\"]\nkind = \"maildir\"\ndir = \"outbox\"\n\n[[route]]\ndomains = [\"*\"]\n",
-    );
-    let mut p = Postern::start_with_umask(dir.path(), &cfg, port, "000");
-    let queued = send(&p, "stays");
-    let mut c = p.smtp();
-    c.reply();
-    c.cmd("EHLO sensor", 250);
-    // 700 KB in lines of 100: over the 512 KiB of a segment record, so a
-    // file of its own under big/.
-    let big = format!(
-        "Subject: big\r\n\r\n{}",
-        format!("{}\r\n", "y".repeat(98)).repeat(7000)
-    );
-    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], big.as_bytes());
-    assert_eq!(code, 250, "{text}");
-    let (code, text) = c.send_mail(
-        "dev@lan.test",
-        &["box@outbox.test"],
-        b"Subject: o\r\n\r\nhi",
-    );
-    assert_eq!(code, 250, "{text}");
-    c.cmd("QUIT", 221);
-    p.wait_log(&format!("id={queued}"));
-    let outbox = dir.path().join("outbox");
-    let end = std::time::Instant::now() + DEADLINE;
-    while std::fs::read_dir(&outbox).map_or(0, |d| d.count()) == 0
-        && std::time::Instant::now() < end
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let q = dir.path().join("queue");
-    let mut files = 0;
-    for d in [
-        q.clone(),
-        q.join("big"),
-        q.join("tmp"),
-        q.join("corrupt"),
-        outbox.clone(),
-    ] {
-        assert_eq!(mode(&d), 0o700, "{}", d.display());
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                continue;
+/// Every file under `dirs` (not descending): (path, mode).
+fn modes(dirs: &[std::path::PathBuf]) -> Vec<(std::path::PathBuf, u32)> {
+    let mut out = Vec::new();
+    for d in dirs {
+        out.push((d.clone(), mode(d)));
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if !e.path().is_dir() {
+                out.push((e.path(), mode(&e.path())));
             }
-            assert_eq!(mode(&p), 0o600, "{}", p.display());
-            files += 1;
         }
     }
-    // lock, state, two segments, the socket, one big file, one .eml
-    assert!(files >= 7, "{files}");
-    if is_root() {
-        // Another user cannot open the lock, so cannot hold it either.
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "flock",
-                "-n",
-            ])
-            .arg(q.join("lock"))
-            .arg("true")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "another user took the lock");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("not root: the other-user lock check needs root to switch users; skipped");
-    }
-    assert!(p.stop().success());
+    out
 }
 
-/// A queue directory every user may write is refused at start, with what
-/// to do.
+/// Run outside the shipped unit under the usual umask (022) or none at
+/// all (000): the queue directory, its segments, big/ files, the state,
+/// the lock, storm.json and the maildir outbox with its .eml files are
+/// private all the same (0700 and 0600), and another user cannot even
+/// open the lock to hold it.
 #[test]
-fn a_world_writable_queue_directory_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let q = dir.path().join("queue");
-    std::fs::create_dir(&q).unwrap();
-    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let cfg = config(port, "kind = \"maildir\"\ndir = \"outbox\"", "");
-    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+fn queue_files_are_private_whatever_the_umask() {
+    for umask in ["022", "000"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // Mail for outbox.test goes to a maildir, the rest to a smarthost
+        // that refuses connections (so it stays queued); storm suppression
+        // holds copies from storm@lan.test (and saves storm.json).
+        let (_refuser, up_port) = refusing_port();
+        let cfg = config(
+            port,
+            &format!(
+                "kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\"\n\n\
+                 [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]"
+            ),
+            "",
+        )
+        .replace("max_message_size = \"64KiB\"", "max_message_size = \"2MiB\"")
+        .replace(
+            "[upstream]\n",
+            "[[route]]\ndomains = [\"outbox.test\"]\nkind = \"maildir\"\ndir = \"outbox\"\n\n[[route]]\ndomains = [\"*\"]\n",
+        );
+        let mut p = Postern::start_with_umask(dir.path(), &cfg, port, umask);
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO sensor", 250);
+        // 700 KB: over the 512 KiB of a segment record, so a file of its
+        // own under big/.
+        let big = format!(
+            "Subject: big\r\n\r\n{}",
+            format!("{}\r\n", "y".repeat(98)).repeat(7000)
+        );
+        for (from, to, body) in [
+            (
+                "dev@lan.test",
+                "ops@example.test",
+                b"Subject: s\r\n\r\nstays".as_slice(),
+            ),
+            ("dev@lan.test", "ops@example.test", big.as_bytes()),
+            ("dev@lan.test", "box@outbox.test", b"Subject: o\r\n\r\nhi"),
+            (
+                "storm@lan.test",
+                "ops@example.test",
+                b"Subject: UPS\r\n\r\nx",
+            ),
+        ] {
+            let (code, text) = c.send_mail(from, &[to], body);
+            assert_eq!(code, 250, "{text}");
+        }
+        c.cmd("QUIT", 221);
+        p.wait_log("status=sent");
+        let q = dir.path().join("queue");
+        let outbox = dir.path().join("outbox");
+        // Another user cannot open the lock, so cannot hold it either.
+        if rustix::process::geteuid().is_root() {
+            let out = Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["flock", "-n"])
+                .arg(q.join("lock"))
+                .arg("true")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "another user took the lock");
+            assert!(err.contains("Permission denied"), "{err}");
+        } else {
+            eprintln!("not root: the other-user lock check needs root to switch users; skipped");
+        }
+        let dirs = [
+            q.clone(),
+            q.join("big"),
+            q.join("tmp"),
+            q.join("corrupt"),
+            outbox,
+        ];
+        let running = modes(&dirs);
+        assert!(p.stop().success());
+        // And what the stop wrote (storm.json).
+        let stopped = modes(&dirs);
+        for (path, m) in running.iter().chain(&stopped) {
+            let want = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(*m, want, "umask {umask}: {} is {m:04o}", path.display());
+        }
+        let names: Vec<String> = running
+            .iter()
+            .chain(&stopped)
+            .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        for want in [
+            "lock",
+            "state",
+            "seg-000001.log",
+            "control.sock",
+            "storm.json",
+        ] {
+            assert!(names.iter().any(|n| n == want), "no {want}: {names:?}");
+        }
+        assert!(names.iter().any(|n| n.ends_with(".eml")), "{names:?}");
+        assert!(
+            running
+                .iter()
+                .any(|(p, _)| p.parent() == Some(&q.join("big"))),
+            "no file under big/: {names:?}"
+        );
+    }
+}
+
+/// The daemon's start, refused: its stderr.
+fn refused_start(dir: &std::path::Path, cfg: &str) -> String {
+    std::fs::write(dir.join("postern.toml"), cfg).unwrap();
     let mut child = Command::new(bin())
         .args(["serve", "--config"])
-        .arg(dir.path().join("postern.toml"))
-        .current_dir(dir.path())
+        .arg(dir.join("postern.toml"))
+        .current_dir(dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -464,11 +483,113 @@ fn a_world_writable_queue_directory_is_refused() {
         let _ = child.kill();
     }
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!started, "postern served a world-writable queue: {err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!started, "postern served an unsafe queue: {err}");
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("writable by every user"), "{err}");
-    assert!(err.contains("chmod 700"), "{err}");
+    err
+}
+
+/// A queue directory its group or every user may write, or one owned by
+/// another user, is refused at start: what, where, and what to do.
+#[test]
+fn a_queue_directory_others_may_write_or_own_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let q = dir.path().join("queue");
+    std::fs::create_dir(&q).unwrap();
+    let cfg = config(port, "kind = \"maildir\"\ndir = \"outbox\"", "");
+    for (m, who) in [(0o777, "every user"), (0o770, "its group")] {
+        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(m)).unwrap();
+        let err = refused_start(dir.path(), &cfg);
+        assert!(err.contains(&format!("writable by {who}")), "{err}");
+        assert!(err.contains("make it private: chmod 700 queue"), "{err}");
+    }
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&q, Some(65534), None).unwrap();
+        let err = refused_start(dir.path(), &cfg);
+        assert!(err.contains("belongs to user id 65534"), "{err}");
+        assert!(err.contains("chown"), "{err}");
+    } else {
+        eprintln!("not root: giving the directory to another user needs root; skipped");
+    }
+}
+
+/// Files in the queue that another user owns are set aside, not
+/// delivered; postern's own files left open to others are made private,
+/// with a warning for one others could write, and delivered.
+#[test]
+fn queue_files_of_another_user_are_set_aside_and_open_ones_made_private() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: making a file of another user needs root; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_refuser, down) = refusing_port();
+    let cfg_to = |up: u16| {
+        config(
+            port,
+            &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\""),
+            "",
+        )
+        .replace(
+            "max_message_size = \"64KiB\"",
+            "max_message_size = \"2MiB\"",
+        )
+    };
+    let mut p = Postern::start(dir.path(), &cfg_to(down), port);
+    let small = send(&p, "small one");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    let big = format!(
+        "Subject: big one\r\n\r\n{}",
+        format!("{}\r\n", "y".repeat(98)).repeat(7000)
+    );
+    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], big.as_bytes());
+    assert_eq!(code, 250, "{text}");
+    let big_id = text.split_whitespace().last().unwrap().to_string();
+    c.cmd("QUIT", 221);
+    assert!(p.stop().success());
+    let q = dir.path().join("queue");
+    let seg = q.join("seg-000001.log");
+    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(q.join("state"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let big_file = std::fs::read_dir(q.join("big"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    std::os::unix::fs::chown(&big_file, Some(65534), Some(65534)).unwrap();
+
+    let up = Upstream::start(UpstreamOpts::default());
+    let mut p = Postern::start(dir.path(), &cfg_to(up.port), port);
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of small one"));
+    p.wait_log(&format!("id={small}"));
+    let log = p.log();
+    assert!(
+        log.contains("a queue file or directory other users could write: made private")
+            && log.contains("file=queue/seg-000001.log mode=0666"),
+        "{log}"
+    );
+    assert!(log.contains("owned by user id 65534"), "{log}");
+    assert_eq!(mode(&seg), 0o600);
+    assert_eq!(mode(&q.join("state")), 0o600);
+    let aside = q.join("corrupt").join(big_file.file_name().unwrap());
+    assert!(aside.exists(), "not set aside: {log}");
+    let (_, out, _) = queue_cmd(dir.path(), &["list"]);
+    assert!(
+        !out.contains(&big_id),
+        "another user's file was loaded: {out}"
+    );
+    assert!(p.stop().success());
+    assert!(
+        up.rx.try_recv().is_err(),
+        "another user's file was delivered"
+    );
 }
 
 #[test]

@@ -1,12 +1,23 @@
 //! Who may touch the queue. Queued mail is private and the queue's files
-//! decide what is delivered, so at start: a queue directory every user may
-//! write is refused, and so is one owned by another (non-root) user; a
-//! group-writable one is warned about. A queue file owned by a user other
-//! than postern's own (or root, or the directory's owner) is not postern's:
-//! recovery sets it aside instead of delivering it. Postern's own files
-//! left readable by others (made under a looser umask by an older version)
-//! are made private again. Files and directories are created private
-//! whatever the umask (`storage.rs`: 0600 and 0700, never through a link).
+//! decide what is delivered, so at start:
+//!
+//! - a queue directory its group or every user may write is refused, and
+//!   so is one owned by another user (root's is accepted: root could
+//!   change it anyway), even when postern runs as root; postern's own
+//!   directory left readable by others is made private (0700);
+//! - a queue file owned by a user other than postern's own (or root, or
+//!   the directory's owner) is not postern's: recovery sets it aside into
+//!   `corrupt/` with a warning instead of delivering it (a lock file of
+//!   another user is refused: it could be held to keep postern out);
+//! - postern's own files left open to others (made under a looser umask by
+//!   an older version) are made private again (0600): a line says how
+//!   many, and a file others could *write* gets a warning of its own,
+//!   naming it (its records are still checked as always, so it is loaded).
+//!
+//! Files and directories are created private whatever the umask
+//! (`storage.rs`: 0600 and 0700, never through a link).
+//!
+//! Uses the queue's `storage` only.
 
 use std::path::Path;
 
@@ -53,11 +64,16 @@ pub(super) fn check_dir(fs: &dyn Storage, dir: &Path) -> Result<Owners, QueueErr
         ))
     })?;
     let mode = info.mode.unwrap_or(DIR_MODE);
-    if mode & 0o002 != 0 {
+    if mode & 0o022 != 0 {
+        let who = if mode & 0o002 != 0 {
+            "every user"
+        } else {
+            "its group"
+        };
         return Err(unsafe_dir(
             dir,
             format!(
-                "the queue directory is writable by every user (mode {mode:04o}): anyone could change or replace queued mail; make it private: chmod 700 {}",
+                "the queue directory is writable by {who} (mode {mode:04o}): they could change or replace queued mail; make it private: chmod 700 {}",
                 dir.display()
             ),
         ));
@@ -66,23 +82,15 @@ pub(super) fn check_dir(fs: &dyn Storage, dir: &Path) -> Result<Owners, QueueErr
     if let Some(uid) = owner
         && uid != me_uid
         && uid != 0
-        && me_uid != 0
     {
+        // As root too: the files root would make there are not that
+        // user's, and postern running as that user would set them aside.
         return Err(unsafe_dir(
             dir,
             format!(
-                "the queue directory belongs to user id {uid}, not to the user postern runs as ({me_uid}): that user could change queued mail; chown it to postern's user"
+                "the queue directory belongs to user id {uid}, not to the user postern runs as ({me_uid}): that user could change queued mail; run postern as that user (the shipped unit does), or chown -R the directory to postern's user"
             ),
         ));
-    }
-    if mode & 0o020 != 0 {
-        tracing::warn!(dir = %dir.display(), mode = %format!("{mode:04o}"), "queue directory is writable by its group: its members could change queued mail (chmod g-w)");
-    }
-    if me_uid == 0
-        && let Some(uid) = owner
-        && uid != 0
-    {
-        tracing::warn!(dir = %dir.display(), owner = uid, "running as root in a queue directory of another user: files made now belong to root, and postern running as that user will set them aside");
     }
     Ok(Owners { me, dir: owner })
 }
@@ -101,6 +109,9 @@ pub(super) fn tighten(fs: &dyn Storage, path: &Path, info: &EntryInfo, owners: &
     };
     if uid != me || mode & 0o077 == 0 {
         return false;
+    }
+    if mode & 0o022 != 0 {
+        tracing::warn!(file = %path.display(), mode = %format!("{mode:04o}"), "a queue file or directory other users could write: made private; check who else has access to this machine's queue");
     }
     match fs.set_mode(path, want) {
         Ok(()) => true,

@@ -479,17 +479,25 @@ fn set_mode(p: &Path, m: u32) {
 }
 
 #[test]
-fn a_queue_directory_every_user_may_write_is_refused() {
+fn a_queue_directory_its_group_or_every_user_may_write_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    set_mode(tmp.path(), 0o777);
-    let err = Queue::open_with(tmp.path(), limits(), small())
-        .map(|(q, _)| q.close())
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.contains("writable by every user") && text.contains("chmod 700"),
-        "{text}"
-    );
+    for (m, who) in [
+        (0o777, "every user"),
+        (0o1777, "every user"),
+        (0o770, "its group"),
+    ] {
+        set_mode(tmp.path(), m);
+        let err = Queue::open_with(tmp.path(), limits(), small())
+            .map(|(q, _)| q.close())
+            .unwrap_err();
+        assert!(matches!(err, QueueError::Unsafe { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("writable by {who}"))
+                && text.contains(&format!("chmod 700 {}", tmp.path().display())),
+            "{text}"
+        );
+    }
     // Made private, it opens.
     set_mode(tmp.path(), 0o700);
     Queue::open_with(tmp.path(), limits(), small())
@@ -527,6 +535,7 @@ fn queue_files_are_private_and_old_ones_are_made_so() {
         }
     }
     set_mode(&d.join("big"), 0o755);
+    set_mode(&d, 0o755);
     let (q, r) = Queue::open_with(&d, limits(), small()).unwrap();
     assert_eq!((r.messages, r.set_aside), (2, 0));
     check("after a restart");
@@ -551,4 +560,35 @@ fn a_segment_of_another_user_is_set_aside_not_delivered() {
     assert!(d.join("corrupt").join("seg-000001.log").exists());
     assert!(due(&q).is_empty());
     q.close();
+}
+
+/// The lock is never taken through a link planted in its place (the link
+/// is set aside, its target untouched), and a lock file of another user,
+/// who could hold it to keep postern out, is refused with what to do.
+#[test]
+fn a_linked_lock_is_not_followed_and_another_users_lock_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("q");
+    let target = tmp.path().join("elsewhere");
+    std::fs::create_dir(&d).unwrap();
+    set_mode(&d, 0o700);
+    std::os::unix::fs::symlink(&target, d.join("lock")).unwrap();
+    let (q, _) = Queue::open_with(&d, limits(), small()).unwrap();
+    q.close();
+    assert!(!target.exists(), "the lock was opened through the link");
+    assert!(d.join("corrupt").join("lock").is_symlink());
+    assert_eq!(mode_of(&d.join("lock")), 0o600);
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: making a file of another user needs root; skipped");
+        return;
+    }
+    std::os::unix::fs::chown(d.join("lock"), Some(4242), Some(4242)).unwrap();
+    let err = Queue::open_with(&d, limits(), small())
+        .map(|(q, _)| q.close())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("lock file") && text.contains("user id 4242") && text.contains("remove it"),
+        "{text}"
+    );
 }
