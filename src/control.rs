@@ -26,7 +26,7 @@ use smol::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::config::DomainPattern;
 use crate::observe::{Observer, RouteStats};
-use crate::queue::{Queue, QueueId, Summary};
+use crate::queue::{Hold, Queue, QueueId, Summary};
 use crate::smtp::escaped;
 
 /// Longest request line accepted (a command, an id or a filter).
@@ -380,30 +380,29 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
             Ok(format!("{} message(s) due now\n", queue.usage().0).into())
         }
         "HOLD" | "RELEASE" if all => {
-            let v = filtered(words)?;
+            let ids: Vec<QueueId> = filtered(words)?.iter().map(|s| s.id).collect();
             let hold = cmd == "HOLD";
-            let mut done = 0usize;
-            for s in &v {
-                let r = if hold {
-                    queue.hold(s.id)
-                } else {
-                    queue.release(s.id)
-                };
-                if r.is_ok() {
-                    done += 1;
-                }
-            }
+            // Holds are durable (they wait for a sync): keep the event loop free.
+            let q = queue.clone();
+            let results = smol::unblock(move || q.set_held_many(&ids, hold)).await;
+            let done = results.iter().filter(|(_, r)| r.is_ok()).count();
             let what = if hold { "held" } else { "released" };
             Ok(format!("{done} message(s) {what}\n").into())
         }
         "HOLD" => {
             let id = id()?;
-            queue.hold(id).map_err(|e| e.to_string())?;
+            let q = queue.clone();
+            smol::unblock(move || q.hold(id))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("{id} held\n").into())
         }
         "RELEASE" => {
             let id = id()?;
-            queue.release(id).map_err(|e| e.to_string())?;
+            let q = queue.clone();
+            smol::unblock(move || q.release(id))
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(format!("{id} released\n").into())
         }
         "DELETE" if all => {
@@ -498,7 +497,12 @@ fn format_show(s: &Summary, subject: Option<String>) -> String {
         crate::smtp::format_rfc3339(s.arrival),
         human(s.age),
         s.attempts,
-        next_attempt(s),
+        match s.hold {
+            Hold::None => next_attempt(s),
+            Hold::Filter => "held (by a [[filter]] rule)".into(),
+            Hold::Storm => "held (by storm suppression)".into(),
+            Hold::Operator => "held (by the operator)".into(),
+        },
         escaped(s.last_error.as_deref().unwrap_or("-")),
     );
     for (r, done) in &s.rcpts {

@@ -36,7 +36,8 @@ pub use clock::{Clock, SystemClock};
 pub use side::SideFile;
 pub use spool::SpoolWriter;
 pub use storage::{
-    EntryInfo, EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock, real_entry,
+    DIR_MODE, EntryInfo, EntryKind, FILE_MODE, OpenMode, RealFs, Storage, StorageFile, StorageLock,
+    real_entry,
 };
 pub use store::StoreOptions;
 
@@ -96,6 +97,14 @@ pub enum QueueError {
     /// Writing the change failed (disk full, I/O error); nothing changed.
     #[error("could not record the change: {0}")]
     Failed(String),
+    /// The queue directory or its lock is open to other users.
+    #[error("{}: {why}", .path.display())]
+    Unsafe {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        why: String,
+    },
 }
 
 /// Limits and retry policy, from `[queue]`.
@@ -153,12 +162,15 @@ struct Entry {
     record_len: u64,
     /// Segment holding the latest recipients-done record, when it pins one.
     state_seg: Option<u32>,
+    /// Segment holding the latest hold or release note, when it pins one.
+    hold_seg: Option<u32>,
     attempts: u32,
     next_attempt: Instant,
     in_flight: bool,
-    /// Held by the operator (`postern queue hold`): never taken for delivery
-    /// until released. In memory only: a restart releases it.
-    held: bool,
+    /// Held (by a `[[filter]]` rule, storm suppression or the operator):
+    /// never taken for delivery until released. Kept across restarts (the
+    /// message record, then note records).
+    hold: Hold,
     /// Recipients finished in memory whose failure report is still on its
     /// way to disk: never recorded as finished before it is.
     unreported: Vec<RcptIndex>,
@@ -312,7 +324,7 @@ pub struct Summary {
     pub arrival: u64,
     /// Held by the operator, a `[[filter]]` rule or storm suppression.
     pub held: bool,
-    /// Why it was held when queued (a restart keeps these held).
+    /// Who holds it (`Hold::None` when not held); a restart keeps it.
     pub hold: Hold,
     /// An attempt is in progress.
     pub in_flight: bool,
@@ -330,7 +342,8 @@ pub struct Depth {
     pub oldest: Option<(QueueId, Duration, u64)>,
     /// Messages waiting after a failed attempt (not held).
     pub deferred: usize,
-    /// Messages held by the operator.
+    /// Messages held (by the operator, a `[[filter]]` rule or storm
+    /// suppression).
     pub held: usize,
     /// Per route (by the index `route_of` gives): messages with a pending
     /// recipient for it.
@@ -394,7 +407,7 @@ impl Queue {
                     qnow.saturating_sub(Duration::from_secs(wall.saturating_sub(l.meta.arrival)))
                 }
             };
-            let held = l.meta.hold != Hold::None;
+            let hold = l.hold;
             let delay_warned = l.meta.delay_warned;
             state.entries.insert(
                 l.meta.id,
@@ -406,10 +419,11 @@ impl Queue {
                     body_len: l.body_len,
                     record_len: l.record_len,
                     state_seg: l.state_seg,
+                    hold_seg: l.hold_seg,
                     attempts: 0,
                     next_attempt: now,
                     in_flight: false,
-                    held,
+                    hold,
                     unreported: Vec::new(),
                     last_error: None,
                     queued,
@@ -585,7 +599,7 @@ impl Queue {
         let mut due: Vec<(&u64, Instant)> = st
             .entries
             .iter()
-            .filter(|(_, e)| !e.in_flight && !e.held && e.pending() > 0)
+            .filter(|(_, e)| !e.in_flight && e.hold == Hold::None && e.pending() > 0)
             .map(|(id, e)| (id, e.next_attempt))
             .collect();
         due.sort_by_key(|(id, t)| (*t, **id));
@@ -791,7 +805,7 @@ impl Queue {
             }) {
                 d.oldest = Some((QueueId(*id), age, e.meta.arrival));
             }
-            if e.held {
+            if e.hold != Hold::None {
                 d.held += 1;
             } else if e.attempts > 0 && e.pending() > 0 {
                 d.deferred += 1;
@@ -835,24 +849,83 @@ impl Queue {
         Ok(summarize(id.0, e, now, self.shared.qclock.at(now)))
     }
 
-    /// Keep a message out of delivery until [`Queue::release`] (or a restart).
+    /// Keep a message out of delivery until [`Queue::release`]. Durable: a
+    /// note record, synced before this returns, so a restart keeps it
+    /// held. Blocks on the writer: call it off the event loop.
     pub fn hold(&self, id: QueueId) -> Result<(), OpError> {
-        let mut st = self.state();
-        let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-        e.held = true;
-        Ok(())
+        one(id, self.set_held_many(&[id], true))
     }
 
-    /// Undo [`Queue::hold`]; the message is due at once.
+    /// Undo [`Queue::hold`]; the message is due at once. Durable as a hold.
     pub fn release(&self, id: QueueId) -> Result<(), OpError> {
-        {
-            let mut st = self.state();
-            let e = st.entries.get_mut(&id.0).ok_or(OpError::NotFound(id))?;
-            e.held = false;
-            e.next_attempt = Instant::now();
+        one(id, self.set_held_many(&[id], false))
+    }
+
+    /// Hold (or release) several messages: every change is handed to the
+    /// writer first and then waited for, so they share syncs. A change
+    /// that cannot be made durable is undone and reported.
+    pub fn set_held_many(
+        &self,
+        ids: &[QueueId],
+        held: bool,
+    ) -> Vec<(QueueId, Result<(), OpError>)> {
+        let mut waiting = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let was = {
+                let mut st = self.state();
+                match st.entries.get_mut(&id.0) {
+                    None => Err(OpError::NotFound(id)),
+                    Some(e) => {
+                        let was = e.hold;
+                        if (was != Hold::None) != held {
+                            e.hold = if held { Hold::Operator } else { Hold::None };
+                        }
+                        if !held {
+                            e.next_attempt = Instant::now();
+                        }
+                        Ok(was)
+                    }
+                }
+            };
+            let sent = was.and_then(|was| {
+                if (was != Hold::None) == held {
+                    // Nothing to record: memory and disk already agree.
+                    return Ok(None);
+                }
+                let (tx, rx) = mpsc::channel();
+                self.send(Request::Note {
+                    id: id.0,
+                    held,
+                    ack: tx,
+                })
+                .map_err(|_| OpError::Closed)?;
+                Ok(Some((rx, was)))
+            });
+            waiting.push((id, sent));
         }
-        self.kick();
-        Ok(())
+        let out = waiting
+            .into_iter()
+            .map(|(id, sent)| {
+                let r = sent.and_then(|w| {
+                    let Some((rx, was)) = w else { return Ok(()) };
+                    let r = rx
+                        .recv()
+                        .map_err(|_| OpError::Closed)
+                        .and_then(|r| r.map_err(|e| OpError::Failed(e.to_string())));
+                    if r.is_err()
+                        && let Some(e) = self.state().entries.get_mut(&id.0)
+                    {
+                        e.hold = was;
+                    }
+                    r
+                });
+                (id, r)
+            })
+            .collect();
+        if !held {
+            self.kick();
+        }
+        out
     }
 
     /// Drop a message without delivering it and without a report. Durable
@@ -1023,8 +1096,8 @@ fn summarize(id: u64, e: &Entry, now: Instant, qnow: Duration) -> Summary {
             .zip(e.done.iter().copied())
             .collect(),
         arrival: e.meta.arrival,
-        held: e.held,
-        hold: e.meta.hold,
+        held: e.hold != Hold::None,
+        hold: e.hold,
         in_flight: e.in_flight,
     }
 }
@@ -1048,6 +1121,11 @@ impl BodyReader {
         self.pos += n as u64;
         Ok(())
     }
+}
+
+/// The one result of a `*_many` call made for one id.
+fn one(id: QueueId, mut v: Vec<(QueueId, Result<(), OpError>)>) -> Result<(), OpError> {
+    v.pop().map_or(Err(OpError::NotFound(id)), |(_, r)| r)
 }
 
 /// Lock a mutex, shrugging off poisoning: every critical section here leaves

@@ -5,7 +5,9 @@
 //! ```text
 //! header (24 octets, little-endian):
 //!   magic  u32  "PSTN"
-//!   kind   u8   1 = segment start, 2 = message, 3 = recipients done, 4 = message done
+//!   kind   u8   1 = segment start (or, with a 9-octet payload, a note:
+//!               hold or release; see [`Note`]), 2 = message,
+//!               3 = recipients done, 4 = message done
 //!   _      u8, u16 (zero)
 //!   seq    u32  low 32 bits of the segment's sequence number (stale records
 //!               from a recycled segment's previous life never match)
@@ -22,8 +24,9 @@
 //!                | 0x20 when the disposition follows
 //!   queued u64   queue time of arrival, ms (when 0x80)
 //!   disposition (when 0x20): hold u8 (0 none, 1 by a [[filter]] rule,
-//!                2 by storm suppression), route (u16 length + bytes,
-//!                empty = by domain)
+//!                2 by storm suppression, 3 by the operator: a copy
+//!                written again keeps the hold it had), route (u16
+//!                length + bytes, empty = by domain)
 //!   env_len u32  octets of the envelope section that follows
 //!   envelope:
 //!     flags u8   1 = BODY=8BITMIME, 2 = SMTPUTF8
@@ -258,8 +261,11 @@ pub struct MessageMeta {
     pub delay_warned: bool,
 }
 
-/// Why a message is kept from delivery since it was queued; stored with
-/// it, so a restart keeps it held.
+/// Why a message is kept from delivery. One hold, whoever set it: a
+/// `[[filter]]` rule or storm suppression set it when the message is
+/// queued (stored in the message record), the operator later (a [`Note`]
+/// record, which also records a release of any kind). A restart keeps
+/// whichever is the latest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Hold {
     /// Not held.
@@ -269,6 +275,8 @@ pub enum Hold {
     Filter,
     /// Storm suppression, until its window ends.
     Storm,
+    /// The operator (`postern queue hold`).
+    Operator,
 }
 
 impl fmt::Debug for MessageMeta {
@@ -336,6 +344,7 @@ impl MessageMeta {
                 Hold::None => 0,
                 Hold::Filter => 1,
                 Hold::Storm => 2,
+                Hold::Operator => 3,
             });
             put_str(&mut out, self.route.as_deref().unwrap_or(""));
         }
@@ -383,6 +392,7 @@ impl MessageMeta {
                 0 => Hold::None,
                 1 => Hold::Filter,
                 2 => Hold::Storm,
+                3 => Hold::Operator,
                 _ => return Err(RecordError::Malformed),
             };
             (hold, Some(r.string()?).filter(|s| !s.is_empty()))
@@ -573,6 +583,54 @@ pub fn decode_rcpts_done(p: &[u8]) -> Result<(u64, Vec<RcptIndex>, u8), RecordEr
         return Err(RecordError::Malformed);
     }
     Ok((id, done, flags))
+}
+
+/// A hold or release after a message was queued (by the operator, or a
+/// storm window's end), kept across restarts: the latest note after a
+/// message's latest message record says whether it is held.
+///
+/// Written as a record of the segment-start kind with a 9-octet payload
+/// (tag u8: 1 = hold, 2 = release; id u64), not as a kind of its own: a
+/// postern from before notes stops reading a segment at a record kind it
+/// does not know (everything after it would be lost to it after a
+/// downgrade), but it skips segment-start records after the first. The
+/// start record itself has exactly 8 octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Kept out of delivery until released.
+    Hold(u64),
+    /// Delivered again as usual.
+    Release(u64),
+}
+
+impl Note {
+    /// The payload of a note record.
+    pub fn encode(self) -> [u8; 9] {
+        let (tag, id) = match self {
+            Note::Hold(id) => (1u8, id),
+            Note::Release(id) => (2u8, id),
+        };
+        let mut b = [0u8; 9];
+        b[0] = tag;
+        b[1..].copy_from_slice(&id.to_le_bytes());
+        b
+    }
+
+    /// A segment-start-kind payload that is a note (`None` for the start
+    /// record itself, or anything else).
+    pub fn decode(p: &[u8]) -> Option<Note> {
+        if p.len() != 9 {
+            return None;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&p[1..]);
+        let id = u64::from_le_bytes(w);
+        match p[0] {
+            1 => Some(Note::Hold(id)),
+            2 => Some(Note::Release(id)),
+            _ => None,
+        }
+    }
 }
 
 /// Encode a done payload or a segment-start payload (both one u64).
@@ -870,6 +928,15 @@ mod tests {
         c.update(&payload[300..]);
         let h = Header::encode_with_payload_crc(Kind::Message, 3, 1000, &c);
         assert_eq!(h, Header::encode(Kind::Message, 3, &payload));
+    }
+
+    #[test]
+    fn notes_round_trip_and_are_never_a_start_record() {
+        for n in [Note::Hold(0x1234), Note::Release(u64::MAX)] {
+            assert_eq!(Note::decode(&n.encode()), Some(n));
+        }
+        assert_eq!(Note::decode(&encode_u64(7)), None);
+        assert_eq!(Note::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0]), None);
     }
 
     #[test]

@@ -438,6 +438,14 @@ impl Storage for SimFs {
         Ok(Some(Box::new(SimLock)))
     }
 
+    fn set_mode(&self, _path: &Path, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn user(&self) -> Option<u32> {
+        None
+    }
+
     fn entry(&self, path: &Path) -> io::Result<EntryInfo> {
         let s = self.sim();
         if s.dirs.contains(path) {
@@ -473,7 +481,26 @@ mod tests {
     //! `POSTERN_POWERCUT_FIRST=S` starts at seed S (to replay one).
 
     use super::*;
-    use crate::queue::{Job, Limits, Queue, QueueError, QueueId, RcptOutcome, StoreOptions};
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// What this seed did, printed if it fails.
+        static LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Note a step of the workload: printed at once with
+    /// `POSTERN_POWERCUT_TRACE`, else kept and printed if the seed fails.
+    macro_rules! trace {
+        ($($a:tt)*) => {{
+            let line = format!($($a)*);
+            if std::env::var_os("POSTERN_POWERCUT_TRACE").is_some() {
+                eprintln!("{line}");
+            } else {
+                LOG.with(|l| l.borrow_mut().push(line));
+            }
+        }};
+    }
+    use crate::queue::{Hold, Job, Limits, Queue, QueueError, QueueId, RcptOutcome, StoreOptions};
     use crate::smtp::{Address, Envelope, Recipient, ReversePath};
     use std::time::{Duration, Instant};
 
@@ -490,6 +517,9 @@ mod tests {
         /// Recipient index -> report id, for failures reported.
         reports: Vec<(usize, u64)>,
         deleted: bool,
+        /// Held by the operator: `None` when a hold or release was cut off
+        /// by the power (either may have stuck).
+        held: Option<bool>,
     }
 
     fn body(id: u64, len: usize) -> Vec<u8> {
@@ -549,6 +579,13 @@ mod tests {
                 ..Envelope::default()
             });
             let id = w.id();
+            // Some are queued held, as a [[filter]] rule or storm
+            // suppression does: the same hold the operator's notes change.
+            let hold = match rng.below(8) {
+                0 => Hold::Filter,
+                1 => Hold::Storm,
+                _ => Hold::None,
+            };
             model.insert(
                 id,
                 Model {
@@ -558,6 +595,7 @@ mod tests {
                     may_be_done: vec![false; rcpts],
                     reports: Vec::new(),
                     deleted: false,
+                    held: Some(hold != Hold::None),
                 },
             );
             let b = body(id, len);
@@ -566,14 +604,15 @@ mod tests {
                 for c in b.chunks(700) {
                     w.write(c)?;
                 }
+                if hold != Hold::None {
+                    w.set_disposition(None, hold, None)?;
+                }
                 smol::block_on(q.commit(w)).map_err(|e| io::Error::other(e.to_string()))
             }));
         }
         for h in handles {
             let r = h.join();
-            if std::env::var("POSTERN_POWERCUT_TRACE").is_ok() {
-                eprintln!("commit {r:?}");
-            }
+            trace!("commit {r:?}");
             if let Ok(Ok(QueueId(id))) = r
                 && let Some(m) = model.get_mut(&id)
             {
@@ -637,14 +676,34 @@ mod tests {
                         may_be_done: vec![false],
                         reports: Vec::new(),
                         deleted: false,
+                        held: Some(false),
                     },
                 );
                 Some(w)
             };
-            if std::env::var("POSTERN_POWERCUT_TRACE").is_ok() {
-                eprintln!("finish {} {outcomes:?}", job.id);
-            }
+            trace!("finish {} {outcomes:?}", job.id);
             q.finish(&job, &outcomes, report);
+        }
+    }
+
+    /// Hold or release a random message.
+    fn hold_one(q: &Queue, rng: &mut Rng, model: &mut HashMap<u64, Model>) {
+        let list = q.list();
+        if list.is_empty() {
+            return;
+        }
+        let s = &list[rng.below(list.len() as u64) as usize];
+        let held = !s.held;
+        let r = if held { q.hold(s.id) } else { q.release(s.id) };
+        trace!("hold {} {held} {r:?}", s.id);
+        if let Some(m) = model.get_mut(&s.id.0) {
+            match r {
+                Ok(()) => m.held = Some(held),
+                Err(crate::queue::OpError::NotFound(_)) => {}
+                // Written and then the sync failed, or never written: the
+                // model cannot tell, so it takes either.
+                Err(_) => m.held = None,
+            }
         }
     }
 
@@ -665,9 +724,7 @@ mod tests {
         if r.is_ok()
             && let Some(m) = model.get_mut(&s.id.0)
         {
-            if std::env::var("POSTERN_POWERCUT_TRACE").is_ok() {
-                eprintln!("deleted {} len {} ops {}", s.id, m.len, fs.ops());
-            }
+            trace!("deleted {} len {} ops {}", s.id, m.len, fs.ops());
             m.deleted = true;
             m.may_be_done.iter_mut().for_each(|d| *d = true);
             // Its failures were all reported (or put back, then deleted).
@@ -681,7 +738,7 @@ mod tests {
         let s = fs.sim();
         for (p, ino) in &s.names {
             let d = &s.inodes[ino].data;
-            eprintln!("{} ({} bytes)", p.display(), d.len());
+            trace!("{} ({} bytes)", p.display(), d.len());
             let mut at = 0usize;
             while at + HEADER_LEN <= d.len() {
                 let mut h = [0u8; HEADER_LEN];
@@ -696,6 +753,10 @@ mod tests {
                     Kind::Message => MessageMeta::decode(&d[at + HEADER_LEN..end])
                         .map(|m| format!("{:X}", m.0.id))
                         .unwrap_or_default(),
+                    Kind::SegmentStart => format!(
+                        "{:?}",
+                        crate::queue::record::Note::decode(&d[at + HEADER_LEN..end])
+                    ),
                     Kind::Done | Kind::RcptsDone if h.len >= 8 => {
                         let mut w = [0u8; 8];
                         w.copy_from_slice(&d[at + HEADER_LEN..at + HEADER_LEN + 8]);
@@ -707,7 +768,7 @@ mod tests {
                     }
                     _ => String::new(),
                 };
-                eprintln!(
+                trace!(
                     "  @{at} seq {} {:?} len {} ok {ok} {id}",
                     h.seq, h.kind, h.len
                 );
@@ -718,9 +779,7 @@ mod tests {
 
     /// Open the queue on what survived and check it against the model.
     fn recover_and_check(fs: &SimFs, model: &mut HashMap<u64, Model>, seed: u64) -> Option<Queue> {
-        if std::env::var("POSTERN_POWERCUT_TRACE").is_ok() {
-            dump(fs);
-        }
+        dump(fs);
         let q = match Queue::open_with(Path::new(DIR), limits(), opts(fs)) {
             Ok((q, _)) => q,
             // The power went again during recovery: try on the next image.
@@ -735,6 +794,53 @@ mod tests {
         }
         let (jobs, _) = q.take_due(Instant::now() + Duration::from_secs(1), usize::MAX);
         let mut seen = HashMap::new();
+        // Held messages are not due: check them from the listing.
+        for sm in q.list() {
+            let Some(m) = model.get_mut(&sm.id.0) else {
+                panic!(
+                    "seed {seed}: recovery produced {} that was never queued",
+                    sm.id
+                );
+            };
+            assert!(
+                m.held.is_none() || m.held == Some(sm.held),
+                "seed {seed}: {} came back {}held",
+                sm.id,
+                if sm.held { "" } else { "not " }
+            );
+            m.held = Some(sm.held);
+            trace!("recovered {} held {}", sm.id, sm.held);
+            if !sm.held {
+                continue;
+            }
+            assert!(!m.deleted, "seed {seed}: deleted {} came back", sm.id);
+            let mut r = q.open_body_of(sm.id).expect("opening a held body");
+            let mut b = Vec::new();
+            let mut buf = Vec::new();
+            loop {
+                r.read_chunk(&mut buf, 1000).expect("reading a held body");
+                if buf.is_empty() {
+                    break;
+                }
+                b.extend_from_slice(&buf);
+            }
+            assert!(
+                b == body(sm.id.0, m.len),
+                "seed {seed}: {} recovered with different bytes",
+                sm.id
+            );
+            let pending: Vec<usize> = (0..sm.rcpts.len()).filter(|i| !sm.rcpts[*i].1).collect();
+            for i in 0..m.rcpts {
+                if !pending.contains(&i) {
+                    assert!(
+                        m.may_be_done[i],
+                        "seed {seed}: {} recipient {i} finished but never was",
+                        sm.id
+                    );
+                }
+            }
+            seen.insert(sm.id.0, pending);
+        }
         for job in &jobs {
             let Some(m) = model.get(&job.id.0) else {
                 panic!(
@@ -821,7 +927,18 @@ mod tests {
             .unwrap_or(0);
         let mut cuts = 0;
         for seed in first..first + n {
-            cuts += run_seed(seed);
+            LOG.with(|l| l.borrow_mut().clear());
+            match std::panic::catch_unwind(|| run_seed(seed)) {
+                Ok(c) => cuts += c,
+                Err(e) => {
+                    LOG.with(|l| {
+                        for line in l.borrow().iter() {
+                            eprintln!("{line}");
+                        }
+                    });
+                    std::panic::resume_unwind(e);
+                }
+            }
         }
         eprintln!("{n} seeds, {cuts} power cuts, all recovered");
     }
@@ -841,9 +958,7 @@ mod tests {
                 1 + rng.below(400)
             };
             fs.cut_at(fs.ops() + budget);
-            if std::env::var("POSTERN_POWERCUT_TRACE").is_ok() {
-                eprintln!("life {life}: ops {} cut at {}", fs.ops(), fs.ops() + budget);
-            }
+            trace!("life {life}: ops {} cut at {}", fs.ops(), fs.ops() + budget);
             let q = if life == 0 {
                 match Queue::open_with(Path::new(DIR), limits(), opts(&fs)) {
                     Ok((q, _)) => Some(q),
@@ -863,7 +978,13 @@ mod tests {
                         8 => {
                             let _ = q.sync();
                         }
-                        9 => delete_one(&q, &mut rng, &mut model, &fs),
+                        9 => {
+                            if rng.below(2) == 0 {
+                                delete_one(&q, &mut rng, &mut model, &fs)
+                            } else {
+                                hold_one(&q, &mut rng, &mut model)
+                            }
+                        }
                         // The disk fills up (to a little more than it holds
                         // now) or frees again.
                         10 => {

@@ -127,6 +127,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn entry(&self, path: &Path) -> io::Result<EntryInfo> {
         real_entry(path)
     }
+    /// Set the permission bits of the file or directory at `path`.
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+    /// The user id files are created as (the effective one); `None` where
+    /// the storage has no owners.
+    fn user(&self) -> Option<u32> {
+        Some(rustix::process::geteuid().as_raw())
+    }
 }
 
 /// The real filesystem.
@@ -179,17 +189,35 @@ impl StorageFile for RealFile {
 struct RealLock(#[allow(dead_code)] File);
 impl StorageLock for RealLock {}
 
+/// Mode of every directory the queue makes: queued mail is nobody else's
+/// business, whatever the process umask.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file the queue makes.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Open flags for every queue file: a symbolic link planted where a queue
+/// file should be is never followed.
+fn nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
 impl Storage for RealFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
     }
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>> {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut o = OpenOptions::new();
         match mode {
             OpenMode::Read => o.read(true),
             OpenMode::ReadWrite => o.read(true).write(true),
             OpenMode::CreateNew => o.read(true).write(true).create_new(true),
         };
+        o.mode(FILE_MODE).custom_flags(nofollow());
         Ok(Box::new(RealFile(o.open(path)?)))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
@@ -211,10 +239,15 @@ impl Storage for RealFs {
         File::open(dir)?.sync_all()
     }
     fn lock(&self, path: &Path) -> io::Result<Option<Box<dyn StorageLock>>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Private (another user cannot even open it, so cannot hold the
+        // lock to keep postern from starting) and never through a link.
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
+            .custom_flags(nofollow())
             .open(path)?;
         if f.try_lock().is_err() {
             return Ok(None);

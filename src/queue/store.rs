@@ -34,6 +34,7 @@ use super::state::{self, SEQ_STEP, Saved, StateFile};
 use super::storage::{EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, QueueError, Recovered};
 
+mod access;
 mod recover;
 mod rescue;
 mod writer;
@@ -115,6 +116,11 @@ pub(super) struct Loaded {
     pub body_len: u64,
     pub record_len: u64,
     pub state_seg: Option<u32>,
+    /// Held, and by whom: the message record's hold, unless a later note
+    /// changed it.
+    pub hold: super::Hold,
+    /// Segment holding the latest note, when it pins one.
+    pub hold_seg: Option<u32>,
 }
 
 /// The writer's view of the spool; owned by the writer thread after `open`.
@@ -144,6 +150,12 @@ pub(super) struct Store {
     /// Segments removed from outside whose contents are not all written
     /// again yet (`rescue.rs`).
     orphans: Vec<rescue::Orphan>,
+    /// Pins to release at the next sync (`Store::release`).
+    released: Vec<u32>,
+    /// Who postern runs as, who owns the directory (`access.rs`).
+    owners: access::Owners,
+    /// Own files made private again at start.
+    tightened: usize,
 }
 
 pub(super) fn tmp_dir(dir: &Path) -> PathBuf {
@@ -175,18 +187,56 @@ impl Store {
             fsys.create_dir_all(&d)
                 .map_err(|e| io_context(e, "cannot create", &d))?;
         }
+        let owners = access::check_dir(fsys.as_ref(), dir)?;
+        let mut tightened = 0usize;
+        for d in [dir.join("big"), tmp_dir(dir), dir.join("corrupt")] {
+            if let Ok(i) = fsys.entry(&d)
+                && access::tighten(fsys.as_ref(), &d, &i, &owners)
+            {
+                tightened += 1;
+            }
+        }
         let lock_path = dir.join("lock");
+        match fsys.entry(&lock_path) {
+            Ok(i) if i.kind != EntryKind::File => {
+                // Never one of postern's: it makes a plain file.
+                recover::move_aside(fsys.as_ref(), dir, &lock_path, "not a regular file");
+            }
+            Ok(i) => {
+                if let Some(uid) = owners.foreign(&i) {
+                    return Err(QueueError::Unsafe {
+                        path: lock_path,
+                        why: format!(
+                            "the lock file belongs to user id {uid}, who could hold it to keep postern from starting; if no postern is running, remove it"
+                        ),
+                    });
+                }
+                if access::tighten(fsys.as_ref(), &lock_path, &i, &owners) {
+                    tightened += 1;
+                }
+            }
+            Err(_) => {}
+        }
         let lock_file = fsys
             .lock(&lock_path)
             .map_err(|e| io_context(e, "cannot open", &lock_path))?
             .ok_or_else(|| QueueError::Locked(dir.to_path_buf()))?;
         let state_path = dir.join(state::FILE_NAME);
         let mut state_aside = false;
-        if let Ok(i) = fsys.entry(&state_path)
-            && i.kind != EntryKind::File
-        {
-            state_aside = true;
-            recover::move_aside(fsys.as_ref(), dir, &state_path, "not a regular file");
+        if let Ok(i) = fsys.entry(&state_path) {
+            let why = if i.kind != EntryKind::File {
+                Some("not a regular file".to_string())
+            } else {
+                owners
+                    .foreign(&i)
+                    .map(|uid| format!("owned by user id {uid}, not by postern's user"))
+            };
+            if let Some(why) = why {
+                state_aside = true;
+                recover::move_aside(fsys.as_ref(), dir, &state_path, &why);
+            } else if access::tighten(fsys.as_ref(), &state_path, &i, &owners) {
+                tightened += 1;
+            }
         }
         let (state_file, _) = StateFile::open(fsys.as_ref(), dir)
             .map_err(|e| io_context(e, "cannot open", &dir.join(state::FILE_NAME)))?;
@@ -212,12 +262,18 @@ impl Store {
             unrecorded: Vec::new(),
             last_retry: clock.mono(),
             orphans: Vec::new(),
+            released: Vec::new(),
+            owners,
+            tightened,
         };
         let mut recovered = Recovered {
             set_aside: usize::from(state_aside),
             ..Recovered::default()
         };
         let loaded = store.recover(&mut recovered)?;
+        if store.tightened > 0 {
+            tracing::info!(files = store.tightened, dir = %dir.display(), "queue files that other users could read made private (0600, directories 0700)");
+        }
         // Numbers reserved before a crash may have been used: skip them all.
         store.next_seq = store.next_seq.max(store.state.saved.seq_ceiling);
         for l in &loaded {
@@ -543,6 +599,11 @@ impl Store {
             self.fs.sync_dir(d)?;
             self.dirty_dirs.pop();
         }
+        // The records that superseded these pins are durable now.
+        for no in std::mem::take(&mut self.released) {
+            self.unpin(no);
+            self.recycle_soft(no);
+        }
         Ok(())
     }
 
@@ -557,14 +618,20 @@ impl Store {
     }
 
     fn is_dirty(&self) -> bool {
-        !self.dirty_dirs.is_empty() || self.segs.values().any(|s| s.dirty)
+        !self.dirty_dirs.is_empty()
+            || !self.released.is_empty()
+            || self.segs.values().any(|s| s.dirty)
     }
 
-    /// A state record no longer pins its segment.
+    /// A record no longer pins its segment, because a newer one (just
+    /// written) supersedes it: released at the next sync, not now. Were
+    /// the segment recycled at once (an erase synced on the spot) while
+    /// the newer record still waited for its sync, a power cut in between
+    /// would leave neither: a hold forgotten, finished recipients sent
+    /// again.
     fn release(&mut self, seg: Option<u32>) {
         if let Some(s) = seg {
-            self.unpin(s);
-            self.recycle_soft(s);
+            self.released.push(s);
         }
     }
 

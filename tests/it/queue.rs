@@ -293,6 +293,184 @@ fn queue_show_times_subject_and_body_list_filters_bulk_changes_and_mailq() {
     assert!(text.starts_with("ID ") && text.contains(&null), "{text}");
 }
 
+/// A hold survives a restart of the daemon: after it, the held message
+/// stays back while the rest is delivered, until it is released.
+#[test]
+fn a_held_message_stays_held_across_a_restart_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let up_port = free_port();
+    let port = free_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"localhost\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    );
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let held = send(&p, "held one");
+    let other = send(&p, "other one");
+    p.wait_log(&format!("id={other}"));
+    let (ok, out, err) = queue_cmd(dir.path(), &["hold", &held]);
+    assert!(ok && out.contains("held"), "{out}{err}");
+    assert!(p.stop().success());
+
+    let up = Upstream::start_on(up_port, UpstreamOpts::default());
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &held]);
+    assert!(out.contains("next attempt: held"), "{out}");
+    // The other one goes out; the held one stays.
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of other one"));
+    let (ok, _, _) = queue_cmd(dir.path(), &["flush"]);
+    assert!(ok);
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &held]);
+    assert!(out.contains("next attempt: held"), "{out}");
+    let (ok, _, _) = queue_cmd(dir.path(), &["release", &held]);
+    assert!(ok);
+    let got = up.next();
+    assert!(String::from_utf8_lossy(&got.data).contains("body of held one"));
+    p.wait_log(&format!("id={held}"));
+    assert!(p.stop().success());
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Run outside the shipped unit under a permissive umask: the queue
+/// directory, its files, the lock and the maildir outbox are private all
+/// the same, and another user cannot even open the lock to hold it.
+#[test]
+fn queue_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Two routes: mail for outbox.test goes to a maildir, the rest to a
+    // smarthost that refuses connections (so it stays queued).
+    let (_refuser, up_port) = refusing_port();
+    let cfg = config(
+        port,
+        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
+        "",
+    )
+    .replace("max_message_size = \"64KiB\"", "max_message_size = \"2MiB\"")
+    .replace(
+        "[upstream]\n",
+        "[[route]]\ndomains = [\"outbox.test\"]\nkind = \"maildir\"\ndir = \"outbox\"\n\n[[route]]\ndomains = [\"*\"]\n",
+    );
+    let mut p = Postern::start_with_umask(dir.path(), &cfg, port, "000");
+    let queued = send(&p, "stays");
+    let mut c = p.smtp();
+    c.reply();
+    c.cmd("EHLO sensor", 250);
+    // 700 KB in lines of 100: over the 512 KiB of a segment record, so a
+    // file of its own under big/.
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        format!("{}\r\n", "y".repeat(98)).repeat(7000)
+    );
+    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], big.as_bytes());
+    assert_eq!(code, 250, "{text}");
+    let (code, text) = c.send_mail(
+        "dev@lan.test",
+        &["box@outbox.test"],
+        b"Subject: o\r\n\r\nhi",
+    );
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221);
+    p.wait_log(&format!("id={queued}"));
+    let outbox = dir.path().join("outbox");
+    let end = std::time::Instant::now() + DEADLINE;
+    while std::fs::read_dir(&outbox).map_or(0, |d| d.count()) == 0
+        && std::time::Instant::now() < end
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let q = dir.path().join("queue");
+    let mut files = 0;
+    for d in [
+        q.clone(),
+        q.join("big"),
+        q.join("tmp"),
+        q.join("corrupt"),
+        outbox.clone(),
+    ] {
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                continue;
+            }
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+            files += 1;
+        }
+    }
+    // lock, state, two segments, the socket, one big file, one .eml
+    assert!(files >= 7, "{files}");
+    if is_root() {
+        // Another user cannot open the lock, so cannot hold it either.
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "flock",
+                "-n",
+            ])
+            .arg(q.join("lock"))
+            .arg("true")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "another user took the lock");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("not root: the other-user lock check needs root to switch users; skipped");
+    }
+    assert!(p.stop().success());
+}
+
+/// A queue directory every user may write is refused at start, with what
+/// to do.
+#[test]
+fn a_world_writable_queue_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let q = dir.path().join("queue");
+    std::fs::create_dir(&q).unwrap();
+    std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cfg = config(port, "kind = \"maildir\"\ndir = \"outbox\"", "");
+    std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("postern.toml"))
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must stop at once; one that serves instead is stopped here.
+    let end = std::time::Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = child.try_wait().unwrap().is_none();
+    if started {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!started, "postern served a world-writable queue: {err}");
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("writable by every user"), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
+}
+
 #[test]
 fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_printed() {
     // U+202E (right-to-left override) and U+200B (zero width space) used
@@ -346,4 +524,90 @@ fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_prin
         "{out}"
     );
     assert!(!out.contains('\u{202e}'), "{out}");
+}
+
+/// Every kind of hold survives a restart of the daemon, and so does every
+/// release: the operator's (`postern queue hold`), a `[[filter]]` rule's
+/// and storm suppression's. Held, restarted: still held; released (while
+/// the upstream is down), restarted: delivered.
+#[test]
+fn every_hold_survives_a_restart_and_so_does_its_release() {
+    fn send_from(p: &Postern, from: &str, subject: &str) -> String {
+        let mut c = p.smtp();
+        c.reply();
+        c.cmd("EHLO sensor", 250);
+        let body = format!("Subject: {subject}\r\n\r\nbody of {subject}");
+        let (code, text) = c.send_mail(from, &["ops@example.test"], body.as_bytes());
+        assert_eq!(code, 250, "{text}");
+        c.cmd("QUIT", 221);
+        text.split_whitespace().last().unwrap().to_string()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_to = |up_port: u16| {
+        format!(
+            "{}\n[[filter]]\nname = \"hold-these\"\nsubject = [\"*filter-held*\"]\nhold = true\n\n\
+             [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]\n",
+            config(
+                port,
+                &format!(
+                    "kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""
+                ),
+                "",
+            )
+        )
+    };
+    // The upstream is down for the first two runs: nothing can leave.
+    let (_refusing, down) = refusing_port();
+    let cfg = cfg_to(down);
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let by_operator = send_from(&p, "dev@lan.test", "operator-held");
+    let by_filter = send_from(&p, "dev@lan.test", "filter-held");
+    let by_storm = send_from(&p, "storm@lan.test", "UPS on battery");
+    let plain = send_from(&p, "dev@lan.test", "plain");
+    let (ok, out, err) = queue_cmd(dir.path(), &["hold", &by_operator]);
+    assert!(ok && out.contains("held"), "{out}{err}");
+    let held = [
+        (&by_operator, "held (by the operator)"),
+        (&by_filter, "held (by a [[filter]] rule)"),
+        (&by_storm, "held (by storm suppression)"),
+    ];
+    assert!(p.stop().success());
+
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    for (id, who) in held {
+        let (ok, out, err) = queue_cmd(dir.path(), &["show", id]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("next attempt: {who}\n")),
+            "not held after a restart: {out}"
+        );
+        let (ok, out, err) = queue_cmd(dir.path(), &["release", id]);
+        assert!(ok && out.contains("released"), "{out}{err}");
+    }
+    let (_, out, _) = queue_cmd(dir.path(), &["show", &plain]);
+    assert!(!out.contains("held"), "{out}");
+    assert!(p.stop().success());
+
+    // Released before the restart: all four go out after it.
+    let up = Upstream::start(UpstreamOpts::default());
+    let cfg = cfg_to(up.port);
+    let mut p = Postern::start(dir.path(), &cfg, port);
+    let mut got: Vec<String> = (0..4)
+        .map(|_| {
+            let m = String::from_utf8_lossy(&up.next().data).into_owned();
+            let subject = m
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default();
+            subject.to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["UPS on battery", "filter-held", "operator-held", "plain"],
+        "a release was lost at the restart"
+    );
+    assert!(p.stop().success());
 }

@@ -52,9 +52,22 @@ pub struct Postern {
 impl Postern {
     /// Start with `config` (TOML text) written to `dir/postern.toml`, cwd = dir.
     pub fn start(dir: &Path, config: &str, port: u16) -> Postern {
+        Postern::spawn(dir, config, port, Command::new(bin()))
+    }
+
+    /// [`Postern::start`] with the process umask set first, as by an
+    /// admin's shell outside the shipped unit.
+    pub fn start_with_umask(dir: &Path, config: &str, port: u16, umask: &str) -> Postern {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("umask {umask}; exec \"$0\" \"$@\"")])
+            .arg(bin());
+        Postern::spawn(dir, config, port, sh)
+    }
+
+    fn spawn(dir: &Path, config: &str, port: u16, mut cmd: Command) -> Postern {
         let cfg = dir.join("postern.toml");
         std::fs::write(&cfg, config).unwrap();
-        let mut child = Command::new(bin())
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
             .current_dir(dir)

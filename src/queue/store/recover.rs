@@ -11,7 +11,7 @@ use super::super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordEr
 use super::super::state;
 use super::super::storage::{EntryKind, OpenMode, Storage, StorageFile};
 use super::super::{Loc, QueueError, Recovered};
-use super::{Loaded, SegState, Segment, Store, tmp_dir};
+use super::{Loaded, SegState, Segment, Store, access, tmp_dir};
 use crate::smtp::RcptIndex;
 
 impl Store {
@@ -53,6 +53,14 @@ impl Store {
         if let Some(why) = why {
             self.set_aside(path, why, recovered);
             return None;
+        }
+        if let Some(uid) = self.owners.foreign(&info) {
+            let why = format!("owned by user id {uid}, not by postern's user: not delivered");
+            self.set_aside(path, &why, recovered);
+            return None;
+        }
+        if access::tighten(self.fs.as_ref(), path, &info, &self.owners) {
+            self.tightened += 1;
         }
         let file = match self.fs.open(path, OpenMode::ReadWrite) {
             Ok(f) => f,
@@ -177,6 +185,8 @@ impl Store {
         let mut msgs: HashMap<u64, Rec> = HashMap::new();
         // id -> segment holding its done record
         let mut done_at: HashMap<u64, u32> = HashMap::new();
+        // id -> the latest note (segment, held) after its message record
+        let mut notes: HashMap<u64, (u32, bool)> = HashMap::new();
         for (seq, no, path) in &found {
             let Some(seg) = self.segs.get(no) else {
                 continue;
@@ -184,7 +194,15 @@ impl Store {
             let mut scan = Scanner::new(seg.file.as_ref(), *seq)?;
             while let Some((offset, h, payload)) = scan.next_record()? {
                 match h.kind {
-                    Kind::SegmentStart => {}
+                    Kind::SegmentStart => match record::Note::decode(&payload) {
+                        Some(record::Note::Hold(id)) => {
+                            notes.insert(id, (*no, true));
+                        }
+                        Some(record::Note::Release(id)) => {
+                            notes.insert(id, (*no, false));
+                        }
+                        None => {}
+                    },
                     Kind::Message => {
                         let Ok((meta, body_off)) = MessageMeta::decode(&payload) else {
                             tracing::warn!(segment = %path.display(), offset, "undecodable message record skipped");
@@ -194,6 +212,7 @@ impl Store {
                         let id = meta.id;
                         let body_start = offset + (HEADER_LEN + body_off) as u64;
                         let body_len = (payload.len() - body_off) as u64;
+                        let hold = meta.hold;
                         // A copy carried forward supersedes the older one.
                         msgs.insert(
                             id,
@@ -208,11 +227,16 @@ impl Store {
                                     body_len,
                                     record_len: (HEADER_LEN + payload.len()) as u64,
                                     state_seg: None,
+                                    hold,
+                                    hold_seg: None,
                                 },
                                 data_seg: Some(*no),
                             },
                         );
                         done_at.remove(&id);
+                        // A copy carries the hold it had: only a note
+                        // after it changes that.
+                        notes.remove(&id);
                     }
                     Kind::RcptsDone => {
                         let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
@@ -240,8 +264,18 @@ impl Store {
         let big_dir = self.dir.join("big");
         for ent in self.fs.list(&big_dir)? {
             let path = big_dir.join(&ent);
-            match self.fs.entry(&path).map(|i| i.kind) {
-                Ok(EntryKind::File) => {}
+            match self.fs.entry(&path) {
+                Ok(i) if i.kind == EntryKind::File => {
+                    if let Some(uid) = self.owners.foreign(&i) {
+                        let why =
+                            format!("owned by user id {uid}, not by postern's user: not delivered");
+                        self.set_aside(&path, &why, recovered);
+                        continue;
+                    }
+                    if access::tighten(self.fs.as_ref(), &path, &i, &self.owners) {
+                        self.tightened += 1;
+                    }
+                }
                 Ok(_) => {
                     self.set_aside(&path, "not a regular file", recovered);
                     continue;
@@ -255,6 +289,7 @@ impl Store {
             match read_big(self.fs.as_ref(), &path) {
                 Ok((meta, body_off, total)) if meta.id == id => {
                     self.max_id_seen = self.max_id_seen.max(id);
+                    let hold = meta.hold;
                     msgs.insert(
                         id,
                         Rec {
@@ -265,6 +300,8 @@ impl Store {
                                 body_len: total - (HEADER_LEN + body_off) as u64,
                                 record_len: total,
                                 state_seg: None,
+                                hold,
+                                hold_seg: None,
                             },
                             data_seg: None,
                         },
@@ -330,6 +367,18 @@ impl Store {
             let mut loaded = r.loaded;
             if loaded.state_seg.is_some() && loaded.state_seg == r.data_seg {
                 loaded.state_seg = None;
+            }
+            if let Some(&(s, held)) = notes.get(&id) {
+                loaded.hold = if held {
+                    super::super::Hold::Operator
+                } else {
+                    super::super::Hold::None
+                };
+                // A note beside its message's data pins nothing.
+                if Some(s) != r.data_seg {
+                    self.pin(s);
+                    loaded.hold_seg = Some(s);
+                }
             }
             out.push(loaded);
         }

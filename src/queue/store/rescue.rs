@@ -6,12 +6,12 @@
 //! writes again, into live segments, everything that still mattered in it:
 //! the queued messages (with their finished recipients), the "done"
 //! records that keep delivered messages in other segments from coming
-//! back, and the latest state record of each message. What it cannot write
+//! back, and the latest state record and hold note of each message. What it cannot write
 //! (a full disk) it says by id and tries again.
 
 use std::io;
 
-use super::super::record::{self, Kind, MessageMeta};
+use super::super::record::{self, Hold, Kind, MessageMeta};
 use super::super::spool::SpoolWriter;
 use super::super::{Loc, Queue, QueueError, QueueId};
 use super::writer::Reply;
@@ -158,7 +158,7 @@ impl Store {
         };
         let mut lost = Vec::new();
         for id in in_it {
-            let Some((meta, body_start, body_len, old_state)) =
+            let Some((meta, body_start, body_len, old_state, old_note)) =
                 q.state().entries.get(&id).map(|e| {
                     let mut meta = MessageMeta::clone(&e.meta);
                     // Finished recipients go into the copy, except those whose
@@ -171,7 +171,10 @@ impl Store {
                         .filter_map(|(i, _)| RcptIndex::try_from(i).ok())
                         .filter(|i| !e.unreported.contains(i))
                         .collect();
-                    (meta, e.body_start, e.body_len, e.state_seg)
+                    // The copy carries the hold as it is now, whoever set
+                    // it: no note need follow it.
+                    meta.hold = e.hold;
+                    (meta, e.body_start, e.body_len, e.state_seg, e.hold_seg)
                 })
             else {
                 continue;
@@ -184,6 +187,13 @@ impl Store {
                     // "recipients done" record no longer matters.
                     if old_state != Some(no) {
                         self.release(old_state);
+                    }
+                    // Nor does an older note: the copy carries the hold.
+                    if let Some(e) = q.state().entries.get_mut(&id) {
+                        e.hold_seg = None;
+                    }
+                    if old_note != Some(no) {
+                        self.release(old_note);
                     }
                 }
                 Err(e) => {
@@ -205,6 +215,21 @@ impl Store {
             q.set_state_seg(id, None);
             *wrote = true;
             let _ = self.record(q, id);
+        }
+        // Messages elsewhere whose latest note was in it.
+        let noted: Vec<(u64, bool)> = {
+            let st = q.state();
+            st.entries
+                .iter()
+                .filter(|(_, e)| e.hold_seg == Some(no))
+                .map(|(id, e)| (*id, e.hold != Hold::None))
+                .collect()
+        };
+        for (id, held) in noted {
+            *wrote = true;
+            if self.note(q, id, held).is_err() {
+                lost.push(format!("{} (its hold)", QueueId(id)));
+            }
         }
         // "Done" records: they keep delivered messages whose data is in
         // other segments from coming back at recovery.

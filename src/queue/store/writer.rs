@@ -55,6 +55,12 @@ pub(in crate::queue) enum Request {
         /// Answered once the outcome is durable (operator delete).
         ack: Option<Ack>,
     },
+    /// Hold (or release) a message: a note record, answered once durable.
+    Note {
+        id: u64,
+        held: bool,
+        ack: Ack,
+    },
     Sync(mpsc::Sender<Result<(), QueueError>>),
     Shutdown,
 }
@@ -125,6 +131,7 @@ impl Store {
             let mut after_sync: Vec<AfterSync> = Vec::new();
             let mut acks = Vec::new();
             let mut syncs = Vec::new();
+            let mut notes = Vec::new();
             let mut must_sync = batch.is_empty();
             for req in batch {
                 match req {
@@ -203,6 +210,11 @@ impl Store {
                                 acks.push((tx, r, id, newly_done));
                             }
                         }
+                    }
+                    Request::Note { id, held, ack } => {
+                        must_sync = true;
+                        let r = self.note(&q, id, held);
+                        notes.push((ack, r));
                     }
                     Request::Sync(tx) => {
                         must_sync = true;
@@ -305,6 +317,14 @@ impl Store {
                 }
                 let _ = tx.send(r);
             }
+            for (tx, r) in notes {
+                let _ = tx.send(match (r, &synced) {
+                    (Ok(()), Err(e)) => {
+                        Err(QueueError::Io(io::Error::new(e.kind(), e.to_string())))
+                    }
+                    (r, _) => r,
+                });
+            }
             let unrecorded = self.unrecorded.len();
             for tx in syncs {
                 let r = match &synced {
@@ -359,7 +379,7 @@ impl Store {
     /// memory unless the record was written, so a failure can simply be
     /// tried again ([`Store::record_later`]).
     fn outcome(&mut self, q: &Queue, id: u64) -> Result<(), QueueError> {
-        let (loc, old_state, done_list, all_done, flags) = {
+        let (loc, old_state, done_list, all_done, hold_seg, flags) = {
             let st = q.state();
             let Some(e) = st.entries.get(&id) else {
                 return Ok(());
@@ -381,7 +401,7 @@ impl Store {
             } else {
                 0
             };
-            (e.loc.clone(), e.state_seg, list, all, flags)
+            (e.loc.clone(), e.state_seg, list, all, e.hold_seg, flags)
         };
         if all_done && let Loc::Big { path } = &loc {
             // A file of its own needs no "done" record: removing it is the
@@ -399,10 +419,13 @@ impl Store {
                 }
             }
             self.release(old_state);
+            self.release(hold_seg);
             q.remove(id);
         } else if all_done {
             let z = self.append(Kind::Done, &record::encode_u64(id))?;
             self.release(old_state);
+            // A finished message's hold no longer matters.
+            self.release(hold_seg);
             if let Loc::Seg { file_no: x, .. } = loc {
                 if x != z {
                     self.pin(z);
@@ -434,6 +457,38 @@ impl Store {
             };
             q.set_state_seg(id, new_state);
         }
+        Ok(())
+    }
+
+    /// Write a note (hold or release) for message `id`; it supersedes the
+    /// previous one, and pins its segment while the message is queued
+    /// (unless it sits beside the message's data).
+    pub(super) fn note(&mut self, q: &Queue, id: u64, held: bool) -> Result<(), QueueError> {
+        let Some((data_seg, old)) = q.state().entries.get(&id).map(|e| {
+            let data_seg = match e.loc {
+                Loc::Seg { file_no, .. } => Some(file_no),
+                Loc::Big { .. } => None,
+            };
+            (data_seg, e.hold_seg)
+        }) else {
+            return Ok(());
+        };
+        let n = if held {
+            record::Note::Hold(id)
+        } else {
+            record::Note::Release(id)
+        };
+        let z = self.append(Kind::SegmentStart, &n.encode())?;
+        let new = if Some(z) != data_seg {
+            self.pin(z);
+            Some(z)
+        } else {
+            None
+        };
+        if let Some(e) = q.state().entries.get_mut(&id) {
+            e.hold_seg = new;
+        }
+        self.release(old);
         Ok(())
     }
 
@@ -500,8 +555,6 @@ struct AfterSync {
     delete: bool,
 }
 
-use crate::queue::record::Hold;
-
 impl Queue {
     fn insert(&self, p: Pending) {
         let now = std::time::Instant::now();
@@ -509,7 +562,7 @@ impl Queue {
         st.bytes += p.record_len;
         let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
-        let held = p.meta.hold != Hold::None;
+        let hold = p.meta.hold;
         st.entries.insert(
             p.id,
             Entry {
@@ -520,10 +573,11 @@ impl Queue {
                 body_len: p.body_len,
                 record_len: p.record_len,
                 state_seg: None,
+                hold_seg: None,
                 attempts: 0,
                 next_attempt: now,
                 in_flight: false,
-                held,
+                hold,
                 unreported: Vec::new(),
                 last_error: None,
                 queued,

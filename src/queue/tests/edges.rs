@@ -400,3 +400,155 @@ fn a_second_file_set_aside_under_a_taken_name_does_not_replace_the_first() {
     );
     q.close();
 }
+
+/// A hold survives restarts, and so does its release, wherever the
+/// message's data is (a segment, a file of its own) and however many
+/// segments have been recycled since.
+#[test]
+fn a_hold_and_its_release_survive_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let small_one = put(&q, &["a@x"], &body(1000, 1));
+    let big_one = put(&q, &["b@x"], &body(20_000, 2));
+    let other = put(&q, &["c@x"], &body(1000, 3));
+    q.hold(small_one).unwrap();
+    q.hold(big_one).unwrap();
+    // Traffic after the holds: the notes' segments must not be recycled.
+    for i in 0..30 {
+        put(&q, &["o@x"], &body(1500, 10 + i));
+        for j in due(&q) {
+            if j.id != other {
+                q.finish(&j, &[(0, RcptOutcome::Delivered)], None);
+            } else {
+                q.finish(&j, &[(0, RcptOutcome::Deferred("451".into()))], None);
+            }
+        }
+    }
+    q.close();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let mut shown: Vec<(QueueId, bool)> = q.list().iter().map(|s| (s.id, s.held)).collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        vec![(small_one, true), (big_one, true), (other, false)]
+    );
+    let ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    assert_eq!(
+        ids,
+        vec![other],
+        "held messages taken for delivery after a restart"
+    );
+    q.release(big_one).unwrap();
+    q.close();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    let mut ids: Vec<QueueId> = due(&q).iter().map(|j| j.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![big_one, other], "a release lost at restart");
+    assert!(q.show(small_one).unwrap().held);
+    q.close();
+}
+
+/// A hold the disk cannot record is refused and not applied.
+#[test]
+fn a_hold_that_cannot_be_written_is_refused_and_undone() {
+    let fs = SimFs::new(11);
+    let q = open(&fs);
+    let a = put(&q, &["a@x"], &body(100, 1));
+    fs.set_read_only(true);
+    assert!(matches!(q.hold(a), Err(OpError::Failed(_))));
+    assert!(!q.show(a).unwrap().held);
+    fs.set_read_only(false);
+    q.hold(a).unwrap();
+    assert!(q.show(a).unwrap().held);
+    q.close();
+    let q = open(&fs);
+    assert!(q.show(a).unwrap().held);
+    assert!(due(&q).is_empty());
+    q.close();
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn set_mode(p: &Path, m: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+}
+
+#[test]
+fn a_queue_directory_every_user_may_write_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    set_mode(tmp.path(), 0o777);
+    let err = Queue::open_with(tmp.path(), limits(), small())
+        .map(|(q, _)| q.close())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("writable by every user") && text.contains("chmod 700"),
+        "{text}"
+    );
+    // Made private, it opens.
+    set_mode(tmp.path(), 0o700);
+    Queue::open_with(tmp.path(), limits(), small())
+        .unwrap()
+        .0
+        .close();
+}
+
+/// Files made by an older version under umask 022 (world-readable) are
+/// made private at start; new ones are private from the first.
+#[test]
+fn queue_files_are_private_and_old_ones_are_made_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("q");
+    let (q, _) = Queue::open_with(&d, limits(), small()).unwrap();
+    put(&q, &["a@x"], &body(1000, 1));
+    put(&q, &["a@x"], &body(20_000, 2));
+    let check = |why: &str| {
+        for sub in [d.clone(), d.join("big"), d.join("tmp"), d.join("corrupt")] {
+            assert_eq!(mode_of(&sub), 0o700, "{why}: {}", sub.display());
+            for e in std::fs::read_dir(&sub).unwrap().flatten() {
+                if !e.path().is_dir() {
+                    assert_eq!(mode_of(&e.path()), 0o600, "{why}: {}", e.path().display());
+                }
+            }
+        }
+    };
+    check("new");
+    q.close();
+    for sub in [d.clone(), d.join("big")] {
+        for e in std::fs::read_dir(&sub).unwrap().flatten() {
+            if !e.path().is_dir() {
+                set_mode(&e.path(), 0o644);
+            }
+        }
+    }
+    set_mode(&d.join("big"), 0o755);
+    let (q, r) = Queue::open_with(&d, limits(), small()).unwrap();
+    assert_eq!((r.messages, r.set_aside), (2, 0));
+    check("after a restart");
+    q.close();
+}
+
+/// A segment another user put there is not delivered: set aside, said why.
+#[test]
+fn a_segment_of_another_user_is_set_aside_not_delivered() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: making a file of another user needs root; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (q, _) = Queue::open_with(d, limits(), small()).unwrap();
+    put(&q, &["a@x"], &body(1000, 1));
+    q.close();
+    std::os::unix::fs::chown(d.join("seg-000001.log"), Some(4242), Some(4242)).unwrap();
+    let (q, r) = Queue::open_with(d, limits(), small()).unwrap();
+    assert_eq!((r.messages, r.set_aside), (0, 1), "{r:?}");
+    assert!(d.join("corrupt").join("seg-000001.log").exists());
+    assert!(due(&q).is_empty());
+    q.close();
+}
