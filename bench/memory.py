@@ -22,6 +22,7 @@ the board: ARM figures must be taken on the board itself.
 import argparse
 import os
 import re
+import struct
 import smtplib
 import socket
 import subprocess
@@ -132,6 +133,47 @@ def print_breakdown(groups):
     print(f"  {'total':<38} {total[0]:6d}  {total[1]:6d}  {total[2]:6d}")
 
 
+def load_segments_kib(path):
+    """Sum of an ELF file's PT_LOAD segments (memory size, each rounded out
+    to 4 KiB pages), in KiB: the most of the file a process can have
+    resident, whatever it touches. 32- and 64-bit little-endian ELF."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[5] != 1:
+        raise SystemExit(f"{path}: not a little-endian ELF file")
+    if data[4] == 2:
+        phoff, = struct.unpack_from("<Q", data, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+        fmt, (ty_at, va_at, msz_at) = "<Q", (0, 0x10, 0x28)
+    else:
+        phoff, = struct.unpack_from("<I", data, 0x1C)
+        phentsize, phnum = struct.unpack_from("<HH", data, 0x2A)
+        fmt, (ty_at, va_at, msz_at) = "<I", (0, 0x08, 0x14)
+    total = 0
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if struct.unpack_from("<I", data, at + ty_at)[0] != 1:  # PT_LOAD
+            continue
+        va, = struct.unpack_from(fmt, data, at + va_at)
+        msz, = struct.unpack_from(fmt, data, at + msz_at)
+        first, end = va & ~0xFFF, (va + msz + 0xFFF) & ~0xFFF
+        total += end - first
+    return total // 1024
+
+
+def print_bounds(groups, binaries):
+    """For builds that cannot be measured here (ARM under qemu-user), an
+    upper bound of their idle RSS: every page of their segments resident,
+    plus the memory measured here that is not the binary's (heap, malloc
+    arenas, stacks, vdso). Pointers are half as wide on 32-bit ARM, so the
+    measured heap over-states armv7's."""
+    other = sum(v[0] for k, v in groups.items() if not k.startswith("postern "))
+    for b in binaries:
+        seg = load_segments_kib(b)
+        print(f"idle_rss_bound_kib={seg + other} for {b}: {seg} KiB of segments (every page)"
+              f" + {other} KiB heap, arenas, stacks and vdso measured here")
+
+
 def referenced_after(pid, binary, seconds):
     """Clear the accessed bits (/proc/PID/clear_refs), let the daemon idle
     for SECONDS and sum smaps' Referenced: the pages an idle postern
@@ -177,6 +219,9 @@ def main():
                          "real board config does) that is down: messages are queued, not delivered")
     ap.add_argument("--status-listener", action="store_true",
                     help="serve /metrics and the status page ([status] listen) and fetch them")
+    ap.add_argument("--bound", nargs="+", default=[], metavar="ELF",
+                    help="also print an upper bound of the idle RSS of these builds "
+                         "(e.g. the ARM ones, which qemu-user cannot measure)")
     ap.add_argument("--idle-touch", type=float, default=0, metavar="SECONDS",
                     help="also report what the idle daemon touches in SECONDS (clear_refs)")
     a = ap.parse_args()
@@ -285,6 +330,7 @@ max_size = "{a.sessions * a.size * 2 + (64 << 20)}"
               f"private_dirty={r.get('Private_Dirty')} anonymous={r.get('Anonymous')} "
               f"threads={idle_threads}")
         print_breakdown(idle_groups)
+        print_bounds(idle_groups, a.bound)
         if touched:
             print(f"idle_referenced_kib (after clear_refs, {a.idle_touch:g} s idle): "
                   f"postern_code={touched[0]} all={touched[1]}")

@@ -76,3 +76,7 @@ for t in "${TARGETS[@]}" .; do
   printf '%-32s %9d bytes  %s MiB\n' "$t" "$(stat -c %s "$f")" \
     "$(awk -v s="$(stat -c %s "$f")" 'BEGIN { printf "%.2f", s / 1048576 }')"
 done
+# The budget the README promises for the board build.
+f="$TD/aarch64-unknown-linux-musl/release/postern"
+[ "$(stat -c %s "$f")" -le $((4 * 1048576)) ] || { echo "$f is over its 4 MiB budget" >&2; exit 1; }
+echo "ok: aarch64-unknown-linux-musl within its 4 MiB budget"
