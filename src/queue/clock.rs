@@ -65,7 +65,8 @@ impl QueueClock {
             Duration::from_secs(wall_now.saturating_sub(saved_wall)).min(MAX_DOWNTIME)
         };
         QueueClock {
-            base: Duration::from_millis(saved_ms) + downtime,
+            // saved_ms is from disk: never an overflow, whatever it says.
+            base: Duration::from_millis(saved_ms).saturating_add(downtime),
             since: mono_now,
         }
     }
@@ -78,7 +79,8 @@ impl QueueClock {
 
     /// Queue time at monotonic instant `now`.
     pub fn at(&self, now: Instant) -> Duration {
-        self.base + now.saturating_duration_since(self.since)
+        self.base
+            .saturating_add(now.saturating_duration_since(self.since))
     }
 }
 

@@ -141,6 +141,12 @@ impl Limits {
     }
 }
 
+/// The largest message id taken from disk. postern's ids are the wall
+/// clock's seconds shifted by 20 bits plus a count (about 2^51 today; this
+/// is reached in 139,000 years), so a record with a larger one is damage:
+/// recovery skips it, saying so, and the next id never overflows.
+pub(crate) const MAX_ID: u64 = 1 << 62;
+
 /// Where a message's record is.
 #[derive(Debug, Clone)]
 pub(crate) enum Loc {
@@ -389,10 +395,10 @@ impl Queue {
         let qnow = qclock.at(now);
         let wall = clock.wall();
         let mut state = State::default();
-        let mut max_id = 0;
+        let mut max_id = 0u64;
         for l in loaded {
             max_id = max_id.max(l.meta.id);
-            state.bytes += l.record_len;
+            state.bytes = state.bytes.saturating_add(l.record_len);
             let mut done = vec![false; l.meta.envelope.rcpts.len()];
             for &d in &l.meta.done {
                 if let Some(x) = usize::try_from(d).ok().and_then(|d| done.get_mut(d)) {
@@ -433,8 +439,9 @@ impl Queue {
         }
         max_id = max_id.max(store.max_id_seen());
         // Ids grow with time so that they stay unique across restarts even
-        // when the queue was empty; never below what the store has seen.
-        let next_id = (max_id + 1).max(wall << 20);
+        // when the queue was empty; never below what the store has seen
+        // (at most MAX_ID: recovery skips records with larger ones).
+        let next_id = max_id.saturating_add(1).max(wall << 20);
         let (tx, rx) = mpsc::channel();
         let (kick_tx, kick_rx) = smol::channel::bounded(1);
         let shared = Arc::new(Shared {
@@ -640,11 +647,7 @@ impl Queue {
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
         let file = self.shared.storage.open(&job.path, OpenMode::Read)?;
-        Ok(BodyReader {
-            file,
-            pos: job.body_start,
-            end: job.body_start + job.body_len,
-        })
+        BodyReader::new(file, job.body_start, job.body_len)
     }
 
     /// Record the outcome of an attempt. Finished recipients are persisted;
@@ -994,16 +997,11 @@ impl Queue {
             };
             (path, e.body_start, e.body_len)
         };
-        let file = self
-            .shared
+        self.shared
             .storage
             .open(&path, OpenMode::Read)
-            .map_err(|e| OpError::Failed(e.to_string()))?;
-        Ok(BodyReader {
-            file,
-            pos: start,
-            end: start.saturating_add(len),
-        })
+            .and_then(|file| BodyReader::new(file, start, len))
+            .map_err(|e| OpError::Failed(e.to_string()))
     }
 
     /// Every recipient of `id` is finished (operator delete); reports
@@ -1111,14 +1109,32 @@ pub struct BodyReader {
 }
 
 impl BodyReader {
+    /// The `len` octets at `start` of `file`: refused when they would end
+    /// past the largest offset there is (a damaged record's numbers).
+    fn new(file: Box<dyn StorageFile>, start: u64, len: u64) -> std::io::Result<BodyReader> {
+        let end = start.checked_add(len).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("message body at offset {start}, {len} octets long, ends past any file"),
+            )
+        })?;
+        Ok(BodyReader {
+            file,
+            pos: start,
+            end,
+        })
+    }
+
     /// Fill `buf` with up to `max` more body bytes; an empty `buf` means the end.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<()> {
         buf.clear();
-        let n = (self.end - self.pos).min(max as u64) as usize;
+        let left = self.end.saturating_sub(self.pos);
+        // At most `max`, so it fits a usize.
+        let n = usize::try_from(left.min(max as u64)).unwrap_or(max);
         if n > 0 {
             self.file.read_append_at(buf, n, self.pos)?;
         }
-        self.pos += n as u64;
+        self.pos = self.pos.saturating_add(n as u64);
         Ok(())
     }
 }

@@ -18,6 +18,12 @@ use super::storage::{OpenMode, Storage, StorageFile};
 
 /// Sequence numbers reserved per write of the file.
 pub const SEQ_STEP: u64 = 64;
+/// The highest segment sequence number (and state write counter) taken
+/// from disk. Both count one per segment started (or per write) from 1: at
+/// a thousand a second this is reached in 290 million years, so a number
+/// above it is damage, and adding a step to one at most this never
+/// overflows.
+pub const MAX_SEQ: u64 = 1 << 63;
 const SLOT: usize = 64;
 const MAGIC: u32 = u32::from_le_bytes(*b"PSTS");
 pub const FILE_NAME: &str = "state";
@@ -70,10 +76,15 @@ fn decode(b: &[u8]) -> Option<(u64, Saved)> {
     if crc32fast::hash(&b[..40]) != u32::from_le_bytes(w) {
         return None;
     }
+    let (counter, seq_ceiling) = (u64_at(b, 8), u64_at(b, 16));
+    if counter > MAX_SEQ || seq_ceiling > MAX_SEQ {
+        // Never written by postern: the slot is not trusted.
+        return None;
+    }
     Some((
-        u64_at(b, 8),
+        counter,
         Saved {
-            seq_ceiling: u64_at(b, 16),
+            seq_ceiling,
             queue_ms: u64_at(b, 24),
             wall: u64_at(b, 32),
         },
@@ -132,7 +143,8 @@ impl StateFile {
 
     /// Write `s` durably (into the slot not holding the latest value).
     pub fn save(&mut self, s: Saved) -> io::Result<()> {
-        let counter = self.counter + 1;
+        // At most MAX_SEQ when read (see `decode`): no overflow here.
+        let counter = self.counter.saturating_add(1);
         let slot = (counter % 2) * SLOT as u64;
         self.file.write_all_at(&encode(counter, &s), slot)?;
         self.file.sync_data()?;

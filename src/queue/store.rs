@@ -289,7 +289,9 @@ impl Store {
         }
         store.save_clock()?;
         recovered.messages = loaded.len();
-        recovered.bytes = loaded.iter().map(|l| l.record_len).sum();
+        recovered.bytes = loaded
+            .iter()
+            .fold(0u64, |n, l| n.saturating_add(l.record_len));
         recovered.segments = store
             .segs
             .values()
@@ -450,20 +452,26 @@ impl Store {
     /// are overwrites of allocated blocks: fdatasync then has no metadata to
     /// journal, which is most of what a small sync costs on ext4.
     fn create_segment(&mut self) -> io::Result<u32> {
-        let no = self.next_file_no;
+        // The next number no segment has; after the highest a name holds
+        // (a file named so from outside), from 1 again.
+        let mut no = self.next_file_no;
+        while no == 0 || self.segs.contains_key(&no) {
+            no = no.checked_add(1).unwrap_or(1);
+        }
         let path = self.dir.join(seg_name(no));
+        let after = no.checked_add(1).unwrap_or(1);
         let file = match self.fs.open(&path, OpenMode::CreateNew) {
             Ok(f) => f,
             Err(e) => {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     // Not ours (or a leftover we could not remove): leave
                     // it for recovery to set aside, use the next name.
-                    self.next_file_no += 1;
+                    self.next_file_no = after;
                 }
                 return Err(io_context(e, "cannot create", &path));
             }
         };
-        self.next_file_no += 1;
+        self.next_file_no = after;
         let zeroes = vec![0u8; 64 << 10];
         let mut at = 0;
         let mut res = Ok(());
@@ -475,7 +483,7 @@ impl Store {
         if let Err(e) = res.and_then(|_| file.sync_all()) {
             // Disk full: leave no half-made segment behind to fill it more.
             if self.fs.remove(&path).is_ok() {
-                self.next_file_no -= 1;
+                self.next_file_no = no;
             }
             return Err(io_context(e, "cannot preallocate", &path));
         }
@@ -616,7 +624,8 @@ impl Store {
     /// Save queue time and the wall clock now (`clock.rs`).
     fn save_clock(&mut self) -> io::Result<()> {
         let saved = Saved {
-            queue_ms: self.qclock.at(self.clock.mono()).as_millis() as u64,
+            queue_ms: u64::try_from(self.qclock.at(self.clock.mono()).as_millis())
+                .unwrap_or(u64::MAX),
             wall: self.clock.wall(),
             ..self.state.saved
         };

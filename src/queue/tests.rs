@@ -673,6 +673,7 @@ fn depth_counts_deferred_held_and_what_waits_for_each_route_without_copying() {
 }
 
 mod edges;
+mod overflow;
 
 /// What `[[filter]]` and storm suppression decide at the end of data
 /// (other recipients, held, a named route) is stored with the message,

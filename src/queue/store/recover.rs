@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::super::record::{self, HEADER_LEN, Header, Kind, MessageMeta, RecordError};
 use super::super::state;
 use super::super::storage::{EntryKind, OpenMode, Storage, StorageFile};
-use super::super::{Loc, QueueError, Recovered};
+use super::super::{Loc, MAX_ID, QueueError, Recovered};
 use super::{Loaded, SegState, Segment, Store, access, tmp_dir};
 use crate::smtp::RcptIndex;
 
@@ -70,6 +70,13 @@ impl Store {
             }
         };
         if let Some(seq) = read_segment_start(file.as_ref()) {
+            if seq > state::MAX_SEQ {
+                let why = format!(
+                    "its sequence number {seq} is beyond any postern writes: not postern's, or damaged"
+                );
+                self.set_aside(path, &why, recovered);
+                return None;
+            }
             return Some((file, Some(seq)));
         }
         let len = file.size().unwrap_or(0);
@@ -141,7 +148,8 @@ impl Store {
                 };
                 if let Some(seq) = seq {
                     found.push((seq, no, path.clone()));
-                    self.next_seq = self.next_seq.max(seq + 1);
+                    // At most MAX_SEQ (`open_segment`): no overflow.
+                    self.next_seq = self.next_seq.max(seq.saturating_add(1));
                 }
                 // A recycled segment's start record is erased, but records
                 // of its last life follow it: a new life must never take
@@ -208,10 +216,20 @@ impl Store {
                             tracing::warn!(segment = %path.display(), offset, "undecodable message record skipped");
                             continue;
                         };
+                        if meta.id > MAX_ID {
+                            tracing::warn!(segment = %path.display(), offset, id = meta.id, "message record with an id beyond any postern gives (damaged): skipped");
+                            continue;
+                        }
                         self.max_id_seen = self.max_id_seen.max(meta.id);
                         let id = meta.id;
-                        let body_start = offset + (HEADER_LEN + body_off) as u64;
-                        let body_len = (payload.len() - body_off) as u64;
+                        let body_at = (HEADER_LEN as u64).checked_add(body_off as u64);
+                        let (Some(body_start), Some(body_len)) = (
+                            body_at.and_then(|b| offset.checked_add(b)),
+                            payload.len().checked_sub(body_off).map(|n| n as u64),
+                        ) else {
+                            tracing::warn!(segment = %path.display(), offset, "message record whose body is outside it skipped");
+                            continue;
+                        };
                         let hold = meta.hold;
                         // A copy carried forward supersedes the older one.
                         msgs.insert(
@@ -242,7 +260,9 @@ impl Store {
                         let Ok((id, done, flags)) = record::decode_rcpts_done(&payload) else {
                             continue;
                         };
-                        self.max_id_seen = self.max_id_seen.max(id);
+                        if id <= MAX_ID {
+                            self.max_id_seen = self.max_id_seen.max(id);
+                        }
                         if let Some(r) = msgs.get_mut(&id) {
                             r.loaded.meta.done = in_range(done, &r.loaded.meta);
                             r.loaded.meta.delay_warned = flags & record::DELAY_WARNED != 0;
@@ -253,7 +273,9 @@ impl Store {
                         let Ok(id) = record::decode_u64(&payload) else {
                             continue;
                         };
-                        self.max_id_seen = self.max_id_seen.max(id);
+                        if id <= MAX_ID {
+                            self.max_id_seen = self.max_id_seen.max(id);
+                        }
                         done_at.insert(id, *no);
                     }
                 }
@@ -282,12 +304,21 @@ impl Store {
                 }
                 Err(_) => continue,
             }
-            let Some(id) = ent.to_str().and_then(|s| u64::from_str_radix(s, 16).ok()) else {
+            let Some(id) = ent
+                .to_str()
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .filter(|id| *id <= MAX_ID)
+            else {
                 self.set_aside(&path, "not a queue file name", recovered);
                 continue;
             };
             match read_big(self.fs.as_ref(), &path) {
                 Ok((meta, body_off, total)) if meta.id == id => {
+                    let body_start = (HEADER_LEN as u64).saturating_add(body_off as u64);
+                    let Some(body_len) = total.checked_sub(body_start) else {
+                        self.set_aside(&path, "its body is outside its record", recovered);
+                        continue;
+                    };
                     self.max_id_seen = self.max_id_seen.max(id);
                     let hold = meta.hold;
                     msgs.insert(
@@ -296,8 +327,8 @@ impl Store {
                             loaded: Loaded {
                                 meta,
                                 loc: Loc::Big { path: path.clone() },
-                                body_start: (HEADER_LEN + body_off) as u64,
-                                body_len: total - (HEADER_LEN + body_off) as u64,
+                                body_start,
+                                body_len,
                                 record_len: total,
                                 state_seg: None,
                                 hold,
@@ -478,7 +509,12 @@ impl<'a> Scanner<'a> {
     }
 
     pub(super) fn next_record(&mut self) -> io::Result<Option<(u64, Header, Vec<u8>)>> {
-        if self.pos + HEADER_LEN as u64 > self.len {
+        // pos and len are at most the file's size: no overflow, but the
+        // lengths read below are from disk, so every sum is checked.
+        let Some(payload_at) = self.pos.checked_add(HEADER_LEN as u64) else {
+            return Ok(None);
+        };
+        if payload_at > self.len {
             return Ok(None);
         }
         let mut head = [0u8; HEADER_LEN];
@@ -487,13 +523,15 @@ impl<'a> Scanner<'a> {
             Ok(h) if h.seq == self.seq => h,
             _ => return Ok(None),
         };
-        let end = self.pos + HEADER_LEN as u64 + u64::from(h.len);
-        if end > self.len {
+        let end = match payload_at.checked_add(u64::from(h.len)) {
+            Some(end) if end <= self.len => end,
+            _ => return Ok(None),
+        };
+        let Ok(n) = usize::try_from(h.len) else {
             return Ok(None);
-        }
-        let mut payload = vec![0u8; h.len as usize];
-        self.file
-            .read_exact_at(&mut payload, self.pos + HEADER_LEN as u64)?;
+        };
+        let mut payload = vec![0u8; n];
+        self.file.read_exact_at(&mut payload, payload_at)?;
         if h.verify(&payload).is_err() {
             // A torn tail: what follows was never acknowledged.
             return Ok(None);

@@ -288,11 +288,11 @@ impl Store {
         let mut at = 0u64;
         while at < body_len {
             let n = (body_len - at).min(64 << 10) as usize;
+            let from = body_start.checked_add(at).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "message body past any file")
+            })?;
             buf.clear();
-            self.orphans[i]
-                .seg
-                .file
-                .read_append_at(&mut buf, n, body_start + at)?;
+            self.orphans[i].seg.file.read_append_at(&mut buf, n, from)?;
             w.write(&buf)?;
             at += n as u64;
         }

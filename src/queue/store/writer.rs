@@ -559,7 +559,7 @@ impl Queue {
     fn insert(&self, p: Pending) {
         let now = std::time::Instant::now();
         let mut st = self.state();
-        st.bytes += p.record_len;
+        st.bytes = st.bytes.saturating_add(p.record_len);
         let n = p.meta.envelope.rcpts.len();
         let queued = Duration::from_millis(p.meta.queued_ms.unwrap_or(0));
         let hold = p.meta.hold;
