@@ -5,6 +5,8 @@
 //!   it, maildir outboxes, the directory of a refresh token it writes
 //!   back) can be written, or created, and the files it reads can be read,
 //!   by the user the service runs as;
+//! - an existing queue directory is one `serve` accepts (not writable by
+//!   others, owned by the service's user);
 //! - those paths lie where the installed systemd unit lets the service
 //!   write (`ProtectSystem=strict` leaves only `StateDirectory=`,
 //!   `ReadWritePaths=` and a few more writable);
@@ -19,7 +21,8 @@
 //! (Linux credentials are per thread), never in the whole process.
 //!
 //! Uses `config` (what is written and read), `maildrop` (where the drop
-//! directory is) and `queue` (the control socket's name).
+//! directory is) and `queue` (the control socket's name, its directory
+//! check).
 
 use std::io;
 use std::net::SocketAddr;
@@ -433,6 +436,8 @@ pub fn run(cfg: &Config, opts: &Options) -> Vec<Finding> {
             }),
         None => None,
     };
+    // Who `serve` will run as: the queue directory must be that user's own.
+    let service_uid = wanted.as_ref().map_or(me, |(a, _)| a.uid);
     let tests = || access_tests(&written, &read);
     let results = match wanted {
         Some((a, why)) if a.uid != me && me == 0 => match as_account(&a, tests) {
@@ -477,6 +482,12 @@ pub fn run(cfg: &Config, opts: &Options) -> Vec<Finding> {
         None => tests(),
     };
     out.extend(results);
+    if let Err(e) = crate::queue::check_queue_dir(&cfg.queue.dir, service_uid) {
+        out.push(Finding::new(
+            Severity::Error,
+            format!("[queue] dir: serve would refuse it: {e}"),
+        ));
+    }
 
     if let Some((unit_path, sandbox)) = installed_sandbox(opts.unit.as_deref()) {
         let outside = outside_sandbox(&written, &sandbox);

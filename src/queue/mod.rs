@@ -60,6 +60,16 @@ use crate::smtp::{Address, BodyType, Envelope, RcptIndex, Recipient, ReversePath
 /// as one of the directory's own entries.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
+/// What `serve` would refuse about an existing queue directory for a
+/// daemon running as user `uid` (writable by others, another user's), so
+/// `check` can say it first. `Ok` when the directory does not exist yet.
+pub fn check_queue_dir(dir: &Path, uid: u32) -> Result<(), QueueError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    store::access::check_dir_as(&RealFs, dir, Some(uid)).map(|_| ())
+}
+
 /// The control socket's path for a queue directory.
 pub fn control_socket(dir: &Path) -> PathBuf {
     dir.join(CONTROL_SOCKET)

@@ -34,7 +34,7 @@ use super::state::{self, SEQ_STEP, Saved, StateFile};
 use super::storage::{EntryKind, OpenMode, RealFs, Storage, StorageFile, StorageLock};
 use super::{Loc, QueueError, Recovered};
 
-mod access;
+pub(super) mod access;
 mod recover;
 mod rescue;
 mod writer;

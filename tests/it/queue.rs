@@ -489,6 +489,28 @@ fn refused_start(dir: &std::path::Path, cfg: &str) -> String {
     err
 }
 
+/// `postern check` on the config `refused_start` just used: it must refuse
+/// what serve refused, with the same reason. Returns its stderr.
+fn refused_check(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(dir.join("postern.toml"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "check passed what serve refuses: {err}"
+    );
+    assert!(
+        err.contains("error: [queue] dir: serve would refuse it: "),
+        "{err}"
+    );
+    err
+}
+
 /// A queue directory its group or every user may write, or one owned by
 /// another user, is refused at start: what, where, and what to do.
 #[test]
@@ -503,6 +525,8 @@ fn a_queue_directory_others_may_write_or_own_is_refused() {
         let err = refused_start(dir.path(), &cfg);
         assert!(err.contains(&format!("writable by {who}")), "{err}");
         assert!(err.contains("make it private: chmod 700 queue"), "{err}");
+        let err = refused_check(dir.path(), &[]);
+        assert!(err.contains(&format!("writable by {who}")), "{err}");
     }
     std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o700)).unwrap();
     if rustix::process::geteuid().is_root() {
@@ -510,6 +534,10 @@ fn a_queue_directory_others_may_write_or_own_is_refused() {
         let err = refused_start(dir.path(), &cfg);
         assert!(err.contains("belongs to user id 65534"), "{err}");
         assert!(err.contains("chown"), "{err}");
+        // Run as root, as serve was here (check as root otherwise takes
+        // the directory's owner for the service's user, as the unit runs).
+        let err = refused_check(dir.path(), &["--user", "root"]);
+        assert!(err.contains("belongs to user id 65534"), "{err}");
     } else {
         eprintln!("not root: giving the directory to another user needs root; skipped");
     }

@@ -26,7 +26,7 @@ use super::super::storage::{DIR_MODE, EntryInfo, EntryKind, FILE_MODE, Storage};
 
 /// Who postern runs as and who owns the queue directory.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Owners {
+pub(crate) struct Owners {
     /// Effective user id of this process (`None`: the storage has no owners).
     pub me: Option<u32>,
     /// Owner of the queue directory.
@@ -52,7 +52,16 @@ fn unsafe_dir(dir: &Path, why: String) -> QueueError {
 
 /// Check the queue directory before anything in it is trusted.
 pub(super) fn check_dir(fs: &dyn Storage, dir: &Path) -> Result<Owners, QueueError> {
-    let me = fs.user();
+    check_dir_as(fs, dir, fs.user())
+}
+
+/// [`check_dir`] for postern running as user `me` (`check` asks it for the
+/// service's user, which need not be its own).
+pub(crate) fn check_dir_as(
+    fs: &dyn Storage,
+    dir: &Path,
+    me: Option<u32>,
+) -> Result<Owners, QueueError> {
     let Some(me_uid) = me else {
         return Ok(Owners { me, dir: None });
     };
