@@ -82,6 +82,8 @@ struct Sim {
     rng: Rng,
     /// Most bytes the files may hold together (a full disk); `None`: no limit.
     capacity: Option<u64>,
+    /// Files created so far (`CreateNew`), by path, in order.
+    created: Vec<PathBuf>,
     /// Every change fails, as on a read-only or immutable filesystem.
     read_only: bool,
 }
@@ -113,6 +115,7 @@ impl SimFs {
             rng: Rng::new(seed),
             capacity: None,
             read_only: false,
+            created: Vec::new(),
         })))
     }
 
@@ -134,6 +137,19 @@ impl SimFs {
 
     fn sim(&self) -> MutexGuard<'_, Sim> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many files whose name starts with `prefix` were created so far
+    /// (a name used again counts again).
+    pub fn created(&self, prefix: &str) -> usize {
+        self.sim()
+            .created
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .count()
     }
 
     /// Mutating operations so far.
@@ -356,6 +372,7 @@ impl Storage for SimFs {
                 s.inodes.insert(ino, Inode::default());
                 s.names.insert(path.to_path_buf(), ino);
                 s.dirty_dirs.insert(parent(path));
+                s.created.push(path.to_path_buf());
                 ino
             }
             (_, Some(ino)) => ino,

@@ -48,7 +48,8 @@ pub struct StoreOptions {
     pub segment_size: u64,
     /// Records larger than this get a file of their own.
     pub big_threshold: u64,
-    /// Free segments kept for reuse (the rest are deleted).
+    /// Free segments kept for reuse besides the one always kept in reserve
+    /// for state records (the rest are deleted).
     pub keep_free: usize,
     /// Most segment files at once; past it, new mail is refused (452).
     pub max_segments: usize,
@@ -350,10 +351,14 @@ impl Store {
             .map(|(n, _)| *n)
             .collect();
         free.sort();
-        // Never below one: the last free segment is the reserve for state
-        // records (`active_with_room`), and making it again costs a
-        // segment's worth of writes.
-        while free.len() > self.opts.keep_free.max(1) {
+        // `keep_free` spare segments, plus the one kept in reserve for
+        // state records (`active_with_room`): counting the reserve among
+        // the spares made a load that needed them all make a segment at
+        // each switch (a segment's worth of zeroes written) and the next
+        // recycling delete it. During a switch (no active segment) one of
+        // the free ones is about to become active: it is kept on top.
+        let keep = self.opts.keep_free + 1 + usize::from(self.active.is_none());
+        while free.len() > keep {
             if let Some(no) = free.pop()
                 && let Some(s) = self.segs.remove(&no)
             {
