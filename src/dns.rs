@@ -722,11 +722,15 @@ mod tests {
 
     #[test]
     fn tcp_connect_refused_is_an_error() {
-        // A port that was just free: nothing listens there now.
-        let addr = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // A port held by a socket that is bound but does not listen: a
+        // connection to it is refused, and neither another test's listener
+        // nor this connect's own source port (a TCP self-connect, which
+        // succeeds) can take it meanwhile, as they could a port merely
+        // freed.
+        use rustix::net::{AddressFamily, SocketType, bind, getsockname, socket};
+        let held = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        bind(&held, &SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = SocketAddr::try_from(getsockname(&held).unwrap()).unwrap();
         for bind in [None, Some(SocketAddr::from(([127, 0, 0, 1], 0)))] {
             let result = run(SmolRuntime.connect_tcp(addr, bind, Some(Duration::from_secs(2))));
             assert!(result.is_err(), "bind {bind:?}");
