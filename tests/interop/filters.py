@@ -28,6 +28,7 @@ import email
 import email.policy
 import glob
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -146,6 +147,25 @@ def run_checks(port, up, sink, log_path, bin_, cfg):
     check("redirect: root@ arrives for ops@example.net",
           rc == 0 and bool(got) and got[0][1] == ["ops@example.net"],
           "rcpts=%s" % (got[0][1] if got else None))
+
+    # hold: 250 to the client, kept in the queue and not sent, until the
+    # admin releases it with `postern queue release`.
+    rc, out = swaks(port, "-f", "dev@lan.example", "-t", "ops@example.net",
+                    "--header", "Subject: firmware update tokhold")
+    qid = re.search(r"queued as ([0-9A-F]+)", out)
+    qid = qid.group(1) if qid else ""
+    swaks(port, "-f", "dev@lan.example", "-t", "ops@example.net", "--header", "Subject: marker tokmark2")
+    arrived = wait_for(lambda: up.with_token("tokmark2"))
+    shown = subprocess.run([bin_, "queue", "show", qid, "--config", cfg], capture_output=True, text=True)
+    check("hold: swaks sees 250, queue show says held by the rule, the upstream does not get it",
+          rc == 0 and bool(qid) and bool(arrived) and not up.with_token("tokhold")
+          and "held (by a [[filter]] rule)" in shown.stdout,
+          "id=%s show=%r" % (qid, shown.stdout.strip()[-120:]))
+    rel = subprocess.run([bin_, "queue", "release", qid, "--config", cfg], capture_output=True, text=True)
+    got = wait_for(lambda: up.with_token("tokhold"))
+    check("hold: released with postern queue release, it arrives once",
+          rel.returncode == 0 and len(got or []) == 1,
+          "release=%r arrived=%d" % ((rel.stdout + rel.stderr).strip(), len(got or [])))
 
     # route: a rule sends the camera's mail over the route named "sink".
     rc, out = swaks(port, "-f", "cam1@camera.lan", "-t", "ops@example.net",
@@ -311,6 +331,11 @@ remove_header = ["X-Internal-Ip"]
 name = "root-to-ops"
 recipient = ["root@*"]
 redirect = ["ops@example.net"]
+
+[[filter]]
+name = "hold-firmware"
+subject = ["*firmware update*"]
+hold = true
 
 [[filter]]
 name = "cameras-by-sink"
