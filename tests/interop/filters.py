@@ -11,6 +11,8 @@ Checks, each against what the client saw and what the upstream got:
   discard     taken (250) and dropped: never reaches the upstream
   headers     a field added and one removed: as the upstream receives it
   redirect    the recipient replaced: the upstream's RCPT is the new one
+  hold        taken (250), `queue show` says held by the rule, not sent;
+              `postern queue release` sends it, once
   route       a named route: the message goes to smtp-sink, not aiosmtpd
   attachment  a .exe attachment refused at the end of data (550 and the
               text), a .pdf one passes and arrives whole
