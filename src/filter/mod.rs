@@ -242,6 +242,15 @@ impl Verdict {
             self.stop = Some(Stop::Discard(c.name.clone()));
             return;
         }
+        self.apply_to_message(c);
+        if self.redirect.is_none() && !c.redirect.is_empty() {
+            self.redirect = Some(c.redirect.clone());
+        }
+    }
+
+    /// What a matching rule does to the message as a whole, whatever
+    /// recipient it matched for: hold, route, header changes.
+    fn apply_to_message(&mut self, c: &FilterConfig) {
         if c.hold && self.hold.is_none() {
             self.hold = Some(c.name.clone());
         }
@@ -254,9 +263,6 @@ impl Verdict {
             if !self.remove_header.contains(&h) {
                 self.remove_header.push(h);
             }
-        }
-        if self.redirect.is_none() && !c.redirect.is_empty() {
-            self.redirect = Some(c.redirect.clone());
         }
     }
 }
@@ -360,32 +366,12 @@ impl Rules {
                 return RcptDecision::Discard(c.name.clone());
             }
             // What is not about this recipient is about the message.
-            let mut whole = Verdict::default();
-            whole.apply(r);
-            whole.redirect = None;
-            whole.matched.clear();
-            merge(v, whole);
+            v.apply_to_message(c);
             if !c.redirect.is_empty() {
                 return RcptDecision::Redirect(c.name.clone(), c.redirect.clone());
             }
         }
         RcptDecision::Accept
-    }
-}
-
-/// Fold what one rule decided for the message into `v`.
-fn merge(v: &mut Verdict, w: Verdict) {
-    if v.hold.is_none() {
-        v.hold = w.hold;
-    }
-    if v.route.is_none() {
-        v.route = w.route;
-    }
-    v.add_header.extend(w.add_header);
-    for h in w.remove_header {
-        if !v.remove_header.contains(&h) {
-            v.remove_header.push(h);
-        }
     }
 }
 
