@@ -280,17 +280,15 @@ impl Scanner {
             Some(ct) => split_params(ct),
             None => ("text/plain".to_string(), Vec::new()),
         };
-        if let Some(sub) = mime_type.strip_prefix("multipart/") {
-            let _ = sub;
-            if let Some(b) = param(&params, "boundary")
-                && !b.is_empty()
-                && self.boundaries.len() < MAX_DEPTH
-            {
-                let mut marker = b"--".to_vec();
-                marker.extend_from_slice(b.as_bytes());
-                self.boundaries.push(marker);
-                return;
-            }
+        if mime_type.starts_with("multipart/")
+            && let Some(b) = param(&params, "boundary")
+            && !b.is_empty()
+            && self.boundaries.len() < MAX_DEPTH
+        {
+            let mut marker = b"--".to_vec();
+            marker.extend_from_slice(b.as_bytes());
+            self.boundaries.push(marker);
+            return;
         }
         let (disposition, dparams) = match &cdisp {
             Some(d) => split_params(d),
