@@ -479,7 +479,7 @@ impl FilterConfig {
     }
 
     /// Conditions known only at the end of data.
-    fn needs_data(&self) -> bool {
+    pub(crate) fn needs_data(&self) -> bool {
         self.size_over.is_some()
             || !self.attachment_type.is_empty()
             || !self.attachment_ext.is_empty()

@@ -79,10 +79,7 @@ pub struct Rule {
 
 impl Rule {
     fn new(cfg: FilterConfig) -> Rule {
-        let stage = if cfg.size_over.is_some()
-            || !cfg.attachment_type.is_empty()
-            || !cfg.attachment_ext.is_empty()
-        {
+        let stage = if cfg.needs_data() {
             Stage::Data
         } else if !cfg.header.is_empty() || !cfg.subject.is_empty() {
             Stage::Headers
