@@ -249,8 +249,7 @@ impl Storms {
             return None;
         };
         let sender = env.from.address().map_or("", Address::as_str);
-        let shown = if sender.is_empty() { "<>" } else { sender };
-        if !cfg.senders.is_empty() && !cfg.senders.iter().any(|p| p.matches(shown)) {
+        if !cfg.senders.is_empty() && !cfg.senders.iter().any(|p| p.matches(shown(sender))) {
             return None;
         }
         let key = table.key_of(sender, scan.subject.as_deref());
@@ -282,7 +281,7 @@ impl Storms {
                 began,
             } => Some(Ticket {
                 key,
-                sender: shown.to_string(),
+                sender: shown(sender).to_string(),
                 count,
                 storm,
                 began,
@@ -568,6 +567,7 @@ fn alert_words(key: &str) -> String {
     key.replace('\n', " ")
 }
 
+/// The sender as logs and `[storm] senders` patterns write it (`<>`).
 fn shown(sender: &str) -> &str {
     if sender.is_empty() { "<>" } else { sender }
 }
