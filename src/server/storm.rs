@@ -109,14 +109,13 @@ impl Storms {
             wake_tx,
             wake_rx,
         };
-        let mut held: Vec<(QueueId, crate::queue::Summary)> = storms
+        let mut held: Vec<crate::queue::Summary> = storms
             .queue
             .list()
             .into_iter()
             .filter(|s| s.held && s.hold == Hold::Storm)
-            .map(|s| (s.id, s))
             .collect();
-        held.sort_by_key(|(id, _)| *id);
+        held.sort_by_key(|s| s.id);
         let Some(cfg) = cfg else {
             // Off: nothing would ever end their windows.
             if !held.is_empty() {
@@ -125,8 +124,8 @@ impl Storms {
                     "storm: suppression is off ([storm] not configured); copies it held are released"
                 );
             }
-            for (id, _) in &held {
-                let _ = storms.queue.release(*id);
+            for s in &held {
+                let _ = storms.queue.release(s.id);
             }
             if let Err(e) = storms.queue.remove_side(SideFile::Storm) {
                 tracing::warn!(error = %e, "storm: cannot remove the saved counts");
@@ -145,13 +144,14 @@ impl Storms {
                 tracing::warn!(error = %e, "storm: cannot read the saved counts; counting afresh (held copies are counted again from the queue)");
             }
         }
-        let queued: HashSet<u64> = held.iter().map(|(id, _)| id.0).collect();
+        let queued: HashSet<u64> = held.iter().map(|s| s.id.0).collect();
         table.retain_held(|id| queued.contains(&id));
         let known: HashSet<u64> = table.held_ids().collect();
         let mut ended = Vec::new();
         let mut adopted = 0usize;
-        for (id, s) in held.iter().filter(|(id, _)| !known.contains(&id.0)) {
-            match reread(&storms.queue, *id) {
+        for s in held.iter().filter(|s| !known.contains(&s.id.0)) {
+            let id = s.id;
+            match reread(&storms.queue, id) {
                 Ok(scan) => {
                     let key = table.key_of(&s.from, scan.subject.as_deref());
                     let rcpts: Vec<String> = s.rcpts.iter().map(|(r, _)| r.clone()).collect();
@@ -167,7 +167,7 @@ impl Storms {
                 }
                 Err(e) => {
                     tracing::warn!(id = %id, error = %e, "storm: held copy unreadable; released");
-                    let _ = storms.queue.release(*id);
+                    let _ = storms.queue.release(id);
                 }
             }
         }
