@@ -81,6 +81,17 @@ struct Inner {
     strays: Vec<u64>,
 }
 
+impl Inner {
+    /// When changed counts are next due to be saved (unix seconds).
+    fn save_due_at(&self) -> u64 {
+        let every = self
+            .cfg
+            .as_ref()
+            .map_or(0, |c| c.save_interval.value.as_secs());
+        self.saved_at.saturating_add(every)
+    }
+}
+
 impl Storms {
     /// Suppression as `cfg` says (off when `None`), on `queue`: reads the
     /// saved table back and squares it with the queue. Blocking (it reads
@@ -368,11 +379,7 @@ impl Storms {
         }
         let mut at = g.table.as_ref().and_then(Table::next_end);
         if g.dirty {
-            let every = g
-                .cfg
-                .as_ref()
-                .map_or(0, |c| c.save_interval.value.as_secs());
-            let due = g.saved_at.saturating_add(every);
+            let due = g.save_due_at();
             at = Some(at.map_or(due, |a| a.min(due)));
         }
         at.map_or(MAX_SLEEP, |t| {
@@ -391,12 +398,8 @@ impl Storms {
                 ended.extend(t.expire(now));
             }
             let strays = std::mem::take(&mut g.strays);
-            let every = g
-                .cfg
-                .as_ref()
-                .map_or(0, |c| c.save_interval.value.as_secs());
             // A clock that went back counts as time to save too.
-            let save_due = now >= g.saved_at.saturating_add(every) || now < g.saved_at;
+            let save_due = now >= g.save_due_at() || now < g.saved_at;
             (ended, strays, g.hostname.clone(), g.pass, save_due)
         };
         let settled = !ended.is_empty() || !strays.is_empty();
