@@ -180,18 +180,10 @@ impl FromStr for Pattern {
                     return Err(format!("\"{s}\" contains a control character"));
                 }
                 c => {
-                    let mut lower = c.to_lowercase();
-                    match (lower.next(), lower.next()) {
-                        (Some(l), None) => GlobPart::Char(l),
-                        // Lowercases to several characters: push them all.
-                        (Some(a), Some(b)) => {
-                            parts.push(GlobPart::Char(a));
-                            parts.push(GlobPart::Char(b));
-                            parts.extend(lower.map(GlobPart::Char));
-                            continue;
-                        }
-                        _ => GlobPart::Char(c),
-                    }
+                    // Some characters lowercase to several (as the text
+                    // will in glob_match): push them all.
+                    parts.extend(c.to_lowercase().map(GlobPart::Char));
+                    continue;
                 }
             });
         }
