@@ -673,16 +673,11 @@ table! {
 
 /// Read `[storm]` if present.
 pub(crate) fn read_storm(ctx: &mut Ctx, root: &DeTable) -> Result<Option<StormConfig>, Reported> {
-    let Some((key, item)) = root.get_key_value("storm") else {
+    if root.get("storm").is_none() {
         return Ok(None);
-    };
-    let DeValue::Table(table) = item.get_ref() else {
-        return Err(ctx.error(
-            key.span().start,
-            "'storm' must be a table, written [storm] on a line of its own",
-        ));
-    };
-    let sec = Section::new("storm", table, item.span().start);
+    }
+    let empty = DeTable::new();
+    let sec = super::section(ctx, root, "storm", false, &empty)?;
     super::unknown_keys(ctx, &sec, &[StormConfig::KEYS]);
     let s = StormKeys::read(ctx, &sec).build()?;
     if s.pass > s.threshold {
