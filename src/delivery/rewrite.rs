@@ -26,8 +26,6 @@
 
 use std::pin::Pin;
 
-use base64::Engine;
-
 use super::client::BodySource;
 pub use crate::smtp::header::MAX_HEADER_SECTION;
 
@@ -510,22 +508,7 @@ pub fn encode(name: &str) -> Option<String> {
         let escaped = clean.replace('\\', "\\\\").replace('"', "\\\"");
         return Some(format!("\"{escaped}\""));
     }
-    // 45 octets make 60 base64 characters: each word stays within 75
-    // (RFC 2047 §2), and a character is never split across two words.
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in clean.chars() {
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(format!("=?UTF-8?B?{}?=", b64.encode(&chunk)));
-            chunk.clear();
-        }
-        chunk.push(c);
-    }
-    if !chunk.is_empty() {
-        words.push(format!("=?UTF-8?B?{}?=", b64.encode(&chunk)));
-    }
-    Some(words.join("\r\n "))
+    Some(crate::smtp::header::encoded_words(clean))
 }
 
 /// A body source that sends a prepared header section in place of the

@@ -540,7 +540,7 @@ pub fn digest_message(w: &Window, hostname: &str, pass: u64, id: &str, now: u64)
          \r\n",
         host = one_line(hostname, 200),
         to = to.join(",\r\n "),
-        subject = encode_field(&subject),
+        subject = crate::smtp::header::encoded_words(&subject),
         date = crate::smtp::format_date(now),
         count = w.count,
     );
@@ -558,30 +558,6 @@ fn one_line(s: &str, max: usize) -> String {
         out.push(c);
     }
     out
-}
-
-/// A field value as written: as it is when ASCII, else RFC 2047 encoded
-/// words of whole characters, one per folded line.
-fn encode_field(s: &str) -> String {
-    use base64::Engine as _;
-    if s.is_ascii() {
-        return s.to_string();
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut words = Vec::new();
-    let mut chunk = String::new();
-    for c in s.chars() {
-        // 45 octets make 60 of base64: a word of 72, within the 75 allowed.
-        if chunk.len() + c.len_utf8() > 45 {
-            words.push(format!("=?UTF-8?B?{}?=", b64.encode(chunk.as_bytes())));
-            chunk.clear();
-        }
-        chunk.push(c);
-    }
-    if !chunk.is_empty() {
-        words.push(format!("=?UTF-8?B?{}?=", b64.encode(chunk.as_bytes())));
-    }
-    words.join("\r\n ")
 }
 
 /// Each line indented by four spaces, CRLF-ended, control characters

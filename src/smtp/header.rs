@@ -473,6 +473,32 @@ fn token(s: &str, max: usize, empty: &str) -> String {
     }
 }
 
+/// `text` as RFC 2047 encoded words (UTF-8, base64) for a header field
+/// value, folded with CRLF and a space between words; ASCII text is
+/// returned as it is. 45 octets make 60 base64 characters, so each word
+/// stays within 75 (RFC 2047 §2), and a character is never split across
+/// two words.
+pub fn encoded_words(text: &str) -> String {
+    use base64::Engine as _;
+    if text.is_ascii() {
+        return text.to_string();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(format!("=?UTF-8?B?{}?=", b64.encode(&chunk)));
+            chunk.clear();
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(format!("=?UTF-8?B?{}?=", b64.encode(&chunk)));
+    }
+    words.join("\r\n ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
 use super::*;
+use base64::Engine as _;
 
 fn rw(h: &str) -> String {
     String::from_utf8(rewrite_from(h.as_bytes(), "alerts@example.com").unwrap()).unwrap()
