@@ -478,10 +478,7 @@ impl SessionCore {
             RcptDecision::Redirect(rule, to_these) => {
                 // The sender's DSN request goes with the new addresses, and
                 // reports name the one it gave.
-                let orcpt = new
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
+                let orcpt = original_rcpt(new.orcpt.as_deref(), to);
                 for a in to_these.iter().filter_map(|a| Address::parse(a).ok()) {
                     tracing::info!(client = %g.client, rule = %rule, rcpt = %crate::smtp::escaped(to.as_str()), to = %crate::smtp::escaped(a.as_str()), "recipient redirected by [[filter]]");
                     if !rcpts.iter().any(|r| r.addr == a) {
@@ -551,11 +548,7 @@ impl SessionCore {
         // name), unless the client named one itself.
         let (to, orcpt) = match g.services.alias(&to) {
             Some(real) => {
-                let orcpt = rparams
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
-                (real, orcpt)
+                (real, original_rcpt(rparams.orcpt.as_deref(), &to))
             }
             None => (to, rparams.orcpt.clone()),
         };
@@ -607,4 +600,14 @@ impl SessionCore {
         };
         step
     }
+}
+
+/// The recipient's original address for reports (RFC 3461 ORCPT): the one
+/// the client named with ORCPT=, else `addr` as the client gave it, before
+/// an alias or a filter replaced it.
+fn original_rcpt(given: Option<&str>, addr: &Address) -> Option<String> {
+    Some(given.map_or_else(
+        || format!("rfc822;{}", xtext::encode(addr.as_str().as_bytes())),
+        str::to_string,
+    ))
 }
