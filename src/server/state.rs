@@ -455,11 +455,10 @@ impl SessionCore {
             return Answer::RecipientOk;
         }
         let to = &new.addr;
-        let user = self.login.as_ref().map(|l| l.name.clone());
         let so_far: Vec<Address> = rcpts.iter().map(|r| r.addr.clone()).collect();
         let f = Facts {
             client: g.client,
-            user: user.as_deref(),
+            user: self.login.as_ref().map(|l| l.name.as_str()),
             sender: from,
             rcpts: &so_far,
             scan: None,
