@@ -38,7 +38,7 @@ pub use super::state::{
 };
 
 /// What the rules change about a message before it is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disposition {
     /// The recipients changed (redirect).
     pub envelope: Option<Envelope>,

@@ -546,9 +546,7 @@ impl SessionCore {
         // stays the recipient's original one (RFC 3461 ORCPT, which reports
         // name), unless the client named one itself.
         let (to, orcpt) = match g.services.alias(&to) {
-            Some(real) => {
-                (real, original_rcpt(rparams.orcpt.as_deref(), &to))
-            }
+            Some(real) => (real, original_rcpt(rparams.orcpt.as_deref(), &to)),
             None => (to, rparams.orcpt.clone()),
         };
         // A bare local part nobody aliased (cron's `root`) gets our domain.
