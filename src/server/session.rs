@@ -21,7 +21,7 @@ use super::connection::Line;
 use super::intake::{
     FilterRun, Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, message_id,
 };
-use super::refusal::{self, Sender, Who};
+use super::refusal::{Sender, Who};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
@@ -186,7 +186,7 @@ impl<'a> Session<'a> {
             from: self.core.sender(),
             ..Who::client(self.gates.client)
         };
-        refusal::refused(&|r| self.gates.services.refused(r), &who, &answer)
+        self.gates.services.refuse(&who, &answer)
     }
 
     /// How long to wait for the next line.
@@ -413,20 +413,15 @@ impl<'a> Session<'a> {
         };
         let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
         if self.auth_failures >= self.gates.server.max_auth_failures {
-            let r = refusal::refused(
-                &|r| self.gates.services.refused(r),
-                &who,
-                &Answer::TooManyAuthFailures,
-            );
+            let r = self
+                .gates
+                .services
+                .refuse(&who, &Answer::TooManyAuthFailures);
             let mut out = Out::close(vec![r]);
             out.pause = pause;
             return out;
         }
-        let r = refusal::refused(
-            &|r| self.gates.services.refused(r),
-            &who,
-            &Answer::AuthFailed,
-        );
+        let r = self.gates.services.refuse(&who, &Answer::AuthFailed);
         let mut out = Out::read(vec![r], false);
         out.pause = pause;
         out
@@ -502,7 +497,7 @@ impl<'a> Session<'a> {
                     ..Who::client(self.gates.client)
                 };
                 let answer = Answer::FilterRejected { rule, reply };
-                let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
+                let reply = self.gates.services.refuse(&who, &answer);
                 Some(Out::read(vec![reply], false))
             }
             Stop::Discard(rule) => {
@@ -606,7 +601,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(self.gates.client)
         };
-        let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
+        let reply = self.gates.services.refuse(&who, &answer);
         Some(if why.ends_session() {
             Out::close(vec![reply])
         } else {
@@ -658,14 +653,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(client)
         };
-        Out::read(
-            vec![refusal::refused(
-                &|r| self.gates.services.refused(r),
-                &who,
-                &answer,
-            )],
-            false,
-        )
+        Out::read(vec![self.gates.services.refuse(&who, &answer)], false)
     }
 }
 

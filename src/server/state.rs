@@ -153,6 +153,11 @@ pub trait Services: std::fmt::Debug {
     fn refused(&self, reason: Reason) {
         let _ = reason;
     }
+    /// The reply for `answer`: when it is a refusal, logged with `who` and
+    /// counted here ([`refusal::refused`]).
+    fn refuse(&self, who: &Who<'_>, answer: &Answer) -> Reply {
+        refusal::refused(&|r| self.refused(r), who, answer)
+    }
 }
 
 /// The parts of the daemon a session consults.
@@ -298,7 +303,7 @@ impl SessionCore {
             rcpt,
             ..Who::client(g.client)
         };
-        Step::Reply(refusal::refused(&|r| g.services.refused(r), &who, &answer))
+        Step::Reply(g.services.refuse(&who, &answer))
     }
 
     /// [`SessionCore::answer`] with what the session knows.
