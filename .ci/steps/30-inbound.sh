@@ -5,8 +5,8 @@
 #    Postfix's smtp-sink, a mail loop (554 5.4.6), AUTH PLAIN's "334 ", a
 #    message exactly at SIZE under an upstream limit (~20 s once built);
 #  - tests/interop/filters.sh: [[filter]] actions (reject, discard, header
-#    edits, redirect, route, attachments) and a 30-copy alert storm, with
-#    swaks and smtplib to aiosmtpd and smtp-sink (~20 s);
+#    edits, redirect, hold and release, route, attachments) and a 30-copy
+#    alert storm, with swaks and smtplib to aiosmtpd and smtp-sink (~20 s);
 #  - bench/flood.py: 500 connections from one address while a device on
 #    another relays; prints latency and peak RSS (~5 s);
 #  - fuzz/run.sh: eight libFuzzer targets (command, data, reply, header,
