@@ -323,14 +323,13 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
         tracing::info!(request = %req, "control request");
     }
     let all = arg == Some("ALL");
-    let filtered = |words: std::str::SplitAsciiWhitespace| -> Result<Vec<Summary>, String> {
-        let f = Filter::parse(words)?;
+    let filtered = |f: &Filter| -> Vec<Summary> {
         let routes = observer.routes();
-        Ok(queue
+        queue
             .list()
             .into_iter()
             .filter(|s| f.matches(s, &routes))
-            .collect())
+            .collect()
     };
     match cmd.as_str() {
         "STATUS" => serde_json::to_string(&crate::status::snapshot(queue, observer))
@@ -340,14 +339,9 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
             })
             .map_err(|e| format!("cannot encode the status: {e}")),
         "LIST" => {
-            let all_words = req.split_ascii_whitespace().skip(1);
-            let f = Filter::parse(all_words)?;
-            let routes = observer.routes();
-            let v: Vec<Summary> = queue
-                .list()
-                .into_iter()
-                .filter(|s| f.matches(s, &routes))
-                .collect();
+            // Every word after LIST is a filter word (no id, no ALL).
+            let f = Filter::parse(req.split_ascii_whitespace().skip(1))?;
+            let v = filtered(&f);
             if v.is_empty() && !f.is_empty() {
                 return Ok(format!("no queued message matches (of {})\n", queue.usage().0).into());
             }
@@ -380,7 +374,10 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
             Ok(format!("{} message(s) due now\n", queue.usage().0).into())
         }
         "HOLD" | "RELEASE" if all => {
-            let ids: Vec<QueueId> = filtered(words)?.iter().map(|s| s.id).collect();
+            let ids: Vec<QueueId> = filtered(&Filter::parse(words)?)
+                .iter()
+                .map(|s| s.id)
+                .collect();
             let hold = cmd == "HOLD";
             // Holds are durable (they wait for a sync): keep the event loop free.
             let q = queue.clone();
@@ -406,7 +403,10 @@ async fn execute(req: &str, queue: &Queue, observer: &Observer) -> Result<Answer
             Ok(format!("{id} released\n").into())
         }
         "DELETE" if all => {
-            let ids: Vec<QueueId> = filtered(words)?.iter().map(|s| s.id).collect();
+            let ids: Vec<QueueId> = filtered(&Filter::parse(words)?)
+                .iter()
+                .map(|s| s.id)
+                .collect();
             // delete_many() waits for syncs: keep the event loop free.
             let q = queue.clone();
             let results = smol::unblock(move || q.delete_many(&ids)).await;

@@ -260,6 +260,13 @@ impl Delivery {
         let started = Instant::now();
         let mut outcomes: Vec<Outcome> = Vec::new();
         let mut parts: Vec<Part> = Vec::new();
+        // Said once an attempt here, not at every lookup (the scheduler
+        // looks a waiting message's routes up at every pass).
+        if let Some(name) = job.route.as_deref()
+            && routes.named(name).is_none()
+        {
+            tracing::warn!(id = %job.id, route = %name, "a [[filter]] routed this message to a route that is no longer configured; routing it by domain");
+        }
         for (i, rcpt) in job.rcpts() {
             match routes.route_for_job(&job, &rcpt.addr) {
                 None => outcomes.push((

@@ -253,26 +253,24 @@ impl Routes {
     /// The route for a recipient of `job`: the route a `[[filter]]` named
     /// for the message, else by the recipient's domain. A name no route
     /// has any more (the config was reloaded since) falls back to the
-    /// domain, with a warning.
+    /// domain; [`Routes::named`] tells, and the attempt warns once.
     pub fn route_for_job(
         &self,
         job: &crate::queue::Job,
         rcpt: &Address,
     ) -> Option<(usize, &Arc<Route>)> {
-        if let Some(name) = job.route.as_deref() {
-            match self
-                .routes
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.config_name.as_deref() == Some(name))
-            {
-                Some(found) => return Some(found),
-                None => {
-                    tracing::warn!(id = %job.id, route = %name, "a [[filter]] routed this message to a route that is no longer configured; routing it by domain")
-                }
-            }
-        }
-        self.route_for(rcpt)
+        job.route
+            .as_deref()
+            .and_then(|name| self.named(name))
+            .or_else(|| self.route_for(rcpt))
+    }
+
+    /// The route whose `name` key is `name`.
+    pub fn named(&self, name: &str) -> Option<(usize, &Arc<Route>)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.config_name.as_deref() == Some(name))
     }
 
     /// The route for a recipient, by its domain; `None` if no route takes it.

@@ -166,6 +166,16 @@ pub(crate) enum Loc {
     Big { path: PathBuf },
 }
 
+impl Loc {
+    /// The file the message is in.
+    fn path(&self) -> &Path {
+        match self {
+            Loc::Seg { path, .. } => path,
+            Loc::Big { path } => path,
+        }
+    }
+}
+
 /// One queued message, in memory.
 #[derive(Debug)]
 struct Entry {
@@ -629,10 +639,7 @@ impl Queue {
                 next = Some(next.map_or(e.next_attempt, |n: Instant| n.min(e.next_attempt)));
                 continue;
             }
-            let path = match &e.loc {
-                Loc::Seg { path, .. } => path.as_ref().clone(),
-                Loc::Big { path } => path.clone(),
-            };
+            let path = e.loc.path().to_path_buf();
             let job = Job {
                 id: QueueId(id),
                 envelope: e.meta.envelope.clone(),
@@ -656,8 +663,13 @@ impl Queue {
 
     /// Open a message body for reading.
     pub fn open_body(&self, job: &Job) -> std::io::Result<BodyReader> {
-        let file = self.shared.storage.open(&job.path, OpenMode::Read)?;
-        BodyReader::new(file, job.body_start, job.body_len)
+        self.open_at(&job.path, job.body_start, job.body_len)
+    }
+
+    /// The `len` octets at `start` of the queue file at `path`.
+    fn open_at(&self, path: &Path, start: u64, len: u64) -> std::io::Result<BodyReader> {
+        let file = self.shared.storage.open(path, OpenMode::Read)?;
+        BodyReader::new(file, start, len)
     }
 
     /// Record the outcome of an attempt. Finished recipients are persisted;
@@ -944,9 +956,7 @@ impl Queue {
     /// Drop a message without delivering it and without a report. Durable
     /// like a delivery: a "done" record, synced before this returns.
     pub fn delete(&self, id: QueueId) -> Result<(), OpError> {
-        self.delete_many(&[id])
-            .pop()
-            .map_or(Err(OpError::NotFound(id)), |(_, r)| r)
+        one(id, self.delete_many(&[id]))
     }
 
     /// [`Queue::delete`] for several messages: every change is handed to
@@ -1001,16 +1011,9 @@ impl Queue {
         let (path, start, len) = {
             let st = self.state();
             let e = st.entries.get(&id.0).ok_or(OpError::NotFound(id))?;
-            let path = match &e.loc {
-                Loc::Seg { path, .. } => path.as_ref().clone(),
-                Loc::Big { path } => path.clone(),
-            };
-            (path, e.body_start, e.body_len)
+            (e.loc.path().to_path_buf(), e.body_start, e.body_len)
         };
-        self.shared
-            .storage
-            .open(&path, OpenMode::Read)
-            .and_then(|file| BodyReader::new(file, start, len))
+        self.open_at(&path, start, len)
             .map_err(|e| OpError::Failed(e.to_string()))
     }
 

@@ -167,11 +167,10 @@ impl SpoolWriter {
         crc.update(&env);
         match self.spill.take() {
             None => {
-                let body = self.buf.split_off(HEADER_LEN + old_meta_len);
-                crc.update(&body);
-                self.buf.truncate(HEADER_LEN);
-                self.buf.extend_from_slice(&env);
-                self.buf.extend_from_slice(&body);
+                // One move of the body in place, not a copy out and back.
+                self.buf
+                    .splice(HEADER_LEN..HEADER_LEN + old_meta_len, env.iter().copied());
+                crc.update(&self.buf[HEADER_LEN + env.len()..]);
             }
             Some(old) => {
                 let path = self.tmp_dir.join(format!("{:X}.d", self.meta.id));

@@ -29,10 +29,6 @@ fn wait_log_count(p: &Postern, needle: &str, n: usize) {
     }
 }
 
-fn smarthost(port: u16) -> String {
-    format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"")
-}
-
 fn listen_on(cfg: String, from: u16, ports: &[u16]) -> String {
     let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     cfg.replace(

@@ -23,11 +23,16 @@ fn queue_cmd(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 }
 
 fn send(p: &Postern, subject: &str) -> String {
+    send_from(p, "dev@lan.test", subject)
+}
+
+/// Queue one message from `from`; its queue id (the last word of the 250).
+fn send_from(p: &Postern, from: &str, subject: &str) -> String {
     let mut c = p.smtp();
     c.reply();
     c.cmd("EHLO sensor", 250);
     let body = format!("Subject: {subject}\r\n\r\nbody of {subject}");
-    let (code, text) = c.send_mail("dev@lan.test", &["ops@example.test"], body.as_bytes());
+    let (code, text) = c.send_mail(from, &["ops@example.test"], body.as_bytes());
     assert_eq!(code, 250, "{text}");
     c.cmd("QUIT", 221);
     text.split_whitespace().last().unwrap().to_string()
@@ -131,12 +136,8 @@ fn a_full_queue_answers_452_keeps_what_it_has_and_accepts_again_when_space_frees
     // The upstream refuses connections: everything accepted stays queued.
     let (_refuser, up_port) = refusing_port();
     let port = free_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    )
-    .replace("[queue]\n", "[queue]\nmax_messages = 2\n");
+    let cfg =
+        config(port, &smarthost(up_port), "").replace("[queue]\n", "[queue]\nmax_messages = 2\n");
     std::fs::write(dir.path().join("postern.toml"), &cfg).unwrap();
     let p = Postern::start(dir.path(), &cfg, port);
     let a = send(&p, "one");
@@ -170,12 +171,8 @@ fn queue_show_times_subject_and_body_list_filters_bulk_changes_and_mailq() {
     let (_refuse, up_port) = refusing_port();
     let port = free_port();
     // One attempt each, then an hour's wait: nothing is in flight later.
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    )
-    .replace("retry_intervals = [\"1s\"]", "retry_intervals = [\"1h\"]");
+    let cfg = config(port, &smarthost(up_port), "")
+        .replace("retry_intervals = [\"1s\"]", "retry_intervals = [\"1h\"]");
     let p = Postern::start(dir.path(), &cfg, port);
     let a = send(&p, "first");
     let b = send(&p, "second");
@@ -368,8 +365,9 @@ fn queue_files_are_private_whatever_the_umask() {
         let cfg = config(
             port,
             &format!(
-                "kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\"\n\n\
-                 [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]"
+                "{}\n\n\
+                 [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]",
+                smarthost(up_port)
             ),
             "",
         )
@@ -556,12 +554,7 @@ fn queue_files_of_another_user_are_set_aside_and_open_ones_made_private() {
     let port = free_port();
     let (_refuser, down) = refusing_port();
     let cfg_to = |up: u16| {
-        config(
-            port,
-            &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\""),
-            "",
-        )
-        .replace(
+        config(port, &smarthost(up), "").replace(
             "max_message_size = \"64KiB\"",
             "max_message_size = \"2MiB\"",
         )
@@ -628,11 +621,7 @@ fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_prin
     let dir = tempfile::tempdir().unwrap();
     let (_refusing, up_port) = refusing_port();
     let port = free_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    );
+    let cfg = config(port, &smarthost(up_port), "");
     let p = Postern::start(dir.path(), &cfg, port);
     let mut c = p.smtp();
     c.reply();
@@ -681,29 +670,13 @@ fn invisible_and_bidi_characters_are_refused_in_addresses_and_escaped_where_prin
 /// the upstream is down), restarted: delivered.
 #[test]
 fn every_hold_survives_a_restart_and_so_does_its_release() {
-    fn send_from(p: &Postern, from: &str, subject: &str) -> String {
-        let mut c = p.smtp();
-        c.reply();
-        c.cmd("EHLO sensor", 250);
-        let body = format!("Subject: {subject}\r\n\r\nbody of {subject}");
-        let (code, text) = c.send_mail(from, &["ops@example.test"], body.as_bytes());
-        assert_eq!(code, 250, "{text}");
-        c.cmd("QUIT", 221);
-        text.split_whitespace().last().unwrap().to_string()
-    }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg_to = |up_port: u16| {
         format!(
             "{}\n[[filter]]\nname = \"hold-these\"\nsubject = [\"*filter-held*\"]\nhold = true\n\n\
              [storm]\nwindow = \"1h\"\nthreshold = 5\npass = 0\nsenders = [\"storm@lan.test\"]\n",
-            config(
-                port,
-                &format!(
-                    "kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""
-                ),
-                "",
-            )
+            config(port, &smarthost(up_port), "",)
         )
     };
     // The upstream is down for the first two runs: nothing can leave.

@@ -8,10 +8,6 @@ use std::process::{Command, Output, Stdio};
 
 use crate::util::*;
 
-fn smarthost(port: u16) -> String {
-    format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"")
-}
-
 /// Run `program args` with `input` on stdin, as cron does (a pipe).
 fn pipe_into(program: &Path, args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(program)

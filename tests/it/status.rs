@@ -62,12 +62,7 @@ fn status_is_healthy_then_warns_about_an_old_message_and_is_critical_when_down()
     let dir = tempfile::tempdir().unwrap();
     let (_refuse, up_port) = refusing_port();
     let port = free_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    )
-    .replace(
+    let cfg = config(port, &smarthost(up_port), "").replace(
         "retry_intervals = [\"1s\"]",
         "retry_intervals = [\"1s\"]\ndelay_warning = \"2s\"",
     );
@@ -119,12 +114,7 @@ fn status_is_critical_when_the_queue_is_nearly_full() {
     let dir = tempfile::tempdir().unwrap();
     let (_refuse, up_port) = refusing_port();
     let port = free_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    )
-    .replace(
+    let cfg = config(port, &smarthost(up_port), "").replace(
         "retry_intervals = [\"1s\"]",
         "retry_intervals = [\"1h\"]\nmax_messages = 2",
     ) + "\n[status]\nqueue_full_critical = 50\n";
@@ -142,11 +132,7 @@ fn systemd_status_line_says_what_is_queued_and_which_route_fails() {
     let dir = tempfile::tempdir().unwrap();
     let (_refuse, up_port) = refusing_port();
     let port = free_port();
-    let cfg = config(
-        port,
-        &format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {up_port}\ntls = \"none\""),
-        "",
-    );
+    let cfg = config(port, &smarthost(up_port), "");
     let cfg_path = dir.path().join("postern.toml");
     std::fs::write(&cfg_path, &cfg).unwrap();
     let sock_path = dir.path().join("notify.sock");

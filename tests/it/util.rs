@@ -653,6 +653,11 @@ pub fn test_tls_with(
     (ca_path, cfg)
 }
 
+/// The upstream section for a plain-SMTP smarthost on loopback `port`.
+pub fn smarthost(port: u16) -> String {
+    format!("kind = \"smarthost\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"")
+}
+
 /// A config for tests: listen on `port`, queue in `dir/queue`, upstream
 /// section as given.
 pub fn config(port: u16, upstream: &str, extra_policy: &str) -> String {

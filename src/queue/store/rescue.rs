@@ -1,8 +1,10 @@
 //! A segment file removed from outside while postern runs (an admin's
 //! `rm`, a cleanup script): the open file still reads and writes, but
 //! nothing in it survives a restart. The writer notices it by the file's
-//! link count before it acknowledges anything written into it, after every
-//! sync it was asked for, and when idle; it stops using the segment and
+//! link count: that of each segment holding anything before it
+//! acknowledges a commit (a free one holds nothing, and is checked once it
+//! is written into), that of every segment after every sync it was asked
+//! for and when idle; it stops using the segment and
 //! writes again, into live segments, everything that still mattered in it:
 //! the queued messages (with their finished recipients), the "done"
 //! records that keep delivered messages in other segments from coming
@@ -18,6 +20,16 @@ use super::writer::Reply;
 use super::{Pending, SegState, Segment, Store, Use, tmp_dir};
 use crate::smtp::RcptIndex;
 
+/// Which segments' link counts [`Store::rescue`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Those holding anything: before commits are acknowledged (one
+    /// `fstat` each, on the path of every message).
+    InUse,
+    /// Every one, free ones too.
+    All,
+}
+
 /// A segment whose file was removed from outside, until everything that
 /// mattered in it is written elsewhere.
 #[derive(Debug)]
@@ -31,14 +43,20 @@ pub(super) struct Orphan {
 }
 
 impl Store {
-    /// Segments whose files are no longer in the directory.
-    fn unlinked(&self) -> Vec<u32> {
+    /// Segments (of `check`) whose files are no longer in the directory.
+    /// Once one is, every one is looked at: what it held is about to be
+    /// written again, maybe into a free segment removed with it.
+    fn unlinked(&self, check: Check) -> Vec<u32> {
         let mut v: Vec<u32> = self
             .segs
             .iter()
+            .filter(|(_, s)| check == Check::All || s.state != SegState::Free)
             .filter(|(_, s)| matches!(s.file.linked(), Ok(false)))
             .map(|(n, _)| *n)
             .collect();
+        if check == Check::InUse && !v.is_empty() {
+            return self.unlinked(Check::All);
+        }
         v.sort_unstable();
         v
     }
@@ -51,9 +69,10 @@ impl Store {
     pub(super) fn rescue(
         &mut self,
         q: &Queue,
+        check: Check,
         pending: &mut [(Option<Reply>, Result<Pending, QueueError>)],
     ) {
-        for no in self.unlinked() {
+        for no in self.unlinked(check) {
             let Some(seg) = self.segs.remove(&no) else {
                 continue;
             };
@@ -136,7 +155,7 @@ impl Store {
     /// all of it).
     pub(super) fn retry_orphans(&mut self, q: &Queue) {
         if !self.orphans.is_empty() {
-            self.rescue(q, &mut []);
+            self.rescue(q, Check::All, &mut []);
         }
     }
 

@@ -12,6 +12,7 @@ use super::super::clock::SAVE_EVERY;
 use super::super::record::{self, Kind};
 use super::super::spool::SpoolWriter;
 use super::super::{Entry, Loc, Queue, QueueError, QueueId};
+use super::rescue::Check;
 use super::{Pending, SegState, Store, Use};
 use crate::smtp::RcptIndex;
 
@@ -99,7 +100,7 @@ impl Store {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Idle: a segment removed from outside is noticed
                     // now, not only at the next message.
-                    self.rescue(&q, &mut []);
+                    self.rescue(&q, Check::All, &mut []);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Some(Request::Shutdown),
@@ -245,8 +246,14 @@ impl Store {
             if synced.is_ok() && (!answers.is_empty() || !syncs.is_empty()) {
                 // Before anything written into a segment is acknowledged,
                 // and before a sync says everything is safe: is each
-                // segment file still there?
-                self.rescue(&q, &mut answers);
+                // segment file still there? (Free ones hold nothing to
+                // acknowledge: an explicit sync or idleness looks at them.)
+                let check = if syncs.is_empty() {
+                    Check::InUse
+                } else {
+                    Check::All
+                };
+                self.rescue(&q, check, &mut answers);
             }
             for (reply, r) in answers {
                 let r = match (r, &synced) {
