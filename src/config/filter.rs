@@ -180,18 +180,10 @@ impl FromStr for Pattern {
                     return Err(format!("\"{s}\" contains a control character"));
                 }
                 c => {
-                    let mut lower = c.to_lowercase();
-                    match (lower.next(), lower.next()) {
-                        (Some(l), None) => GlobPart::Char(l),
-                        // Lowercases to several characters: push them all.
-                        (Some(a), Some(b)) => {
-                            parts.push(GlobPart::Char(a));
-                            parts.push(GlobPart::Char(b));
-                            parts.extend(lower.map(GlobPart::Char));
-                            continue;
-                        }
-                        _ => GlobPart::Char(c),
-                    }
+                    // Some characters lowercase to several (as the text
+                    // will in glob_match): push them all.
+                    parts.extend(c.to_lowercase().map(GlobPart::Char));
+                    continue;
                 }
             });
         }
@@ -479,7 +471,7 @@ impl FilterConfig {
     }
 
     /// Conditions known only at the end of data.
-    fn needs_data(&self) -> bool {
+    pub(crate) fn needs_data(&self) -> bool {
         self.size_over.is_some()
             || !self.attachment_type.is_empty()
             || !self.attachment_ext.is_empty()
@@ -681,16 +673,11 @@ table! {
 
 /// Read `[storm]` if present.
 pub(crate) fn read_storm(ctx: &mut Ctx, root: &DeTable) -> Result<Option<StormConfig>, Reported> {
-    let Some((key, item)) = root.get_key_value("storm") else {
+    if root.get("storm").is_none() {
         return Ok(None);
-    };
-    let DeValue::Table(table) = item.get_ref() else {
-        return Err(ctx.error(
-            key.span().start,
-            "'storm' must be a table, written [storm] on a line of its own",
-        ));
-    };
-    let sec = Section::new("storm", table, item.span().start);
+    }
+    let empty = DeTable::new();
+    let sec = super::section(ctx, root, "storm", false, &empty)?;
     super::unknown_keys(ctx, &sec, &[StormConfig::KEYS]);
     let s = StormKeys::read(ctx, &sec).build()?;
     if s.pass > s.threshold {

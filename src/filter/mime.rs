@@ -280,17 +280,15 @@ impl Scanner {
             Some(ct) => split_params(ct),
             None => ("text/plain".to_string(), Vec::new()),
         };
-        if let Some(sub) = mime_type.strip_prefix("multipart/") {
-            let _ = sub;
-            if let Some(b) = param(&params, "boundary")
-                && !b.is_empty()
-                && self.boundaries.len() < MAX_DEPTH
-            {
-                let mut marker = b"--".to_vec();
-                marker.extend_from_slice(b.as_bytes());
-                self.boundaries.push(marker);
-                return;
-            }
+        if mime_type.starts_with("multipart/")
+            && let Some(b) = param(&params, "boundary")
+            && !b.is_empty()
+            && self.boundaries.len() < MAX_DEPTH
+        {
+            let mut marker = b"--".to_vec();
+            marker.extend_from_slice(b.as_bytes());
+            self.boundaries.push(marker);
+            return;
         }
         let (disposition, dparams) = match &cdisp {
             Some(d) => split_params(d),
@@ -453,11 +451,17 @@ fn decode_2231(v: &str, first: bool) -> String {
 }
 
 fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
+    unescape_hex(s.as_bytes(), b'%')
+}
+
+/// `bytes` with every `escape` followed by two hex digits replaced by the
+/// octet they spell; an escape without them stays as written. RFC 2231's
+/// `%XX` and RFC 2047's Q `=XX` are the same rule with another mark.
+fn unescape_hex(b: &[u8], escape: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%'
+        if b[i] == escape
             && i + 2 < b.len()
             && let Some(x) = std::str::from_utf8(&b[i + 1..i + 3])
                 .ok()
@@ -533,27 +537,7 @@ fn encoded_word(s: &str) -> Option<(String, usize)> {
             .decode(data)
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(data))
             .ok()?,
-        "Q" | "q" => {
-            let spaced = data.replace('_', " ");
-            let mut out = Vec::new();
-            let b = spaced.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'='
-                    && i + 2 < b.len()
-                    && let Some(x) = std::str::from_utf8(&b[i + 1..i + 3])
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    out.push(x);
-                    i += 3;
-                    continue;
-                }
-                out.push(b[i]);
-                i += 1;
-            }
-            out
-        }
+        "Q" | "q" => unescape_hex(data.replace('_', " ").as_bytes(), b'='),
         _ => return None,
     };
     Some((to_text(&charset, &bytes), used.min(s.len())))

@@ -79,10 +79,7 @@ pub struct Rule {
 
 impl Rule {
     fn new(cfg: FilterConfig) -> Rule {
-        let stage = if cfg.size_over.is_some()
-            || !cfg.attachment_type.is_empty()
-            || !cfg.attachment_ext.is_empty()
-        {
+        let stage = if cfg.needs_data() {
             Stage::Data
         } else if !cfg.header.is_empty() || !cfg.subject.is_empty() {
             Stage::Headers
@@ -242,6 +239,15 @@ impl Verdict {
             self.stop = Some(Stop::Discard(c.name.clone()));
             return;
         }
+        self.apply_to_message(c);
+        if self.redirect.is_none() && !c.redirect.is_empty() {
+            self.redirect = Some(c.redirect.clone());
+        }
+    }
+
+    /// What a matching rule does to the message as a whole, whatever
+    /// recipient it matched for: hold, route, header changes.
+    fn apply_to_message(&mut self, c: &FilterConfig) {
         if c.hold && self.hold.is_none() {
             self.hold = Some(c.name.clone());
         }
@@ -254,9 +260,6 @@ impl Verdict {
             if !self.remove_header.contains(&h) {
                 self.remove_header.push(h);
             }
-        }
-        if self.redirect.is_none() && !c.redirect.is_empty() {
-            self.redirect = Some(c.redirect.clone());
         }
     }
 }
@@ -360,32 +363,12 @@ impl Rules {
                 return RcptDecision::Discard(c.name.clone());
             }
             // What is not about this recipient is about the message.
-            let mut whole = Verdict::default();
-            whole.apply(r);
-            whole.redirect = None;
-            whole.matched.clear();
-            merge(v, whole);
+            v.apply_to_message(c);
             if !c.redirect.is_empty() {
                 return RcptDecision::Redirect(c.name.clone(), c.redirect.clone());
             }
         }
         RcptDecision::Accept
-    }
-}
-
-/// Fold what one rule decided for the message into `v`.
-fn merge(v: &mut Verdict, w: Verdict) {
-    if v.hold.is_none() {
-        v.hold = w.hold;
-    }
-    if v.route.is_none() {
-        v.route = w.route;
-    }
-    v.add_header.extend(w.add_header);
-    for h in w.remove_header {
-        if !v.remove_header.contains(&h) {
-            v.remove_header.push(h);
-        }
     }
 }
 

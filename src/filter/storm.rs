@@ -265,12 +265,7 @@ impl Table {
                 began,
             };
         }
-        if self.windows.len() >= self.max_keys
-            && let Some(e) = self.pop_oldest()
-        {
-            ended.push(e);
-        }
-        self.open(key, copy, 1, Vec::new());
+        self.open(key, copy, 1, Vec::new(), ended);
         if pass >= 1 {
             Decision::Pass
         } else {
@@ -320,16 +315,18 @@ impl Table {
             w.storm = w.count > threshold;
             return;
         }
+        let count = self.pass.saturating_add(1);
+        self.open(key, copy, count, vec![id], ended);
+    }
+
+    /// Open the window of `key`; at the cap, the oldest window ends first
+    /// (into `ended`).
+    fn open(&mut self, key: &str, copy: Copy, count: u64, held: Vec<u64>, ended: &mut Vec<Ended>) {
         if self.windows.len() >= self.max_keys
             && let Some(e) = self.pop_oldest()
         {
             ended.push(e);
         }
-        let count = self.pass.saturating_add(1);
-        self.open(key, copy, count, vec![id]);
-    }
-
-    fn open(&mut self, key: &str, copy: Copy, count: u64, held: Vec<u64>) {
         self.next_seq = self.next_seq.wrapping_add(1);
         let fields = copy.scan.digest_fields.clone();
         self.windows.insert(

@@ -81,6 +81,17 @@ struct Inner {
     strays: Vec<u64>,
 }
 
+impl Inner {
+    /// When changed counts are next due to be saved (unix seconds).
+    fn save_due_at(&self) -> u64 {
+        let every = self
+            .cfg
+            .as_ref()
+            .map_or(0, |c| c.save_interval.value.as_secs());
+        self.saved_at.saturating_add(every)
+    }
+}
+
 impl Storms {
     /// Suppression as `cfg` says (off when `None`), on `queue`: reads the
     /// saved table back and squares it with the queue. Blocking (it reads
@@ -109,14 +120,13 @@ impl Storms {
             wake_tx,
             wake_rx,
         };
-        let mut held: Vec<(QueueId, crate::queue::Summary)> = storms
+        let mut held: Vec<crate::queue::Summary> = storms
             .queue
             .list()
             .into_iter()
             .filter(|s| s.held && s.hold == Hold::Storm)
-            .map(|s| (s.id, s))
             .collect();
-        held.sort_by_key(|(id, _)| *id);
+        held.sort_by_key(|s| s.id);
         let Some(cfg) = cfg else {
             // Off: nothing would ever end their windows.
             if !held.is_empty() {
@@ -125,8 +135,8 @@ impl Storms {
                     "storm: suppression is off ([storm] not configured); copies it held are released"
                 );
             }
-            for (id, _) in &held {
-                let _ = storms.queue.release(*id);
+            for s in &held {
+                let _ = storms.queue.release(s.id);
             }
             if let Err(e) = storms.queue.remove_side(SideFile::Storm) {
                 tracing::warn!(error = %e, "storm: cannot remove the saved counts");
@@ -145,13 +155,14 @@ impl Storms {
                 tracing::warn!(error = %e, "storm: cannot read the saved counts; counting afresh (held copies are counted again from the queue)");
             }
         }
-        let queued: HashSet<u64> = held.iter().map(|(id, _)| id.0).collect();
+        let queued: HashSet<u64> = held.iter().map(|s| s.id.0).collect();
         table.retain_held(|id| queued.contains(&id));
         let known: HashSet<u64> = table.held_ids().collect();
         let mut ended = Vec::new();
         let mut adopted = 0usize;
-        for (id, s) in held.iter().filter(|(id, _)| !known.contains(&id.0)) {
-            match reread(&storms.queue, *id) {
+        for s in held.iter().filter(|s| !known.contains(&s.id.0)) {
+            let id = s.id;
+            match reread(&storms.queue, id) {
                 Ok(scan) => {
                     let key = table.key_of(&s.from, scan.subject.as_deref());
                     let rcpts: Vec<String> = s.rcpts.iter().map(|(r, _)| r.clone()).collect();
@@ -167,7 +178,7 @@ impl Storms {
                 }
                 Err(e) => {
                     tracing::warn!(id = %id, error = %e, "storm: held copy unreadable; released");
-                    let _ = storms.queue.release(*id);
+                    let _ = storms.queue.release(id);
                 }
             }
         }
@@ -249,8 +260,7 @@ impl Storms {
             return None;
         };
         let sender = env.from.address().map_or("", Address::as_str);
-        let shown = if sender.is_empty() { "<>" } else { sender };
-        if !cfg.senders.is_empty() && !cfg.senders.iter().any(|p| p.matches(shown)) {
+        if !cfg.senders.is_empty() && !cfg.senders.iter().any(|p| p.matches(shown(sender))) {
             return None;
         }
         let key = table.key_of(sender, scan.subject.as_deref());
@@ -282,7 +292,7 @@ impl Storms {
                 began,
             } => Some(Ticket {
                 key,
-                sender: shown.to_string(),
+                sender: shown(sender).to_string(),
                 count,
                 storm,
                 began,
@@ -369,11 +379,7 @@ impl Storms {
         }
         let mut at = g.table.as_ref().and_then(Table::next_end);
         if g.dirty {
-            let every = g
-                .cfg
-                .as_ref()
-                .map_or(0, |c| c.save_interval.value.as_secs());
-            let due = g.saved_at.saturating_add(every);
+            let due = g.save_due_at();
             at = Some(at.map_or(due, |a| a.min(due)));
         }
         at.map_or(MAX_SLEEP, |t| {
@@ -392,12 +398,8 @@ impl Storms {
                 ended.extend(t.expire(now));
             }
             let strays = std::mem::take(&mut g.strays);
-            let every = g
-                .cfg
-                .as_ref()
-                .map_or(0, |c| c.save_interval.value.as_secs());
             // A clock that went back counts as time to save too.
-            let save_due = now >= g.saved_at.saturating_add(every) || now < g.saved_at;
+            let save_due = now >= g.save_due_at() || now < g.saved_at;
             (ended, strays, g.hostname.clone(), g.pass, save_due)
         };
         let settled = !ended.is_empty() || !strays.is_empty();
@@ -568,6 +570,7 @@ fn alert_words(key: &str) -> String {
     key.replace('\n', " ")
 }
 
+/// The sender as logs and `[storm] senders` patterns write it (`<>`).
 fn shown(sender: &str) -> &str {
     if sender.is_empty() { "<>" } else { sender }
 }
