@@ -144,15 +144,11 @@ mod tests {
 
     #[test]
     fn says_each_rules_verdict_and_the_outcome() {
-        let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n[upstream]\n\
-                    kind = \"maildir\"\ndir = \"out\"\n[[filter]]\nname = \"ups\"\n\
-                    sender = [\"*@ups.lan\"]\nsubject = [\"*battery*\"]\nhold = true\n\
-                    [[filter]]\nname = \"exe\"\nattachment_ext = [\"exe\"]\nreject = \"550 5.7.1 no\"\n";
-        let opts = crate::config::ParseOptions {
-            skip_file_checks: true,
-            default_hostname: Some("relay.test".into()),
-        };
-        let cfg = crate::config::parse_with(text, std::path::Path::new("t.toml"), &opts).unwrap();
+        let cfg = crate::filter::tests::config(
+            "[[filter]]\nname = \"ups\"\nsender = [\"*@ups.lan\"]\nsubject = [\"*battery*\"]\n\
+             hold = true\n[[filter]]\nname = \"exe\"\nattachment_ext = [\"exe\"]\n\
+             reject = \"550 5.7.1 no\"\n",
+        );
         let rules = Rules::new(&cfg.filters);
         let report = explain(
             &rules,

@@ -608,19 +608,12 @@ mod tests {
     use super::*;
 
     fn cfg(threshold: usize, pass: usize, max_keys: usize) -> StormConfig {
-        let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n[upstream]\n\
-             kind = \"maildir\"\ndir = \"out\"\n[storm]\nthreshold = {threshold}\npass = {pass}\n\
-             max_keys = {max_keys}\nwindow = \"30m\"\n"
-        );
-        let opts = crate::config::ParseOptions {
-            skip_file_checks: true,
-            default_hostname: Some("relay.test".into()),
-        };
-        crate::config::parse_with(&text, std::path::Path::new("t.toml"), &opts)
-            .unwrap()
-            .storm
-            .unwrap()
+        crate::filter::tests::config(&format!(
+            "[storm]\nthreshold = {threshold}\npass = {pass}\nmax_keys = {max_keys}\n\
+             window = \"30m\"\n"
+        ))
+        .storm
+        .unwrap()
     }
 
     fn scan(subject: &str) -> Scan {

@@ -3,7 +3,9 @@
 use super::*;
 use crate::config::{self, ParseOptions};
 
-fn rules(text: &str) -> Rules {
+/// A minimal config (one maildir route named "m365") with `text` after
+/// it: the filter and storm tests' one way to read their tables.
+pub(crate) fn config(text: &str) -> config::Config {
     let full = format!(
         "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n[[route]]\nname = \"m365\"\n\
          domains = [\"*\"]\nkind = \"maildir\"\ndir = \"out\"\n{text}"
@@ -12,9 +14,12 @@ fn rules(text: &str) -> Rules {
         skip_file_checks: true,
         default_hostname: Some("relay.test".into()),
     };
-    let cfg = config::parse_with(&full, std::path::Path::new("t.toml"), &opts)
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    Rules::new(&cfg.filters)
+    config::parse_with(&full, std::path::Path::new("t.toml"), &opts)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn rules(text: &str) -> Rules {
+    Rules::new(&config(text).filters)
 }
 
 fn scanned(msg: &str, wanted: &[&str]) -> Scan {

@@ -39,16 +39,7 @@ impl Clock for TestClock {
 }
 
 fn cfg(storm: &str) -> StormConfig {
-    let text = format!(
-        "[server]\nlisten = [\"127.0.0.1:2525\"]\n[queue]\ndir = \"q\"\n[upstream]\n\
-         kind = \"maildir\"\ndir = \"out\"\n[storm]\n{storm}"
-    );
-    let opts = crate::config::ParseOptions {
-        skip_file_checks: true,
-        default_hostname: Some("relay.test".into()),
-    };
-    crate::config::parse_with(&text, Path::new("t.toml"), &opts)
-        .unwrap()
+    crate::filter::tests::config(&format!("[storm]\n{storm}"))
         .storm
         .unwrap()
 }
