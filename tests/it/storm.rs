@@ -23,9 +23,8 @@ fn a_restart_in_the_middle_of_a_window_keeps_the_counts() {
     let cfg = config(
         port,
         &format!(
-            "kind = \"smarthost\"\nhost = \"localhost\"\nport = {}\ntls = \"none\"\n\n\
-             [storm]\nwindow = \"15s\"\nthreshold = 5\npass = 2\nsave_interval = \"1h\"",
-            up.port
+            "{}\n\n[storm]\nwindow = \"15s\"\nthreshold = 5\npass = 2\nsave_interval = \"1h\"",
+            smarthost(up.port)
         ),
         "",
     );
