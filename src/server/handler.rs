@@ -338,13 +338,7 @@ impl<'a, T: AsyncRead + AsyncWrite + Unpin> Handler<'a, T> {
                 let mut disposition = self.session.disposition(&intake);
                 let ticket = self.storm_note(&intake, disposition.as_ref(), &w);
                 if ticket.is_some() {
-                    disposition
-                        .get_or_insert(Disposition {
-                            envelope: None,
-                            hold: Hold::None,
-                            route: None,
-                        })
-                        .hold = Hold::Storm;
+                    disposition.get_or_insert_with(Disposition::default).hold = Hold::Storm;
                 }
                 if let Some(d) = disposition
                     && let Err(e) = w.set_disposition(d.envelope, d.hold, d.route)

@@ -341,42 +341,36 @@ impl Intake {
         if self.finished {
             run.scanner.finish();
         }
-        if run.header_done {
-            if self.finished {
-                run.decide(
-                    Stage::Data,
-                    self.spooled.saturating_add(self.out.len() as u64),
-                );
-            }
-            return;
-        }
-        match ended {
-            Some(_) if !run.hold_header => run.header_end(&mut Vec::new(), size),
-            Some(k) => {
-                let rest = self.out.split_off(k.min(self.out.len()));
-                run.held.append(&mut self.out);
-                let mut out = rest;
-                run.header_end(&mut out, size);
-                self.out = out;
-            }
-            None if self.finished => {
-                if run.hold_header {
+        if !run.header_done {
+            match ended {
+                Some(_) if !run.hold_header => run.header_end(&mut Vec::new(), size),
+                Some(k) => {
+                    let rest = self.out.split_off(k.min(self.out.len()));
                     run.held.append(&mut self.out);
+                    let mut out = rest;
+                    run.header_end(&mut out, size);
+                    self.out = out;
                 }
-                let mut out = std::mem::take(&mut self.out);
-                run.header_end(&mut out, size);
-                self.out = out;
-            }
-            None => {
-                if run.hold_header {
-                    run.held.append(&mut self.out);
-                    if run.held.len() as u64 > MAX_HEADER_SECTION.saturating_add(self.received_len)
-                    {
-                        // Refused for its size in any case: keep no more.
-                        run.overflow = true;
-                        run.held = Vec::new();
-                        run.hold_header = false;
-                        run.header_done = true;
+                None if self.finished => {
+                    if run.hold_header {
+                        run.held.append(&mut self.out);
+                    }
+                    let mut out = std::mem::take(&mut self.out);
+                    run.header_end(&mut out, size);
+                    self.out = out;
+                }
+                None => {
+                    if run.hold_header {
+                        run.held.append(&mut self.out);
+                        if run.held.len() as u64
+                            > MAX_HEADER_SECTION.saturating_add(self.received_len)
+                        {
+                            // Refused for its size in any case: keep no more.
+                            run.overflow = true;
+                            run.held = Vec::new();
+                            run.hold_header = false;
+                            run.header_done = true;
+                        }
                     }
                 }
             }

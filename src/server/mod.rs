@@ -368,11 +368,7 @@ async fn handle(
             detail: Some(&detail),
             ..who
         };
-        let reply = refusal::refused(
-            &|r| session::Services::refused(&live, r),
-            &who,
-            &Answer::TooManyConnections,
-        );
+        let reply = session::Services::refuse(&live, &who, &Answer::TooManyConnections);
         refuse(&mut stream, &reply).await;
         return;
     };
@@ -382,7 +378,7 @@ async fn handle(
         Err(answer) => {
             // Refused before TLS, even on the implicit-TLS port: saying 554
             // in clear costs nothing and spares a handshake.
-            let reply = refusal::refused(&|r| session::Services::refused(&live, r), &who, &answer);
+            let reply = session::Services::refuse(&live, &who, &answer);
             refuse(&mut stream, &reply).await;
             return;
         }
@@ -391,11 +387,7 @@ async fn handle(
     let client_slot = match shared.limits.connect(ip, rated) {
         Ok(slot) => slot,
         Err(why) => {
-            let reply = refusal::refused(
-                &|r| session::Services::refused(&live, r),
-                &who,
-                &Answer::TooManyFromClient(why),
-            );
+            let reply = session::Services::refuse(&live, &who, &Answer::TooManyFromClient(why));
             refuse(&mut stream, &reply).await;
             return;
         }

@@ -21,7 +21,7 @@ use super::connection::Line;
 use super::intake::{
     FilterRun, Intake, MAX_DATA_LINE, MAX_HEADER_SECTION, MAX_HOPS, Refused, message_id,
 };
-use super::refusal::{self, Sender, Who};
+use super::refusal::{Sender, Who};
 use super::reply::Answer;
 use super::sasl::{self, Credentials, Exchange, Progress};
 use crate::auth::Login;
@@ -38,7 +38,7 @@ pub use super::state::{
 };
 
 /// What the rules change about a message before it is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disposition {
     /// The recipients changed (redirect).
     pub envelope: Option<Envelope>,
@@ -186,7 +186,7 @@ impl<'a> Session<'a> {
             from: self.core.sender(),
             ..Who::client(self.gates.client)
         };
-        refusal::refused(&|r| self.gates.services.refused(r), &who, &answer)
+        self.gates.services.refuse(&who, &answer)
     }
 
     /// How long to wait for the next line.
@@ -413,20 +413,15 @@ impl<'a> Session<'a> {
         };
         let pause = Some(AUTH_FAIL_DELAY.saturating_mul(self.auth_failures));
         if self.auth_failures >= self.gates.server.max_auth_failures {
-            let r = refusal::refused(
-                &|r| self.gates.services.refused(r),
-                &who,
-                &Answer::TooManyAuthFailures,
-            );
+            let r = self
+                .gates
+                .services
+                .refuse(&who, &Answer::TooManyAuthFailures);
             let mut out = Out::close(vec![r]);
             out.pause = pause;
             return out;
         }
-        let r = refusal::refused(
-            &|r| self.gates.services.refused(r),
-            &who,
-            &Answer::AuthFailed,
-        );
+        let r = self.gates.services.refuse(&who, &Answer::AuthFailed);
         let mut out = Out::read(vec![r], false);
         out.pause = pause;
         out
@@ -502,7 +497,7 @@ impl<'a> Session<'a> {
                     ..Who::client(self.gates.client)
                 };
                 let answer = Answer::FilterRejected { rule, reply };
-                let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
+                let reply = self.gates.services.refuse(&who, &answer);
                 Some(Out::read(vec![reply], false))
             }
             Stop::Discard(rule) => {
@@ -606,7 +601,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(self.gates.client)
         };
-        let reply = refusal::refused(&|r| self.gates.services.refused(r), &who, &answer);
+        let reply = self.gates.services.refuse(&who, &answer);
         Some(if why.ends_session() {
             Out::close(vec![reply])
         } else {
@@ -658,14 +653,7 @@ impl<'a> Session<'a> {
             detail: detail.as_deref(),
             ..Who::client(client)
         };
-        Out::read(
-            vec![refusal::refused(
-                &|r| self.gates.services.refused(r),
-                &who,
-                &answer,
-            )],
-            false,
-        )
+        Out::read(vec![self.gates.services.refuse(&who, &answer)], false)
     }
 }
 
@@ -977,6 +965,22 @@ pub(crate) mod tests {
         s.line(Line::Text(line.as_bytes().to_vec()), false)
     }
 
+    /// A session that has said `EHLO dev`.
+    fn greeted(w: &World, facts: ClientFacts) -> Session<'_> {
+        let mut s = Session::new(gates(w), facts, false);
+        say(&mut s, "EHLO dev");
+        s
+    }
+
+    /// A world whose services alias `root` to `ops@example.test`.
+    fn root_aliased() -> World {
+        let mut w = world();
+        w.fake
+            .aliases
+            .push(("root".into(), "ops@example.test".into()));
+        w
+    }
+
     fn users_facts() -> ClientFacts {
         ClientFacts {
             plain_auth: true,
@@ -989,8 +993,7 @@ pub(crate) mod tests {
     fn a_full_queue_is_452_at_mail() {
         let mut w = world();
         w.fake.full = true;
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         let out = say(&mut s, "MAIL FROM:<a@lan.test>");
         assert!(wire(&out).starts_with("452 4.3.1 "), "{}", wire(&out));
         assert!(!s.in_transaction());
@@ -998,12 +1001,8 @@ pub(crate) mod tests {
 
     #[test]
     fn aliases_and_rates_come_from_the_services() {
-        let mut w = world();
-        w.fake
-            .aliases
-            .push(("root".into(), "ops@example.test".into()));
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut w = root_aliased();
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         say(&mut s, "MAIL FROM:<a@lan.test>");
         assert!(s.in_transaction());
         assert!(wire(&say(&mut s, "RCPT TO:<root>")).starts_with("250 2.1.5 "));
@@ -1014,26 +1013,20 @@ pub(crate) mod tests {
         assert_eq!(rcpts, ["ops@example.test"]);
         // A client in allow_clients is not held to the rates by default…
         w.fake.over_rate = true;
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("250 "));
         assert!(wire(&say(&mut s, "RCPT TO:<root>")).starts_with("250 "));
         // …and is with limit_trusted_clients.
         let mut w = world_with("limit_trusted_clients = true\n");
         w.fake.over_rate = true;
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         assert!(wire(&say(&mut s, "MAIL FROM:<a@lan.test>")).starts_with("450 4.7.1 "));
     }
 
     #[test]
     fn dsn_parameters_reach_the_envelope_and_need_ehlo() {
-        let mut w = world();
-        w.fake
-            .aliases
-            .push(("root".into(), "ops@example.test".into()));
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let w = root_aliased();
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         say(&mut s, "MAIL FROM:<a@lan.test> RET=HDRS ENVID=e+2B1");
         let r = say(
             &mut s,
@@ -1097,13 +1090,11 @@ pub(crate) mod tests {
             starttls: true,
             ..ClientFacts::allowed_plain()
         };
-        let mut s = Session::new(gates(&w), facts, false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, facts);
         let out = s.line(Line::Text(b"STARTTLS".to_vec()), true);
         assert!(wire(&out).starts_with("554 5.5.0 "), "{}", wire(&out));
         assert!(matches!(out.then, Then::Close));
-        let mut s = Session::new(gates(&w), facts, false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, facts);
         let out = say(&mut s, "STARTTLS");
         assert_eq!(wire(&out), "220 2.0.0 Ready to start TLS\r\n");
         assert!(matches!(out.then, Then::StartTls));
@@ -1112,8 +1103,7 @@ pub(crate) mod tests {
     #[test]
     fn auth_plain_without_an_initial_response_gets_334_and_a_space() {
         let w = world();
-        let mut s = Session::new(gates(&w), users_facts(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, users_facts());
         let out = say(&mut s, "AUTH PLAIN");
         // RFC 4954 §4: "334" SP, even before an empty challenge.
         assert_eq!(wire(&out), "334 \r\n");
@@ -1123,8 +1113,7 @@ pub(crate) mod tests {
     #[test]
     fn auth_is_a_phase_and_failures_are_slowed_then_421() {
         let w = world();
-        let mut s = Session::new(gates(&w), users_facts(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, users_facts());
         let out = say(&mut s, "AUTH LOGIN");
         assert!(wire(&out).starts_with("334 VXNlcm5hbWU6"), "{}", wire(&out));
         assert!(out.flush);
@@ -1153,8 +1142,7 @@ pub(crate) mod tests {
     #[test]
     fn a_message_goes_through_the_data_phase() {
         let w = world();
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         say(&mut s, "MAIL FROM:<a@lan.test>");
         say(&mut s, "RCPT TO:<b@example.test>");
         let Then::Receive(_) = say(&mut s, "DATA").then else {
@@ -1248,8 +1236,7 @@ pub(crate) mod tests {
     #[test]
     fn a_message_over_an_upstream_limit_learned_mid_session_is_552_not_a_bounce() {
         let w = world();
-        let mut s = Session::new(gates(&w), ClientFacts::allowed_plain(), false);
-        say(&mut s, "EHLO dev");
+        let mut s = greeted(&w, ClientFacts::allowed_plain());
         say(&mut s, "MAIL FROM:<a@lan.test>");
         say(&mut s, "RCPT TO:<b@example.test>");
         say(&mut s, "DATA");

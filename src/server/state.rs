@@ -153,6 +153,11 @@ pub trait Services: std::fmt::Debug {
     fn refused(&self, reason: Reason) {
         let _ = reason;
     }
+    /// The reply for `answer`: when it is a refusal, logged with `who` and
+    /// counted here ([`refusal::refused`]).
+    fn refuse(&self, who: &Who<'_>, answer: &Answer) -> Reply {
+        refusal::refused(&|r| self.refused(r), who, answer)
+    }
 }
 
 /// The parts of the daemon a session consults.
@@ -298,7 +303,7 @@ impl SessionCore {
             rcpt,
             ..Who::client(g.client)
         };
-        Step::Reply(refusal::refused(&|r| g.services.refused(r), &who, &answer))
+        Step::Reply(g.services.refuse(&who, &answer))
     }
 
     /// [`SessionCore::answer`] with what the session knows.
@@ -455,11 +460,10 @@ impl SessionCore {
             return Answer::RecipientOk;
         }
         let to = &new.addr;
-        let user = self.login.as_ref().map(|l| l.name.clone());
         let so_far: Vec<Address> = rcpts.iter().map(|r| r.addr.clone()).collect();
         let f = Facts {
             client: g.client,
-            user: user.as_deref(),
+            user: self.login.as_ref().map(|l| l.name.as_str()),
             sender: from,
             rcpts: &so_far,
             scan: None,
@@ -478,10 +482,7 @@ impl SessionCore {
             RcptDecision::Redirect(rule, to_these) => {
                 // The sender's DSN request goes with the new addresses, and
                 // reports name the one it gave.
-                let orcpt = new
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
+                let orcpt = original_rcpt(new.orcpt.as_deref(), to);
                 for a in to_these.iter().filter_map(|a| Address::parse(a).ok()) {
                     tracing::info!(client = %g.client, rule = %rule, rcpt = %crate::smtp::escaped(to.as_str()), to = %crate::smtp::escaped(a.as_str()), "recipient redirected by [[filter]]");
                     if !rcpts.iter().any(|r| r.addr == a) {
@@ -550,13 +551,7 @@ impl SessionCore {
         // stays the recipient's original one (RFC 3461 ORCPT, which reports
         // name), unless the client named one itself.
         let (to, orcpt) = match g.services.alias(&to) {
-            Some(real) => {
-                let orcpt = rparams
-                    .orcpt
-                    .clone()
-                    .or_else(|| Some(format!("rfc822;{}", xtext::encode(to.as_str().as_bytes()))));
-                (real, orcpt)
-            }
+            Some(real) => (real, original_rcpt(rparams.orcpt.as_deref(), &to)),
             None => (to, rparams.orcpt.clone()),
         };
         // A bare local part nobody aliased (cron's `root`) gets our domain.
@@ -607,4 +602,14 @@ impl SessionCore {
         };
         step
     }
+}
+
+/// The recipient's original address for reports (RFC 3461 ORCPT): the one
+/// the client named with ORCPT=, else `addr` as the client gave it, before
+/// an alias or a filter replaced it.
+fn original_rcpt(given: Option<&str>, addr: &Address) -> Option<String> {
+    Some(given.map_or_else(
+        || format!("rfc822;{}", xtext::encode(addr.as_str().as_bytes())),
+        str::to_string,
+    ))
 }

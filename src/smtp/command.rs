@@ -310,26 +310,33 @@ fn echo_keyword(k: &str) -> String {
     k.get(..MAX_ECHOED_PARAM).unwrap_or(k).to_owned()
 }
 
+/// One `keyword[=value]` parameter of MAIL or RCPT, split; `None` when the
+/// keyword is not one or the value after `=` is empty.
+fn keyword_value(param: &str) -> Option<(&str, Option<&str>)> {
+    let (key, value) = match param.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (param, None),
+    };
+    (is_keyword(key) && value != Some("")).then_some((key, value))
+}
+
+/// `Ok` the first time a parameter is seen, `duplicate` after that.
+fn first(seen: &mut bool, duplicate: &'static str) -> Result<(), CommandError> {
+    if std::mem::replace(seen, true) {
+        Err(CommandError::Syntax(duplicate))
+    } else {
+        Ok(())
+    }
+}
+
 fn mail_params(text: &str) -> Result<MailParams, CommandError> {
     let syntax = CommandError::Syntax(MAIL_SYNTAX);
     let mut params = MailParams::default();
     let (mut size, mut body, mut utf8, mut auth) = (false, false, false, false);
     let (mut ret, mut envid) = (false, false);
     for param in text.split(is_blank).filter(|p| !p.is_empty()) {
-        let (key, value) = match param.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (param, None),
-        };
-        if !is_keyword(key) || value == Some("") {
-            return Err(syntax);
-        }
-        let once = |seen: &mut bool| {
-            if std::mem::replace(seen, true) {
-                Err(CommandError::Syntax("Duplicate MAIL parameter"))
-            } else {
-                Ok(())
-            }
-        };
+        let (key, value) = keyword_value(param).ok_or(CommandError::Syntax(MAIL_SYNTAX))?;
+        let once = |seen: &mut bool| first(seen, "Duplicate MAIL parameter");
         if key.eq_ignore_ascii_case("SIZE") {
             once(&mut size)?;
             params.size = Some(
@@ -434,20 +441,8 @@ fn rcpt_params(text: &str) -> Result<RcptParams, CommandError> {
     let mut params = RcptParams::default();
     let (mut seen_notify, mut seen_orcpt) = (false, false);
     for param in text.split(is_blank).filter(|p| !p.is_empty()) {
-        let (key, value) = match param.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (param, None),
-        };
-        if !is_keyword(key) || value == Some("") {
-            return Err(CommandError::Syntax(RCPT_SYNTAX));
-        }
-        let once = |seen: &mut bool| {
-            if std::mem::replace(seen, true) {
-                Err(CommandError::Syntax("Duplicate RCPT parameter"))
-            } else {
-                Ok(())
-            }
-        };
+        let (key, value) = keyword_value(param).ok_or(CommandError::Syntax(RCPT_SYNTAX))?;
+        let once = |seen: &mut bool| first(seen, "Duplicate RCPT parameter");
         if key.eq_ignore_ascii_case("NOTIFY") {
             once(&mut seen_notify)?;
             params.notify = value.and_then(notify).ok_or(CommandError::Syntax(
